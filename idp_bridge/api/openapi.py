@@ -1,0 +1,138 @@
+"""OpenAPI 3.1 description of the management API, served at ``/api/openapi.json``."""
+
+from __future__ import annotations
+
+from ..domain.audit import EVENTS
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+
+
+def _op(summary: str, role: str, *, ok: dict, params=(), body=None, errors=(401, 403, 404)):
+    op = {
+        "summary": summary,
+        "description": f"Caller: {role}.",
+        "security": [{"upstreamBearer": []}] if role != "anyone" else [],
+        "parameters": [{"$ref": f"#/components/parameters/{p}"} for p in params],
+        "responses": {**ok, **{str(code): _ERROR for code in errors}},
+    }
+    if body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return op
+
+
+def _json(schema_ref: str, description: str = "OK") -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}}
+
+
+def openapi_document(issuer: str) -> dict:
+    no_content = {"204": {"description": "Done"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "idp-bridge management API", "version": "1",
+                 "description": "Advisor access to tenants: access codes, memberships, "
+                                "permanent advisors and the audit log. Authorised by the "
+                                "caller's upstream (SSO) access token."},
+        "servers": [{"url": issuer.rstrip("/")}],
+        "paths": {
+            "/api/advisor-profile": {"get": _op("The fixed advisor profile", "anyone",
+                                                ok={"200": _json("AdvisorProfile")}, errors=())},
+            "/api/tenants/{tenant}": {
+                "get": _op("Tenant and its settings", "tenant admin", ok={"200": _json("Tenant")},
+                           params=["tenant"]),
+                "patch": _op("Change the maximum age of temporary access", "tenant admin",
+                             ok={"200": _json("Tenant")}, params=["tenant"],
+                             body={"$ref": "#/components/schemas/TenantUpdate"},
+                             errors=(400, 401, 403, 404)),
+            },
+            "/api/tenants/{tenant}/access-code": {"get": _op(
+                "The tenant's current access code", "tenant admin",
+                ok={"200": _json("AccessCode")}, params=["tenant"])},
+            "/api/tenants/{tenant}/memberships": {"get": _op(
+                "Advisors with access to the tenant", "tenant admin",
+                ok={"200": _json("MembershipList")}, params=["tenant"])},
+            "/api/tenants/{tenant}/memberships/{membership_id}": {"delete": _op(
+                "Remove an advisor from the tenant (revokes every token of its grant)",
+                "tenant admin", ok=no_content, params=["tenant", "membership_id"],
+                errors=(401, 403, 404, 409))},
+            "/api/tenants/{tenant}/audit-events": {"get": _op(
+                "The tenant's audit log, newest first", "tenant admin",
+                ok={"200": _json("AuditEventPage")},
+                params=["tenant", "before", "limit", "event"], errors=(400, 401, 403, 404))},
+            "/api/tenants/{tenant}/permanent-advisors": {"get": _op(
+                "Permanent advisors of the tenant", "support admin",
+                ok={"200": _json("MembershipList")}, params=["tenant"])},
+            "/api/tenants/{tenant}/permanent-advisors/{advisor_subject}": {
+                "put": _op("Assign a permanent advisor", "support admin",
+                           ok={"200": _json("Membership", "Already assigned"),
+                               "201": _json("Membership", "Assigned")},
+                           params=["tenant", "advisor_subject"],
+                           body={"type": "object", "properties": {"name": {"type": "string"}}},
+                           errors=(400, 401, 403, 404, 409)),
+                "delete": _op("Remove a permanent advisor", "support admin", ok=no_content,
+                              params=["tenant", "advisor_subject"]),
+            },
+            "/api/me/memberships": {"get": _op("My tenants", "advisor",
+                                               ok={"200": _json("MembershipList")}, errors=(401, 403))},
+            "/api/me/memberships/{tenant}": {"delete": _op(
+                "Leave a tenant", "advisor", ok=no_content, params=["tenant"])},
+        },
+        "components": {
+            "securitySchemes": {"upstreamBearer": {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "An access token of the upstream identity provider."}},
+            "parameters": {
+                "tenant": {"name": "tenant", "in": "path", "required": True, "schema": {"type": "string"}},
+                "membership_id": {"name": "membership_id", "in": "path", "required": True,
+                                  "schema": {"type": "string", "format": "uuid"}},
+                "advisor_subject": {"name": "advisor_subject", "in": "path", "required": True,
+                                    "schema": {"type": "string"}},
+                "before": {"name": "before", "in": "query", "schema": {"type": "integer"}},
+                "limit": {"name": "limit", "in": "query",
+                          "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
+                "event": {"name": "event", "in": "query", "schema": {"enum": list(EVENTS)}},
+            },
+            "responses": {"Error": {"description": "Error", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Error"}}}}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "error_description"],
+                          "properties": {"error": {"type": "string"},
+                                         "error_description": {"type": "string"}}},
+                "AccessCode": {"type": "object", "required": ["code", "tenant", "expires_at"],
+                               "properties": {"code": {"type": "string",
+                                                       "pattern": "^[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$"},
+                                              "tenant": {"type": "string"},
+                                              "expires_at": {"type": "string", "format": "date-time"}}},
+                "Membership": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "tenant": {"type": "string"},
+                    "advisor": {"type": "string"}, "advisor_name": {"type": ["string", "null"]},
+                    "kind": {"enum": ["temporary", "permanent", "guest"]},
+                    "since": {"type": "string", "format": "date-time"},
+                    "reason": {"type": ["string", "null"]},
+                    "expires_at": {"type": ["string", "null"], "format": "date-time"},
+                    "last_token_issued_at": {"type": ["string", "null"], "format": "date-time"},
+                    "created_by": {"type": "string"}}},
+                "MembershipList": {"type": "object", "properties": {"memberships": {
+                    "type": "array", "items": {"$ref": "#/components/schemas/Membership"}}}},
+                "Tenant": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "name": {"type": "string"},
+                    "temporary_max_age_days": {"type": "integer"},
+                    "temporary_max_age_days_limit": {"type": "integer"}}},
+                "TenantUpdate": {"type": "object", "additionalProperties": False,
+                                 "properties": {"temporary_max_age_days": {"type": "integer",
+                                                                           "minimum": 1}}},
+                "AuditEventPage": {"type": "object", "properties": {
+                    "events": {"type": "array", "items": {"type": "object", "properties": {
+                        "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
+                        "event": {"enum": list(EVENTS)}, "actor": {"type": ["string", "null"]},
+                        "actor_role": {"type": ["string", "null"]},
+                        "membership_id": {"type": ["string", "null"]},
+                        "client_id": {"type": ["string", "null"]}, "detail": {"type": "object"}}}},
+                    "next_before": {"type": ["integer", "null"]}}},
+                "AdvisorProfile": {"type": "object", "properties": {
+                    "scopes": {"type": "array", "items": {"type": "string"}},
+                    "areas": {"type": "array", "items": {"type": "object"}},
+                    "mutable": {"const": False}}},
+            },
+        },
+    }

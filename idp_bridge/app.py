@@ -1,0 +1,159 @@
+"""``create_app``: the one place that wires settings, storage, domain and blueprints."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from flask import Flask, jsonify
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from werkzeug.exceptions import HTTPException
+
+from .domain.access_codes import AccessCodes
+from .domain.exchange import AdvisorExchange, GuessLimiter
+from .domain.keys import KeyRing
+from .domain.memberships import Memberships
+from .domain.tokens import TokenIssuer
+from .oauth.rfc7009 import BridgeRevocationEndpoint
+from .oauth.rfc7662 import BridgeIntrospectionEndpoint
+from .oauth.rfc8414 import server_metadata
+from .oauth.rfc8693 import TokenExchangeGrant
+from .oauth.refresh_token import RefreshTokenGrant
+from .oauth.server import BridgeAuthorizationServer
+from .settings import Settings
+from .storage.db import Database, StorageUnavailable, utcnow
+from .upstream import RoleMapper, SubjectTokenValidator
+
+log = logging.getLogger("idp_bridge")
+
+
+@dataclass
+class Services:
+    """Everything a request handler needs, built once per app."""
+
+    settings: Settings
+    db: Database
+    keys: KeyRing
+    codes: AccessCodes
+    memberships: Memberships
+    issuer: TokenIssuer
+    validator: SubjectTokenValidator
+    roles: RoleMapper
+    exchange: AdvisorExchange
+    server: BridgeAuthorizationServer
+    limiter: Limiter
+    metadata: dict
+
+
+def derive_secret(secret_key: str, purpose: str) -> bytes:
+    """A separate 256-bit key per purpose from the one configured secret (HKDF, RFC 5869)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=f"idp-bridge {purpose}".encode()).derive(secret_key.encode())
+
+
+def create_app(settings: Settings | None = None, *, overrides: dict | None = None,
+               database: Database | None = None) -> Flask:
+    settings = settings or Settings.load(overrides)
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=derive_secret(settings.secret_key, "flask session"),
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        MAX_FORM_MEMORY_SIZE=settings.max_request_bytes,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.issuer.startswith("https://"),
+        JSON_SORT_KEYS=False,
+        RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri,
+        RATELIMIT_HEADERS_ENABLED=True,
+        TESTING=settings.mode == "test",
+    )
+    db = database or Database(settings.database_url)
+    keys = KeyRing(db, settings.key_encryption_key, settings.signing_alg,
+                   settings.access_token_lifetime)
+    with db.transaction() as session:
+        keys.ensure(session, utcnow())
+
+    limiter = Limiter(get_remote_address, app=app, storage_uri=settings.ratelimit_storage_uri,
+                      default_limits=[], key_prefix="idp-bridge")
+    codes = AccessCodes(derive_secret(settings.secret_key, "access codes"),
+                        settings.code_ttl_seconds, settings.code_max_failures)
+    memberships = Memberships(default_max_age_days=settings.temporary_max_age_days,
+                              reason_max_length=settings.reason_max_length)
+    issuer = TokenIssuer(keys, issuer=settings.issuer,
+                         access_lifetime=settings.access_token_lifetime,
+                         refresh_lifetime=settings.refresh_token_lifetime)
+    validator = SubjectTokenValidator(
+        issuer=settings.upstream_issuer, discovery_url=settings.discovery_url,
+        audiences=settings.upstream_audiences, algorithms=settings.upstream_algorithms,
+        cache_seconds=settings.upstream_cache_seconds, timeout=settings.upstream_timeout_seconds,
+        leeway=settings.upstream_leeway_seconds)
+    roles = RoleMapper(
+        roles_claim=settings.roles_claim, groups_claim=settings.groups_claim,
+        advisor_role=settings.advisor_role, support_admin_role=settings.support_admin_role,
+        tenant_admin_group=settings.tenant_admin_group,
+        mfa_acr_values=settings.mfa_acr_values, mfa_amr_values=settings.mfa_amr_values)
+    exchange = AdvisorExchange(
+        db=db, codes=codes, memberships=memberships, issuer=issuer, roles=roles,
+        guesses=GuessLimiter(limiter.limiter, settings.code_guess_limit_advisor,
+                             settings.code_guess_limit_tenant),
+        mfa_required=settings.mfa_required)
+    server = BridgeAuthorizationServer(
+        db=db, exchange=exchange, validator=validator, issuer=settings.issuer,
+        audiences=settings.audiences, default_audience=settings.default_audience,
+        resources=settings.resource_map)
+    server.register_grant(TokenExchangeGrant)
+    server.register_grant(RefreshTokenGrant)
+    server.register_endpoint(BridgeIntrospectionEndpoint(server, issuer, db))
+    server.register_endpoint(BridgeRevocationEndpoint(server, issuer, db))
+
+    app.extensions["idp_bridge"] = Services(
+        settings=settings, db=db, keys=keys, codes=codes, memberships=memberships,
+        issuer=issuer, validator=validator, roles=roles, exchange=exchange, server=server,
+        limiter=limiter, metadata=server_metadata(settings.issuer, settings.signing_alg))
+
+    from .api import bp as api_bp
+    from .oauth.views import bp as oauth_bp
+
+    app.register_blueprint(oauth_bp)
+    app.register_blueprint(api_bp)
+    _register_error_handlers(app)
+    app.after_request(_security_headers)
+    return app
+
+
+def services(app: Flask) -> Services:
+    return app.extensions["idp_bridge"]
+
+
+def _register_error_handlers(app: Flask) -> None:
+    # JSON everywhere, and never a stack trace (DESIGN.md section 6).
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        codes = {400: "invalid_request", 401: "invalid_token", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 413: "invalid_request", 429: "rate_limited"}
+        body = {"error": codes.get(exc.code, "error"),
+                "error_description": exc.description if exc.code != 413
+                else "the request is too large"}
+        return jsonify(body), exc.code
+
+    @app.errorhandler(StorageUnavailable)
+    def storage_down(exc):
+        return jsonify(error="temporarily_unavailable",
+                       error_description="the database is unreachable"), 503
+
+    @app.errorhandler(Exception)
+    def unexpected(exc):
+        log.exception("unhandled error")
+        return jsonify(error="server_error", error_description="internal error"), 500
+
+
+def _security_headers(response):
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+    headers.setdefault("X-Frame-Options", "DENY")
+    return response

@@ -1,0 +1,1 @@
+"""Domain: access codes, memberships, tokens, keys, audit. No Flask, no app config."""

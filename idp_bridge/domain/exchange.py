@@ -1,0 +1,205 @@
+"""Policy of the token exchange and the refresh (DESIGN.md sections 5 and 7).
+
+The protocol layer (``idp_bridge.oauth``) parses the request and validates the subject
+token; this module decides whether this subject may get these tokens for this tenant, and
+records what happened. Failures that must leave a trace (wrong codes, refresh-token replay)
+are committed before the error is raised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from limits import parse
+
+from scopes.catalog import ADVISOR_PROFILE, ProfileChangeRefused, UnknownScope, in_catalog_order, validate_scopes
+
+from ..storage.db import utcnow
+from . import audit
+from .access_codes import MalformedCode, normalize_code
+from .errors import AccessCodeRejected, Forbidden, InvalidInput, NotFound
+from .tokens import RefreshRejected
+
+
+class ScopeRefused(Exception):
+    def __init__(self, description: str):
+        super().__init__(description)
+        self.description = description
+
+
+class RateLimitUnavailable(RuntimeError):
+    """The shared rate-limit store is unreachable; code redemption is refused."""
+
+
+class GuessLimiter:
+    """Wrong access-code guesses, limited per advisor and per tenant (a ``limits`` strategy,
+    the engine under Flask-Limiter, sharing its storage)."""
+
+    def __init__(self, strategy, advisor_limit: str, tenant_limit: str):
+        self.strategy = strategy
+        self.advisor_limit = parse(advisor_limit)
+        self.tenant_limit = parse(tenant_limit)
+
+    def _call(self, method, *args):
+        try:
+            return method(*args)
+        except Exception as exc:  # storage errors differ per backend; fail closed on all
+            raise RateLimitUnavailable("rate-limit storage is unreachable") from exc
+
+    def allowed(self, advisor: str, tenant_id: str) -> bool:
+        return (self._call(self.strategy.test, self.advisor_limit, "code-guess-advisor", advisor)
+                and self._call(self.strategy.test, self.tenant_limit, "code-guess-tenant", tenant_id))
+
+    def hit(self, advisor: str, tenant_id: str) -> None:
+        self._call(self.strategy.hit, self.advisor_limit, "code-guess-advisor", advisor)
+        self._call(self.strategy.hit, self.tenant_limit, "code-guess-tenant", tenant_id)
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    access_token: str
+    expires_in: int
+    scope: str
+    refresh_token: str
+    membership_id: str
+    grant_id: str
+    sid: str
+
+
+def membership_scopes(membership) -> frozenset[str]:
+    """What a membership may carry. Temporary and permanent advisors share the fixed profile."""
+    if membership.kind in ("temporary", "permanent"):
+        return ADVISOR_PROFILE
+    return frozenset()  # guests: their group's permissions (not yet built)
+
+
+def narrow_scope(requested: list[str] | None, allowed: frozenset[str]) -> str:
+    """The token's scope: everything allowed, or the requested subset of it."""
+    if not requested:
+        return " ".join(in_catalog_order(allowed))
+    try:
+        validate_scopes(requested)
+    except UnknownScope as exc:
+        raise ScopeRefused(str(exc)) from None
+    wider = [s for s in requested if s not in allowed]
+    if wider:
+        raise ScopeRefused(
+            f"{ProfileChangeRefused.message} Not in this membership: {' '.join(wider)}. "
+            "The scope parameter may only narrow a token."
+        )
+    return " ".join(in_catalog_order(requested))
+
+
+class AdvisorExchange:
+    def __init__(self, *, db, codes, memberships, issuer, roles, guesses: GuessLimiter,
+                 mfa_required: bool):
+        self.db = db
+        self.codes = codes
+        self.memberships = memberships
+        self.issuer = issuer
+        self.roles = roles
+        self.guesses = guesses
+        self.mfa_required = mfa_required
+
+    def exchange(self, *, identity, client_id: str, tenant_id: str, access_code: str | None,
+                 scope: list[str] | None, audience: str, reason: str | None) -> IssuedTokens:
+        if not self.roles.check_advisor(identity):
+            raise Forbidden("the subject is not an advisor")
+        if self.mfa_required and not self.roles.check_mfa(identity):
+            raise Forbidden("multi-factor authentication is required: sign in again with a second factor")
+        reason = self.memberships.check_reason(reason)
+        candidate = None
+        if access_code is not None:
+            try:
+                candidate = normalize_code(access_code)
+            except MalformedCode as exc:
+                raise InvalidInput(f"access_code is malformed: {exc}") from None
+        now = utcnow()
+        failure: Exception | None = None
+        with self.db.transaction() as session:
+            tenant = self.memberships.tenant(session, tenant_id)
+            membership = self.memberships.active(session, tenant.id, identity.subject)
+            if membership is not None and self.memberships.end_if_expired(session, membership, now):
+                membership = None
+            if membership is None:
+                membership, failure = self._join(session, tenant, identity, client_id,
+                                                 candidate, reason, now)
+            if failure is None:
+                allowed = membership_scopes(membership)
+                token_scope = narrow_scope(scope, allowed)
+                family = self.issuer.new_family(session, membership, client_id=client_id,
+                                                identity=identity, scope=token_scope,
+                                                audience=audience, now=now)
+                refresh = self.issuer.issue_refresh_token(session, family, now)
+                access = self.issuer.mint_access_token(family, membership.kind)
+                membership.last_token_at = now
+                audit.record(session, "token.issued", now, tenant_id=tenant.id,
+                             actor=identity.subject, actor_role="advisor",
+                             membership_id=membership.id, client_id=client_id, sid=family.sid,
+                             scope=token_scope, audience=audience)
+                result = IssuedTokens(access.token, access.expires_in, token_scope, refresh,
+                                      membership.id, membership.grant_id, family.sid)
+        if failure is not None:
+            raise failure
+        return result
+
+    def _join(self, session, tenant, identity, client_id, candidate, reason, now):
+        """First redemption: check the code and create a temporary membership."""
+        if candidate is None:
+            return None, AccessCodeRejected(
+                "access_code is required: the advisor is not a member of this tenant")
+        if not self.guesses.allowed(identity.subject, tenant.id):
+            audit.record(session, "access_code.rate_limited", now, tenant_id=tenant.id,
+                         actor=identity.subject, actor_role="advisor", client_id=client_id)
+            return None, AccessCodeRejected("too many wrong access codes; try again later")
+        result = self.codes.check(session, tenant.id, candidate, now)
+        if not result.ok:
+            self.guesses.hit(identity.subject, tenant.id)
+            audit.record(session, "access_code.failed", now, tenant_id=tenant.id,
+                         actor=identity.subject, actor_role="advisor", client_id=client_id,
+                         advisor_name=identity.username, failures=result.failures)
+            if result.rotated:
+                audit.record(session, "access_code.rotated", now, tenant_id=tenant.id,
+                             actor="system", actor_role="system", cause="too_many_failures")
+            return None, AccessCodeRejected("access_code is wrong or has expired")
+        audit.record(session, "access_code.rotated", now, tenant_id=tenant.id,
+                     actor="system", actor_role="system", cause="redeemed")
+        membership = self.memberships.create(
+            session, tenant, subject=identity.subject, name=identity.username, kind="temporary",
+            created_by=identity.subject, actor_role="advisor", now=now, reason=reason,
+            client_id=client_id)
+        return membership, None
+
+    def refresh(self, *, refresh_token: str, client_id: str, scope: list[str] | None) -> IssuedTokens:
+        now = utcnow()
+        failure: Exception | None = None
+        with self.db.transaction() as session:
+            try:
+                family, membership = self.issuer.use_refresh_token(session, refresh_token,
+                                                                   client_id, now)
+                if membership.ended_at is not None or self.memberships.end_if_expired(
+                        session, membership, now):
+                    raise RefreshRejected("the membership of this refresh_token has ended")
+            except RefreshRejected as exc:
+                failure = exc
+            if failure is None:
+                token_scope = narrow_scope(scope, frozenset(family.scope.split()))
+                refresh = self.issuer.issue_refresh_token(session, family, now)
+                if token_scope != family.scope:
+                    # A narrower token for this request only; the family keeps its scope.
+                    family = _with_scope(family, token_scope)
+                access = self.issuer.mint_access_token(family, membership.kind)
+                membership.last_token_at = now
+                result = IssuedTokens(access.token, access.expires_in, token_scope, refresh,
+                                      membership.id, membership.grant_id, family.sid)
+        if failure is not None:
+            raise failure
+        return result
+
+
+def _with_scope(family, scope):
+    from types import SimpleNamespace
+
+    fields = {c: getattr(family, c) for c in ("sid", "subject", "audience", "client_id",
+                                              "tenant_id", "grant_id", "auth_time", "acr", "amr")}
+    return SimpleNamespace(scope=scope, **fields)

@@ -1,0 +1,165 @@
+"""Memberships (Zugriffe) and their grants, DESIGN.md sections 1 and 8.
+
+Ending a membership is one transaction: the membership is marked ended, every token family
+of its grant is marked revoked, the grant is appended to the revocations (the feed's source)
+and an audit event is written. Nothing is deleted, and nothing revives an ended membership:
+redeeming a new code creates a new membership with a new ``grant_id``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+
+from ..storage.models import Membership, Revocation, Tenant, TokenFamily
+from . import audit
+from .errors import Conflict, InvalidInput, NotFound
+
+KINDS = ("temporary", "permanent", "guest")
+END_REASONS = ("removed_by_tenant", "left", "removed_by_support", "expired", "superseded",
+               "upstream_account_ended")
+
+
+class Memberships:
+    def __init__(self, *, default_max_age_days: int, reason_max_length: int):
+        self.default_max_age_days = default_max_age_days
+        self.reason_max_length = reason_max_length
+
+    # --- queries ---
+    @staticmethod
+    def tenant(session, tenant_id: str) -> Tenant:
+        tenant = session.get(Tenant, tenant_id) if _plausible_id(tenant_id) else None
+        if tenant is None:
+            raise NotFound(f"unknown tenant {tenant_id!r}" if _plausible_id(tenant_id)
+                           else "unknown tenant")
+        return tenant
+
+    @staticmethod
+    def active(session, tenant_id: str, subject: str) -> Membership | None:
+        return session.scalars(
+            select(Membership).where(Membership.active_key == _active_key(tenant_id, subject))
+        ).first()
+
+    @staticmethod
+    def list_for_tenant(session, tenant_id: str) -> list[Membership]:
+        return list(session.scalars(
+            select(Membership).where(Membership.tenant_id == tenant_id,
+                                     Membership.ended_at.is_(None))
+            .order_by(Membership.created_at)))
+
+    @staticmethod
+    def list_for_advisor(session, subject: str) -> list[Membership]:
+        return list(session.scalars(
+            select(Membership).where(Membership.advisor_subject == subject,
+                                     Membership.ended_at.is_(None))
+            .order_by(Membership.created_at)))
+
+    def check_reason(self, reason: str | None) -> str | None:
+        if reason is None:
+            return None
+        reason = reason.strip()
+        if len(reason) > self.reason_max_length:
+            raise InvalidInput(f"reason is longer than {self.reason_max_length} characters")
+        if any(ord(ch) < 32 for ch in reason):
+            raise InvalidInput("reason contains control characters")
+        return reason or None
+
+    def max_age(self, tenant: Tenant) -> timedelta:
+        return timedelta(days=tenant.temporary_max_age_days or self.default_max_age_days)
+
+    # --- lifecycle ---
+    def create(self, session, tenant: Tenant, *, subject: str, name: str | None, kind: str,
+               created_by: str, actor_role: str, now: datetime, reason: str | None = None,
+               client_id: str | None = None) -> Membership:
+        assert kind in KINDS
+        membership = Membership(
+            id=str(uuid.uuid4()), tenant_id=tenant.id, advisor_subject=subject,
+            advisor_name=name, kind=kind, grant_id=str(uuid.uuid4()), reason=reason,
+            created_at=now, created_by=created_by,
+            expires_at=now + self.max_age(tenant) if kind == "temporary" else None,
+            active_key=_active_key(tenant.id, subject),
+        )
+        session.add(membership)
+        session.flush()  # the unique active_key refuses a second active membership here
+        audit.record(session, "membership.created", now, tenant_id=tenant.id, actor=created_by,
+                     actor_role=actor_role, membership_id=membership.id, client_id=client_id,
+                     advisor=subject, advisor_name=name, kind=kind, reason=reason)
+        return membership
+
+    def end(self, session, membership: Membership, *, by: str, actor_role: str, reason: str,
+            now: datetime) -> bool:
+        """End ``membership`` and revoke its grant. Returns False if it had already ended."""
+        assert reason in END_REASONS
+        ended = session.execute(
+            update(Membership)
+            .where(Membership.id == membership.id, Membership.ended_at.is_(None))
+            .values(ended_at=now, ended_by=by, end_reason=reason, active_key=None)
+            .execution_options(synchronize_session="fetch")
+        ).rowcount == 1
+        if not ended:
+            return False
+        session.execute(
+            update(TokenFamily)
+            .where(TokenFamily.grant_id == membership.grant_id, TokenFamily.revoked_at.is_(None))
+            .values(revoked_at=now, revoke_reason="grant_revoked")
+            .execution_options(synchronize_session=False)
+        )
+        session.add(Revocation(kind="grant", value=membership.grant_id,
+                               tenant_id=membership.tenant_id,
+                               subject=membership.advisor_subject, reason=reason, created_at=now))
+        audit.record(session, "membership.ended", now, tenant_id=membership.tenant_id, actor=by,
+                     actor_role=actor_role, membership_id=membership.id,
+                     advisor=membership.advisor_subject, advisor_name=membership.advisor_name,
+                     kind=membership.kind, reason=reason, grant_id=membership.grant_id)
+        return True
+
+    def end_if_expired(self, session, membership: Membership, now: datetime) -> bool:
+        if membership.expires_at is not None and membership.expires_at <= now:
+            return self.end(session, membership, by="system", actor_role="system",
+                            reason="expired", now=now)
+        return False
+
+    def expire_due(self, session, now: datetime) -> int:
+        """End every temporary membership past its maximum age (a periodic sweep)."""
+        due = session.scalars(select(Membership).where(
+            Membership.ended_at.is_(None), Membership.expires_at.is_not(None),
+            Membership.expires_at <= now)).all()
+        return sum(self.end_if_expired(session, m, now) for m in due)
+
+    def get_for_tenant(self, session, tenant_id: str, membership_id: str) -> Membership:
+        membership = session.get(Membership, membership_id) if _plausible_id(membership_id) else None
+        if membership is None or membership.tenant_id != tenant_id:
+            raise NotFound("no such membership in this tenant")
+        if membership.ended_at is not None:
+            raise Conflict("this membership has already ended")
+        return membership
+
+    def assign_permanent(self, session, tenant: Tenant, *, subject: str, name: str | None,
+                         by: str, now: datetime) -> tuple[Membership, bool]:
+        """Make ``subject`` a permanent advisor of ``tenant``; returns (membership, created).
+
+        An active temporary membership is superseded (its grant revoked): its tokens say
+        ``membership: temporary`` and must not outlive that fact.
+        """
+        current = self.active(session, tenant.id, subject)
+        if current is not None and current.kind == "permanent":
+            return current, False
+        if current is not None and current.kind == "guest":
+            raise Conflict("this advisor is a guest of the tenant; remove the guest access first")
+        if current is not None:
+            self.end(session, current, by=by, actor_role="support_admin", reason="superseded",
+                     now=now)
+            session.flush()
+        membership = self.create(session, tenant, subject=subject, name=name, kind="permanent",
+                                 created_by=by, actor_role="support_admin", now=now)
+        return membership, True
+
+
+def _active_key(tenant_id: str, subject: str) -> str:
+    return f"{tenant_id}|{subject}"
+
+
+def _plausible_id(value) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable()

@@ -1,0 +1,180 @@
+"""Our tokens (DESIGN.md section 5).
+
+Access tokens are RFC 9068 JWTs (``typ: at+jwt``) signed with the active key. Refresh tokens
+are opaque, high-entropy, stored as SHA-256 and rotate on every use: presenting a rotated
+one again revokes its whole token family (``sid``), not the membership. An access token is
+active while it verifies, has not expired, its family lives and its membership lives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from sqlalchemy import select, update
+
+from ..storage.models import Membership, RefreshToken, Revocation, TokenFamily
+from . import audit
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class RefreshRejected(Exception):
+    def __init__(self, description: str, *, family_revoked: bool = False):
+        super().__init__(description)
+        self.description = description
+        self.family_revoked = family_revoked
+
+
+@dataclass(frozen=True)
+class IssuedAccessToken:
+    token: str
+    expires_in: int
+    jti: str
+
+
+class TokenIssuer:
+    def __init__(self, keyring, *, issuer: str, access_lifetime: int, refresh_lifetime: int):
+        self.keyring = keyring
+        self.issuer = issuer
+        self.access_lifetime = access_lifetime
+        self.refresh_lifetime = refresh_lifetime
+
+    # --- access tokens ---
+    def mint_access_token(self, family: TokenFamily, membership_kind: str) -> IssuedAccessToken:
+        kid, alg, key = self.keyring.signing_key()
+        now = int(time.time())
+        jti = secrets.token_urlsafe(16)
+        claims = {
+            "iss": self.issuer,
+            "sub": family.subject,
+            "aud": family.audience,
+            "client_id": family.client_id,
+            "tenant": family.tenant_id,
+            "scope": family.scope,
+            "grant_id": family.grant_id,
+            "sid": family.sid,
+            "membership": membership_kind,
+            "jti": jti,
+            "iat": now,
+            "exp": now + self.access_lifetime,
+        }
+        if family.auth_time is not None:
+            claims["auth_time"] = family.auth_time
+        if family.acr is not None:
+            claims["acr"] = family.acr
+        if family.amr:
+            claims["amr"] = list(family.amr)
+        token = jwt.encode({"alg": alg, "typ": "at+jwt", "kid": kid}, claims, key)
+        return IssuedAccessToken(token=token, expires_in=self.access_lifetime, jti=jti)
+
+    def read_access_token(self, token: str) -> dict | None:
+        """Claims of one of our access tokens if it verifies and has not expired, else None."""
+        if not token or len(token) > 8192 or token.count(".") != 2:
+            return None
+        try:
+            from joserfc import jws
+
+            header = jws.extract_compact(token.encode()).protected
+            if header.get("typ") != "at+jwt" or header.get("alg") != self.keyring.alg and \
+                    header.get("alg") not in ("ES256", "RS256"):
+                return None
+            key = self.keyring.verification_key(header.get("kid", ""))
+            if key is None:
+                return None
+            claims = jwt.decode(token, key, algorithms=[header["alg"]]).claims
+        except (JoseError, ValueError, KeyError):
+            return None
+        if claims.get("iss") != self.issuer or claims.get("exp", 0) <= time.time():
+            return None
+        return claims
+
+    # --- families and refresh tokens ---
+    def new_family(self, session, membership: Membership, *, client_id: str, identity,
+                   scope: str, audience: str, now: datetime) -> TokenFamily:
+        family = TokenFamily(
+            sid=str(uuid.uuid4()), membership_id=membership.id, grant_id=membership.grant_id,
+            client_id=client_id, subject=membership.advisor_subject,
+            tenant_id=membership.tenant_id, scope=scope, audience=audience,
+            upstream_issuer=identity.issuer, upstream_sid=identity.session_id,
+            auth_time=identity.auth_time, acr=identity.acr, amr=identity.amr or None,
+            created_at=now, revoked_at=None,
+        )
+        session.add(family)
+        session.flush()  # refresh tokens reference the family (foreign key)
+        return family
+
+    def issue_refresh_token(self, session, family: TokenFamily, now: datetime) -> str:
+        token = secrets.token_urlsafe(32)
+        session.add(RefreshToken(token_hash=hash_token(token), sid=family.sid, created_at=now,
+                                 expires_at=now + timedelta(seconds=self.refresh_lifetime),
+                                 rotated_at=None))
+        return token
+
+    def use_refresh_token(self, session, token: str, client_id: str, now: datetime):
+        """Rotate ``token``: return (family, membership) or raise :class:`RefreshRejected`.
+
+        The rotation is a conditional update, so of two concurrent uses exactly one wins
+        and the other is treated as replay. The caller commits even when this raises: a
+        detected replay must revoke the family durably.
+        """
+        if not token or len(token) > 512:
+            raise RefreshRejected("refresh_token is invalid")
+        row = session.get(RefreshToken, hash_token(token))
+        if row is None:
+            raise RefreshRejected("refresh_token is invalid")
+        family = session.get(TokenFamily, row.sid)
+        if family.client_id != client_id:
+            raise RefreshRejected("refresh_token was issued to another client")
+        won = session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_hash == row.token_hash, RefreshToken.rotated_at.is_(None))
+            .values(rotated_at=now)
+        ).rowcount == 1
+        if not won:
+            if family.revoked_at is None:
+                self.revoke_family(session, family, "refresh_token_reuse", now)
+                audit.record(session, "token.family_revoked", now, tenant_id=family.tenant_id,
+                             actor=family.subject, actor_role="advisor",
+                             membership_id=family.membership_id, client_id=client_id,
+                             sid=family.sid, reason="refresh_token_reuse")
+            raise RefreshRejected("refresh_token was already used; its token family is revoked",
+                                  family_revoked=True)
+        if row.expires_at <= now:
+            raise RefreshRejected("refresh_token has expired")
+        if family.revoked_at is not None:
+            raise RefreshRejected("the token family of this refresh_token is revoked")
+        membership = session.get(Membership, family.membership_id)
+        return family, membership
+
+    def revoke_family(self, session, family: TokenFamily, reason: str, now: datetime) -> None:
+        family.revoked_at = now
+        family.revoke_reason = reason
+        session.add(Revocation(kind="family", value=family.sid, tenant_id=family.tenant_id,
+                               subject=family.subject, reason=reason, created_at=now))
+
+    # --- introspection ---
+    def check_active(self, session, claims: dict, now: datetime) -> bool:
+        """Whether the grant and family of verified ``claims`` still live."""
+        row = session.execute(
+            select(TokenFamily.revoked_at, Membership.ended_at, Membership.expires_at)
+            .join(Membership, Membership.id == TokenFamily.membership_id)
+            .where(TokenFamily.sid == claims.get("sid"),
+                   Membership.grant_id == claims.get("grant_id"))
+        ).first()
+        if row is None:
+            return False
+        revoked_at, ended_at, expires_at = row
+        return revoked_at is None and ended_at is None and (expires_at is None or expires_at > now)
+
+    def find_refresh_family(self, session, token: str) -> TokenFamily | None:
+        row = session.get(RefreshToken, hash_token(token)) if token and len(token) <= 512 else None
+        return session.get(TokenFamily, row.sid) if row is not None else None

@@ -1,0 +1,136 @@
+"""The authorization server: Authlib's Flask server wired to our storage and domain.
+
+Only this class turns errors into HTTP answers: grants and endpoints raise Authlib's
+``OAuth2Error`` subclasses, domain errors are mapped in :meth:`run_domain`, and
+storage or upstream outages become ``503 temporarily_unavailable`` (fail closed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749.errors import (
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+)
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from joserfc.jwk import KeySet
+from sqlalchemy.exc import IntegrityError
+
+from ..domain.errors import AccessCodeRejected, Conflict, Forbidden, InvalidInput, NotFound
+from ..domain.exchange import RateLimitUnavailable, ScopeRefused
+from ..domain.tokens import RefreshRejected
+from ..storage.db import StorageUnavailable, utcnow
+from ..storage.models import Client, SeenJti
+from ..upstream.oidc import SubjectTokenError, UpstreamUnavailable
+from .errors import InvalidTargetError, TemporarilyUnavailableError
+from .models import OAuthClient
+
+NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+
+
+class BridgeAuthorizationServer(AuthorizationServer):
+    def __init__(self, *, db, exchange, validator, issuer: str, audiences, default_audience: str,
+                 resources: dict[str, str]):
+        super().__init__()
+        self.db = db
+        self.exchange = exchange
+        self.validator = validator
+        self.audiences = frozenset(audiences)
+        self.default_audience = default_audience
+        self.resources = dict(resources)
+        self.register_client_auth_method("private_key_jwt", PrivateKeyJWT(self, issuer))
+
+    # --- storage hooks Authlib calls ---
+    def query_client(self, client_id):
+        if not isinstance(client_id, str) or len(client_id) > 100:
+            return None
+        try:
+            with self.db.read() as session:
+                row = session.get(Client, client_id)
+        except StorageUnavailable as exc:
+            raise TemporarilyUnavailableError(description=str(exc)) from None
+        if row is None or row.disabled_at is not None:
+            return None
+        return OAuthClient(row)
+
+    def save_token(self, token, request):  # tokens are stored by the domain layer
+        raise NotImplementedError
+
+    def handle_response(self, status_code, payload, headers):
+        return super().handle_response(status_code, payload, list(headers) + NO_STORE)
+
+    # --- request helpers used by the grants ---
+    def resolve_audience(self, audiences: list[str], resources: list[str]) -> str:
+        """One audience from ``audience`` (RFC 8693) and ``resource`` (RFC 8707)."""
+        wanted = set()
+        for value in audiences:
+            if value not in self.audiences:
+                raise InvalidTargetError(description=f"unknown audience {value[:100]!r}")
+            wanted.add(value)
+        for value in resources:
+            audience = self.resources.get(value)
+            if audience is None:
+                raise InvalidTargetError(description=f"unknown resource {value[:200]!r}")
+            wanted.add(audience)
+        if len(wanted) > 1:
+            raise InvalidTargetError(description="a token serves exactly one audience")
+        return wanted.pop() if wanted else self.default_audience
+
+    def validate_subject_token(self, token: str, token_type: str):
+        try:
+            return self.validator.validate(token, token_type)
+        except SubjectTokenError as exc:
+            raise InvalidRequestError(description=str(exc)) from None
+        except UpstreamUnavailable as exc:
+            raise TemporarilyUnavailableError(description=str(exc)) from None
+
+    def run_domain(self, func, **kwargs):
+        try:
+            return func(**kwargs)
+        except (Forbidden, AccessCodeRejected) as exc:
+            raise InvalidGrantError(description=exc.description) from None
+        except RefreshRejected as exc:
+            raise InvalidGrantError(description=exc.description) from None
+        except (InvalidInput, NotFound) as exc:
+            raise InvalidRequestError(description=exc.description) from None
+        except ScopeRefused as exc:
+            raise InvalidScopeError(description=exc.description) from None
+        except (StorageUnavailable, RateLimitUnavailable, UpstreamUnavailable) as exc:
+            raise TemporarilyUnavailableError(description=str(exc)) from None
+        except (Conflict, IntegrityError):
+            # Two concurrent first redemptions by one advisor: the unique active membership
+            # refused the second; the client may simply retry.
+            raise InvalidGrantError(description="a concurrent request changed this membership; retry") from None
+
+
+class PrivateKeyJWT(JWTBearerClientAssertion):
+    """RFC 7523 client authentication with keys registered for the client."""
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def __init__(self, server: BridgeAuthorizationServer, issuer: str):
+        super().__init__(validate_jti=True, leeway=30)
+        self.server = server
+        self.issuer = issuer.rstrip("/")
+
+    def get_audiences(self):
+        return [self.issuer, self.issuer + "/", self.issuer + "/token"]
+
+    def resolve_client_public_key(self, client):
+        return KeySet.import_key_set(client.jwks or {"keys": []})
+
+    def validate_jti(self, claims, jti):
+        key = hashlib.sha256(f"client-assertion\x00{claims['sub']}\x00{jti}".encode()).hexdigest()
+        now = utcnow()
+        try:
+            with self.server.db.transaction() as session:
+                if session.get(SeenJti, key) is not None:
+                    return False
+                session.add(SeenJti(key=key, expires_at=now + timedelta(minutes=10)))
+        except IntegrityError:
+            return False
+        return True

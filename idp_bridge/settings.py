@@ -1,0 +1,252 @@
+"""One settings object, validated once at start (STYLE.md: configuration validated once).
+
+Sources, later wins: defaults, an optional TOML file (``IDP_BRIDGE_CONFIG``), environment
+variables ``IDP_BRIDGE_<NAME>``, then explicit overrides (CLI options, test mappings).
+A missing or wrong value raises :class:`SettingsError` naming the key.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from urllib.parse import urlparse
+
+MODES = ("production", "demo", "test")
+SIGNING_ALGS = ("ES256", "RS256")
+# Symmetric and "none" algorithms are never acceptable for upstream tokens: a public key
+# must never double as an HMAC secret (DESIGN.md section 9).
+ASYMMETRIC_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                   "ES256", "ES384", "ES512", "EdDSA")
+DEMO_SECRET_PREFIX = "demo-"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; the message names the key."""
+
+    def __init__(self, key: str, problem: str):
+        self.key = key
+        super().__init__(f"setting {env_name(key)} ({key}): {problem}")
+
+
+def env_name(key: str) -> str:
+    return "IDP_BRIDGE_" + key.upper()
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: production | demo | test. Production refuses demo secrets and the development provider.
+    mode: str = "production"
+    #: Our issuer identifier (RFC 8414): the public base URL of this bridge.
+    issuer: str = ""
+    database_url: str = "sqlite:///instance/idp-bridge.sqlite"
+    #: Signs sessions and derives the access-code secret (HKDF); high entropy, >= 32 chars.
+    secret_key: str = ""
+    #: Fernet key (urlsafe base64 of 32 bytes) encrypting signing keys at rest.
+    key_encryption_key: str = ""
+
+    # --- upstream identity provider (Keycloak realm or any OIDC provider) ---
+    upstream_issuer: str = ""
+    upstream_discovery_url: str = ""
+    #: Accepted ``aud`` values of subject tokens (the bridge's client at the upstream IdP).
+    upstream_audiences: tuple[str, ...] = ("idp-bridge",)
+    upstream_algorithms: tuple[str, ...] = ("RS256", "ES256", "PS256", "EdDSA")
+    upstream_cache_seconds: int = 300
+    upstream_timeout_seconds: float = 5.0
+    upstream_leeway_seconds: int = 30
+    #: Where roles and groups sit in upstream tokens (dotted path); Keycloak-style defaults.
+    roles_claim: str = "realm_access.roles"
+    groups_claim: str = "groups"
+    advisor_role: str = "advisor"
+    support_admin_role: str = "support-admin"
+    #: Group naming a tenant's admins; ``{tenant}`` is replaced by the tenant id.
+    tenant_admin_group: str = "/tenants/{tenant}/admins"
+    #: When true, subject tokens must show multi-factor authentication (acr or amr).
+    mfa_required: bool = False
+    mfa_acr_values: tuple[str, ...] = ("2", "mfa", "urn:konfipay:acr:mfa")
+    mfa_amr_values: tuple[str, ...] = ("otp", "mfa", "hwk", "swk", "webauthn")
+
+    # --- tokens ---
+    signing_alg: str = "ES256"
+    access_token_lifetime: int = 300
+    refresh_token_lifetime: int = 8 * 3600
+    default_audience: str = "konfipay-api"
+    #: Audiences a client may ask for with ``audience``.
+    audiences: tuple[str, ...] = ("konfipay-api",)
+    #: RFC 8707 resource indicators: ``uri=audience`` pairs.
+    resources: tuple[str, ...] = ()
+
+    # --- memberships and access codes ---
+    temporary_max_age_days: int = 30
+    code_ttl_seconds: int = 3600
+    #: Wrong guesses for one tenant before its code rotates.
+    code_max_failures: int = 5
+    code_guess_limit_advisor: str = "10 per 15 minutes"
+    code_guess_limit_tenant: str = "30 per 15 minutes"
+    reason_max_length: int = 200
+    ratelimit_storage_uri: str = "memory://"
+    max_request_bytes: int = 64 * 1024
+
+    def __post_init__(self):
+        _validate(self)
+
+    # --- derived values ---
+    @property
+    def resource_map(self) -> dict[str, str]:
+        return dict(pair.split("=", 1) for pair in self.resources)
+
+    @property
+    def discovery_url(self) -> str:
+        return self.upstream_discovery_url or (
+            self.upstream_issuer.rstrip("/") + "/.well-known/openid-configuration"
+        )
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(cls, overrides: dict | None = None, environ=None) -> "Settings":
+        """Build settings from defaults, config file, environment and ``overrides``."""
+        environ = os.environ if environ is None else environ
+        values: dict = {}
+        path = (overrides or {}).get("config_file") or environ.get("IDP_BRIDGE_CONFIG")
+        if path:
+            try:
+                with open(path, "rb") as fh:
+                    values.update(tomllib.load(fh))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise SettingsError("config", f"cannot read config file {path}: {exc}") from None
+        known = {f.name: f for f in fields(cls)}
+        for name in values:
+            if name not in known:
+                raise SettingsError(name, "unknown setting in config file")
+        for name in known:
+            raw = environ.get(env_name(name))
+            if raw is not None:
+                values[name] = raw
+        for name, value in (overrides or {}).items():
+            if name == "config_file":
+                continue
+            if name not in known:
+                raise SettingsError(name, "unknown setting")
+            if value is not None:
+                values[name] = value
+        return cls(**{name: _coerce(known[name], value) for name, value in values.items()})
+
+
+def _coerce(f: dataclasses.Field, value):
+    kind = f.type
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(f"expected true or false, got {value!r}")
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError("expected an integer")
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind.startswith("tuple"):
+            if isinstance(value, str):
+                return tuple(item.strip() for item in value.split(",") if item.strip())
+            return tuple(str(item) for item in value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f.name, f"invalid value: {exc}") from None
+
+
+def _is_url(value: str) -> bool:
+    parsed = urlparse(value)
+    return parsed.scheme in ("http", "https") and bool(parsed.netloc)
+
+
+def _is_loopback_url(value: str) -> bool:
+    return urlparse(value).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def _validate(s: Settings) -> None:
+    if s.mode not in MODES:
+        raise SettingsError("mode", f"must be one of {', '.join(MODES)}")
+    for key in ("issuer", "upstream_issuer"):
+        value = getattr(s, key)
+        if not value:
+            raise SettingsError(key, "is required")
+        if not _is_url(value):
+            raise SettingsError(key, "must be an http(s) URL")
+    if s.upstream_discovery_url and not _is_url(s.upstream_discovery_url):
+        raise SettingsError("upstream_discovery_url", "must be an http(s) URL")
+    if not s.database_url or "://" not in s.database_url:
+        raise SettingsError("database_url", "must be a SQLAlchemy database URL")
+    if len(s.secret_key) < 32:
+        raise SettingsError("secret_key", "is required and must be at least 32 characters")
+    try:
+        if len(base64.urlsafe_b64decode(s.key_encryption_key.encode())) != 32:
+            raise ValueError
+    except (ValueError, TypeError):
+        raise SettingsError(
+            "key_encryption_key",
+            "must be a Fernet key (urlsafe base64 of 32 bytes); "
+            "generate one with: idp-bridge keys new-kek",
+        ) from None
+    if not s.upstream_audiences:
+        raise SettingsError("upstream_audiences", "at least one audience is required")
+    bad = [a for a in s.upstream_algorithms if a not in ASYMMETRIC_ALGS]
+    if bad or not s.upstream_algorithms:
+        raise SettingsError(
+            "upstream_algorithms",
+            f"only asymmetric algorithms are allowed ({', '.join(ASYMMETRIC_ALGS)}); got {bad}",
+        )
+    if s.signing_alg not in SIGNING_ALGS:
+        raise SettingsError("signing_alg", f"must be one of {', '.join(SIGNING_ALGS)}")
+    for key, low, high in (
+        ("access_token_lifetime", 30, 3600),
+        ("refresh_token_lifetime", 60, 30 * 86400),
+        ("temporary_max_age_days", 1, 365),
+        ("code_ttl_seconds", 60, 24 * 3600),
+        ("code_max_failures", 1, 100),
+        ("reason_max_length", 10, 2000),
+        ("upstream_cache_seconds", 0, 86400),
+        ("upstream_leeway_seconds", 0, 300),
+        ("max_request_bytes", 1024, 10 * 1024 * 1024),
+    ):
+        value = getattr(s, key)
+        if not low <= value <= high:
+            raise SettingsError(key, f"must be between {low} and {high}, got {value}")
+    if "{tenant}" not in s.tenant_admin_group:
+        raise SettingsError("tenant_admin_group", "must contain the placeholder {tenant}")
+    if s.default_audience not in s.audiences:
+        raise SettingsError("default_audience", "must be one of the configured audiences")
+    for pair in s.resources:
+        uri, sep, audience = pair.partition("=")
+        if not sep or not _is_url(uri) or audience not in s.audiences:
+            raise SettingsError(
+                "resources", f"entries are uri=audience with a known audience, got {pair!r}"
+            )
+    for key in ("code_guess_limit_advisor", "code_guess_limit_tenant"):
+        from limits import parse  # the same parser Flask-Limiter uses
+
+        try:
+            parse(getattr(s, key))
+        except ValueError:
+            raise SettingsError(key, "must be a rate limit such as '10 per 15 minutes'") from None
+    if s.mode == "production":
+        if s.secret_key.startswith(DEMO_SECRET_PREFIX):
+            raise SettingsError("secret_key", "a demo secret cannot be used in production mode")
+        for key in ("issuer", "upstream_issuer"):
+            if urlparse(getattr(s, key)).scheme != "https":
+                raise SettingsError(key, "must be an https URL in production mode")
+        if s.ratelimit_storage_uri.startswith("memory://") and not s.database_url.startswith(
+            "sqlite"
+        ):
+            # Several processes sharing a database need shared rate-limit counters.
+            raise SettingsError(
+                "ratelimit_storage_uri", "must name a shared store (redis://) with a shared database"
+            )

@@ -1,0 +1,110 @@
+"""Engine and sessions. SQLite gets WAL and a busy timeout; other backends their defaults."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class StorageUnavailable(RuntimeError):
+    """The database cannot be reached; callers refuse rather than grant (fail closed)."""
+
+
+class Database:
+    def __init__(self, url: str):
+        self.url = make_url(url)
+        kwargs: dict = {"future": True}
+        if self.url.get_backend_name() == "sqlite":
+            database = self.url.database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15}
+        else:
+            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        self.engine = create_engine(self.url, **kwargs)
+        if self.url.get_backend_name() == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            # Let SQLAlchemy's transaction control SQLite's: BEGIN IMMEDIATE takes the write
+            # lock at the start, so concurrent writers queue instead of failing on upgrade.
+            event.listen(self.engine, "begin", _sqlite_begin)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Write transactions are marked so that SQLite takes its write lock up front; reads
+        # stay deferred and never wait for a writer (WAL).
+        self.write_sessions = sessionmaker(self.engine.execution_options(write=True),
+                                           expire_on_commit=False)
+
+    @contextmanager
+    def transaction(self):
+        """One unit of work: commit on success, roll back on any error."""
+        try:
+            with self.write_sessions.begin() as session:
+                yield session
+        except SQLAlchemyError as exc:
+            if _is_connectivity_error(exc):
+                raise StorageUnavailable("the database is unreachable") from exc
+            raise
+
+    @contextmanager
+    def read(self):
+        try:
+            with self.sessions() as session:
+                yield session
+        except SQLAlchemyError as exc:
+            if _is_connectivity_error(exc):
+                raise StorageUnavailable("the database is unreachable") from exc
+            raise
+
+    def alembic_config(self) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.set_main_option("sqlalchemy.url", self.url.render_as_string(hide_password=False))
+        return config
+
+    def upgrade(self) -> None:
+        with self.engine.begin() as connection:
+            config = self.alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def is_current(self) -> bool:
+        return inspect(self.engine).has_table("alembic_version")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_begin(conn):
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+
+def _sqlite_pragmas(dbapi_connection, _record):
+    # pysqlite's own transaction handling would defeat BEGIN IMMEDIATE above.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.close()
+
+
+def _is_connectivity_error(exc: SQLAlchemyError) -> bool:
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError)

@@ -1,0 +1,200 @@
+"""Tables of the bridge. Rows are marked, never deleted (STYLE.md: revoke by marking)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    #: Per-tenant override of the maximum age of temporary memberships.
+    temporary_max_age_days: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+
+
+class Client(Base):
+    """A confidential OAuth client. Secrets are high-entropy: stored as SHA-256, never clear."""
+
+    __tablename__ = "clients"
+
+    client_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    secret_hash: Mapped[str | None] = mapped_column(String(64))
+    #: client_secret_basic | client_secret_post | private_key_jwt
+    auth_method: Mapped[str] = mapped_column(String(40))
+    #: Public keys for private_key_jwt (a JWK set).
+    jwks: Mapped[dict | None] = mapped_column(JSON)
+    #: Space-separated capabilities: exchange, introspect, receiver.
+    roles: Mapped[str] = mapped_column(String(200), default="exchange")
+    created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
+
+
+class AccessCodeState(Base):
+    """Rotation state of a tenant's access code. The code itself is derived, never stored."""
+
+    __tablename__ = "access_code_states"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    counter: Mapped[int] = mapped_column(BigInteger, default=0)
+    issued_at: Mapped[datetime]
+    #: Wrong guesses counted against ``failures_counter`` (the counter they were made for).
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    failures_counter: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Membership(Base):
+    """An advisor's access to a tenant (temporary, permanent or guest) and its grant."""
+
+    __tablename__ = "memberships"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    advisor_subject: Mapped[str] = mapped_column(String(255), index=True)
+    advisor_name: Mapped[str | None] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(20))
+    grant_id: Mapped[str] = mapped_column(String(36), unique=True)
+    reason: Mapped[str | None] = mapped_column(String(2000))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime | None]
+    last_token_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    ended_by: Mapped[str | None] = mapped_column(String(255))
+    end_reason: Mapped[str | None] = mapped_column(String(40))
+    #: ``tenant|subject`` while active, NULL once ended: a portable "one active membership per
+    #: advisor and tenant" constraint (NULLs never collide in a unique index).
+    active_key: Mapped[str | None] = mapped_column(String(320), unique=True)
+
+
+class TokenFamily(Base):
+    """Tokens born from one token exchange; refreshes stay in the family (``sid``)."""
+
+    __tablename__ = "token_families"
+
+    sid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    membership_id: Mapped[str] = mapped_column(ForeignKey("memberships.id"), index=True)
+    grant_id: Mapped[str] = mapped_column(String(36), index=True)
+    client_id: Mapped[str] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(String(255))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(Text)
+    audience: Mapped[str] = mapped_column(String(255))
+    upstream_issuer: Mapped[str] = mapped_column(String(500))
+    #: The upstream session (``sid`` of the subject token) for back-channel logout.
+    upstream_sid: Mapped[str | None] = mapped_column(String(255), index=True)
+    auth_time: Mapped[int | None] = mapped_column(BigInteger)
+    acr: Mapped[str | None] = mapped_column(String(255))
+    amr: Mapped[list | None] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    revoke_reason: Mapped[str | None] = mapped_column(String(40))
+
+
+class RefreshToken(Base):
+    """Opaque, rotating refresh tokens, stored as SHA-256 of the token."""
+
+    __tablename__ = "refresh_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sid: Mapped[str] = mapped_column(ForeignKey("token_families.sid"), index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    #: Set when the token was exchanged for its successor; a second use is replay.
+    rotated_at: Mapped[datetime | None]
+
+
+class Revocation(Base):
+    """Revoked grants and token families, in order: the source of the revocation feed."""
+
+    __tablename__ = "revocations"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    #: grant | family
+    kind: Mapped[str] = mapped_column(String(10))
+    value: Mapped[str] = mapped_column(String(36))
+    tenant_id: Mapped[str | None] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_revocations_kind_value", "kind", "value"),)
+
+
+class SigningKey(Base):
+    """Our token-signing keys. Private keys are encrypted at rest (Fernet)."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(10))
+    private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    public_jwk: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    #: Set when a newer key took over; published until its last tokens expired.
+    retired_at: Mapped[datetime | None]
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    tenant_id: Mapped[str | None] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(60))
+    actor: Mapped[str | None] = mapped_column(String(255))
+    actor_role: Mapped[str | None] = mapped_column(String(30))
+    membership_id: Mapped[str | None] = mapped_column(String(36))
+    client_id: Mapped[str | None] = mapped_column(String(100))
+    detail: Mapped[dict | None] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_audit_events_tenant_id_id", "tenant_id", "id"),)
+
+
+class SeenJti(Base):
+    """One-time JWT identifiers (client assertions, logout tokens) until they expire."""
+
+    __tablename__ = "seen_jtis"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of issuer + jti
+    expires_at: Mapped[datetime] = mapped_column(index=True)

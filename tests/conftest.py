@@ -1,0 +1,170 @@
+"""Shared fixtures: a real development OpenID provider on loopback, and a bridge app on a
+fresh SQLite database per test (keys and secrets generated at test time)."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+
+import pytest
+from cryptography.fernet import Fernet
+from werkzeug.serving import make_server
+
+from idp_bridge.admin import add_client, add_tenant
+from idp_bridge.app import create_app, services
+from idp_bridge.devidp import DEMO_USERS, DevProvider
+from idp_bridge.settings import Settings
+from idp_bridge.storage.db import Database
+
+TENANT = "10042"
+OTHER_TENANT = "20077"
+CLIENT_ID = "advisor-console"
+RS_CLIENT_ID = "example-resource-server"
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
+
+
+class ServerThread:
+    """A WSGI app served on 127.0.0.1 on a free port, in a thread."""
+
+    def __init__(self, app):
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.port = self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def upstream():
+    """The development OpenID provider, really served over HTTP on loopback."""
+    holder = {}
+
+    def app(environ, start_response):
+        return holder["app"](environ, start_response)
+
+    with ServerThread(app) as server:
+        provider = DevProvider(f"http://127.0.0.1:{server.port}", mode="test")
+        holder["app"] = provider.create_app()
+        yield provider
+
+
+@pytest.fixture
+def settings(tmp_path, upstream) -> Settings:
+    return Settings.load({
+        "mode": "test",
+        "issuer": "http://127.0.0.1:8000",
+        "database_url": f"sqlite:///{tmp_path / 'bridge.sqlite'}",
+        "secret_key": secrets.token_urlsafe(32),
+        "key_encryption_key": Fernet.generate_key().decode(),
+        "upstream_issuer": upstream.issuer,
+        "resources": "https://api.konfipay.example/=konfipay-api",
+    }, environ={})
+
+
+def build_app(settings: Settings):
+    db = Database(settings.database_url)
+    db.upgrade()
+    app = create_app(settings, database=db)
+    add_tenant(db, TENANT, "Muster GmbH")
+    add_tenant(db, OTHER_TENANT, "Beispiel AG")
+    secret = add_client(db, CLIENT_ID)
+    rs_secret = add_client(db, RS_CLIENT_ID, roles=("introspect", "receiver"))
+    app.config["TEST_CLIENT_SECRET"] = secret
+    app.config["TEST_RS_SECRET"] = rs_secret
+    return app
+
+
+@pytest.fixture
+def app(settings):
+    app = build_app(settings)
+    yield app
+    services(app).db.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def bridge(app, client, upstream):
+    return Bridge(app, client, upstream)
+
+
+class Bridge:
+    """Test helper speaking to the bridge as the demo roles would."""
+
+    def __init__(self, app, client, upstream):
+        self.app = app
+        self.client = client
+        self.upstream = upstream
+        self.secret = app.config["TEST_CLIENT_SECRET"]
+        self.rs_secret = app.config["TEST_RS_SECRET"]
+
+    @property
+    def services(self):
+        return services(self.app)
+
+    def upstream_token(self, user: str, **kwargs) -> str:
+        return self.upstream.issue_tokens(user, **kwargs)["access_token"]
+
+    def auth(self, client_id=CLIENT_ID, secret=None):
+        return (client_id, self.secret if secret is None else secret)
+
+    def token(self, data: dict, auth=None):
+        return self.client.post("/token", data=data, auth=auth or self.auth())
+
+    def exchange(self, user="bob", *, tenant=TENANT, code=None, subject_token=None, **extra):
+        data = {
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": subject_token or self.upstream_token(user),
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+            "tenant": tenant,
+        }
+        if code is not None:
+            data["access_code"] = code
+        data.update(extra)
+        return self.token(data)
+
+    def current_code(self, tenant=TENANT) -> str:
+        response = self.api("get", f"/api/tenants/{tenant}/access-code", user="anna")
+        assert response.status_code == 200, response.json
+        return response.json["code"]
+
+    def join(self, user="bob", tenant=TENANT, **extra):
+        """Redeem the tenant's current code; returns the token response body."""
+        code = self.current_code(tenant) if tenant == TENANT else self._code_direct(tenant)
+        response = self.exchange(user, tenant=tenant, code=code, **extra)
+        assert response.status_code == 200, response.json
+        return response.json
+
+    def _code_direct(self, tenant):
+        from idp_bridge.storage.db import utcnow
+
+        with self.services.db.transaction() as session:
+            return self.services.codes.current(session, tenant, utcnow()).display
+
+    def api(self, method: str, path: str, *, user="anna", token=None, **kwargs):
+        token = token or self.upstream_token(user)
+        headers = {"Authorization": f"Bearer {token}"}
+        return getattr(self.client, method)(path, headers=headers, **kwargs)
+
+    def introspect(self, token: str, hint=None, auth=None):
+        data = {"token": token}
+        if hint:
+            data["token_type_hint"] = hint
+        return self.client.post("/introspect", data=data,
+                                auth=auth or (RS_CLIENT_ID, self.rs_secret))
+
+    def membership_id(self, user="bob", tenant=TENANT) -> str:
+        sub = DEMO_USERS[user]["sub"]
+        items = self.api("get", f"/api/tenants/{tenant}/memberships").json["memberships"]
+        return next(m["id"] for m in items if m["advisor"] == sub)
