@@ -65,11 +65,11 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.issuer.startswith("https://"),
-        JSON_SORT_KEYS=False,
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri,
         RATELIMIT_HEADERS_ENABLED=True,
         TESTING=settings.mode == "test",
     )
+    app.json.sort_keys = False
     db = database or Database(settings.database_url)
     keys = KeyRing(db, settings.key_encryption_key, settings.signing_alg,
                    settings.access_token_lifetime)

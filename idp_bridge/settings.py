@@ -149,8 +149,8 @@ def _coerce(f: dataclasses.Field, value):
                 return False
             raise ValueError(f"expected true or false, got {value!r}")
         if kind == "int":
-            if isinstance(value, bool):
-                raise ValueError("expected an integer")
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(f"expected an integer, got {value!r}")  # int() would truncate
             return int(value)
         if kind == "float":
             return float(value)

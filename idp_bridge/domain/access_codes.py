@@ -32,7 +32,8 @@ class MalformedCode(ValueError):
 
 def normalize_code(text: str) -> str:
     """Canonical form of user input: case-insensitive, dashes and spaces ignored."""
-    if not isinstance(text, str) or len(text) > 32:
+    # ASCII only: str.upper() maps some letters to ASCII ones ("\u0131" -> "I", "\u00df" -> "SS").
+    if not isinstance(text, str) or len(text) > 32 or not text.isascii():
         raise MalformedCode("an access code has 8 characters, like ABCD-EFGH")
     chars = []
     for ch in text.upper():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from ..storage.models import AuditEvent
 
@@ -25,9 +25,14 @@ EVENTS = (
 def record(session, event: str, now: datetime, *, tenant_id=None, actor=None, actor_role=None,
            membership_id=None, client_id=None, **detail) -> None:
     assert event in EVENTS, event
-    session.add(AuditEvent(at=now, tenant_id=tenant_id, event=event, actor=actor,
-                           actor_role=actor_role, membership_id=membership_id,
-                           client_id=client_id, detail=detail or None))
+    # A Core insert: audit rows are written on the token hot path and never read back here.
+    session.connection().execute(_INSERT, {
+        "at": now, "tenant_id": tenant_id, "event": event, "actor": actor,
+        "actor_role": actor_role, "membership_id": membership_id, "client_id": client_id,
+        "detail": detail or None})
+
+
+_INSERT = insert(AuditEvent.__table__)
 
 
 def query_events(session, tenant_id: str, *, before_id: int | None = None, limit: int = 50,

@@ -8,13 +8,17 @@ are committed before the error is raised.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from datetime import timedelta
 
 from limits import parse
+from sqlalchemy import bindparam, or_, select, update
 
 from scopes.catalog import ADVISOR_PROFILE, ProfileChangeRefused, UnknownScope, in_catalog_order, validate_scopes
 
 from ..storage.db import utcnow
+from ..storage.models import Membership
 from . import audit
 from .access_codes import MalformedCode, normalize_code
 from .errors import AccessCodeRejected, Forbidden, InvalidInput, NotFound
@@ -117,11 +121,12 @@ class AdvisorExchange:
         now = utcnow()
         failure: Exception | None = None
         with self.db.transaction() as session:
-            tenant = self.memberships.tenant(session, tenant_id)
-            membership = self.memberships.active(session, tenant.id, identity.subject)
+            membership = session.connection().execute(
+                _ACTIVE_MEMBERSHIP, {"key": f"{tenant_id}|{identity.subject}"}).first()
             if membership is not None and self.memberships.end_if_expired(session, membership, now):
                 membership = None
             if membership is None:
+                tenant = self.memberships.tenant(session, tenant_id)
                 membership, failure = self._join(session, tenant, identity, client_id,
                                                  candidate, reason, now)
             if failure is None:
@@ -132,8 +137,8 @@ class AdvisorExchange:
                                                 audience=audience, now=now)
                 refresh = self.issuer.issue_refresh_token(session, family, now)
                 access = self.issuer.mint_access_token(family, membership.kind)
-                membership.last_token_at = now
-                audit.record(session, "token.issued", now, tenant_id=tenant.id,
+                _touch(session, membership, now)
+                audit.record(session, "token.issued", now, tenant_id=membership.tenant_id,
                              actor=identity.subject, actor_role="advisor",
                              membership_id=membership.id, client_id=client_id, sid=family.sid,
                              scope=token_scope, audience=audience)
@@ -175,11 +180,11 @@ class AdvisorExchange:
         failure: Exception | None = None
         with self.db.transaction() as session:
             try:
-                family, membership = self.issuer.use_refresh_token(session, refresh_token,
-                                                                   client_id, now)
-                if membership.ended_at is not None or self.memberships.end_if_expired(
-                        session, membership, now):
-                    raise RefreshRejected("the membership of this refresh_token has ended")
+                family, row = self.issuer.use_refresh_token(session, refresh_token, client_id, now)
+                if row.membership_expires_at is not None and row.membership_expires_at <= now:
+                    membership = session.get(Membership, family.membership_id)
+                    self.memberships.end_if_expired(session, membership, now)
+                    raise RefreshRejected("the membership of this refresh_token has expired")
             except RefreshRejected as exc:
                 failure = exc
             if failure is None:
@@ -187,19 +192,37 @@ class AdvisorExchange:
                 refresh = self.issuer.issue_refresh_token(session, family, now)
                 if token_scope != family.scope:
                     # A narrower token for this request only; the family keeps its scope.
-                    family = _with_scope(family, token_scope)
-                access = self.issuer.mint_access_token(family, membership.kind)
-                membership.last_token_at = now
+                    family = dataclasses.replace(family, scope=token_scope)
+                access = self.issuer.mint_access_token(family, row.kind)
+                session.connection().execute(_TOUCH_STALE, {"membership_id": family.membership_id, "now": now,
+                                               "stale": now - TOUCH_INTERVAL})
                 result = IssuedTokens(access.token, access.expires_in, token_scope, refresh,
-                                      membership.id, membership.grant_id, family.sid)
+                                      family.membership_id, family.grant_id, family.sid)
         if failure is not None:
             raise failure
         return result
 
 
-def _with_scope(family, scope):
-    from types import SimpleNamespace
+#: ``last_token_at`` is kept to this precision, sparing a write on most token requests.
+TOUCH_INTERVAL = timedelta(seconds=60)
 
-    fields = {c: getattr(family, c) for c in ("sid", "subject", "audience", "client_id",
-                                              "tenant_id", "grant_id", "auth_time", "acr", "amr")}
-    return SimpleNamespace(scope=scope, **fields)
+_ACTIVE_MEMBERSHIP = select(
+    Membership.id, Membership.tenant_id, Membership.advisor_subject, Membership.advisor_name,
+    Membership.kind, Membership.grant_id, Membership.expires_at, Membership.last_token_at,
+).where(Membership.active_key == bindparam("key"))
+
+_TOUCH_STALE = (
+    update(Membership.__table__)
+    .where(Membership.id == bindparam("membership_id"),
+           or_(Membership.last_token_at.is_(None), Membership.last_token_at < bindparam("stale")))
+    .values(last_token_at=bindparam("now"))
+)
+
+
+_TOUCH = (update(Membership.__table__).where(Membership.id == bindparam("membership_id"))
+          .values(last_token_at=bindparam("now")))
+
+
+def _touch(session, membership, now) -> None:
+    if membership.last_token_at is None or membership.last_token_at < now - TOUCH_INTERVAL:
+        session.connection().execute(_TOUCH, {"membership_id": membership.id, "now": now})

@@ -18,6 +18,7 @@ from authlib.oauth2.rfc6749.errors import (
 )
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc.jwk import KeySet
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from ..domain.errors import AccessCodeRejected, Conflict, Forbidden, InvalidInput, NotFound
@@ -50,7 +51,7 @@ class BridgeAuthorizationServer(AuthorizationServer):
             return None
         try:
             with self.db.read() as session:
-                row = session.get(Client, client_id)
+                row = session.connection().execute(_CLIENT_LOOKUP, {"client_id": client_id}).first()
         except StorageUnavailable as exc:
             raise TemporarilyUnavailableError(description=str(exc)) from None
         if row is None or row.disabled_at is not None:
@@ -105,6 +106,12 @@ class BridgeAuthorizationServer(AuthorizationServer):
             # Two concurrent first redemptions by one advisor: the unique active membership
             # refused the second; the client may simply retry.
             raise InvalidGrantError(description="a concurrent request changed this membership; retry") from None
+
+
+_CLIENT_LOOKUP = select(
+    Client.client_id, Client.secret_hash, Client.auth_method, Client.jwks, Client.roles,
+    Client.disabled_at,
+).where(Client.client_id == bindparam("client_id"))
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):

@@ -1,0 +1,274 @@
+"""The ``idp-bridge`` command: serve, demo, database, keys, tenants and clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import click
+from cryptography.fernet import Fernet
+
+from .settings import DEMO_SECRET_PREFIX, Settings, SettingsError
+
+DEMO_TENANT = ("10042", "Muster GmbH")
+DEMO_CLIENT = "advisor-console"
+
+
+def _settings(ctx_overrides: dict) -> Settings:
+    try:
+        return Settings.load(ctx_overrides)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _database(settings: Settings):
+    from .storage.db import Database
+
+    return Database(settings.database_url)
+
+
+@click.group()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML settings file (default: $IDP_BRIDGE_CONFIG).")
+@click.option("--database-url", help="SQLAlchemy database URL (default: $IDP_BRIDGE_DATABASE_URL).")
+@click.pass_context
+def main(ctx, config_file, database_url):
+    """Advisor access for multi-tenant SaaS: the authorization server."""
+    ctx.obj = {"config_file": config_file, "database_url": database_url}
+
+
+# --- serve ---
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int)
+@click.pass_obj
+def serve(obj, host, port, workers):
+    """Run the bridge with gunicorn (the database must be migrated: `idp-bridge db upgrade`)."""
+    settings = _settings(obj)
+    db = _database(settings)
+    if not db.is_current():
+        raise click.ClickException("the database is not migrated; run: idp-bridge db upgrade")
+    from .wsgi import GunicornApplication
+
+    GunicornApplication(settings, {"bind": f"{host}:{port}", "workers": workers}).run()
+
+
+# --- database ---
+@main.group()
+def db():
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(obj):
+    """Apply all migrations."""
+    settings = _settings(obj)
+    _database(settings).upgrade()
+    click.echo("database is at the latest schema")
+
+
+# --- keys ---
+@main.group()
+def keys():
+    """Token-signing keys."""
+
+
+@keys.command("rotate")
+@click.option("--alg", type=click.Choice(["ES256", "RS256"]), default=None,
+              help="Algorithm of the new key (default: the signing_alg setting).")
+@click.pass_obj
+def keys_rotate(obj, alg):
+    """Create a new signing key; the old one stays published until its tokens expired."""
+    from .domain.keys import KeyRing
+    from .storage.db import utcnow
+
+    settings = _settings(obj)
+    database = _database(settings)
+    ring = KeyRing(database, settings.key_encryption_key, alg or settings.signing_alg,
+                   settings.access_token_lifetime)
+    with database.transaction() as session:
+        kid = ring.create(session, utcnow(), alg)
+    click.echo(f"new signing key {kid} is active; running bridges pick it up within 10 s")
+
+
+@keys.command("new-kek")
+def keys_new_kek():
+    """Print a new key-encryption key for IDP_BRIDGE_KEY_ENCRYPTION_KEY."""
+    click.echo(Fernet.generate_key().decode())
+
+
+# --- tenants and clients ---
+@main.group()
+def tenants():
+    """Tenants (Mandanten)."""
+
+
+@tenants.command("add")
+@click.argument("tenant_id")
+@click.argument("name")
+@click.pass_obj
+def tenants_add(obj, tenant_id, name):
+    from .admin import add_tenant
+    from .domain.errors import DomainError
+
+    try:
+        add_tenant(_database(_settings(obj)), tenant_id, name)
+    except DomainError as exc:
+        raise click.ClickException(exc.description) from None
+    click.echo(f"tenant {tenant_id} ({name}) added")
+
+
+@main.group()
+def clients():
+    """OAuth clients."""
+
+
+@clients.command("add")
+@click.argument("client_id")
+@click.option("--role", "roles", multiple=True, default=["exchange"], show_default=True,
+              type=click.Choice(["exchange", "introspect", "receiver"]))
+@click.option("--jwks-file", type=click.Path(exists=True, dir_okay=False),
+              help="Public JWK set: authenticate with private_key_jwt instead of a secret.")
+@click.pass_obj
+def clients_add(obj, client_id, roles, jwks_file):
+    """Register a confidential client; prints its secret once."""
+    from .admin import add_client
+    from .domain.errors import DomainError
+
+    jwks = json.loads(Path(jwks_file).read_text()) if jwks_file else None
+    try:
+        secret = add_client(_database(_settings(obj)), client_id, roles=roles, jwks=jwks,
+                            auth_method="private_key_jwt" if jwks else "client_secret_basic")
+    except DomainError as exc:
+        raise click.ClickException(exc.description) from None
+    click.echo(f"client {client_id} added")
+    if secret:
+        click.echo(f"client secret (shown once): {secret}")
+
+
+@main.group()
+def memberships():
+    """Memberships (Zugriffe)."""
+
+
+@memberships.command("expire")
+@click.pass_obj
+def memberships_expire(obj):
+    """End temporary memberships past their maximum age (run periodically)."""
+    from .domain.memberships import Memberships
+    from .storage.db import utcnow
+
+    settings = _settings(obj)
+    database = _database(settings)
+    m = Memberships(default_max_age_days=settings.temporary_max_age_days,
+                    reason_max_length=settings.reason_max_length)
+    with database.transaction() as session:
+        count = m.expire_due(session, utcnow())
+    click.echo(f"{count} memberships expired")
+
+
+# --- demo ---
+@main.command()
+@click.option("--port", default=8000, show_default=True, type=int, help="Bridge port.")
+@click.option("--idp-port", default=8001, show_default=True, type=int,
+              help="Port of the development OpenID provider.")
+@click.pass_obj
+def demo(obj, port, idp_port):
+    """Run the bridge and a development OpenID provider on 127.0.0.1 with demo data."""
+    from werkzeug.serving import make_server
+
+    from .admin import add_client, add_tenant
+    from .app import create_app
+    from .devidp import DevProvider
+
+    database_url = obj.get("database_url")
+    workdir = None
+    if not database_url:
+        workdir = tempfile.mkdtemp(prefix="idp-bridge-demo-")
+        database_url = f"sqlite:///{workdir}/demo.sqlite"
+    idp_issuer = f"http://127.0.0.1:{idp_port}"
+    settings = _settings({
+        "config_file": obj.get("config_file"),
+        "mode": "demo",
+        "issuer": f"http://127.0.0.1:{port}",
+        "database_url": database_url,
+        "secret_key": os.environ.get("IDP_BRIDGE_SECRET_KEY")
+        or DEMO_SECRET_PREFIX + secrets.token_urlsafe(32),
+        "key_encryption_key": os.environ.get("IDP_BRIDGE_KEY_ENCRYPTION_KEY")
+        or Fernet.generate_key().decode(),
+        "upstream_issuer": idp_issuer,
+    })
+    database = _database(settings)
+    database.upgrade()
+
+    provider = DevProvider(idp_issuer, mode="demo")
+    idp_server = make_server("127.0.0.1", idp_port, provider.create_app(), threaded=True)
+    threading.Thread(target=idp_server.serve_forever, daemon=True).start()
+
+    app = create_app(settings, database=database)
+    from .domain.errors import Conflict
+
+    try:
+        add_tenant(database, *DEMO_TENANT)
+    except Conflict:
+        pass
+    client_secret = os.environ.get("IDP_BRIDGE_DEMO_CLIENT_SECRET")
+    printed_secret = client_secret is None
+    try:
+        client_secret = add_client(database, DEMO_CLIENT, name="Advisor console",
+                                   secret=client_secret)
+    except Conflict:
+        printed_secret = False  # an existing database keeps the client it had
+    click.echo(f"idp-bridge demo (database {database_url})")
+    click.echo(f"  bridge:            http://127.0.0.1:{port}")
+    click.echo(f"  OpenID provider:   {idp_issuer}  (development only)")
+    click.echo(f"  tenant:            {DEMO_TENANT[0]} ({DEMO_TENANT[1]}), admin: anna")
+    click.echo("  advisors:          bob, carol   support admin: sam")
+    if printed_secret:
+        click.echo(f"  client:            {DEMO_CLIENT}, secret {client_secret}")
+        click.echo(f"  export IDP_BRIDGE_DEMO_CLIENT_SECRET={client_secret}")
+    else:
+        click.echo(f"  client:            {DEMO_CLIENT}, secret from IDP_BRIDGE_DEMO_CLIENT_SECRET")
+    click.echo("Upstream tokens for the demo users: idp-bridge demo-token bob")
+    sys.stdout.flush()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        idp_server.shutdown()
+
+
+@main.command("demo-token")
+@click.argument("user")
+@click.option("--idp-port", default=8001, show_default=True, type=int)
+@click.option("--id-token", is_flag=True, help="Print the ID token instead of the access token.")
+@click.option("--acr", default=None, help="Authentication context class (e.g. 2 for MFA).")
+def demo_token(user, idp_port, id_token, acr):
+    """Print an upstream access token for a demo user from the running development provider."""
+    import requests
+
+    data = {"username": user}
+    if acr:
+        data["acr"] = acr
+    try:
+        response = requests.post(f"http://127.0.0.1:{idp_port}/dev/token", data=data, timeout=5)
+    except requests.RequestException:
+        raise click.ClickException(
+            f"no development provider on 127.0.0.1:{idp_port}; start `idp-bridge demo` first"
+        ) from None
+    if response.status_code != 200:
+        raise click.ClickException(f"unknown demo user {user!r} (anna, bob, carol, sam, eve)")
+    click.echo(response.json()["id_token" if id_token else "access_token"])
+
+
+if __name__ == "__main__":
+    main()
