@@ -1,0 +1,149 @@
+"""The README's two worlds: `idp-bridge demo` and the CLI, run as real processes."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from cryptography.fernet import Fernet
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+CLI = [sys.executable, "-m", "idp_bridge.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args, env=None, check=True):
+    result = subprocess.run(CLI + list(args), capture_output=True, text=True, timeout=60,
+                            env={**os.environ, **(env or {})})
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture
+def demo(tmp_path):
+    port, idp_port = free_port(), free_port()
+    secret = secrets.token_urlsafe(32)
+    env = {**os.environ, "IDP_BRIDGE_DEMO_CLIENT_SECRET": secret}
+    proc = subprocess.Popen(CLI + ["demo", "--port", str(port), "--idp-port", str(idp_port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(base + "/jwks", timeout=1)
+            break
+        except requests.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("demo did not start:\n" + proc.stdout.read())
+            time.sleep(0.2)
+    yield {"base": base, "idp_port": idp_port, "secret": secret, "proc": proc}
+    proc.terminate()
+    try:
+        output, _ = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+    # The secret came from the environment, so the demo must not print it.
+    assert secret not in output
+
+
+def test_readme_story(demo):
+    base, auth = demo["base"], ("advisor-console", demo["secret"])
+    anna = cli("demo-token", "anna", "--idp-port", str(demo["idp_port"])).stdout.strip()
+    bob = cli("demo-token", "bob", "--idp-port", str(demo["idp_port"])).stdout.strip()
+    code = requests.get(f"{base}/api/tenants/10042/access-code",
+                        headers={"Authorization": f"Bearer {anna}"}).json()["code"]
+    response = requests.post(f"{base}/token", auth=auth, data={
+        "grant_type": TOKEN_EXCHANGE, "subject_token": bob,
+        "subject_token_type": ACCESS_TOKEN_TYPE, "tenant": "10042", "access_code": code,
+        "reason": "Ticket 4711"})
+    assert response.status_code == 200, response.text
+    tokens = response.json()
+    assert requests.post(f"{base}/introspect", auth=auth,
+                         data={"token": tokens["access_token"]}).json()["active"] is True
+    members = requests.get(f"{base}/api/tenants/10042/memberships",
+                           headers={"Authorization": f"Bearer {anna}"}).json()["memberships"]
+    assert [m["reason"] for m in members] == ["Ticket 4711"]
+    removed = requests.delete(f"{base}/api/tenants/10042/memberships/{members[0]['id']}",
+                              headers={"Authorization": f"Bearer {anna}"})
+    assert removed.status_code == 204
+    assert requests.post(f"{base}/introspect", auth=auth,
+                         data={"token": tokens["access_token"]}).json() == {"active": False}
+    refresh = requests.post(f"{base}/token", auth=auth, data={
+        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert refresh.status_code == 400
+    assert refresh.json() == {"error": "invalid_grant",
+                              "error_description": "the membership of this refresh_token has ended"}
+
+
+def test_demo_token_unknown_user(demo):
+    result = cli("demo-token", "mallory", "--idp-port", str(demo["idp_port"]), check=False)
+    assert result.returncode != 0
+    assert "unknown demo user" in result.stderr
+
+
+def test_demo_token_without_provider():
+    result = cli("demo-token", "bob", "--idp-port", str(free_port()), check=False)
+    assert result.returncode != 0
+    assert "start `idp-bridge demo` first" in result.stderr
+
+
+@pytest.fixture
+def operator_env(tmp_path):
+    return {
+        "IDP_BRIDGE_MODE": "production",
+        "IDP_BRIDGE_ISSUER": "https://bridge.example",
+        "IDP_BRIDGE_UPSTREAM_ISSUER": "https://sso.example/realms/konfipay",
+        "IDP_BRIDGE_DATABASE_URL": f"sqlite:///{tmp_path}/op.sqlite",
+        "IDP_BRIDGE_SECRET_KEY": secrets.token_urlsafe(32),
+        "IDP_BRIDGE_KEY_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    }
+
+
+def test_operator_commands(operator_env):
+    assert "latest schema" in cli("db", "upgrade", env=operator_env).stdout
+    cli("db", "upgrade", env=operator_env)  # idempotent
+    assert "added" in cli("tenants", "add", "10042", "Muster GmbH", env=operator_env).stdout
+    again = cli("tenants", "add", "10042", "Muster GmbH", env=operator_env, check=False)
+    assert again.returncode != 0 and "exists" in again.stderr
+    out = cli("clients", "add", "console", env=operator_env).stdout
+    assert "client secret (shown once)" in out
+    first = cli("keys", "rotate", env=operator_env).stdout
+    second = cli("keys", "rotate", env=operator_env).stdout
+    assert first.split()[3] != second.split()[3]
+    assert "0 memberships expired" in cli("memberships", "expire", env=operator_env).stdout
+    assert len(cli("keys", "new-kek").stdout.strip()) == 44
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("IDP_BRIDGE_SECRET_KEY", "demo-" + "x" * 40, "IDP_BRIDGE_SECRET_KEY"),
+    ("IDP_BRIDGE_ISSUER", "http://bridge.example", "IDP_BRIDGE_ISSUER"),
+    ("IDP_BRIDGE_KEY_ENCRYPTION_KEY", "short", "IDP_BRIDGE_KEY_ENCRYPTION_KEY"),
+    ("IDP_BRIDGE_UPSTREAM_ALGORITHMS", "HS256", "IDP_BRIDGE_UPSTREAM_ALGORITHMS"),
+])
+def test_bad_settings_stop_the_start(operator_env, key, value, message):
+    result = cli("db", "upgrade", env={**operator_env, key: value}, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_unmigrated_database(operator_env):
+    result = cli("serve", "--port", str(free_port()), env=operator_env, check=False)
+    assert result.returncode != 0
+    assert "idp-bridge db upgrade" in result.stderr
