@@ -17,6 +17,7 @@ from .domain.exchange import AdvisorExchange, GuessLimiter
 from .domain.keys import KeyRing
 from .domain.memberships import Memberships
 from .domain.tokens import TokenIssuer
+from .events import RevocationNotifier
 from .oauth.rfc7009 import BridgeRevocationEndpoint
 from .oauth.rfc7662 import BridgeIntrospectionEndpoint
 from .oauth.rfc8414 import server_metadata
@@ -24,6 +25,8 @@ from .oauth.rfc8693 import TokenExchangeGrant
 from .oauth.refresh_token import RefreshTokenGrant
 from .oauth.server import BridgeAuthorizationServer
 from .settings import Settings
+from .ssf.rfc8935 import Pusher
+from .ssf.streams import Transmitter
 from .storage.db import Database, StorageUnavailable, utcnow
 from .upstream import RoleMapper, SubjectTokenValidator
 
@@ -46,6 +49,9 @@ class Services:
     server: BridgeAuthorizationServer
     limiter: Limiter
     metadata: dict
+    notifier: RevocationNotifier
+    transmitter: Transmitter
+    pusher: Pusher
 
 
 def derive_secret(secret_key: str, purpose: str) -> bytes:
@@ -109,16 +115,24 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     server.register_endpoint(BridgeIntrospectionEndpoint(server, issuer, db))
     server.register_endpoint(BridgeRevocationEndpoint(server, issuer, db))
 
+    notifier = RevocationNotifier(db)
+    transmitter = Transmitter(
+        db=db, keyring=keys, issuer=settings.issuer,
+        key_encryption_key=settings.key_encryption_key,
+        relevance_seconds=settings.access_token_lifetime + settings.upstream_leeway_seconds + 30)
     app.extensions["idp_bridge"] = Services(
         settings=settings, db=db, keys=keys, codes=codes, memberships=memberships,
         issuer=issuer, validator=validator, roles=roles, exchange=exchange, server=server,
-        limiter=limiter, metadata=server_metadata(settings.issuer, settings.signing_alg))
+        limiter=limiter, metadata=server_metadata(settings.issuer, settings.signing_alg),
+        notifier=notifier, transmitter=transmitter, pusher=Pusher(transmitter, notifier))
 
     from .api import bp as api_bp
     from .oauth.views import bp as oauth_bp
+    from .ssf.views import bp as ssf_bp
 
     app.register_blueprint(oauth_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(ssf_bp)
     _register_error_handlers(app)
     app.after_request(_security_headers)
     return app

@@ -88,6 +88,8 @@ class Settings:
     reason_max_length: int = 200
     ratelimit_storage_uri: str = "memory://"
     max_request_bytes: int = 64 * 1024
+    #: How long a revocation-feed poll waits for events (stays below receivers' 30 s bound).
+    ssf_long_poll_seconds: float = 15.0
 
     def __post_init__(self):
         _validate(self)
@@ -220,6 +222,8 @@ def _validate(s: Settings) -> None:
         value = getattr(s, key)
         if not low <= value <= high:
             raise SettingsError(key, f"must be between {low} and {high}, got {value}")
+    if not 0 < s.ssf_long_poll_seconds <= 25:
+        raise SettingsError("ssf_long_poll_seconds", "must be more than 0 and at most 25")
     if "{tenant}" not in s.tenant_admin_group:
         raise SettingsError("tenant_admin_group", "must contain the placeholder {tenant}")
     if s.default_audience not in s.audiences:

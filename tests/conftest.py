@@ -168,3 +168,86 @@ class Bridge:
         sub = DEMO_USERS[user]["sub"]
         items = self.api("get", f"/api/tenants/{tenant}/memberships").json["memberships"]
         return next(m["id"] for m in items if m["advisor"] == sub)
+
+
+# --- helpers for the domain and storage tests (appended) ---
+
+@pytest.fixture
+def migrated_db(tmp_path):
+    """A fresh migrated SQLite database with the two test tenants, without an app."""
+    db = Database(f"sqlite:///{tmp_path / 'domain.sqlite'}")
+    db.upgrade()
+    add_tenant(db, TENANT, "Muster GmbH")
+    add_tenant(db, OTHER_TENANT, "Beispiel AG")
+    yield db
+    db.dispose()
+
+
+def dump_database(db) -> str:
+    """Every row of every table as text: what a database dump would reveal."""
+    from sqlalchemy import inspect, text
+
+    lines = []
+    with db.engine.connect() as connection:
+        for table in inspect(connection).get_table_names():
+            for row in connection.execute(text(f'SELECT * FROM "{table}"')):
+                lines.append(f"{table}: " + " | ".join(
+                    value.decode("latin-1") if isinstance(value, bytes) else str(value)
+                    for value in row))
+    return "\n".join(lines)
+
+
+# --- helpers for the protocol tests: token endpoint, introspection, revocation (appended) ---
+
+@pytest.fixture
+def bridge_with(tmp_path, settings, upstream):
+    """Factory of further bridges with changed settings, each on its own database file:
+    ``bridge_with(mfa_required=True)`` returns a :class:`Bridge`."""
+    made = []
+
+    def make(**changes) -> Bridge:
+        changes.setdefault(
+            "database_url", f"sqlite:///{tmp_path / f'bridge-with-{len(made) + 1}.sqlite'}")
+        app = build_app(settings.replace(**changes))
+        made.append(app)
+        return Bridge(app, app.test_client(), upstream)
+
+    yield make
+    for made_app in made:
+        services(made_app).db.dispose()
+
+
+def post_form(client, path: str, pairs, auth=None):
+    """POST ``pairs`` form-encoded exactly as given (repeated names stay repeated)."""
+    from urllib.parse import urlencode
+
+    return client.post(path, data=urlencode(list(pairs)), auth=auth,
+                       content_type="application/x-www-form-urlencoded")
+
+
+def verify_access_token(bridge: Bridge, token: str) -> tuple[dict, dict]:
+    """(header, claims) of one of the bridge's access tokens, verified with its /jwks."""
+    from joserfc import jws, jwt
+    from joserfc.jwk import KeySet
+
+    keys = KeySet.import_key_set(bridge.client.get("/jwks").json)
+    header = jws.extract_compact(token.encode()).protected
+    claims = jwt.decode(token, keys, algorithms=[header["alg"]]).claims
+    return header, claims
+
+
+def wrong_code(code: str) -> str:
+    """A well-formed access code that differs from ``code`` in its first character."""
+    return ("1" if code[0] == "0" else "0") + code[1:]
+
+
+def audit_events(bridge: Bridge, event: str, tenant: str = TENANT) -> list[dict]:
+    response = bridge.api("get", f"/api/tenants/{tenant}/audit-events?event={event}&limit=500")
+    assert response.status_code == 200, response.json
+    return response.json["events"]
+
+
+def active_memberships(bridge: Bridge, tenant: str = TENANT) -> list:
+    """The tenant's active memberships, read from storage (works for any tenant)."""
+    with bridge.services.db.read() as session:
+        return bridge.services.memberships.list_for_tenant(session, tenant)

@@ -37,7 +37,7 @@ def openapi_document(issuer: str) -> dict:
         "paths": {
             "/api/advisor-profile": {"get": _op("The fixed advisor profile", "anyone",
                                                 ok={"200": _json("AdvisorProfile")}, errors=())},
-            "/api/tenants/{tenant}": {
+            "/api/tenants/{tenant_id}": {
                 "get": _op("Tenant and its settings", "tenant admin", ok={"200": _json("Tenant")},
                            params=["tenant"]),
                 "patch": _op("Change the maximum age of temporary access", "tenant admin",
@@ -45,24 +45,24 @@ def openapi_document(issuer: str) -> dict:
                              body={"$ref": "#/components/schemas/TenantUpdate"},
                              errors=(400, 401, 403, 404)),
             },
-            "/api/tenants/{tenant}/access-code": {"get": _op(
+            "/api/tenants/{tenant_id}/access-code": {"get": _op(
                 "The tenant's current access code", "tenant admin",
                 ok={"200": _json("AccessCode")}, params=["tenant"])},
-            "/api/tenants/{tenant}/memberships": {"get": _op(
+            "/api/tenants/{tenant_id}/memberships": {"get": _op(
                 "Advisors with access to the tenant", "tenant admin",
                 ok={"200": _json("MembershipList")}, params=["tenant"])},
-            "/api/tenants/{tenant}/memberships/{membership_id}": {"delete": _op(
+            "/api/tenants/{tenant_id}/memberships/{membership_id}": {"delete": _op(
                 "Remove an advisor from the tenant (revokes every token of its grant)",
                 "tenant admin", ok=no_content, params=["tenant", "membership_id"],
                 errors=(401, 403, 404, 409))},
-            "/api/tenants/{tenant}/audit-events": {"get": _op(
+            "/api/tenants/{tenant_id}/audit-events": {"get": _op(
                 "The tenant's audit log, newest first", "tenant admin",
                 ok={"200": _json("AuditEventPage")},
                 params=["tenant", "before", "limit", "event"], errors=(400, 401, 403, 404))},
-            "/api/tenants/{tenant}/permanent-advisors": {"get": _op(
+            "/api/tenants/{tenant_id}/permanent-advisors": {"get": _op(
                 "Permanent advisors of the tenant", "support admin",
                 ok={"200": _json("MembershipList")}, params=["tenant"])},
-            "/api/tenants/{tenant}/permanent-advisors/{advisor_subject}": {
+            "/api/tenants/{tenant_id}/permanent-advisors/{advisor_subject}": {
                 "put": _op("Assign a permanent advisor", "support admin",
                            ok={"200": _json("Membership", "Already assigned"),
                                "201": _json("Membership", "Assigned")},
@@ -74,7 +74,7 @@ def openapi_document(issuer: str) -> dict:
             },
             "/api/me/memberships": {"get": _op("My tenants", "advisor",
                                                ok={"200": _json("MembershipList")}, errors=(401, 403))},
-            "/api/me/memberships/{tenant}": {"delete": _op(
+            "/api/me/memberships/{tenant_id}": {"delete": _op(
                 "Leave a tenant", "advisor", ok=no_content, params=["tenant"])},
         },
         "components": {
@@ -82,7 +82,7 @@ def openapi_document(issuer: str) -> dict:
                 "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                 "description": "An access token of the upstream identity provider."}},
             "parameters": {
-                "tenant": {"name": "tenant", "in": "path", "required": True, "schema": {"type": "string"}},
+                "tenant": {"name": "tenant_id", "in": "path", "required": True, "schema": {"type": "string"}},
                 "membership_id": {"name": "membership_id", "in": "path", "required": True,
                                   "schema": {"type": "string", "format": "uuid"}},
                 "advisor_subject": {"name": "advisor_subject", "in": "path", "required": True,

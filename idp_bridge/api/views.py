@@ -146,7 +146,7 @@ def tenant_update(tenant_id):
     unknown = set(body) - {"temporary_max_age_days"}
     if unknown:
         if unknown & {"scopes", "advisor_profile", "advisor_scopes", "profile"}:
-            raise Forbidden(ProfileChangeRefused.message)
+            return _error(403, "profile_immutable", ProfileChangeRefused.message)
         raise InvalidInput(f"unknown fields: {', '.join(sorted(unknown))}")
     days = body.get("temporary_max_age_days")
     limit = s.settings.temporary_max_age_days
@@ -156,11 +156,13 @@ def tenant_update(tenant_id):
     with s.db.transaction() as session:
         tenant = s.memberships.tenant(session, tenant_id)
         tenant.temporary_max_age_days = days
-        # A shorter maximum applies to the temporary advisors already in the tenant too.
-        for m in s.memberships.list_for_tenant(session, tenant_id):
+        # A shorter maximum applies to the temporary advisors already in the tenant too;
+        # only this tenant's memberships are touched and counted.
+        members = s.memberships.list_for_tenant(session, tenant_id)
+        for m in members:
             if m.kind == "temporary":
                 m.expires_at = min(m.expires_at, m.created_at + s.memberships.max_age(tenant))
-        count = s.memberships.expire_due(session, now)
+        count = sum(s.memberships.end_if_expired(session, m, now) for m in members)
         body = tenant_json(tenant, s)
         body["memberships_expired"] = count
     return jsonify(body)
@@ -186,7 +188,8 @@ def tenant_memberships(tenant_id):
     s = _services()
     with s.db.read() as session:
         s.memberships.tenant(session, tenant_id)
-        items = [membership_json(m) for m in s.memberships.list_for_tenant(session, tenant_id)]
+        items = [membership_json(m)
+                 for m in s.memberships.list_for_tenant(session, tenant_id, utcnow())]
     return jsonify(memberships=items)
 
 
@@ -236,7 +239,7 @@ def my_memberships():
     s = _services()
     with s.db.read() as session:
         items = [membership_json(m)
-                 for m in s.memberships.list_for_advisor(session, g.identity.subject)]
+                 for m in s.memberships.list_for_advisor(session, g.identity.subject, utcnow())]
     return jsonify(memberships=items)
 
 
@@ -262,7 +265,8 @@ def permanent_list(tenant_id):
     s = _services()
     with s.db.read() as session:
         s.memberships.tenant(session, tenant_id)
-        items = [membership_json(m) for m in s.memberships.list_for_tenant(session, tenant_id)
+        items = [membership_json(m)
+                 for m in s.memberships.list_for_tenant(session, tenant_id, utcnow())
                  if m.kind == "permanent"]
     return jsonify(memberships=items)
 
@@ -276,8 +280,8 @@ def permanent_assign(tenant_id, advisor_subject):
     name = body.get("name")
     if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 255):
         raise InvalidInput("name must be a string of 1 to 255 characters")
-    if not 0 < len(advisor_subject) <= 255:
-        raise InvalidInput("advisor subject is too long")
+    if not 0 < len(advisor_subject) <= 255 or not advisor_subject.isprintable():
+        raise InvalidInput("advisor subject must be 1 to 255 printable characters")
     with s.db.transaction() as session:
         tenant = s.memberships.tenant(session, tenant_id)
         membership, created = s.memberships.assign_permanent(

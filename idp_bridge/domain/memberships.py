@@ -43,17 +43,19 @@ class Memberships:
         ).first()
 
     @staticmethod
-    def list_for_tenant(session, tenant_id: str) -> list[Membership]:
+    def list_for_tenant(session, tenant_id: str, now: datetime | None = None) -> list[Membership]:
+        """Memberships not ended; with ``now``, also without those past their maximum age
+        (expired but not yet swept: they grant nothing, so they must not be shown)."""
         return list(session.scalars(
             select(Membership).where(Membership.tenant_id == tenant_id,
-                                     Membership.ended_at.is_(None))
+                                     Membership.ended_at.is_(None), *_unexpired(now))
             .order_by(Membership.created_at)))
 
     @staticmethod
-    def list_for_advisor(session, subject: str) -> list[Membership]:
+    def list_for_advisor(session, subject: str, now: datetime | None = None) -> list[Membership]:
         return list(session.scalars(
             select(Membership).where(Membership.advisor_subject == subject,
-                                     Membership.ended_at.is_(None))
+                                     Membership.ended_at.is_(None), *_unexpired(now))
             .order_by(Membership.created_at)))
 
     def check_reason(self, reason: str | None) -> str | None:
@@ -106,6 +108,7 @@ class Memberships:
             .values(revoked_at=now, revoke_reason="grant_revoked")
             .execution_options(synchronize_session=False)
         )
+        session.info["revoked"] = True  # wakes the revocation feed after commit
         session.add(Revocation(kind="grant", value=membership.grant_id,
                                tenant_id=membership.tenant_id,
                                subject=membership.advisor_subject, reason=reason, created_at=now))
@@ -155,6 +158,12 @@ class Memberships:
         membership = self.create(session, tenant, subject=subject, name=name, kind="permanent",
                                  created_by=by, actor_role="support_admin", now=now)
         return membership, True
+
+
+def _unexpired(now: datetime | None) -> tuple:
+    if now is None:
+        return ()
+    return ((Membership.expires_at.is_(None)) | (Membership.expires_at > now),)
 
 
 def _active_key(tenant_id: str, subject: str) -> str:

@@ -183,6 +183,7 @@ class TokenIssuer:
             update(TokenFamily.__table__)
             .where(TokenFamily.sid == family.sid, TokenFamily.revoked_at.is_(None))
             .values(revoked_at=now, revoke_reason=reason))
+        session.info["revoked"] = True  # wakes the revocation feed after commit
         session.execute(insert(Revocation.__table__).values(
             kind="family", value=family.sid, tenant_id=family.tenant_id,
             subject=family.subject, reason=reason, created_at=now))

@@ -13,6 +13,7 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from ..domain import audit
 from ..storage.db import utcnow
 from ..storage.models import TokenFamily
+from .errors import check_token_type_hint
 from .rfc7662 import find_token
 
 
@@ -23,6 +24,10 @@ class BridgeRevocationEndpoint(RevocationEndpoint):
         super().__init__(server)
         self.issuer = issuer
         self.db = db
+
+    def check_params(self, request, client):
+        check_token_type_hint(request, self.SUPPORTED_TOKEN_TYPES)
+        super().check_params(request, client)
 
     def query_token(self, token_string, token_type_hint):
         return find_token(self.issuer, self.db, token_string, token_type_hint)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
 from ..storage.db import utcnow
+from .errors import check_token_type_hint
 
 
 class StoredToken:
@@ -74,6 +75,10 @@ class BridgeIntrospectionEndpoint(IntrospectionEndpoint):
         super().__init__(server)
         self.issuer = issuer
         self.db = db
+
+    def check_params(self, request, client):
+        check_token_type_hint(request, self.SUPPORTED_TOKEN_TYPES)
+        super().check_params(request, client)
 
     def query_token(self, token_string, token_type_hint):
         return find_token(self.issuer, self.db, token_string, token_type_hint)

@@ -45,10 +45,10 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
         self.request.client = client
         form = self.request.payload.datalist
         for name in _SINGLE:
-            if False:
+            if len(form.get(name, [])) > 1:
                 raise InvalidRequestError(description=f"parameter {name} is repeated")
         data = self.request.form
-        if False:
+        if data.get("actor_token") or data.get("actor_token_type"):
             raise InvalidRequestError(description="actor_token is not supported")
         requested = data.get("requested_token_type")
         if requested and requested != ACCESS_TOKEN_TYPE:

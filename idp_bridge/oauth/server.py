@@ -8,10 +8,12 @@ storage or upstream outages become ``503 temporarily_unavailable`` (fail closed)
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import timedelta
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
@@ -44,11 +46,27 @@ class BridgeAuthorizationServer(AuthorizationServer):
         self.default_audience = default_audience
         self.resources = dict(resources)
         self.register_client_auth_method("private_key_jwt", PrivateKeyJWT(self, issuer))
+        self._clients: dict = {}
 
     # --- storage hooks Authlib calls ---
+    #: Clients are cached this long per process: a lookup per token request would cost as
+    #: much as the exchange's own transaction. Disabling a client takes effect within it.
+    CLIENT_CACHE_SECONDS = 5.0
+
     def query_client(self, client_id):
         if not isinstance(client_id, str) or len(client_id) > 100:
             return None
+        cached = self._clients.get(client_id)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.CLIENT_CACHE_SECONDS:
+            return cached[1]
+        client = self._load_client(client_id)
+        if len(self._clients) > 1000:
+            self._clients.clear()
+        self._clients[client_id] = (now, client)
+        return client
+
+    def _load_client(self, client_id):
         try:
             with self.db.read() as session:
                 row = session.connection().execute(_CLIENT_LOOKUP, {"client_id": client_id}).first()
@@ -128,7 +146,11 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return [self.issuer, self.issuer + "/", self.issuer + "/token"]
 
     def resolve_client_public_key(self, client):
-        return KeySet.import_key_set(client.jwks or {"keys": []})
+        # An assertion naming a client without registered keys (a secret client) is a
+        # failed client authentication, not a server error.
+        if client.auth_method != self.CLIENT_AUTH_METHOD or not (client.jwks or {}).get("keys"):
+            raise InvalidClientError(description="the client does not use private_key_jwt")
+        return KeySet.import_key_set(client.jwks)
 
     def validate_jti(self, claims, jti):
         key = hashlib.sha256(f"client-assertion\x00{claims['sub']}\x00{jti}".encode()).hexdigest()

@@ -46,6 +46,9 @@ class Database:
         # stay deferred and never wait for a writer (WAL).
         self.write_sessions = sessionmaker(self.engine.execution_options(write=True),
                                            expire_on_commit=False)
+        #: Called after a transaction that revoked something has committed (in this process).
+        self.after_revocation_commit: list = []
+        event.listen(self.write_sessions, "after_commit", self._after_commit)
 
     @contextmanager
     def transaction(self):
@@ -67,6 +70,11 @@ class Database:
             if _is_connectivity_error(exc):
                 raise StorageUnavailable("the database is unreachable") from exc
             raise
+
+    def _after_commit(self, session) -> None:
+        if session.info.pop("revoked", False):
+            for callback in self.after_revocation_commit:
+                callback()
 
     def alembic_config(self) -> Config:
         config = Config()

@@ -198,3 +198,38 @@ class SeenJti(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of issuer + jti
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class SsfStream(Base):
+    """A receiver's event stream (Shared Signals Framework).
+
+    Each receiver process opens its own stream (a restarted process has an empty revocation
+    set and must get every event still relevant); idle streams are removed."""
+
+    __tablename__ = "ssf_streams"
+
+    stream_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id"), index=True)
+    #: urn:ietf:rfc:8936 (poll) or urn:ietf:rfc:8935 (push)
+    delivery_method: Mapped[str] = mapped_column(String(40))
+    endpoint_url: Mapped[str | None] = mapped_column(String(2000))
+    #: Push only: the Authorization header to send, encrypted (Fernet) like signing keys.
+    authorization_header: Mapped[bytes | None] = mapped_column(LargeBinary)
+    events_requested: Mapped[list] = mapped_column(JSON)
+    #: Events up to this revocation id happened before the stream and are not delivered.
+    start_after_id: Mapped[int] = mapped_column(BigInteger)
+    verification_state: Mapped[str | None] = mapped_column(String(500))
+    verification_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+
+
+class SsfAck(Base):
+    """An event a stream acknowledged (or a push receiver accepted); never delivered again."""
+
+    __tablename__ = "ssf_acks"
+
+    stream_id: Mapped[str] = mapped_column(ForeignKey("ssf_streams.stream_id", ondelete="CASCADE"),
+                                           primary_key=True)
+    revocation_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    acked_at: Mapped[datetime] = mapped_column(index=True)

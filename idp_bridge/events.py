@@ -1,0 +1,50 @@
+"""Wake-ups for waiters on new revocations (long polls, push delivery).
+
+Within one process a committed revocation wakes waiters at once (a condition variable
+notified after commit). Other processes and hosts are covered by a cheap database check
+every ``poll_interval`` seconds, so the feed stays correct without any shared broker;
+a broker (Redis) only shortens that bound.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from sqlalchemy import func, select
+
+from .storage.models import Revocation
+
+
+class RevocationNotifier:
+    def __init__(self, db, poll_interval: float = 0.2):
+        self.db = db
+        self.poll_interval = poll_interval
+        self._condition = threading.Condition()
+        self._generation = 0
+        db.after_revocation_commit.append(self.notify)
+
+    def notify(self) -> None:
+        with self._condition:
+            self._generation += 1
+            self._condition.notify_all()
+
+    def latest_id(self) -> int:
+        with self.db.read() as session:
+            return session.execute(select(func.coalesce(func.max(Revocation.id), 0))).scalar_one()
+
+    def wait_for_new(self, known_latest: int, timeout: float, stop: threading.Event | None = None) -> bool:
+        """Wait until a revocation newer than ``known_latest`` exists, or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            generation = self._generation
+        while True:
+            if self.latest_id() > known_latest:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (stop is not None and stop.is_set()):
+                return False
+            with self._condition:
+                if self._generation == generation:
+                    self._condition.wait(min(self.poll_interval, remaining))
+                generation = self._generation

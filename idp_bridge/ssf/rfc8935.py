@@ -1,0 +1,97 @@
+"""Push-based delivery of SETs (RFC 8935).
+
+A background thread posts pending SETs of push streams to their endpoints; a ``202``
+acknowledges a SET. Failures back off per stream (up to a minute) and retry while the event
+is still relevant. Every bridge process may run a pusher: delivery is at least once, and
+receivers deduplicate by ``jti``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import requests
+from sqlalchemy import select
+
+from ..storage.db import StorageUnavailable, utcnow
+from ..storage.models import SsfStream
+from .streams import PUSH
+
+log = logging.getLogger(__name__)
+
+
+class Pusher:
+    def __init__(self, transmitter, notifier, *, timeout: float = 5.0, idle_wait: float = 5.0):
+        self.transmitter = transmitter
+        self.notifier = notifier
+        self.timeout = timeout
+        self.idle_wait = idle_wait
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._backoff: dict[str, tuple[float, float]] = {}  # stream -> (retry at, delay)
+        self._http = requests.Session()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ssf-push", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                latest = self.notifier.latest_id()
+                self.deliver_once()
+                self.notifier.wait_for_new(latest, self.idle_wait, self._stop)
+            except StorageUnavailable:
+                self._stop.wait(1.0)
+            except Exception:  # the pusher must survive anything and keep retrying
+                log.exception("push delivery failed")
+                self._stop.wait(1.0)
+
+    def deliver_once(self) -> int:
+        """Push what is pending on every push stream; returns the number of SETs accepted."""
+        with self.transmitter.db.read() as session:
+            streams = session.scalars(select(SsfStream).where(SsfStream.delivery_method == PUSH)).all()
+        accepted = 0
+        now = time.monotonic()
+        for stream in streams:
+            retry_at, delay = self._backoff.get(stream.stream_id, (0.0, 0.0))
+            if now < retry_at:
+                continue
+            sets, _ = self.transmitter.pending(stream.stream_id, stream.client_id, 100, utcnow(),
+                                               touch=True)
+            headers = {"Content-Type": "application/secevent+jwt", "Accept": "application/json"}
+            header = self.transmitter.push_header(stream)
+            if header:
+                headers["Authorization"] = header
+            done = []
+            for jti, token in sets.items():
+                try:
+                    response = self._http.post(stream.endpoint_url, data=token, headers=headers,
+                                               timeout=self.timeout)
+                except requests.RequestException:
+                    response = None
+                if response is not None and response.status_code == 202:
+                    done.append(jti)
+                elif response is not None and response.status_code == 400:
+                    # RFC 8935 2.3: the receiver refused this SET for good; do not resend it.
+                    log.warning("push receiver of stream %s refused SET %s", stream.stream_id, jti)
+                    done.append(jti)
+                else:
+                    delay = min(60.0, max(0.5, delay * 2))
+                    self._backoff[stream.stream_id] = (time.monotonic() + delay, delay)
+                    break
+            else:
+                self._backoff.pop(stream.stream_id, None)
+            if done:
+                self.transmitter.acknowledge(stream.stream_id, stream.client_id, done, utcnow())
+                accepted += len(done)
+        return accepted

@@ -1,0 +1,60 @@
+"""Poll-based delivery of SETs (RFC 8936), with long polling.
+
+A poll first records the acknowledgements it carries, then answers with what is pending.
+With ``returnImmediately: false`` and nothing pending it waits, and answers as soon as a
+revocation is committed (same process: at once; other processes: within the notifier's
+database check interval) or empty after ``long_poll_seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ..domain.errors import InvalidInput
+from ..storage.db import utcnow
+
+log = logging.getLogger(__name__)
+MAX_EVENTS = 1000
+
+
+def parse_poll(body) -> tuple[int, bool, list[str], dict]:
+    if not isinstance(body, dict):
+        raise InvalidInput("the poll request must be a JSON object")
+    max_events = body.get("maxEvents", 100)
+    if not isinstance(max_events, int) or isinstance(max_events, bool) or \
+            not 0 <= max_events <= MAX_EVENTS:
+        raise InvalidInput(f"maxEvents must be an integer from 0 to {MAX_EVENTS}")
+    immediately = body.get("returnImmediately", False)
+    if not isinstance(immediately, bool):
+        raise InvalidInput("returnImmediately must be a boolean")
+    acks = body.get("ack", [])
+    if not isinstance(acks, list) or len(acks) > MAX_EVENTS or \
+            not all(isinstance(a, str) and len(a) <= 100 for a in acks):
+        raise InvalidInput("ack must be a list of at most 1000 jti strings")
+    errors = body.get("setErrs", {})
+    if not isinstance(errors, dict) or len(errors) > MAX_EVENTS:
+        raise InvalidInput("setErrs must be an object keyed by jti")
+    return max_events, immediately, acks, errors
+
+
+def poll(transmitter, notifier, *, stream_id: str, client_id: str, body, long_poll_seconds: float,
+         stop=None) -> dict:
+    max_events, immediately, acks, errors = parse_poll(body)
+    now = utcnow()
+    transmitter.acknowledge(stream_id, client_id, list(acks) + list(errors), now)
+    for jti, error in errors.items():
+        # A receiver could not process a SET; it is acknowledged (no endless redelivery)
+        # and logged for the operator.
+        log.warning("receiver %s rejected SET %s: %s", client_id, jti[:100], str(error)[:200])
+    if max_events == 0:
+        transmitter.pending(stream_id, client_id, 0, now)  # checks the stream, marks it seen
+        return {"sets": {}, "moreAvailable": False}
+    deadline = time.monotonic() + long_poll_seconds
+    while True:
+        latest = notifier.latest_id()
+        sets, more = transmitter.pending(stream_id, client_id, max_events, utcnow())
+        remaining = deadline - time.monotonic()
+        if sets or immediately or remaining <= 0 or (stop is not None and stop.is_set()):
+            return {"sets": sets, "moreAvailable": more}
+        notifier.wait_for_new(latest, remaining, stop)
