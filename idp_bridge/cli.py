@@ -56,7 +56,14 @@ def serve(obj, host, port, workers):
         raise click.ClickException("the database is not migrated; run: idp-bridge db upgrade")
     from .wsgi import GunicornApplication
 
-    GunicornApplication(settings, {"bind": f"{host}:{port}", "workers": workers}).run()
+    GunicornApplication(settings, gunicorn_options(f"{host}:{port}", workers)).run()
+
+
+def gunicorn_options(bind: str, workers: int) -> dict:
+    # Threads, because revocation-feed long polls hold a request open for up to 15 s.
+    return {"bind": bind, "workers": workers, "worker_class": "gthread", "threads": 32,
+            "keepalive": 5, "graceful_timeout": 20, "timeout": 60,
+            "accesslog": None, "errorlog": "-"}
 
 
 # --- database ---

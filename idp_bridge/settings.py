@@ -123,7 +123,13 @@ class Settings:
         known = {f.name: f for f in fields(cls)}
         for name in values:
             if name not in known:
-                raise SettingsError(name, "unknown setting in config file")
+                raise SettingsError(name, _unknown(name, "unknown setting in config file"))
+        for variable in environ:
+            # A typo in a variable name would silently keep a default: refuse it instead.
+            if variable.startswith("IDP_BRIDGE_") and variable not in NON_SETTING_VARIABLES:
+                name = variable[len("IDP_BRIDGE_"):].lower()
+                if name not in known:
+                    raise SettingsError(name, _unknown(name, "unknown environment variable"))
         for name in known:
             raw = environ.get(env_name(name))
             if raw is not None:
@@ -136,6 +142,20 @@ class Settings:
             if value is not None:
                 values[name] = value
         return cls(**{name: _coerce(known[name], value) for name, value in values.items()})
+
+
+#: IDP_BRIDGE_* variables that are not settings (read by the CLI and the demo).
+NON_SETTING_VARIABLES = frozenset({
+    "IDP_BRIDGE_CONFIG", "IDP_BRIDGE_DEMO_CLIENT_SECRET", "IDP_BRIDGE_DEMO_RS_SECRET",
+    "IDP_BRIDGE_BIND", "IDP_BRIDGE_WORKERS",
+})
+
+
+def _unknown(name: str, problem: str) -> str:
+    if "scope" in name or "profile" in name:
+        return (f"{problem}: the advisor rights are fixed by the product and no setting can "
+                "change them")
+    return problem
 
 
 def _coerce(f: dataclasses.Field, value):

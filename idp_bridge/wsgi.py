@@ -18,9 +18,11 @@ class GunicornApplication(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        from .app import create_app
+        from .app import create_app, services
 
-        return create_app(self.settings)
+        app = create_app(self.settings)
+        services(app).pusher.start()
+        return app
 
 
 def __getattr__(name):

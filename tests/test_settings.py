@@ -294,13 +294,24 @@ def test_no_setting_touches_scopes():
     assert not {n for n in names if "scope" in n or "profile" in n}
 
 
-def test_environment_cannot_set_the_advisor_profile():
+@pytest.mark.parametrize("variable", ["IDP_BRIDGE_ADVISOR_SCOPES", "IDP_BRIDGE_ADVISOR_PROFILE"])
+def test_environment_cannot_set_the_advisor_profile(variable):
     from scopes.catalog import ADVISOR_PROFILE
 
     before = set(ADVISOR_PROFILE)
-    s = Settings.load(REQUIRED, environ={"IDP_BRIDGE_ADVISOR_SCOPES": "payments:write"})
-    assert not hasattr(s, "advisor_scopes")
+    with pytest.raises(SettingsError) as caught:
+        Settings.load(REQUIRED, environ={variable: "payments:write"})
+    assert variable in str(caught.value)
+    assert "fixed" in str(caught.value)
     assert set(ADVISOR_PROFILE) == before
+
+
+def test_unknown_environment_variable_is_refused():
+    with pytest.raises(SettingsError) as caught:
+        Settings.load(REQUIRED, environ={"IDP_BRIDGE_ISUER": "https://typo.example"})
+    assert "IDP_BRIDGE_ISUER" in str(caught.value)
+    # Variables the CLI reads are not settings, and are not refused.
+    Settings.load(REQUIRED, environ={"IDP_BRIDGE_DEMO_CLIENT_SECRET": "x", "IDP_BRIDGE_CONFIG": ""})
 
 
 # --- production mode ---

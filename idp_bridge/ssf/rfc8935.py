@@ -48,18 +48,23 @@ class Pusher:
         while not self._stop.is_set():
             try:
                 latest = self.notifier.latest_id()
-                self.deliver_once()
-                self.notifier.wait_for_new(latest, self.idle_wait, self._stop)
+                if self.deliver_once() is None:
+                    self._stop.wait(self.idle_wait)  # no push streams: check again later
+                else:
+                    self.notifier.wait_for_new(latest, self.idle_wait, self._stop)
             except StorageUnavailable:
                 self._stop.wait(1.0)
             except Exception:  # the pusher must survive anything and keep retrying
                 log.exception("push delivery failed")
                 self._stop.wait(1.0)
 
-    def deliver_once(self) -> int:
-        """Push what is pending on every push stream; returns the number of SETs accepted."""
+    def deliver_once(self) -> int | None:
+        """Push what is pending on every push stream; returns the number of SETs accepted
+        (None when there is no push stream at all)."""
         with self.transmitter.db.read() as session:
             streams = session.scalars(select(SsfStream).where(SsfStream.delivery_method == PUSH)).all()
+        if not streams:
+            return None
         accepted = 0
         now = time.monotonic()
         for stream in streams:
