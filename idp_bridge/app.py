@@ -129,10 +129,12 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     from .api import bp as api_bp
     from .oauth.views import bp as oauth_bp
     from .ssf.views import bp as ssf_bp
+    from .upstream.views import bp as upstream_bp
 
     app.register_blueprint(oauth_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(ssf_bp)
+    app.register_blueprint(upstream_bp)
     _register_error_handlers(app)
     app.after_request(_security_headers)
     return app

@@ -17,6 +17,7 @@ from .settings import DEMO_SECRET_PREFIX, Settings, SettingsError
 
 DEMO_TENANT = ("10042", "Muster GmbH")
 DEMO_CLIENT = "advisor-console"
+DEMO_RS_CLIENT = "example-resource-server"
 
 
 def _settings(ctx_overrides: dict) -> Settings:
@@ -182,29 +183,58 @@ def memberships_expire(obj):
 
 
 # --- demo ---
+EXAMPLE_RS = Path(__file__).resolve().parents[1] / "deploy" / "example-resource-server" / \
+    "example_resource_server.py"
+
+
+def _ensure_client(database, client_id: str, secret_variable: str, **kwargs):
+    """Seed a demo client; returns (secret, whether the secret must be printed)."""
+    from .admin import add_client
+    from .domain.errors import Conflict
+
+    secret = os.environ.get(secret_variable)
+    try:
+        return add_client(database, client_id, secret=secret, **kwargs), secret is None
+    except Conflict:
+        return secret, False  # an existing database keeps the client it had
+
+
+def _load_example_resource_server():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("example_resource_server", EXAMPLE_RS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @main.command()
 @click.option("--port", default=8000, show_default=True, type=int, help="Bridge port.")
 @click.option("--idp-port", default=8001, show_default=True, type=int,
               help="Port of the development OpenID provider.")
+@click.option("--rs-port", default=8002, show_default=True, type=int,
+              help="Port of the example resource server (0: do not start it).")
 @click.pass_obj
-def demo(obj, port, idp_port):
-    """Run the bridge and a development OpenID provider on 127.0.0.1 with demo data."""
+def demo(obj, port, idp_port, rs_port):
+    """Run the bridge, a development OpenID provider and the example resource server on
+    127.0.0.1 with demo data."""
     from werkzeug.serving import make_server
 
-    from .admin import add_client, add_tenant
-    from .app import create_app
+    from .admin import add_tenant
+    from .app import create_app, services
     from .devidp import DevProvider
+    from .domain.errors import Conflict
 
     database_url = obj.get("database_url")
-    workdir = None
     if not database_url:
         workdir = tempfile.mkdtemp(prefix="idp-bridge-demo-")
         database_url = f"sqlite:///{workdir}/demo.sqlite"
     idp_issuer = f"http://127.0.0.1:{idp_port}"
+    issuer = f"http://127.0.0.1:{port}"
     settings = _settings({
         "config_file": obj.get("config_file"),
         "mode": "demo",
-        "issuer": f"http://127.0.0.1:{port}",
+        "issuer": issuer,
         "database_url": database_url,
         "secret_key": os.environ.get("IDP_BRIDGE_SECRET_KEY")
         or DEMO_SECRET_PREFIX + secrets.token_urlsafe(32),
@@ -216,42 +246,63 @@ def demo(obj, port, idp_port):
     database.upgrade()
 
     provider = DevProvider(idp_issuer, mode="demo")
-    idp_server = make_server("127.0.0.1", idp_port, provider.create_app(), threaded=True)
-    threading.Thread(target=idp_server.serve_forever, daemon=True).start()
+    servers = [make_server("127.0.0.1", idp_port, provider.create_app(), threaded=True)]
+    threading.Thread(target=servers[0].serve_forever, daemon=True).start()
 
     app = create_app(settings, database=database)
-    from .domain.errors import Conflict
-
+    services(app).pusher.start()
     try:
         add_tenant(database, *DEMO_TENANT)
     except Conflict:
         pass
-    client_secret = os.environ.get("IDP_BRIDGE_DEMO_CLIENT_SECRET")
-    printed_secret = client_secret is None
-    try:
-        client_secret = add_client(database, DEMO_CLIENT, name="Advisor console",
-                                   secret=client_secret)
-    except Conflict:
-        printed_secret = False  # an existing database keeps the client it had
+    client_secret, print_client = _ensure_client(database, DEMO_CLIENT,
+                                                 "IDP_BRIDGE_DEMO_CLIENT_SECRET",
+                                                 name="Advisor console")
+    rs_secret, print_rs = _ensure_client(database, DEMO_RS_CLIENT, "IDP_BRIDGE_DEMO_RS_SECRET",
+                                         name="Example resource server",
+                                         roles=("receiver", "introspect"))
+    bridge_server = make_server("127.0.0.1", port, app, threaded=True)
+    threading.Thread(target=bridge_server.serve_forever, daemon=True).start()
+    servers.append(bridge_server)
+
+    guard = None
+    if rs_port:
+        example = _load_example_resource_server()
+        guard = example.TokenGuard(issuer, settings.default_audience)
+        if rs_secret:
+            guard.start_revocation_listener(DEMO_RS_CLIENT, rs_secret)
+        rs_server = make_server("127.0.0.1", rs_port, example.create_app(guard), threaded=True)
+        threading.Thread(target=rs_server.serve_forever, daemon=True).start()
+        servers.append(rs_server)
+
     click.echo(f"idp-bridge demo (database {database_url})")
-    click.echo(f"  bridge:            http://127.0.0.1:{port}")
+    click.echo(f"  bridge:            {issuer}")
     click.echo(f"  OpenID provider:   {idp_issuer}  (development only)")
+    if rs_port:
+        click.echo(f"  resource server:   http://127.0.0.1:{rs_port}/tenants/10042/payments  (example)")
     click.echo(f"  tenant:            {DEMO_TENANT[0]} ({DEMO_TENANT[1]}), admin: anna")
     click.echo("  advisors:          bob, carol   support admin: sam")
-    if printed_secret:
-        click.echo(f"  client:            {DEMO_CLIENT}, secret {client_secret}")
-        click.echo(f"  export IDP_BRIDGE_DEMO_CLIENT_SECRET={client_secret}")
-    else:
-        click.echo(f"  client:            {DEMO_CLIENT}, secret from IDP_BRIDGE_DEMO_CLIENT_SECRET")
+    for client_id, secret, shown, variable in (
+            (DEMO_CLIENT, client_secret, print_client, "IDP_BRIDGE_DEMO_CLIENT_SECRET"),
+            (DEMO_RS_CLIENT, rs_secret, print_rs, "IDP_BRIDGE_DEMO_RS_SECRET")):
+        if shown:
+            click.echo(f"  client:            {client_id}, secret {secret}")
+            click.echo(f"  export {variable}={secret}")
+        else:
+            click.echo(f"  client:            {client_id}, secret from {variable}")
     click.echo("Upstream tokens for the demo users: idp-bridge demo-token bob")
     sys.stdout.flush()
-    server = make_server("127.0.0.1", port, app, threaded=True)
+    stop = threading.Event()
     try:
-        server.serve_forever()
+        stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        idp_server.shutdown()
+        if guard is not None:
+            guard.stop_revocation_listener()
+        services(app).pusher.stop()
+        for server in servers:
+            server.shutdown()
 
 
 @main.command("demo-token")

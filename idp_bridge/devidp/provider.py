@@ -180,6 +180,25 @@ class DevProvider:
         return {"access_token": self._sign(access), "id_token": self._sign(id_claims),
                 "token_type": "Bearer", "expires_in": lifetime, "scope": SCOPE}
 
+    def logout_token(self, *, sid: str | None = None, sub: str | None = None,
+                     audience: str | None = None, **overrides) -> str:
+        """A Back-Channel Logout 1.0 logout token for the bridge (``overrides`` replace or,
+        with the value ``None``, remove claims: for negative tests)."""
+        now = int(time.time())
+        claims = {"iss": self.issuer, "aud": audience or self.audience, "iat": now,
+                  "exp": now + 120, "jti": str(uuid.uuid4()),
+                  "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}
+        if sid is not None:
+            claims["sid"] = sid
+        if sub is not None:
+            claims["sub"] = sub
+        for key, value in overrides.items():
+            if value is None:
+                claims.pop(key, None)
+            else:
+                claims[key] = value
+        return jwt.encode({"alg": self.alg, "kid": self.kid, "typ": "logout+jwt"}, claims, self._key)
+
     def _sign(self, claims: dict) -> str:
         return jwt.encode({"alg": self.alg, "kid": self.kid, "typ": "JWT"}, claims, self._key)
 

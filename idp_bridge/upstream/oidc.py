@@ -98,27 +98,31 @@ class SubjectTokenValidator:
 
     # --- validation ---
     def validate(self, token: str, token_type: str = ACCESS_TOKEN) -> UpstreamIdentity:
+        claims = self.verify_signature(token, what="subject_token")
+        self._check_claims(claims, token_type)
+        return UpstreamIdentity(issuer=claims["iss"], subject=str(claims["sub"]),
+                                claims=claims, token_type=token_type)
+
+    def verify_signature(self, token: str, *, what: str) -> dict:
+        """Claims of a JWT signed by the upstream provider (signature and algorithm only)."""
         if not isinstance(token, str) or not token or len(token) > 16384:
-            raise SubjectTokenError("subject_token is missing or too large")
+            raise SubjectTokenError(f"{what} is missing or too large")
         try:
             header = jws.extract_compact(token.encode()).protected
         except (JoseError, ValueError):
-            raise SubjectTokenError("subject_token is not a signed JWT") from None
+            raise SubjectTokenError(f"{what} is not a signed JWT") from None
         alg = header.get("alg")
         if alg not in self.algorithms:
-            raise SubjectTokenError(f"subject_token algorithm {alg!r} is not accepted")
+            raise SubjectTokenError(f"{what} algorithm {alg!r} is not accepted")
         kid = header.get("kid")
         keys = self._key_set()
         if kid is not None and not any(k.kid == kid for k in keys.keys):
             keys = self._key_set(force=True)
         try:
-            decoded = jwt.decode(token, keys, algorithms=self.algorithms, registry=self._registry)
+            return jwt.decode(token, keys, algorithms=self.algorithms,
+                              registry=self._registry).claims
         except JoseError:
-            raise SubjectTokenError("subject_token signature is invalid") from None
-        claims = decoded.claims
-        self._check_claims(claims, token_type)
-        return UpstreamIdentity(issuer=claims["iss"], subject=str(claims["sub"]),
-                                claims=claims, token_type=token_type)
+            raise SubjectTokenError(f"{what} signature is invalid") from None
 
     def _check_claims(self, claims: dict, token_type: str) -> None:
         now = time.time()
