@@ -22,4 +22,4 @@ def post_worker_init(worker):
     from idp_bridge.app import services
     from idp_bridge.wsgi import app
 
-    services(app).pusher.start()
+    services(app).start_background()

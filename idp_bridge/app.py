@@ -18,6 +18,7 @@ from .domain.keys import KeyRing
 from .domain.memberships import Memberships
 from .domain.tokens import TokenIssuer
 from .events import RevocationNotifier
+from .maintenance import Maintenance
 from .oauth.rfc7009 import BridgeRevocationEndpoint
 from .oauth.rfc7662 import BridgeIntrospectionEndpoint
 from .oauth.rfc8414 import server_metadata
@@ -52,6 +53,16 @@ class Services:
     notifier: RevocationNotifier
     transmitter: Transmitter
     pusher: Pusher
+    maintenance: Maintenance
+
+    def start_background(self) -> None:
+        """Threads of a serving process (not of tests): push delivery and maintenance."""
+        self.pusher.start()
+        self.maintenance.start()
+
+    def stop_background(self) -> None:
+        self.pusher.stop()
+        self.maintenance.stop()
 
 
 def derive_secret(secret_key: str, purpose: str) -> bytes:
@@ -124,7 +135,8 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         settings=settings, db=db, keys=keys, codes=codes, memberships=memberships,
         issuer=issuer, validator=validator, roles=roles, exchange=exchange, server=server,
         limiter=limiter, metadata=server_metadata(settings.issuer, settings.signing_alg),
-        notifier=notifier, transmitter=transmitter, pusher=Pusher(transmitter, notifier))
+        notifier=notifier, transmitter=transmitter, pusher=Pusher(transmitter, notifier),
+        maintenance=Maintenance(db=db, memberships=memberships, transmitter=transmitter))
 
     from .api import bp as api_bp
     from .oauth.views import bp as oauth_bp

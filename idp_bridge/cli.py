@@ -250,7 +250,7 @@ def demo(obj, port, idp_port, rs_port):
     threading.Thread(target=servers[0].serve_forever, daemon=True).start()
 
     app = create_app(settings, database=database)
-    services(app).pusher.start()
+    services(app).start_background()
     try:
         add_tenant(database, *DEMO_TENANT)
     except Conflict:
@@ -300,7 +300,7 @@ def demo(obj, port, idp_port, rs_port):
     finally:
         if guard is not None:
             guard.stop_revocation_listener()
-        services(app).pusher.stop()
+        services(app).stop_background()
         for server in servers:
             server.shutdown()
 

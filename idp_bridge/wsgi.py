@@ -21,7 +21,7 @@ class GunicornApplication(BaseApplication):
         from .app import create_app, services
 
         app = create_app(self.settings)
-        services(app).pusher.start()
+        services(app).start_background()
         return app
 
 

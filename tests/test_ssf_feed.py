@@ -309,3 +309,18 @@ def test_push_failure_is_retried_not_lost(feed, bridge):
     # Still pending for the stream: nothing was acknowledged.
     sets, _ = bridge.services.transmitter.pending(stream_id, RS_CLIENT_ID, 10, utcnow())
     assert len(sets) == 1
+
+
+def test_maintenance_publishes_expired_memberships(feed, bridge, stream_id):
+    from idp_bridge.storage.models import Membership
+
+    tokens = bridge.join("bob")
+    with bridge.services.db.transaction() as session:
+        session.execute(update(Membership).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert bridge.services.maintenance.run_once() == 1
+    (token,) = feed.poll(stream_id).json["sets"].values()
+    event = feed.decode(token)["events"][SESSION_REVOKED]
+    assert event["reason_admin"] == {"en": "expired"}
+    assert event["initiating_entity"] == "policy"
+    assert bridge.introspect(tokens["access_token"]).json == {"active": False}
+    assert bridge.services.maintenance.run_once() == 0  # idempotent

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749.errors import (
@@ -132,6 +132,10 @@ _CLIENT_LOOKUP = select(
 ).where(Client.client_id == bindparam("client_id"))
 
 
+#: Client assertions may live at most this long (RFC 7523 asks for short-lived assertions).
+MAX_ASSERTION_SECONDS = 3600
+
+
 class PrivateKeyJWT(JWTBearerClientAssertion):
     """RFC 7523 client authentication with keys registered for the client."""
 
@@ -155,11 +159,18 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
     def validate_jti(self, claims, jti):
         key = hashlib.sha256(f"client-assertion\x00{claims['sub']}\x00{jti}".encode()).hexdigest()
         now = utcnow()
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)) or exp > now.timestamp() + MAX_ASSERTION_SECONDS:
+            # A long-lived assertion would have to be remembered as long; refuse it instead.
+            return False
+        # Remember the jti for as long as the assertion could be presented again.
+        remember_until = max(now + timedelta(minutes=10),
+                             datetime.fromtimestamp(exp, timezone.utc) + timedelta(seconds=self.leeway))
         try:
             with self.server.db.transaction() as session:
                 if session.get(SeenJti, key) is not None:
                     return False
-                session.add(SeenJti(key=key, expires_at=now + timedelta(minutes=10)))
+                session.add(SeenJti(key=key, expires_at=remember_until))
         except IntegrityError:
             return False
         return True
