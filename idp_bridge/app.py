@@ -30,6 +30,7 @@ from .ssf.rfc8935 import Pusher
 from .ssf.streams import Transmitter
 from .storage.db import Database, StorageUnavailable, utcnow
 from .upstream import RoleMapper, SubjectTokenValidator
+from .upstream.keycloak import KeycloakAdmin, KeycloakMirror, MirrorWorker
 
 log = logging.getLogger("idp_bridge")
 
@@ -54,15 +55,22 @@ class Services:
     transmitter: Transmitter
     pusher: Pusher
     maintenance: Maintenance
+    mirror: KeycloakMirror | None
+    mirror_worker: MirrorWorker | None
 
     def start_background(self) -> None:
-        """Threads of a serving process (not of tests): push delivery and maintenance."""
+        """Threads of a serving process (not of tests): push delivery, maintenance and,
+        with Keycloak, the group mirror."""
         self.pusher.start()
         self.maintenance.start()
+        if self.mirror_worker is not None:
+            self.mirror_worker.start()
 
     def stop_background(self) -> None:
         self.pusher.stop()
         self.maintenance.stop()
+        if self.mirror_worker is not None:
+            self.mirror_worker.stop()
 
 
 def derive_secret(secret_key: str, purpose: str) -> bytes:
@@ -97,8 +105,16 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
                       default_limits=[], key_prefix="idp-bridge")
     codes = AccessCodes(derive_secret(settings.secret_key, "access codes"),
                         settings.code_ttl_seconds, settings.code_max_failures)
+    mirror = None
+    if settings.keycloak_admin:
+        mirror = KeycloakMirror(db=db, advisor_group=settings.keycloak_advisor_group,
+                                admin=KeycloakAdmin.from_issuer(
+                                    settings.upstream_issuer, client_id=settings.keycloak_client_id,
+                                    client_secret=settings.keycloak_client_secret,
+                                    timeout=settings.upstream_timeout_seconds))
     memberships = Memberships(default_max_age_days=settings.temporary_max_age_days,
-                              reason_max_length=settings.reason_max_length)
+                              reason_max_length=settings.reason_max_length,
+                              on_change=mirror.enqueue if mirror else None)
     issuer = TokenIssuer(keys, issuer=settings.issuer,
                          access_lifetime=settings.access_token_lifetime,
                          refresh_lifetime=settings.refresh_token_lifetime)
@@ -116,7 +132,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         db=db, codes=codes, memberships=memberships, issuer=issuer, roles=roles,
         guesses=GuessLimiter(limiter.limiter, settings.code_guess_limit_advisor,
                              settings.code_guess_limit_tenant),
-        mfa_required=settings.mfa_required)
+        mfa_required=settings.mfa_required, accounts=mirror)
     server = BridgeAuthorizationServer(
         db=db, exchange=exchange, validator=validator, issuer=settings.issuer,
         audiences=settings.audiences, default_audience=settings.default_audience,
@@ -136,7 +152,9 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         issuer=issuer, validator=validator, roles=roles, exchange=exchange, server=server,
         limiter=limiter, metadata=server_metadata(settings.issuer, settings.signing_alg),
         notifier=notifier, transmitter=transmitter, pusher=Pusher(transmitter, notifier),
-        maintenance=Maintenance(db=db, memberships=memberships, transmitter=transmitter))
+        maintenance=Maintenance(db=db, memberships=memberships, transmitter=transmitter,
+                                interval=settings.maintenance_interval, accounts=mirror),
+        mirror=mirror, mirror_worker=MirrorWorker(mirror) if mirror else None)
 
     from .api import bp as api_bp
     from .oauth.views import bp as oauth_bp

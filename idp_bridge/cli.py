@@ -182,6 +182,32 @@ def memberships_expire(obj):
     click.echo(f"{count} memberships expired")
 
 
+# --- Keycloak ---
+@main.group()
+def keycloak():
+    """The Keycloak realm behind the bridge."""
+
+
+@keycloak.command("reconcile")
+@click.pass_obj
+def keycloak_reconcile(obj):
+    """Bring Keycloak's advisor groups in line with the memberships, both ways."""
+    from .app import create_app, services
+    from .upstream.oidc import UpstreamUnavailable
+
+    settings = _settings(obj)
+    if not settings.keycloak_admin:
+        raise click.ClickException("Keycloak admin is off; set IDP_BRIDGE_KEYCLOAK_ADMIN=true")
+    mirror = services(create_app(settings)).mirror
+    try:
+        changes = mirror.reconcile()
+    except UpstreamUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in changes:
+        click.echo(line)
+    click.echo(f"{len(changes)} changes")
+
+
 # --- demo ---
 EXAMPLE_RS = Path(__file__).resolve().parents[1] / "deploy" / "example-resource-server" / \
     "example_resource_server.py"

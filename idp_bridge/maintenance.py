@@ -1,6 +1,7 @@
 """Periodic work each bridge process does (idempotent, so any number of processes may run it):
-end temporary memberships past their maximum age (publishing their grants on the feed
-within ``interval`` seconds), forget one-time JWT ids and feed bookkeeping no longer needed."""
+end temporary memberships past their maximum age and those of advisors whose upstream
+account was disabled or deleted (publishing their grants on the feed within ``interval``
+seconds), forget one-time JWT ids and feed bookkeeping no longer needed."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ log = logging.getLogger(__name__)
 
 
 class Maintenance:
-    def __init__(self, *, db, memberships, transmitter, interval: float = 30.0):
+    def __init__(self, *, db, memberships, transmitter, interval: float = 30.0, accounts=None):
         self.db = db
+        self.accounts = accounts
         self.memberships = memberships
         self.transmitter = transmitter
         self.interval = interval
@@ -30,6 +32,11 @@ class Maintenance:
             expired = self.memberships.expire_due(session, now)
             session.execute(delete(SeenJti).where(SeenJti.expires_at < now))
         self.transmitter.cleanup(now)
+        if self.accounts is not None:
+            for subject in self.accounts.ended_accounts():
+                with self.db.transaction() as session:
+                    expired += self.memberships.end_all_of_advisor(
+                        session, subject, reason="upstream_account_ended", now=utcnow())
         return expired
 
     def start(self) -> None:

@@ -88,6 +88,13 @@ class Settings:
     reason_max_length: int = 200
     ratelimit_storage_uri: str = "memory://"
     max_request_bytes: int = 64 * 1024
+    # --- Keycloak admin (optional): mirror memberships into groups, watch account state ---
+    keycloak_admin: bool = False
+    keycloak_client_id: str = "idp-bridge"
+    keycloak_client_secret: str = ""
+    keycloak_advisor_group: str = "/tenants/{tenant}/advisors"
+    #: Seconds between sweeps for disabled/deleted accounts and expired memberships.
+    maintenance_interval: float = 30.0
     #: How long a revocation-feed poll waits for events (stays below receivers' 30 s bound).
     ssf_long_poll_seconds: float = 15.0
 
@@ -242,6 +249,15 @@ def _validate(s: Settings) -> None:
         value = getattr(s, key)
         if not low <= value <= high:
             raise SettingsError(key, f"must be between {low} and {high}, got {value}")
+    if s.keycloak_admin:
+        if "/realms/" not in s.upstream_issuer:
+            raise SettingsError("keycloak_admin", "needs a Keycloak realm URL as upstream_issuer")
+        if not s.keycloak_client_secret:
+            raise SettingsError("keycloak_client_secret", "is required when keycloak_admin is on")
+        if "{tenant}" not in s.keycloak_advisor_group:
+            raise SettingsError("keycloak_advisor_group", "must contain the placeholder {tenant}")
+    if not 1 <= s.maintenance_interval <= 60:
+        raise SettingsError("maintenance_interval", "must be from 1 to 60 seconds")
     if not 0 < s.ssf_long_poll_seconds <= 25:
         raise SettingsError("ssf_long_poll_seconds", "must be more than 0 and at most 25")
     if "{tenant}" not in s.tenant_admin_group:

@@ -96,7 +96,7 @@ def narrow_scope(requested: list[str] | None, allowed: frozenset[str]) -> str:
 
 class AdvisorExchange:
     def __init__(self, *, db, codes, memberships, issuer, roles, guesses: GuessLimiter,
-                 mfa_required: bool):
+                 mfa_required: bool, accounts=None):
         self.db = db
         self.codes = codes
         self.memberships = memberships
@@ -104,6 +104,8 @@ class AdvisorExchange:
         self.roles = roles
         self.guesses = guesses
         self.mfa_required = mfa_required
+        #: Optional upstream account checker (``check_account(subject)`` -> state).
+        self.accounts = accounts
 
     def exchange(self, *, identity, client_id: str, tenant_id: str, access_code: str | None,
                  scope: list[str] | None, audience: str, reason: str | None) -> IssuedTokens:
@@ -112,6 +114,7 @@ class AdvisorExchange:
         if self.mfa_required and not self.roles.check_mfa(identity):
             raise Forbidden("multi-factor authentication is required: sign in again with a second factor")
         reason = self.memberships.check_reason(reason)
+        self._check_account(identity.subject)
         candidate = None
         if access_code is not None:
             try:
@@ -175,7 +178,23 @@ class AdvisorExchange:
             client_id=client_id)
         return membership, None
 
+    def _check_account(self, subject: str) -> None:
+        """With an upstream account checker: a disabled or deleted account ends every
+        membership of the advisor and gets nothing (network call outside any transaction)."""
+        if self.accounts is None or subject is None:
+            return
+        state = self.accounts.check_account(subject)
+        if state != "active":
+            with self.db.transaction() as session:
+                self.memberships.end_all_of_advisor(session, subject,
+                                                    reason="upstream_account_ended", now=utcnow())
+            raise Forbidden(f"the advisor's account is {state} at the identity provider")
+
     def refresh(self, *, refresh_token: str, client_id: str, scope: list[str] | None) -> IssuedTokens:
+        if self.accounts is not None:
+            with self.db.read() as session:
+                family = self.issuer.find_refresh_family(session, refresh_token)
+            self._check_account(family.subject if family is not None else None)
         now = utcnow()
         failure: Exception | None = None
         with self.db.transaction() as session:

@@ -23,9 +23,12 @@ END_REASONS = ("removed_by_tenant", "left", "removed_by_support", "expired", "su
 
 
 class Memberships:
-    def __init__(self, *, default_max_age_days: int, reason_max_length: int):
+    def __init__(self, *, default_max_age_days: int, reason_max_length: int, on_change=None):
         self.default_max_age_days = default_max_age_days
         self.reason_max_length = reason_max_length
+        #: ``on_change(session, tenant_id, subject, now)``, called inside the transaction
+        #: that creates or ends a membership (the upstream mirror's outbox).
+        self.on_change = on_change
 
     # --- queries ---
     @staticmethod
@@ -85,6 +88,8 @@ class Memberships:
         )
         session.add(membership)
         session.flush()  # the unique active_key refuses a second active membership here
+        if self.on_change is not None:
+            self.on_change(session, tenant.id, subject, now)
         audit.record(session, "membership.created", now, tenant_id=tenant.id, actor=created_by,
                      actor_role=actor_role, membership_id=membership.id, client_id=client_id,
                      advisor=subject, advisor_name=name, kind=kind, reason=reason)
@@ -112,6 +117,8 @@ class Memberships:
         session.add(Revocation(kind="grant", value=membership.grant_id,
                                tenant_id=membership.tenant_id,
                                subject=membership.advisor_subject, reason=reason, created_at=now))
+        if self.on_change is not None:
+            self.on_change(session, membership.tenant_id, membership.advisor_subject, now)
         audit.record(session, "membership.ended", now, tenant_id=membership.tenant_id, actor=by,
                      actor_role=actor_role, membership_id=membership.id,
                      advisor=membership.advisor_subject, advisor_name=membership.advisor_name,
@@ -130,6 +137,13 @@ class Memberships:
             Membership.ended_at.is_(None), Membership.expires_at.is_not(None),
             Membership.expires_at <= now)).all()
         return sum(self.end_if_expired(session, m, now) for m in due)
+
+    def end_all_of_advisor(self, session, subject: str, *, reason: str, now: datetime) -> int:
+        """End every live membership of ``subject`` (e.g. its upstream account ended)."""
+        live = session.scalars(select(Membership).where(
+            Membership.advisor_subject == subject, Membership.ended_at.is_(None))).all()
+        return sum(self.end(session, m, by="system", actor_role="system", reason=reason, now=now)
+                   for m in live)
 
     def get_for_tenant(self, session, tenant_id: str, membership_id: str) -> Membership:
         membership = session.get(Membership, membership_id) if _plausible_id(membership_id) else None

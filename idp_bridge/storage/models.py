@@ -233,3 +233,27 @@ class SsfAck(Base):
                                            primary_key=True)
     revocation_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     acked_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class OutboxItem(Base):
+    """Work for the upstream IdP, written in the same transaction as the change it mirrors.
+
+    Items name *what to bring in line* (an advisor's group membership in a tenant), not an
+    operation: the worker reads the desired state from the database when it runs, so items
+    are idempotent and their order does not matter.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(index=True)
+    #: A worker holds the item until then (several processes may run workers).
+    claimed_until: Mapped[datetime | None]
+    done_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_error: Mapped[str | None] = mapped_column(String(500))
