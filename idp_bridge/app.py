@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import Flask, jsonify
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from .domain.access_codes import AccessCodes
@@ -31,6 +32,8 @@ from .ssf.streams import Transmitter
 from .storage.db import Database, StorageUnavailable, utcnow
 from .upstream import RoleMapper, SubjectTokenValidator
 from .upstream.keycloak import KeycloakAdmin, KeycloakMirror, MirrorWorker
+from .web import auth as web_auth
+from .web import pages as web_pages
 
 log = logging.getLogger("idp_bridge")
 
@@ -90,6 +93,11 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.issuer.startswith("https://"),
+        # __Host- cookies are only accepted over https, host-only, path /.
+        SESSION_COOKIE_NAME="__Host-idp-bridge" if settings.issuer.startswith("https://")
+        else "idp-bridge",
+        PERMANENT_SESSION_LIFETIME=settings.web_session_hours * 3600,
+        WTF_CSRF_TIME_LIMIT=None,  # bound to the session, which expires itself
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri,
         RATELIMIT_HEADERS_ENABLED=True,
         TESTING=settings.mode == "test",
@@ -165,6 +173,13 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     app.register_blueprint(api_bp)
     app.register_blueprint(ssf_bp)
     app.register_blueprint(upstream_bp)
+    # Cookie-authenticated pages need CSRF tokens; token-authenticated endpoints do not.
+    csrf = CSRFProtect(app)
+    for blueprint in (api_bp, oauth_bp, ssf_bp, upstream_bp):
+        csrf.exempt(blueprint)
+    web_auth.init_app(app, settings)
+    app.register_blueprint(web_pages.bp)
+    app.after_request(web_pages.html_security_headers)
     _register_error_handlers(app)
     app.after_request(_security_headers)
     return app

@@ -88,6 +88,13 @@ class Settings:
     reason_max_length: int = 200
     ratelimit_storage_uri: str = "memory://"
     max_request_bytes: int = 64 * 1024
+    # --- SSO sign-in of the web pages (OpenID Connect code flow + PKCE) ---
+    web_client_id: str = "idp-bridge"
+    #: Empty: a public client (PKCE only).
+    web_client_secret: str = ""
+    web_scopes: str = "openid profile email"
+    web_session_hours: int = 8
+
     # --- Keycloak admin (optional): mirror memberships into groups, watch account state ---
     keycloak_admin: bool = False
     keycloak_client_id: str = "idp-bridge"

@@ -127,7 +127,8 @@ class DevProvider:
         self.access_token_lifetime = access_token_lifetime
         # Copies, so that tests mutating their dicts (or DEMO_USERS) do not leak.
         self.users = copy.deepcopy(DEMO_USERS if users is None else users)
-        self.clients = copy.deepcopy({"advisor-console": {"redirect_uris": []}}
+        self.clients = copy.deepcopy({"advisor-console": {"redirect_uris": []},
+                                      "idp-bridge": {"redirect_uris": []}}
                                      if clients is None else clients)
         self._codes: dict[str, dict] = {}
         self._lock = threading.Lock()  # Flask may serve requests from several threads

@@ -1,0 +1,1 @@
+"""Web pages: SSO sign-in (OpenID Connect, Authlib's Flask client) and the pages built on it."""

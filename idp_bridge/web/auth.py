@@ -1,0 +1,152 @@
+"""SSO sign-in for the web pages: OpenID Connect authorization code flow with PKCE.
+
+Authlib's Flask client does the protocol: ``state`` and ``nonce`` kept in the session and
+checked, PKCE S256, the ID token validated against the provider's JWK set. Nothing here is
+Keycloak-specific. Roles and groups are read with the same :class:`RoleMapper` as API tokens:
+from the access token when it is a JWT meant for the bridge (Keycloak puts realm roles
+there), else from the ID token. Logout is RP-initiated (OpenID Connect RP-Initiated Logout).
+"""
+
+from __future__ import annotations
+
+import time
+from functools import wraps
+from urllib.parse import urlencode, urlsplit
+
+from authlib.integrations.base_client import OAuthError
+from authlib.integrations.flask_client import OAuth
+from flask import Blueprint, current_app, g, redirect, request, session, url_for
+
+from ..upstream.identity import UpstreamIdentity
+from ..upstream.oidc import SubjectTokenError, UpstreamUnavailable
+
+bp = Blueprint("auth", __name__)
+oauth = OAuth()
+
+#: What the session keeps of the upstream tokens' claims (never the tokens themselves,
+#: except the ID token for the logout hint).
+KEPT_CLAIMS = ("iss", "sub", "preferred_username", "name", "email", "sid", "acr", "amr",
+               "auth_time")
+
+
+def init_app(app, settings) -> None:
+    oauth.init_app(app)
+    oauth.register(
+        "upstream",
+        client_id=settings.web_client_id,
+        client_secret=settings.web_client_secret or None,
+        server_metadata_url=settings.discovery_url,
+        client_kwargs={"scope": settings.web_scopes, "code_challenge_method": "S256",
+                       "timeout": settings.upstream_timeout_seconds,
+                       **({"token_endpoint_auth_method": "none"}
+                          if not settings.web_client_secret else {})},
+    )
+    app.register_blueprint(bp)
+
+
+def safe_next(value: str | None) -> str:
+    """Only same-site relative paths: no scheme, no host, no ``//`` or backslash tricks."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or any(ord(c) < 32 for c in value):
+        return "/"
+    return value
+
+
+@bp.get("/login")
+def login():
+    session.pop("user", None)
+    session["next"] = safe_next(request.args.get("next"))
+    try:
+        return oauth.upstream.authorize_redirect(url_for("auth.callback", _external=True))
+    except Exception:  # discovery unreachable: fail closed with a clear page
+        current_app.logger.warning("sign-in unavailable: upstream discovery failed")
+        return _problem(503, "The sign-in service is unavailable. Please try again later.")
+
+
+@bp.get("/auth/callback")
+def callback():
+    if request.args.get("error"):
+        return _problem(400, "Sign-in was cancelled or refused by the identity provider.")
+    try:
+        token = oauth.upstream.authorize_access_token()
+    except (OAuthError, ValueError, KeyError) as exc:
+        current_app.logger.info("sign-in callback rejected: %s", type(exc).__name__)
+        return _problem(400, "The sign-in response was not valid. Please sign in again.")
+    except Exception:
+        return _problem(503, "The sign-in service is unavailable. Please try again later.")
+    claims = dict(token.get("userinfo") or {})
+    if not claims.get("sub"):
+        return _problem(400, "The sign-in response was not valid. Please sign in again.")
+    role_claims = claims
+    services = current_app.extensions["idp_bridge"]
+    try:
+        identity = services.validator.validate(token.get("access_token", ""))
+        if identity.subject == claims["sub"]:
+            role_claims = identity.claims  # Keycloak: realm roles live in the access token
+    except (SubjectTokenError, UpstreamUnavailable):
+        pass  # an opaque access token or one for another audience: the ID token speaks
+    next_url = session.pop("next", "/")
+    session.clear()  # a new session on sign-in (no fixation)
+    session.permanent = True
+    roles = services.roles
+    probe = UpstreamIdentity(issuer=claims.get("iss", ""), subject=claims["sub"], claims=role_claims)
+    session["user"] = {
+        **{k: claims[k] for k in KEPT_CLAIMS if k in claims},
+        "roles": sorted(roles.roles(probe)),
+        "groups": sorted(roles.groups(probe)),
+        "signed_in_at": int(time.time()),
+    }
+    session["id_token"] = token.get("id_token")
+    return redirect(next_url)
+
+
+@bp.post("/logout")
+def logout():
+    id_token = session.get("id_token")
+    session.clear()
+    metadata = oauth.upstream.load_server_metadata() if id_token else {}
+    end_session = metadata.get("end_session_endpoint")
+    if not end_session:
+        return redirect("/")
+    params = {"post_logout_redirect_uri": url_for("pages.index", _external=True),
+              "client_id": current_app.extensions["idp_bridge"].settings.web_client_id}
+    if id_token:
+        params["id_token_hint"] = id_token
+    return redirect(f"{end_session}?{urlencode(params)}")
+
+
+def current_identity() -> UpstreamIdentity | None:
+    user = session.get("user")
+    if not user:
+        return None
+    claims = dict(user)
+    _set_path(claims, current_app.extensions["idp_bridge"].settings.roles_claim, user["roles"])
+    _set_path(claims, current_app.extensions["idp_bridge"].settings.groups_claim, user["groups"])
+    return UpstreamIdentity(issuer=user.get("iss", ""), subject=user["sub"], claims=claims)
+
+
+def _set_path(claims: dict, path: str, value) -> None:
+    parts = path.split(".")
+    target = claims
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+    target[parts[-1]] = value
+
+
+def login_required(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        g.identity = current_identity()
+        if g.identity is None:
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _problem(status: int, message: str):
+    from flask import render_template
+
+    return render_template("web/problem.html", message=message, status=status), status
