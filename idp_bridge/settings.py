@@ -92,7 +92,6 @@ class Settings:
     web_client_id: str = "idp-bridge"
     #: Empty: a public client (PKCE only).
     web_client_secret: str = ""
-    web_scopes: str = "openid profile email"
     web_session_hours: int = 8
 
     # --- Keycloak admin (optional): mirror memberships into groups, watch account state ---

@@ -21,6 +21,8 @@ from ..upstream.identity import UpstreamIdentity
 from ..upstream.oidc import SubjectTokenError, UpstreamUnavailable
 
 bp = Blueprint("auth", __name__)
+#: The OpenID Connect scope of the sign-in request (identity only; not an advisor right).
+SIGN_IN_SCOPE = "openid profile email"
 oauth = OAuth()
 
 #: What the session keeps of the upstream tokens' claims (never the tokens themselves,
@@ -36,7 +38,7 @@ def init_app(app, settings) -> None:
         client_id=settings.web_client_id,
         client_secret=settings.web_client_secret or None,
         server_metadata_url=settings.discovery_url,
-        client_kwargs={"scope": settings.web_scopes, "code_challenge_method": "S256",
+        client_kwargs={"scope": SIGN_IN_SCOPE, "code_challenge_method": "S256",
                        "timeout": settings.upstream_timeout_seconds,
                        **({"token_endpoint_auth_method": "none"}
                           if not settings.web_client_secret else {})},
