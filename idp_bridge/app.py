@@ -122,7 +122,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
                                     timeout=settings.upstream_timeout_seconds))
     memberships = Memberships(default_max_age_days=settings.temporary_max_age_days,
                               reason_max_length=settings.reason_max_length,
-                              on_change=mirror.enqueue if mirror else None)
+                              listeners=[mirror.membership_changed] if mirror else [])
     issuer = TokenIssuer(keys, issuer=settings.issuer,
                          access_lifetime=settings.access_token_lifetime,
                          refresh_lifetime=settings.refresh_token_lifetime)

@@ -21,7 +21,7 @@ from ..storage.db import utcnow
 from ..storage.models import Membership
 from . import audit
 from .access_codes import MalformedCode, normalize_code
-from .errors import AccessCodeRejected, Forbidden, InvalidInput, NotFound
+from .errors import AccessCodeRejected, Conflict, Forbidden, InvalidInput, NotFound
 from .tokens import RefreshRejected
 
 
@@ -109,18 +109,7 @@ class AdvisorExchange:
 
     def exchange(self, *, identity, client_id: str, tenant_id: str, access_code: str | None,
                  scope: list[str] | None, audience: str, reason: str | None) -> IssuedTokens:
-        if not self.roles.check_advisor(identity):
-            raise Forbidden("the subject is not an advisor")
-        if self.mfa_required and not self.roles.check_mfa(identity):
-            raise Forbidden("multi-factor authentication is required: sign in again with a second factor")
-        reason = self.memberships.check_reason(reason)
-        self._check_account(identity.subject)
-        candidate = None
-        if access_code is not None:
-            try:
-                candidate = normalize_code(access_code)
-            except MalformedCode as exc:
-                raise InvalidInput(f"access_code is malformed: {exc}") from None
+        reason, candidate = self._admit(identity, reason, access_code)
         now = utcnow()
         failure: Exception | None = None
         with self.db.transaction() as session:
@@ -150,6 +139,40 @@ class AdvisorExchange:
         if failure is not None:
             raise failure
         return result
+
+    def join(self, *, identity, tenant_id: str, access_code: str | None, reason: str | None,
+             via: str = "web") -> str:
+        """Redeem a code without minting tokens (the advisor's web page); returns the new
+        membership's id. Same checks, limits and audit as a redeeming exchange."""
+        reason, candidate = self._admit(identity, reason, access_code)
+        now = utcnow()
+        failure: Exception | None = None
+        with self.db.transaction() as session:
+            tenant = self.memberships.tenant(session, tenant_id)
+            existing = self.memberships.active(session, tenant.id, identity.subject)
+            if existing is not None and not self.memberships.end_if_expired(session, existing, now):
+                raise Conflict("you already have access to this tenant")
+            membership, failure = self._join(session, tenant, identity, via, candidate, reason, now)
+            result = membership.id if membership is not None else None
+        if failure is not None:
+            raise failure
+        return result
+
+    def _admit(self, identity, reason, access_code):
+        """Checks before any transaction: role, MFA, reason, upstream account, code format."""
+        if not self.roles.check_advisor(identity):
+            raise Forbidden("the subject is not an advisor")
+        if self.mfa_required and not self.roles.check_mfa(identity):
+            raise Forbidden("multi-factor authentication is required: sign in again with a second factor")
+        reason = self.memberships.check_reason(reason)
+        self._check_account(identity.subject)
+        candidate = None
+        if access_code is not None:
+            try:
+                candidate = normalize_code(access_code)
+            except MalformedCode as exc:
+                raise InvalidInput(f"access_code is malformed: {exc}") from None
+        return reason, candidate
 
     def _join(self, session, tenant, identity, client_id, candidate, reason, now):
         """First redemption: check the code and create a temporary membership."""

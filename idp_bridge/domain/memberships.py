@@ -23,12 +23,13 @@ END_REASONS = ("removed_by_tenant", "left", "removed_by_support", "expired", "su
 
 
 class Memberships:
-    def __init__(self, *, default_max_age_days: int, reason_max_length: int, on_change=None):
+    def __init__(self, *, default_max_age_days: int, reason_max_length: int, listeners=()):
         self.default_max_age_days = default_max_age_days
         self.reason_max_length = reason_max_length
-        #: ``on_change(session, tenant_id, subject, now)``, called inside the transaction
-        #: that creates or ends a membership (the upstream mirror's outbox).
-        self.on_change = on_change
+        #: Called as ``listener(session, event, membership, now)`` with event ``created`` or
+        #: ``ended``, inside the transaction that makes the change (outboxes: the upstream
+        #: mirror, notifications), so their work is durable exactly when the change is.
+        self.listeners = list(listeners)
 
     # --- queries ---
     @staticmethod
@@ -88,8 +89,8 @@ class Memberships:
         )
         session.add(membership)
         session.flush()  # the unique active_key refuses a second active membership here
-        if self.on_change is not None:
-            self.on_change(session, tenant.id, subject, now)
+        for listener in self.listeners:
+            listener(session, "created", membership, now)
         audit.record(session, "membership.created", now, tenant_id=tenant.id, actor=created_by,
                      actor_role=actor_role, membership_id=membership.id, client_id=client_id,
                      advisor=subject, advisor_name=name, kind=kind, reason=reason)
@@ -117,8 +118,8 @@ class Memberships:
         session.add(Revocation(kind="grant", value=membership.grant_id,
                                tenant_id=membership.tenant_id,
                                subject=membership.advisor_subject, reason=reason, created_at=now))
-        if self.on_change is not None:
-            self.on_change(session, membership.tenant_id, membership.advisor_subject, now)
+        for listener in self.listeners:
+            listener(session, "ended", membership, now)
         audit.record(session, "membership.ended", now, tenant_id=membership.tenant_id, actor=by,
                      actor_role=actor_role, membership_id=membership.id,
                      advisor=membership.advisor_subject, advisor_name=membership.advisor_name,

@@ -147,9 +147,12 @@ class KeycloakMirror:
 
     # --- outbox (called inside the domain's transactions) ---
     @staticmethod
-    def enqueue(session, tenant_id: str, subject: str, now) -> None:
-        session.add(OutboxItem(kind="advisor_group", tenant_id=tenant_id, subject=subject,
-                               created_at=now, attempts=0, next_attempt_at=now))
+    def membership_changed(session, event: str, membership, now) -> None:
+        """A membership listener: queue bringing this advisor's group membership in line."""
+        if membership.kind in MIRRORED_KINDS:
+            session.add(OutboxItem(kind="advisor_group", tenant_id=membership.tenant_id,
+                                   subject=membership.advisor_subject, created_at=now,
+                                   attempts=0, next_attempt_at=now))
 
     def desired(self, tenant_id: str, subject: str) -> bool:
         with self.db.read() as session:
