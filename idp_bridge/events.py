@@ -11,9 +11,6 @@ from __future__ import annotations
 import threading
 import time
 
-from sqlalchemy import func, select
-
-from .storage.models import Revocation
 
 
 class RevocationNotifier:
@@ -29,17 +26,18 @@ class RevocationNotifier:
             self._generation += 1
             self._condition.notify_all()
 
-    def latest_id(self) -> int:
-        with self.db.read() as session:
-            return session.execute(select(func.coalesce(func.max(Revocation.id), 0))).scalar_one()
+    def wait(self, check, timeout: float, stop: threading.Event | None = None) -> bool:
+        """Wait until ``check()`` is true (re-checked on every local notification and every
+        ``poll_interval``), or ``timeout`` passes; returns the last ``check()`` result.
 
-    def wait_for_new(self, known_latest: int, timeout: float, stop: threading.Event | None = None) -> bool:
-        """Wait until a revocation newer than ``known_latest`` exists, or ``timeout`` passes."""
+        ``check`` asks the database, not a counter: on PostgreSQL a revocation with a lower
+        id may commit after one with a higher id, so "the newest id grew" would miss it.
+        """
         deadline = time.monotonic() + timeout
-        with self._condition:
-            generation = self._generation
         while True:
-            if self.latest_id() > known_latest:
+            with self._condition:
+                generation = self._generation
+            if check():
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (stop is not None and stop.is_set()):
@@ -47,4 +45,3 @@ class RevocationNotifier:
             with self._condition:
                 if self._generation == generation:
                     self._condition.wait(min(self.poll_interval, remaining))
-                generation = self._generation

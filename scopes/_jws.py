@@ -38,6 +38,7 @@ _SHA256 = hashes.SHA256()
 # no padding), so they are mapped to a character the strict decoder refuses.
 _FROM_URLSAFE = bytes.maketrans(b"-_+/=", b"+/!!!")
 _PADDING = (b"", b"!", b"==", b"=")  # a length of 1 modulo 4 is never valid
+_a2b = binascii.a2b_base64
 
 
 def b64url_decode(segment: str) -> bytes:
@@ -45,6 +46,33 @@ def b64url_decode(segment: str) -> bytes:
     return binascii.a2b_base64(
         segment.encode("ascii").translate(_FROM_URLSAFE) + _PADDING[len(segment) & 3],
         strict_mode=True)
+
+
+# DER ECDSA-Sig-Value (RFC 3279) of r || s when neither starts with a zero byte, so both are
+# 32 content bytes, plus a 0x00 when the high bit is set; indexed by (r high bit, s high bit).
+_DER_TEMPLATES = (b"0D\x02 %b\x02 %b", b"0E\x02!\x00%b\x02 %b",
+                  b"0E\x02 %b\x02!\x00%b", b"0F\x02!\x00%b\x02!\x00%b")
+
+
+def raw_to_der(signature: bytes) -> bytes:
+    """JWS ES256 signature (r || s, RFC 7518 section 3.4) as DER, for ``cryptography``."""
+    return encode_dss_signature(int.from_bytes(signature[:32], "big"),
+                                int.from_bytes(signature[32:], "big"))
+
+
+_scan_json = json.JSONDecoder().scan_once  # the C scanner, without json.loads' wrappers
+
+
+def json_object(data: bytes):
+    """Parse a JSON document (UTF-8); raises ValueError."""
+    text = data.decode()
+    try:
+        value, end = _scan_json(text, 0)
+        if end == len(text):
+            return value
+    except StopIteration:
+        pass
+    return json.loads(text)  # surrounding whitespace, or an error with a message
 
 
 class JWSError(Exception):
@@ -234,30 +262,41 @@ class JWSVerifier:
         if header is None:
             header = self._check_header(header_segment)
         alg, kid = header
-        entry = self.keys.get(kid)
+        keys = self.keys
+        if time.monotonic() >= keys._expires:  # KeySet.get, inlined for the hot path
+            keys._refresh_due()
+        entry = keys._keys.get(kid)
+        if entry is None:
+            entry = keys._refetch_for(kid)
         if entry is None:
             raise JWSError("token is signed with an unknown key (kid)", "unknown_kid")
         key, key_algorithms = entry
         if alg not in key_algorithms:
             raise JWSError(f"the key {kid} does not verify {alg}", "key")
         try:
-            signature = b64url_decode(signature_segment)
             data = signing_input.encode("ascii")
+            signature = _a2b(signature_segment.encode("ascii").translate(_FROM_URLSAFE)
+                             + _PADDING[len(signature_segment) & 3], strict_mode=True)
         except ValueError:
             raise JWSError("token signature is not base64url") from None
         try:
             if alg == "ES256":
                 if len(signature) != 64:
                     raise InvalidSignature
-                key.verify(encode_dss_signature(int.from_bytes(signature[:32], "big"),
-                                                int.from_bytes(signature[32:], "big")),
-                           data, _ECDSA_SHA256)
+                r0, s0 = signature[0], signature[32]
+                if r0 and s0:  # the common case, 255 in 256: DER from a template
+                    der = _DER_TEMPLATES[(r0 >> 7) | (s0 >> 7 << 1)] % (signature[:32],
+                                                                         signature[32:])
+                else:
+                    der = raw_to_der(signature)
+                key.verify(der, data, _ECDSA_SHA256)
             else:
                 key.verify(signature, data, _PKCS1V15, _SHA256)
         except InvalidSignature:
             raise JWSError("token signature is invalid", "signature") from None
         try:
-            claims = json.loads(b64url_decode(payload_segment).decode())
+            claims = json_object(_a2b(payload_segment.encode("ascii").translate(_FROM_URLSAFE)
+                                      + _PADDING[len(payload_segment) & 3], strict_mode=True))
         except ValueError:
             raise JWSError("token payload is not base64url-encoded JSON") from None
         if type(claims) is not dict:
@@ -266,7 +305,7 @@ class JWSVerifier:
 
     def _check_header(self, segment: str) -> tuple[str, str]:
         try:
-            header = json.loads(b64url_decode(segment).decode())
+            header = json_object(b64url_decode(segment))
         except ValueError:
             raise JWSError("token header is not base64url-encoded JSON") from None
         if type(header) is not dict:

@@ -97,6 +97,12 @@ class _FetchError(Exception):
 class TokenGuard:
     """Validates idp-bridge access tokens for one resource server (audience).
 
+    ``max_token_lifetime`` must be at least the bridge's access-token lifetime: a token living
+    longer is refused (it could outlive its revocation entry, which is kept
+    ``event_timestamp + max_token_lifetime + leeway``). ``feed_staleness`` bounds how old the
+    last successful poll of the revocation feed may be before validation fails closed (or
+    introspects, with ``introspection_fallback``); the bridge's long poll is always shorter.
+
     ``http`` is a ``requests.Session``-like object used for discovery, JWKS and introspection
     (default: a new ``requests.Session``). Nothing is fetched before the first validation or
     :meth:`discover`. The revocation listener always uses a session of its own, so that
@@ -155,7 +161,7 @@ class TokenGuard:
         self._bootstrap_lock = threading.Lock()
         self._discovery_retry_at = 0.0
 
-        # scope string -> ((required scope, scopes that satisfy it), ...)
+        # scope string -> ((required scope, (padded scopes that satisfy it)), ...)
         satisfying: dict[str, set[str]] = {}
         for granted in ALL_SCOPES:
             for covered in implied_scopes([granted]):
@@ -236,9 +242,10 @@ class TokenGuard:
         if claims.get("tenant") != tenant:
             raise InvalidToken("token was not issued for this tenant")
         token_scope = claims.get("scope")
-        granted = token_scope.split(" ") if type(token_scope) is str else ()
-        for required, satisfying in checks:
-            if satisfying.isdisjoint(granted):
+        # Space-delimited (RFC 6749 section 3.3): " a:read " in " <scope> " is an exact match.
+        padded = f" {token_scope} " if type(token_scope) is str else ""
+        for required, (first, second) in checks:
+            if first not in padded and second not in padded:
                 raise InsufficientScope(f"token lacks the scope {required}", required)
 
         if stale:
@@ -395,7 +402,11 @@ class TokenGuard:
         required = validate_scopes(s for s in scope.split(" ") if s)  # UnknownScope if not
         if not required:
             raise UnknownScope("a scope is required")
-        checks = tuple((s, self._satisfying[s]) for s in required)
+        checks = []
+        for s in required:  # (scope, two padded scopes granting it: itself, or area:write)
+            grants = sorted(self._satisfying[s])
+            checks.append((s, (f" {grants[0]} ", f" {grants[-1]} ")))
+        checks = tuple(checks)
         self._scope_checks[scope] = checks
         return checks
 
@@ -554,7 +565,7 @@ class _RevocationListener:
         self._auth = (client_id, client_secret)
         self._stop = threading.Event()
         self._sockets = weakref.WeakSet()
-        self._session = _abortable_session(guard.http, self._sockets)
+        self._session = _abortable_session(guard.http, self._sockets, self._stop)
         self._thread = threading.Thread(target=self._run, name="scopes-guard-revocation-feed",
                                         daemon=True)
         self._poll_url: str | None = None
@@ -692,8 +703,8 @@ class _RevocationListener:
         if sets and not fresh:
             # Only events we already reported as broken: a transmitter ignoring setErrs
             # would otherwise make this a busy loop.
-            worst = max(self._rejected.get(jti, 1) for jti in sets)
-            return min(self.guard.backoff_max, self.guard.backoff_initial * 2 ** (worst - 1))
+            repeats = max(self._rejected.get(jti, 2) for jti in sets) - 2
+            return min(self.guard.backoff_max, self.guard.backoff_initial * 2 ** repeats)
         return 0.0
 
     def _process(self, jti: str, token) -> str | dict:
@@ -771,12 +782,14 @@ class _RevocationListener:
 def _describe(exc: Exception) -> str:
     if isinstance(exc, _FeedError):
         return str(exc)
-    return f"{type(exc).__name__}"  # never the message: it could carry URLs with secrets
+    # requests' messages name the URL and the cause, never the Authorization header.
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
-def _abortable_session(template, sockets):
+def _abortable_session(template, sockets, stopping: threading.Event):
     """A requests session whose connections register in ``sockets``, so another thread can
-    shut them down; settings (verify, cert, proxies, trust_env) copied from ``template``."""
+    shut them down (and that refuses to connect once ``stopping`` is set); its settings
+    (verify, cert, proxies, trust_env) are copied from ``template``."""
     requests = _requests()
     from requests.adapters import HTTPAdapter
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -786,6 +799,8 @@ def _abortable_session(template, sockets):
             def connect(self):
                 super().connect()
                 sockets.add(self)
+                if stopping.is_set():  # stop() ran while this one was connecting
+                    self.sock.shutdown(socket.SHUT_RDWR)
 
         return type(pool_class.__name__, (pool_class,), {"ConnectionCls": Connection})
 

@@ -128,13 +128,26 @@ class FakeIssuer:
         return sign_compact(header, self.claims(**changes), key)
 
 
+@pytest.fixture(scope="module")
+def loopback():
+    """One server per module (a shutdown costs half a second); each test plugs in its app."""
+    holder = {}
+
+    def app(environ, start_response):
+        return holder["app"](environ, start_response)
+
+    with ServerThread(app) as server:
+        yield holder, f"http://127.0.0.1:{server.port}"
+
+
 @pytest.fixture
-def fake():
+def fake(loopback):
+    holder, url = loopback
     issuer = FakeIssuer()
+    issuer.issuer = url
     issuer.add_key("k1")
-    with ServerThread(issuer.app) as server:
-        issuer.issuer = f"http://127.0.0.1:{server.port}"
-        yield issuer
+    holder["app"] = issuer.app
+    return issuer
 
 
 @pytest.fixture
@@ -197,22 +210,24 @@ def revoked(kind):
     return make
 
 
-NOW = int(time.time())
+def now() -> int:
+    return int(time.time())
+
 
 # (id, token maker (fake) or (fake, guard), required scope, exception class, error code)
 REJECTIONS = [
-    ("expired", lambda f: f.mint(iat=NOW - 400, exp=NOW - 100), "evaluation:read",
+    ("expired", lambda f: f.mint(iat=now() - 400, exp=now() - 100), "evaluation:read",
      InvalidToken, "invalid_token"),
-    ("expired-beyond-leeway", lambda f: f.mint(iat=NOW - 331, exp=NOW - 31), "evaluation:read",
+    ("expired-beyond-leeway", lambda f: f.mint(iat=now() - 331, exp=now() - 31), "evaluation:read",
      InvalidToken, "invalid_token"),
-    ("nbf-in-future", lambda f: f.mint(nbf=NOW + 120), "evaluation:read",
+    ("nbf-in-future", lambda f: f.mint(nbf=now() + 120), "evaluation:read",
      InvalidToken, "invalid_token"),
-    ("iat-in-future", lambda f: f.mint(iat=NOW + 120, exp=NOW + 300), "evaluation:read",
+    ("iat-in-future", lambda f: f.mint(iat=now() + 120, exp=now() + 300), "evaluation:read",
      InvalidToken, "invalid_token"),
-    ("lifetime-too-long", lambda f: f.mint(exp=NOW + 3600), "evaluation:read",
+    ("lifetime-too-long", lambda f: f.mint(exp=now() + 3600), "evaluation:read",
      InvalidToken, "invalid_token"),
     ("no-exp", lambda f: f.mint(exp=None), "evaluation:read", InvalidToken, "invalid_token"),
-    ("exp-not-a-number", lambda f: f.mint(exp=str(NOW + 300)), "evaluation:read",
+    ("exp-not-a-number", lambda f: f.mint(exp=str(now() + 300)), "evaluation:read",
      InvalidToken, "invalid_token"),
     ("wrong-issuer", lambda f: f.mint(iss="https://evil.example"), "evaluation:read",
      InvalidToken, "invalid_token"),
@@ -322,13 +337,13 @@ def test_several_required_scopes_need_all(fake, guard):
 
 
 @pytest.mark.parametrize("changes", [
-    {"aud": ["other-api", AUDIENCE]},  # RFC 7519: aud may be a list
-    {"exp": NOW - 10, "iat": NOW - 310},  # within the 30 s leeway
-    {"nbf": NOW + 10},
-    {"iat": NOW + 10, "exp": NOW + 300},
-])
+    lambda: {"aud": ["other-api", AUDIENCE]},  # RFC 7519: aud may be a list
+    lambda: {"exp": now() - 10, "iat": now() - 310},  # within the 30 s leeway
+    lambda: {"nbf": now() + 10},
+    lambda: {"iat": now() + 10, "exp": now() + 300},
+], ids=["aud-list", "expired-within-leeway", "nbf-within-leeway", "iat-within-leeway"])
 def test_accepted_edge_cases(fake, guard, changes):
-    assert guard.validate(fake.mint(**changes), tenant=TENANT, scope="evaluation:read")
+    assert guard.validate(fake.mint(**changes()), tenant=TENANT, scope="evaluation:read")
 
 
 def test_typ_with_media_type_prefix_is_accepted(fake, guard):
@@ -546,6 +561,29 @@ def test_garbage_only_ever_raises_invalid_token(fake, guard, garbage):
         guard.validate(garbage, tenant=TENANT, scope="tenant:read")
 
 
+@settings(max_examples=300, deadline=None)
+@given(signature=st.one_of(
+    st.binary(min_size=64, max_size=64),
+    st.tuples(st.sampled_from([0x00, 0x01, 0x7f, 0x80, 0xff]), st.binary(min_size=31, max_size=31),
+              st.sampled_from([0x00, 0x01, 0x7f, 0x80, 0xff]), st.binary(min_size=31, max_size=31))
+    .map(lambda p: bytes([p[0]]) + p[1] + bytes([p[2]]) + p[3])))
+def test_der_fast_path_equals_cryptography(signature):
+    """The hot path builds the DER signature from a template; it must equal
+    encode_dss_signature whenever it is used."""
+    from scopes._jws import _DER_TEMPLATES, raw_to_der
+
+    r0, s0 = signature[0], signature[32]
+    if r0 and s0:
+        fast = _DER_TEMPLATES[(r0 >> 7) | (s0 >> 7 << 1)] % (signature[:32], signature[32:])
+        assert fast == raw_to_der(signature)
+
+
+def test_many_signatures_verify(fake, guard):
+    """Signatures of every shape (high bits, leading zero bytes) go through."""
+    for _ in range(300):
+        assert guard.validate(fake.mint(), tenant=TENANT, scope="tenant:read")
+
+
 # --- tokens minted by the bridge itself ---
 
 def test_accepts_tokens_minted_by_the_bridge_code(fake, guard):
@@ -557,7 +595,7 @@ def test_accepts_tokens_minted_by_the_bridge_code(fake, guard):
 
     family = Family(sid="s-1", membership_id="m-1", grant_id="g-1", client_id="advisor-console",
                     subject="bob", tenant_id=TENANT, scope=" ".join(advisor_scopes()),
-                    audience=AUDIENCE, auth_time=NOW, acr="1", amr=["pwd"])
+                    audience=AUDIENCE, auth_time=now(), acr="1", amr=["pwd"])
     issued = TokenIssuer(KeyRing(), issuer=fake.issuer, access_lifetime=300,
                          refresh_lifetime=3600).mint_access_token(family, "temporary")
     claims = guard.validate(issued.token, tenant=TENANT, scope="evaluation:read")
@@ -647,7 +685,7 @@ def test_require_without_token_answers_a_bare_challenge(api, headers):
 
 def test_require_with_invalid_token(fake, api):
     response = api.get(f"/tenants/{TENANT}/evaluations",
-                       headers=bearer(fake.mint(exp=NOW - 100, iat=NOW - 400)))
+                       headers=bearer(fake.mint(exp=now() - 100, iat=now() - 400)))
     assert response.status_code == 401
     assert response.json == {"error": "invalid_token", "error_description": "token has expired"}
     params = challenge_params(response.headers["WWW-Authenticate"])

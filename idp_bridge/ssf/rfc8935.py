@@ -47,11 +47,11 @@ class Pusher:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                latest = self.notifier.latest_id()
                 if self.deliver_once() is None:
                     self._stop.wait(self.idle_wait)  # no push streams: check again later
                 else:
-                    self.notifier.wait_for_new(latest, self.idle_wait, self._stop)
+                    # Woken at once by a local revocation, else every second.
+                    self.notifier.wait(lambda: self._stop.is_set(), 1.0, self._stop)
             except StorageUnavailable:
                 self._stop.wait(1.0)
             except Exception:  # the pusher must survive anything and keep retrying

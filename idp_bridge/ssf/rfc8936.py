@@ -52,9 +52,8 @@ def poll(transmitter, notifier, *, stream_id: str, client_id: str, body, long_po
         return {"sets": {}, "moreAvailable": False}
     deadline = time.monotonic() + long_poll_seconds
     while True:
-        latest = notifier.latest_id()
         sets, more = transmitter.pending(stream_id, client_id, max_events, utcnow())
         remaining = deadline - time.monotonic()
         if sets or immediately or remaining <= 0 or (stop is not None and stop.is_set()):
             return {"sets": sets, "moreAvailable": more}
-        notifier.wait_for_new(latest, remaining, stop)
+        notifier.wait(lambda: transmitter.has_pending(stream_id, utcnow()), remaining, stop)

@@ -147,6 +147,20 @@ class Transmitter:
                     revocation, issuer=self.issuer, audience=client_id, jti=jti))
             return sets, len(rows) + (stream.verification_id is not None) > len(sets)
 
+    def has_pending(self, stream_id: str, now: datetime) -> bool:
+        """Cheap check (no signing) for the long-poll wait loop."""
+        with self.db.read() as session:
+            stream = session.get(SsfStream, stream_id)
+            if stream is None:
+                return True  # let the caller's next pending() report it
+            if stream.verification_id is not None:
+                return True
+            acked = select(SsfAck.revocation_id).where(SsfAck.stream_id == stream_id)
+            return session.execute(select(Revocation.id).where(
+                Revocation.id > stream.start_after_id,
+                Revocation.created_at > now - self.relevance,
+                Revocation.id.not_in(acked)).limit(1)).first() is not None
+
     def acknowledge(self, stream_id: str, client_id: str, jtis, now: datetime) -> None:
         """Record acknowledgements; unknown or foreign jtis are ignored (RFC 8936 2.4)."""
         ids, verification = set(), None

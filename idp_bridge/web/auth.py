@@ -16,6 +16,7 @@ from urllib.parse import urlencode, urlsplit
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.flask_client import OAuth
 from flask import Blueprint, current_app, g, redirect, request, session, url_for
+from requests import RequestException
 
 from ..upstream.identity import UpstreamIdentity
 from ..upstream.oidc import SubjectTokenError, UpstreamUnavailable
@@ -23,16 +24,20 @@ from ..upstream.oidc import SubjectTokenError, UpstreamUnavailable
 bp = Blueprint("auth", __name__)
 #: The OpenID Connect scope of the sign-in request (identity only; not an advisor right).
 SIGN_IN_SCOPE = "openid profile email"
-oauth = OAuth()
 
 #: What the session keeps of the upstream tokens' claims (never the tokens themselves,
 #: except the ID token for the logout hint).
 KEPT_CLAIMS = ("iss", "sub", "preferred_username", "name", "email", "sid", "acr", "amr",
                "auth_time")
+#: Display claims that a provider may return from its UserInfo endpoint only (OpenID Connect
+#: Core 5.4: with the code flow, profile and email claims need not be in the ID token).
+PROFILE_CLAIMS = ("preferred_username", "name", "email")
 
 
 def init_app(app, settings) -> None:
-    oauth.init_app(app)
+    # One registry per app: Authlib's keeps the first client created under a name, so a
+    # module-wide registry would give every later app the first one's provider and client.
+    oauth = OAuth(app)
     oauth.register(
         "upstream",
         client_id=settings.web_client_id,
@@ -44,6 +49,11 @@ def init_app(app, settings) -> None:
                           if not settings.web_client_secret else {})},
     )
     app.register_blueprint(bp)
+
+
+def _upstream():
+    """This app's Authlib client of the upstream provider."""
+    return current_app.extensions["authlib.integrations.flask_client"].upstream
 
 
 def safe_next(value: str | None) -> str:
@@ -61,7 +71,7 @@ def login():
     session.pop("user", None)
     session["next"] = safe_next(request.args.get("next"))
     try:
-        return oauth.upstream.authorize_redirect(url_for("auth.callback", _external=True))
+        return _upstream().authorize_redirect(url_for("auth.callback", _external=True))
     except Exception:  # discovery unreachable: fail closed with a clear page
         current_app.logger.warning("sign-in unavailable: upstream discovery failed")
         return _problem(503, "The sign-in service is unavailable. Please try again later.")
@@ -72,7 +82,7 @@ def callback():
     if request.args.get("error"):
         return _problem(400, "Sign-in was cancelled or refused by the identity provider.")
     try:
-        token = oauth.upstream.authorize_access_token()
+        token = _upstream().authorize_access_token()
     except (OAuthError, ValueError, KeyError) as exc:
         current_app.logger.info("sign-in callback rejected: %s", type(exc).__name__)
         return _problem(400, "The sign-in response was not valid. Please sign in again.")
@@ -81,6 +91,8 @@ def callback():
     claims = dict(token.get("userinfo") or {})
     if not claims.get("sub"):
         return _problem(400, "The sign-in response was not valid. Please sign in again.")
+    if not any(claims.get(k) for k in PROFILE_CLAIMS):
+        claims.update(_userinfo_profile(token, claims["sub"]))
     role_claims = claims
     services = current_app.extensions["idp_bridge"]
     try:
@@ -104,11 +116,28 @@ def callback():
     return redirect(next_url)
 
 
+def _userinfo_profile(token, subject: str) -> dict:
+    """Profile claims from the UserInfo endpoint, for providers that keep them out of the ID
+    token. Display only: never roles or groups; a response about another subject is ignored
+    (OpenID Connect Core 5.3.2); when it fails, the sign-in goes on without them."""
+    try:
+        if not token.get("access_token") or not _upstream().load_server_metadata().get(
+                "userinfo_endpoint"):
+            return {}
+        info = _upstream().userinfo(token=token)
+    except (OAuthError, RequestException, ValueError) as exc:
+        current_app.logger.info("sign-in: userinfo unavailable: %s", type(exc).__name__)
+        return {}
+    if info.get("sub") != subject:
+        return {}
+    return {k: info[k] for k in PROFILE_CLAIMS if isinstance(info.get(k), str) and info[k]}
+
+
 @bp.post("/logout")
 def logout():
     id_token = session.get("id_token")
     session.clear()
-    metadata = oauth.upstream.load_server_metadata() if id_token else {}
+    metadata = _upstream().load_server_metadata() if id_token else {}
     end_session = metadata.get("end_session_endpoint")
     if not end_session:
         return redirect("/")
