@@ -33,6 +33,15 @@ def wait_http(url_host: str, port: int, path: str, timeout: float = 30.0) -> Non
     raise RuntimeError(f"nothing answers on {url_host}:{port}{path}")
 
 
+def percentile(values, q: float) -> float:
+    """Nearest-rank percentile of ``values`` (q in 0..100)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
 def machine() -> dict:
     return {"cpus": os.cpu_count(), "python": sys.version.split()[0],
             "platform": platform.platform()}

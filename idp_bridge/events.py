@@ -14,7 +14,7 @@ import time
 
 
 class RevocationNotifier:
-    def __init__(self, db, poll_interval: float = 0.2):
+    def __init__(self, db, poll_interval: float = 0.05):
         self.db = db
         self.poll_interval = poll_interval
         self._condition = threading.Condition()

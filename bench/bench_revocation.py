@@ -1,0 +1,95 @@
+"""Revocation propagation: from the removal request to rejection at every resource server.
+
+The bridge runs under gunicorn on loopback; ten resource-server processes
+(``bench/revocation_receiver.py``) run ``scopes.guard`` with its feed listener and validate
+the advisor's token continuously. Each round: bob joins, every receiver accepts his token,
+anna removes him; the latency of a receiver is the time from sending the DELETE to its first
+rejection. Reference in the same run: Keycloak-style offline JWT validation learns of a
+revocation only at token expiry (the access-token lifetime, 300 s). Writes
+``bench/results/revocation.json``. Bounded: ``--rounds`` rounds, 30 s per round at most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import percentile, write_result
+from bench.served_bridge import ServedBridge
+
+RECEIVER = Path(__file__).with_name("revocation_receiver.py")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--receivers", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    from idp_bridge.devidp import DEMO_USERS
+
+    latencies, failures = [], 0
+    with ServedBridge(workers=args.workers) as bridge:
+        receivers = [subprocess.Popen(
+            [sys.executable, str(RECEIVER), bridge.issuer, "konfipay-api",
+             "example-resource-server", bridge.rs_secret],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            for _ in range(args.receivers)]
+        try:
+            ready = [r.stdout.readline().strip() for r in receivers]
+            assert ready == ["READY"] * args.receivers, ready
+            for _ in range(args.rounds):
+                token = bridge.join("bob")["access_token"]
+                for r in receivers:
+                    r.stdin.write(f"TOKEN {token}\n")
+                    r.stdin.flush()
+                oks = [r.stdout.readline().strip() for r in receivers]
+                assert oks == ["OK"] * args.receivers, oks
+                started = time.time()
+                bridge.remove(DEMO_USERS["bob"]["sub"])
+                for r in receivers:
+                    answer = r.stdout.readline().split(" ")
+                    if answer[0] == "REVOKED":
+                        latencies.append(float(answer[1]) - started)
+                    else:
+                        failures += 1
+        finally:
+            for r in receivers:
+                try:
+                    r.stdin.write("QUIT\n")
+                    r.stdin.flush()
+                except OSError:
+                    pass
+            for r in receivers:
+                try:
+                    r.wait(10)
+                except subprocess.TimeoutExpired:
+                    r.kill()
+    ms = [x * 1000 for x in latencies]
+    result = {
+        "setup": {"bridge": f"gunicorn, {args.workers} gthread workers, SQLite WAL",
+                  "receivers": f"{args.receivers} processes running scopes.guard, RFC 8936 long poll",
+                  "rounds": args.rounds},
+        "samples": len(ms),
+        "not_revoked": failures,
+        "p50_ms": round(percentile(ms, 50), 1),
+        "p99_ms": round(percentile(ms, 99), 1),
+        "max_ms": round(max(ms), 1) if ms else None,
+        "reference": {"offline_jwt_validation_bound_ms": 300_000,
+                      "note": "without a feed, a resource server validating JWTs locally accepts "
+                              "a revoked token until it expires (access-token lifetime 300 s)"},
+        "ratios": {"p99_vs_target_1s": round(percentile(ms, 99) / 1000, 4) if ms else None,
+                   "p99_vs_offline_bound": round(percentile(ms, 99) / 300_000, 6) if ms else None},
+    }
+    path = write_result("revocation", result)
+    print(json.dumps(result, indent=2))
+    print(f"written to {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

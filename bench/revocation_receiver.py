@@ -1,0 +1,56 @@
+"""One resource-server process for revocation tests and benchmarks (stdin/stdout protocol).
+
+Usage: ``python bench/revocation_receiver.py ISSUER AUDIENCE CLIENT_ID CLIENT_SECRET``.
+Prints ``READY`` once its revocation feed is healthy. Then, per input line ``TOKEN <jwt>``:
+validates it (``OK``, or ``BAD <error>``), then keeps validating every millisecond until the
+token is rejected as revoked and prints ``REVOKED <unix time>``, or ``TIMEOUT`` after 30 s.
+``QUIT`` stops the listener and exits. Bounded in time: nothing runs longer than 30 s.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scopes.guard import GuardError, TokenGuard  # noqa: E402
+
+
+def main(issuer: str, audience: str, client_id: str, secret: str) -> None:
+    guard = TokenGuard(issuer, audience)
+    guard.start_revocation_listener(client_id, secret)
+    deadline = time.monotonic() + 30
+    while not guard.feed_healthy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print("READY" if guard.feed_healthy else "FEED_DOWN", flush=True)
+    try:
+        for line in sys.stdin:
+            command, _, token = line.strip().partition(" ")
+            if command == "QUIT":
+                break
+            if command != "TOKEN":
+                continue
+            try:
+                guard.validate(token, tenant="10042", scope="payments:read")
+            except GuardError as exc:
+                print(f"BAD {exc.error} {exc.description}", flush=True)
+                continue
+            print("OK", flush=True)
+            until = time.monotonic() + 30
+            while time.monotonic() < until:
+                try:
+                    guard.validate(token, tenant="10042", scope="payments:read")
+                except GuardError as exc:
+                    print(f"REVOKED {time.time():.6f} {exc.description}", flush=True)
+                    break
+                time.sleep(0.001)
+            else:
+                print("TIMEOUT", flush=True)
+    finally:
+        guard.stop_revocation_listener()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
