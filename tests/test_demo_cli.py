@@ -35,10 +35,11 @@ def cli(*args, env=None, check=True):
 
 @pytest.fixture
 def demo(tmp_path):
-    port, idp_port = free_port(), free_port()
+    port, idp_port, rs_port = free_port(), free_port(), free_port()
     secret = secrets.token_urlsafe(32)
     env = {**os.environ, "IDP_BRIDGE_DEMO_CLIENT_SECRET": secret}
-    proc = subprocess.Popen(CLI + ["demo", "--port", str(port), "--idp-port", str(idp_port)],
+    proc = subprocess.Popen(CLI + ["demo", "--port", str(port), "--idp-port", str(idp_port),
+                                   "--rs-port", str(rs_port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -51,7 +52,8 @@ def demo(tmp_path):
                 proc.kill()
                 pytest.fail("demo did not start:\n" + proc.stdout.read())
             time.sleep(0.2)
-    yield {"base": base, "idp_port": idp_port, "secret": secret, "proc": proc}
+    yield {"base": base, "idp_port": idp_port, "secret": secret, "proc": proc,
+           "rs": f"http://127.0.0.1:{rs_port}"}
     proc.terminate()
     try:
         output, _ = proc.communicate(timeout=10)
@@ -76,6 +78,10 @@ def test_readme_story(demo):
     tokens = response.json()
     assert requests.post(f"{base}/introspect", auth=auth,
                          data={"token": tokens["access_token"]}).json()["active"] is True
+    bob_at = {"Authorization": f"Bearer {tokens['access_token']}"}
+    payments = requests.get(f"{demo['rs']}/tenants/10042/payments", headers=bob_at)
+    assert payments.status_code == 200, payments.text
+    assert payments.json()["items"]
     members = requests.get(f"{base}/api/tenants/10042/memberships",
                            headers={"Authorization": f"Bearer {anna}"}).json()["memberships"]
     assert [m["reason"] for m in members] == ["Ticket 4711"]
@@ -84,6 +90,12 @@ def test_readme_story(demo):
     assert removed.status_code == 204
     assert requests.post(f"{base}/introspect", auth=auth,
                          data={"token": tokens["access_token"]}).json() == {"active": False}
+    deadline = time.monotonic() + 20  # the resource server hears it on the revocation feed
+    while requests.get(f"{demo['rs']}/tenants/10042/payments", headers=bob_at).status_code == 200:
+        assert time.monotonic() < deadline, "the resource server still accepts a revoked token"
+        time.sleep(0.05)
+    rejected = requests.get(f"{demo['rs']}/tenants/10042/payments", headers=bob_at)
+    assert rejected.status_code == 401 and rejected.json()["error"] == "invalid_token"
     refresh = requests.post(f"{base}/token", auth=auth, data={
         "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
     assert refresh.status_code == 400
