@@ -15,11 +15,14 @@ from werkzeug.exceptions import HTTPException
 
 from .domain.access_codes import AccessCodes
 from .domain.exchange import AdvisorExchange, GuessLimiter
+from .domain.guests import Guests
 from .domain.keys import KeyRing
 from .domain.memberships import Memberships
 from .domain.tokens import TokenIssuer
-from .events import RevocationNotifier
+from .events import RedisFanout, RevocationNotifier
+from . import ops
 from .maintenance import Maintenance
+from .notifications import Notifications, NotificationWorker, SmtpConfig, WebhookConfig
 from .oauth.rfc7009 import BridgeRevocationEndpoint
 from .oauth.rfc7662 import BridgeIntrospectionEndpoint
 from .oauth.rfc8414 import server_metadata
@@ -58,22 +61,33 @@ class Services:
     transmitter: Transmitter
     pusher: Pusher
     maintenance: Maintenance
+    guests: Guests
     mirror: KeycloakMirror | None
     mirror_worker: MirrorWorker | None
+    fanout: RedisFanout | None
+    notifications: Notifications
+    notification_worker: NotificationWorker
 
     def start_background(self) -> None:
-        """Threads of a serving process (not of tests): push delivery, maintenance and,
-        with Keycloak, the group mirror."""
+        """Threads of a serving process (not of tests): push delivery, maintenance, the
+        tenant admins' notifications and, with Keycloak, the group mirror."""
         self.pusher.start()
         self.maintenance.start()
+        if self.notifications.enabled:
+            self.notification_worker.start()
         if self.mirror_worker is not None:
             self.mirror_worker.start()
+        if self.fanout is not None:
+            self.fanout.start()
 
     def stop_background(self) -> None:
         self.pusher.stop()
         self.maintenance.stop()
+        self.notification_worker.stop()
         if self.mirror_worker is not None:
             self.mirror_worker.stop()
+        if self.fanout is not None:
+            self.fanout.stop()
 
 
 def derive_secret(secret_key: str, purpose: str) -> bytes:
@@ -98,7 +112,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         else "idp-bridge",
         PERMANENT_SESSION_LIFETIME=settings.web_session_hours * 3600,
         WTF_CSRF_TIME_LIMIT=None,  # bound to the session, which expires itself
-        RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri,
+        RATELIMIT_STORAGE_URI=settings.rate_limit_storage,
         RATELIMIT_HEADERS_ENABLED=True,
         TESTING=settings.mode == "test",
     )
@@ -109,7 +123,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     with db.transaction() as session:
         keys.ensure(session, utcnow())
 
-    limiter = Limiter(get_remote_address, app=app, storage_uri=settings.ratelimit_storage_uri,
+    limiter = Limiter(get_remote_address, app=app, storage_uri=settings.rate_limit_storage,
                       default_limits=[], key_prefix="idp-bridge")
     codes = AccessCodes(derive_secret(settings.secret_key, "access codes"),
                         settings.code_ttl_seconds, settings.code_max_failures)
@@ -120,12 +134,22 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
                                     settings.upstream_issuer, client_id=settings.keycloak_client_id,
                                     client_secret=settings.keycloak_client_secret,
                                     timeout=settings.upstream_timeout_seconds))
+    notifications = Notifications(
+        db=db, issuer=settings.issuer, timezone=settings.web_timezone,
+        smtp=SmtpConfig(host=settings.smtp_host, port=settings.smtp_port,
+                        security=settings.smtp_security, sender=settings.smtp_from,
+                        username=settings.smtp_username, password=settings.smtp_password)
+        if settings.smtp_host else None,
+        webhook=WebhookConfig(settings.webhook_url, settings.webhook_secret)
+        if settings.webhook_url else None)
     memberships = Memberships(default_max_age_days=settings.temporary_max_age_days,
                               reason_max_length=settings.reason_max_length,
-                              listeners=[mirror.membership_changed] if mirror else [])
+                              listeners=[*([mirror.membership_changed] if mirror else []),
+                                         notifications.membership_changed])
     issuer = TokenIssuer(keys, issuer=settings.issuer,
                          access_lifetime=settings.access_token_lifetime,
                          refresh_lifetime=settings.refresh_token_lifetime)
+    guests = Guests(memberships=memberships, issuer=issuer)
     validator = SubjectTokenValidator(
         issuer=settings.upstream_issuer, discovery_url=settings.discovery_url,
         audiences=settings.upstream_audiences, algorithms=settings.upstream_algorithms,
@@ -151,6 +175,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     server.register_endpoint(BridgeRevocationEndpoint(server, issuer, db))
 
     notifier = RevocationNotifier(db)
+    fanout = RedisFanout(settings.redis_url, notifier) if settings.redis_url else None
     transmitter = Transmitter(
         db=db, keyring=keys, issuer=settings.issuer,
         key_encryption_key=settings.key_encryption_key,
@@ -160,9 +185,11 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         issuer=issuer, validator=validator, roles=roles, exchange=exchange, server=server,
         limiter=limiter, metadata=server_metadata(settings.issuer, settings.signing_alg),
         notifier=notifier, transmitter=transmitter, pusher=Pusher(transmitter, notifier),
+        guests=guests,
         maintenance=Maintenance(db=db, memberships=memberships, transmitter=transmitter,
                                 interval=settings.maintenance_interval, accounts=mirror),
-        mirror=mirror, mirror_worker=MirrorWorker(mirror) if mirror else None)
+        mirror=mirror, mirror_worker=MirrorWorker(mirror) if mirror else None, fanout=fanout,
+        notifications=notifications, notification_worker=NotificationWorker(notifications))
 
     from .api import bp as api_bp
     from .oauth.views import bp as oauth_bp
@@ -173,13 +200,15 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     app.register_blueprint(api_bp)
     app.register_blueprint(ssf_bp)
     app.register_blueprint(upstream_bp)
+    app.register_blueprint(ops.bp)
+    app.before_request(ops.assign_request_id)
+    app.after_request(ops.echo_request_id)
     # Cookie-authenticated pages need CSRF tokens; token-authenticated endpoints do not.
     csrf = CSRFProtect(app)
-    for blueprint in (api_bp, oauth_bp, ssf_bp, upstream_bp):
+    for blueprint in (api_bp, oauth_bp, ssf_bp, upstream_bp, ops.bp):
         csrf.exempt(blueprint)
     web_auth.init_app(app, settings)
-    app.register_blueprint(web_pages.bp)
-    app.after_request(web_pages.html_security_headers)
+    web_pages.init_app(app, settings)  # Flask-Babel, the pages' blueprints, HTML headers
     _register_error_handlers(app)
     app.after_request(_security_headers)
     return app
@@ -190,9 +219,12 @@ def services(app: Flask) -> Services:
 
 
 def _register_error_handlers(app: Flask) -> None:
-    # JSON everywhere, and never a stack trace (DESIGN.md section 6).
+    # JSON for the API and protocol endpoints, an HTML page in the reader's language for the
+    # web pages; never a stack trace (DESIGN.md section 6).
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        if web_pages.wants_page():
+            return web_pages.problem_page(exc.code, exc)
         codes = {400: "invalid_request", 401: "invalid_token", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 413: "invalid_request", 429: "rate_limited"}
         body = {"error": codes.get(exc.code, "error"),
@@ -202,12 +234,16 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(StorageUnavailable)
     def storage_down(exc):
+        if web_pages.wants_page():
+            return web_pages.problem_page(503, exc)
         return jsonify(error="temporarily_unavailable",
                        error_description="the database is unreachable"), 503
 
     @app.errorhandler(Exception)
     def unexpected(exc):
         log.exception("unhandled error")
+        if web_pages.wants_page():
+            return web_pages.problem_page(500, exc)
         return jsonify(error="server_error", error_description="internal error"), 500
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import sys
 import tempfile
 import threading
@@ -37,10 +38,12 @@ def _database(settings: Settings):
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="TOML settings file (default: $IDP_BRIDGE_CONFIG).")
 @click.option("--database-url", help="SQLAlchemy database URL (default: $IDP_BRIDGE_DATABASE_URL).")
+@click.option("--redis-url", help="Redis URL for shared rate limits and revocation wake-ups "
+                                  "(default: $IDP_BRIDGE_REDIS_URL).")
 @click.pass_context
-def main(ctx, config_file, database_url):
+def main(ctx, config_file, database_url, redis_url):
     """Advisor access for multi-tenant SaaS: the authorization server."""
-    ctx.obj = {"config_file": config_file, "database_url": database_url}
+    ctx.obj = {"config_file": config_file, "database_url": database_url, "redis_url": redis_url}
 
 
 # --- serve ---
@@ -55,8 +58,10 @@ def serve(obj, host, port, workers):
     db = _database(settings)
     if not db.is_current():
         raise click.ClickException("the database is not migrated; run: idp-bridge db upgrade")
+    from .ops import configure_logging
     from .wsgi import GunicornApplication
 
+    configure_logging(settings.log_format)
     GunicornApplication(settings, gunicorn_options(f"{host}:{port}", workers)).run()
 
 
@@ -240,8 +245,10 @@ def _load_example_resource_server():
               help="Port of the development OpenID provider.")
 @click.option("--rs-port", default=8002, show_default=True, type=int,
               help="Port of the example resource server (0: do not start it).")
+@click.option("--workers", default=1, show_default=True, type=int,
+              help="Bridge processes (more than 1: gunicorn, as in production).")
 @click.pass_obj
-def demo(obj, port, idp_port, rs_port):
+def demo(obj, port, idp_port, rs_port, workers):
     """Run the bridge, a development OpenID provider and the example resource server on
     127.0.0.1 with demo data."""
     from werkzeug.serving import make_server
@@ -267,6 +274,8 @@ def demo(obj, port, idp_port, rs_port):
         "key_encryption_key": os.environ.get("IDP_BRIDGE_KEY_ENCRYPTION_KEY")
         or Fernet.generate_key().decode(),
         "upstream_issuer": idp_issuer,
+        "redis_url": obj.get("redis_url"),
+        "log_format": "text",
     })
     database = _database(settings)
     database.upgrade()
@@ -275,8 +284,7 @@ def demo(obj, port, idp_port, rs_port):
     servers = [make_server("127.0.0.1", idp_port, provider.create_app(), threaded=True)]
     threading.Thread(target=servers[0].serve_forever, daemon=True).start()
 
-    app = create_app(settings, database=database)
-    services(app).start_background()
+    app = create_app(settings, database=database)  # also makes the first signing key
     try:
         add_tenant(database, *DEMO_TENANT)
     except Conflict:
@@ -287,9 +295,24 @@ def demo(obj, port, idp_port, rs_port):
     rs_secret, print_rs = _ensure_client(database, DEMO_RS_CLIENT, "IDP_BRIDGE_DEMO_RS_SECRET",
                                          name="Example resource server",
                                          roles=("receiver", "introspect"))
-    bridge_server = make_server("127.0.0.1", port, app, threaded=True)
-    threading.Thread(target=bridge_server.serve_forever, daemon=True).start()
-    servers.append(bridge_server)
+    bridge_process = None
+    if workers > 1:
+        # Several processes, as in production: gunicorn in a child process.
+        import multiprocessing
+
+        from .wsgi import GunicornApplication
+
+        options = gunicorn_options(f"127.0.0.1:{port}", workers)
+        database.dispose()  # no connection may be shared across the fork
+        bridge_process = multiprocessing.get_context("fork").Process(
+            target=lambda: GunicornApplication(settings, options).run(), daemon=True)
+        bridge_process.start()
+        _wait_for_port(port)
+    else:
+        services(app).start_background()
+        bridge_server = make_server("127.0.0.1", port, app, threaded=True)
+        threading.Thread(target=bridge_server.serve_forever, daemon=True).start()
+        servers.append(bridge_server)
 
     guard = None
     if rs_port:
@@ -301,7 +324,9 @@ def demo(obj, port, idp_port, rs_port):
         threading.Thread(target=rs_server.serve_forever, daemon=True).start()
         servers.append(rs_server)
 
-    click.echo(f"idp-bridge demo (database {database_url})")
+    click.echo(f"idp-bridge demo (database {database.url.render_as_string(hide_password=True)}"
+               + (f", Redis {settings.redis_url}" if settings.redis_url else "")
+               + (f", {workers} processes" if workers > 1 else "") + ")")
     click.echo(f"  bridge:            {issuer}")
     click.echo(f"  OpenID provider:   {idp_issuer}  (development only)")
     if rs_port:
@@ -319,6 +344,7 @@ def demo(obj, port, idp_port, rs_port):
     click.echo("Upstream tokens for the demo users: idp-bridge demo-token bob")
     sys.stdout.flush()
     stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         stop.wait()
     except KeyboardInterrupt:
@@ -326,9 +352,27 @@ def demo(obj, port, idp_port, rs_port):
     finally:
         if guard is not None:
             guard.stop_revocation_listener()
-        services(app).stop_background()
+        if bridge_process is None:
+            services(app).stop_background()
         for server in servers:
             server.shutdown()
+        if bridge_process is not None:
+            bridge_process.terminate()
+            bridge_process.join(20)
+
+
+def _wait_for_port(port: int, timeout: float = 30.0) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise click.ClickException(f"the bridge did not start on port {port}")
 
 
 @main.command("demo-token")

@@ -8,9 +8,11 @@ a broker (Redis) only shortens that bound.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
+log = logging.getLogger(__name__)
 
 
 class RevocationNotifier:
@@ -45,3 +47,60 @@ class RevocationNotifier:
             with self._condition:
                 if self._generation == generation:
                     self._condition.wait(min(self.poll_interval, remaining))
+
+
+class RedisFanout:
+    """Wakes waiters of every bridge process at once: after a revocation commits, a message
+    on a Redis channel; each process listens and notifies its local waiters. Losing Redis
+    loses only speed: the database check of :class:`RevocationNotifier` still finds it."""
+
+    CHANNEL = "idp-bridge:revocations"
+
+    def __init__(self, redis_url: str, notifier: RevocationNotifier):
+        import redis
+
+        self._redis = redis.Redis.from_url(redis_url, socket_timeout=1.0,
+                                           socket_connect_timeout=1.0)
+        self.notifier = notifier
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        notifier.db.after_revocation_commit.append(self.publish)
+
+    def publish(self) -> None:
+        try:
+            self._redis.publish(self.CHANNEL, b"1")
+        except Exception:  # redis errors of any kind: the database check covers it
+            log.warning("could not publish a revocation wake-up to Redis")
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._listen, name="redis-fanout", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(3)
+            self._thread = None
+
+    def _listen(self) -> None:
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.CHANNEL)
+                delay = 0.2
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None:
+                        self.notifier.notify()
+                pubsub.close()
+            except Exception:
+                self._stop.wait(delay)
+                delay = min(5.0, delay * 2)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._redis.ping())
+        except Exception:
+            return False

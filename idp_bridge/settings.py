@@ -87,12 +87,36 @@ class Settings:
     code_guess_limit_tenant: str = "30 per 15 minutes"
     reason_max_length: int = 200
     ratelimit_storage_uri: str = "memory://"
+    #: Redis for rate limits shared by all processes and instant revocation wake-ups.
+    redis_url: str = ""
+    log_format: str = "json"
     max_request_bytes: int = 64 * 1024
     # --- SSO sign-in of the web pages (OpenID Connect code flow + PKCE) ---
     web_client_id: str = "idp-bridge"
     #: Empty: a public client (PKCE only).
     web_client_secret: str = ""
     web_session_hours: int = 8
+    #: Times on the web pages are shown in this zone (IANA name).
+    web_timezone: str = "Europe/Berlin"
+    #: "Open tenant" on the advisor page hands tenant-scoped tokens to this application
+    #: (an auto-submitted form POST; ``{tenant}`` is replaced). Empty: no such button.
+    app_url: str = ""
+    #: The registered client that the handed-over tokens are issued to (it refreshes them).
+    app_client_id: str = "advisor-console"
+
+    # --- notifications of tenant admins (advisor joined, left, permanent advisor assigned) ---
+    #: SMTP server for e-mail; empty: no e-mail.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    #: starttls | tls (implicit TLS) | none (loopback relays only in production)
+    smtp_security: str = "starttls"
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_from: str = ""
+    #: Optional webhook receiving each notification as JSON, signed with ``webhook_secret``
+    #: (HMAC-SHA256 in the Standard Webhooks headers).
+    webhook_url: str = ""
+    webhook_secret: str = field(default="", repr=False)
 
     # --- Keycloak admin (optional): mirror memberships into groups, watch account state ---
     keycloak_admin: bool = False
@@ -111,6 +135,13 @@ class Settings:
     @property
     def resource_map(self) -> dict[str, str]:
         return dict(pair.split("=", 1) for pair in self.resources)
+
+    @property
+    def rate_limit_storage(self) -> str:
+        """Flask-Limiter storage: the explicit one, else Redis when configured."""
+        if self.ratelimit_storage_uri.startswith("memory://") and self.redis_url:
+            return self.redis_url
+        return self.ratelimit_storage_uri
 
     @property
     def discovery_url(self) -> str:
@@ -262,6 +293,10 @@ def _validate(s: Settings) -> None:
             raise SettingsError("keycloak_client_secret", "is required when keycloak_admin is on")
         if "{tenant}" not in s.keycloak_advisor_group:
             raise SettingsError("keycloak_advisor_group", "must contain the placeholder {tenant}")
+    if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("redis_url", "must be a redis:// or rediss:// URL")
+    if s.log_format not in ("json", "text"):
+        raise SettingsError("log_format", "must be json or text")
     if not 1 <= s.maintenance_interval <= 60:
         raise SettingsError("maintenance_interval", "must be from 1 to 60 seconds")
     if not 0 < s.ssf_long_poll_seconds <= 25:
@@ -283,16 +318,63 @@ def _validate(s: Settings) -> None:
             parse(getattr(s, key))
         except ValueError:
             raise SettingsError(key, "must be a rate limit such as '10 per 15 minutes'") from None
+    _validate_web_and_notifications(s)
     if s.mode == "production":
         if s.secret_key.startswith(DEMO_SECRET_PREFIX):
             raise SettingsError("secret_key", "a demo secret cannot be used in production mode")
         for key in ("issuer", "upstream_issuer"):
             if urlparse(getattr(s, key)).scheme != "https":
                 raise SettingsError(key, "must be an https URL in production mode")
-        if s.ratelimit_storage_uri.startswith("memory://") and not s.database_url.startswith(
+        if s.rate_limit_storage.startswith("memory://") and not s.database_url.startswith(
             "sqlite"
         ):
             # Several processes sharing a database need shared rate-limit counters.
             raise SettingsError(
                 "ratelimit_storage_uri", "must name a shared store (redis://) with a shared database"
             )
+
+
+SMTP_SECURITY = ("starttls", "tls", "none")
+
+
+def _validate_web_and_notifications(s: Settings) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(s.web_timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError("web_timezone", "must be an IANA time zone such as Europe/Berlin") from None
+    production = s.mode == "production"
+    if s.app_url:
+        if not _is_url(s.app_url.replace("{tenant}", "t")):
+            raise SettingsError("app_url", "must be an http(s) URL")
+        if production and urlparse(s.app_url).scheme != "https":
+            raise SettingsError("app_url", "must be an https URL in production mode")
+    if not s.app_client_id or len(s.app_client_id) > 100:
+        raise SettingsError("app_client_id", "is required (1 to 100 characters)")
+    if s.smtp_host:
+        if not 1 <= s.smtp_port <= 65535:
+            raise SettingsError("smtp_port", f"must be between 1 and 65535, got {s.smtp_port}")
+        if s.smtp_security not in SMTP_SECURITY:
+            raise SettingsError("smtp_security", f"must be one of {', '.join(SMTP_SECURITY)}")
+        if production and s.smtp_security == "none" and s.smtp_host not in (
+                "127.0.0.1", "localhost", "::1"):
+            raise SettingsError("smtp_security", "must be starttls or tls for a remote SMTP "
+                                "server in production mode")
+        if not _is_mail_address(s.smtp_from):
+            raise SettingsError("smtp_from", "is required with smtp_host: a sender address")
+        if s.smtp_username and not s.smtp_password:
+            raise SettingsError("smtp_password", "is required with smtp_username")
+    if s.webhook_url:
+        if not _is_url(s.webhook_url):
+            raise SettingsError("webhook_url", "must be an http(s) URL")
+        if production and urlparse(s.webhook_url).scheme != "https":
+            raise SettingsError("webhook_url", "must be an https URL in production mode")
+        if len(s.webhook_secret) < 32:
+            raise SettingsError("webhook_secret", "is required with webhook_url, at least 32 characters")
+
+
+def _is_mail_address(value: str) -> bool:
+    local, at, domain = value.rpartition("@")
+    return bool(at and local and "." in domain and value.isprintable() and " " not in value
+                and len(value) <= 254)

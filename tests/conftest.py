@@ -3,8 +3,10 @@ fresh SQLite database per test (keys and secrets generated at test time)."""
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import threading
+import uuid
 
 import pytest
 from cryptography.fernet import Fernet
@@ -56,12 +58,69 @@ def upstream():
         yield provider
 
 
+BACKENDS = ("sqlite", "postgresql")
+_built_apps: list = []
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session, with a migrated template database."""
+    from services import PostgresServer
+
+    server = PostgresServer()
+    template = Database(server.create_database("bridge_template"))
+    template.upgrade()
+    template.dispose()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    from services import RedisServer
+
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Every test using the bridge runs on the embedded default and on PostgreSQL."""
+    return request.param
+
+
 @pytest.fixture
-def settings(tmp_path, upstream) -> Settings:
+def new_database_url(backend, tmp_path, request):
+    """Factory of fresh, migrated databases of the current backend."""
+    count = itertools.count()
+
+    def make() -> str:
+        if backend == "sqlite":
+            return f"sqlite:///{tmp_path / f'bridge-{next(count)}.sqlite'}"
+        server = request.getfixturevalue("postgres")
+        return server.create_database(f"t_{uuid.uuid4().hex[:16]}", template="bridge_template")
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _dispose_built_apps():
+    yield
+    while _built_apps:
+        services(_built_apps.pop()).db.dispose()
+
+
+@pytest.fixture
+def settings(new_database_url, upstream) -> Settings:
+    return make_settings(new_database_url(), upstream)
+
+
+def make_settings(database_url: str, upstream) -> Settings:
     return Settings.load({
         "mode": "test",
         "issuer": "http://127.0.0.1:8000",
-        "database_url": f"sqlite:///{tmp_path / 'bridge.sqlite'}",
+        "database_url": database_url,
         "secret_key": secrets.token_urlsafe(32),
         "key_encryption_key": Fernet.generate_key().decode(),
         "upstream_issuer": upstream.issuer,
@@ -73,6 +132,7 @@ def build_app(settings: Settings):
     db = Database(settings.database_url)
     db.upgrade()
     app = create_app(settings, database=db)
+    _built_apps.append(app)
     add_tenant(db, TENANT, "Muster GmbH")
     add_tenant(db, OTHER_TENANT, "Beispiel AG")
     secret = add_client(db, CLIENT_ID)
@@ -200,14 +260,13 @@ def dump_database(db) -> str:
 # --- helpers for the protocol tests: token endpoint, introspection, revocation (appended) ---
 
 @pytest.fixture
-def bridge_with(tmp_path, settings, upstream):
+def bridge_with(new_database_url, settings, upstream):
     """Factory of further bridges with changed settings, each on its own database file:
     ``bridge_with(mfa_required=True)`` returns a :class:`Bridge`."""
     made = []
 
     def make(**changes) -> Bridge:
-        changes.setdefault(
-            "database_url", f"sqlite:///{tmp_path / f'bridge-with-{len(made) + 1}.sqlite'}")
+        changes.setdefault("database_url", new_database_url())
         app = build_app(settings.replace(**changes))
         made.append(app)
         return Bridge(app, app.test_client(), upstream)
@@ -251,3 +310,33 @@ def active_memberships(bridge: Bridge, tenant: str = TENANT) -> list:
     """The tenant's active memberships, read from storage (works for any tenant)."""
     with bridge.services.db.read() as session:
         return bridge.services.memberships.list_for_tenant(session, tenant)
+
+
+# --- a real Keycloak 26 for the tests marked keycloak (appended) ---
+
+def pytest_configure(config):
+    # Registered here rather than in pyproject.toml; --strict-markers needs it before collection.
+    # (A conftest has one pytest_configure: extend this one rather than adding another.)
+    config.addinivalue_line(
+        "markers", "keycloak: runs against a real Keycloak 26 started once per session by the "
+        "keycloak fixture (tests/keycloak_server.py)")
+
+
+@pytest.fixture(scope="session")
+def keycloak():
+    """A real Keycloak with the konfipay realm template on 127.0.0.1, started on first use and
+    stopped at the end of the session. Outside CI a missing Java/Maven/Maven Central skips with
+    the reason; with ``CI`` set it fails, so that these tests never vanish silently."""
+    import os
+
+    from keycloak_server import KeycloakUnavailable, start_keycloak
+
+    try:
+        server = start_keycloak()
+    except KeycloakUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Keycloak is required when CI is set, and it is unavailable: {exc}",
+                        pytrace=False)
+        pytest.skip(f"Keycloak unavailable (set CI=1 to make this a failure): {exc}")
+    yield server
+    server.stop()

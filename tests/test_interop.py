@@ -32,7 +32,7 @@ class Served:
 
 
 @pytest.fixture
-def serve(tmp_path, settings, upstream):
+def serve(tmp_path, settings, upstream, new_database_url):
     """Serve a bridge on a free loopback port, its issuer being that very URL."""
     with contextlib.ExitStack() as stack:
         def make(**changes) -> Served:
@@ -41,7 +41,7 @@ def serve(tmp_path, settings, upstream):
                 lambda environ, start_response: holder["app"](environ, start_response)))
             issuer = f"http://127.0.0.1:{server.port}"
             app = build_app(settings.replace(
-                issuer=issuer, database_url=f"sqlite:///{tmp_path / f'served-{server.port}.db'}",
+                issuer=issuer, database_url=new_database_url(),
                 **changes))
             stack.callback(services(app).db.dispose)
             holder["app"] = app

@@ -94,7 +94,7 @@ class FakeKeycloak:
 
 
 @pytest.fixture
-def keycloak_env(tmp_path, settings):
+def keycloak_env(tmp_path, settings, new_database_url):
     fake = FakeKeycloak()
     holder = {}
 
@@ -110,7 +110,7 @@ def keycloak_env(tmp_path, settings):
         holder["provider"] = provider.create_app()
         app = build_app(settings.replace(
             upstream_issuer=issuer, keycloak_admin=True, keycloak_client_secret=KC_SECRET,
-            database_url=f"sqlite:///{tmp_path / 'kc.sqlite'}"))
+            database_url=new_database_url()))
         yield Bridge(app, app.test_client(), provider), fake
 
 

@@ -168,3 +168,31 @@ def test_ten_receiver_processes_all_reject_after_one_removal(served):
                 r.wait(10)
             except subprocess.TimeoutExpired:
                 r.kill()
+
+
+def test_group_narrowing_reaches_a_listening_guard(served):
+    from idp_bridge.devidp import DEMO_USERS
+
+    issuer, bridge = served
+    guard = TokenGuard(issuer, "konfipay-api")
+    guard.start_revocation_listener(RS_CLIENT_ID, bridge.rs_secret)
+    try:
+        assert wait_until(lambda: guard.feed_healthy)
+        group = bridge.api("post", f"/api/tenants/{TENANT}/groups", json={
+            "name": "Zahlungen", "permissions": ["payments:read", "payments:write"]}).json
+        invitation = bridge.api("post", f"/api/tenants/{TENANT}/invitations", json={
+            "group": group["id"], "subject": DEMO_USERS["bob"]["sub"]}).json
+        assert bridge.api("post", f"/api/me/invitations/{invitation['id']}/accept",
+                          user="bob").status_code == 201
+        token = bridge.exchange("bob").json["access_token"]
+        guard.validate(token, tenant=TENANT, scope="payments:write")
+        bridge.api("patch", f"/api/tenants/{TENANT}/groups/{group['id']}",
+                   json={"permissions": ["payments:read"]})
+        assert wait_until(lambda: rejected(guard, token))
+        narrower = bridge.exchange("bob").json["access_token"]
+        guard.validate(narrower, tenant=TENANT, scope="payments:read")
+        with pytest.raises(Exception) as caught:
+            guard.validate(narrower, tenant=TENANT, scope="payments:write")
+        assert caught.value.error == "insufficient_scope"
+    finally:
+        guard.stop_revocation_listener()

@@ -236,11 +236,11 @@ def test_long_poll_returns_when_a_revocation_commits(feed, bridge, stream_id):
     assert len(sets) == 1
 
 
-def test_long_poll_times_out_empty(bridge, upstream):
+def test_long_poll_times_out_empty(bridge, upstream, new_database_url):
     from conftest import build_app
 
     app = build_app(bridge.services.settings.replace(
-        ssf_long_poll_seconds=0.3, database_url=bridge.services.settings.database_url + "-2"))
+        ssf_long_poll_seconds=0.3, database_url=new_database_url()))
     client = app.test_client()
     auth = (RS_CLIENT_ID, app.config["TEST_RS_SECRET"])
     stream_id = client.post("/ssf/stream", json={}, auth=auth).json["stream_id"]

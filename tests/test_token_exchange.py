@@ -252,11 +252,11 @@ def test_second_audience_is_served_and_two_at_once_refused(bridge_with):
 # --- the ID token as subject ----------------------------------------------------------------
 
 @pytest.fixture
-def id_token_bridge(tmp_path, settings, upstream):
+def id_token_bridge(tmp_path, settings, upstream, new_database_url):
     """The dev provider's ID tokens name the client (advisor-console) as audience."""
     app = build_app(settings.replace(
         upstream_audiences=("idp-bridge", "advisor-console"),
-        database_url=f"sqlite:///{tmp_path / 'id-token.sqlite'}"))
+        database_url=new_database_url()))
     yield Bridge(app, app.test_client(), upstream)
     services(app).db.dispose()
 

@@ -76,6 +76,42 @@ def openapi_document(issuer: str) -> dict:
                                                ok={"200": _json("MembershipList")}, errors=(401, 403))},
             "/api/me/memberships/{tenant_id}": {"delete": _op(
                 "Leave a tenant", "advisor", ok=no_content, params=["tenant"])},
+            "/api/tenants/{tenant_id}/groups": {
+                "get": _op("The tenant's user groups", "tenant admin",
+                           ok={"200": _json("GroupList")}, params=["tenant"]),
+                "post": _op("Create a user group", "tenant admin",
+                            ok={"201": _json("Group", "Created")}, params=["tenant"],
+                            body={"$ref": "#/components/schemas/GroupChange"},
+                            errors=(400, 401, 403, 404, 409)),
+            },
+            "/api/tenants/{tenant_id}/groups/{group_id}": {
+                "patch": _op("Rename a user group or set its permissions (narrowing revokes "
+                             "wider tokens of its guests at once)", "tenant admin",
+                             ok={"200": _json("Group")}, params=["tenant", "group_id"],
+                             body={"$ref": "#/components/schemas/GroupChange"},
+                             errors=(400, 401, 403, 404, 409)),
+                "delete": _op("Delete a user group no guest uses", "tenant admin",
+                              ok=no_content, params=["tenant", "group_id"],
+                              errors=(401, 403, 404, 409)),
+            },
+            "/api/tenants/{tenant_id}/invitations": {
+                "get": _op("Open guest invitations", "tenant admin",
+                           ok={"200": _json("InvitationList")}, params=["tenant"]),
+                "post": _op("Invite an advisor as a guest with a user group", "tenant admin",
+                            ok={"201": _json("Invitation", "Invited")}, params=["tenant"],
+                            body={"$ref": "#/components/schemas/InvitationRequest"},
+                            errors=(400, 401, 403, 404)),
+            },
+            "/api/tenants/{tenant_id}/invitations/{invitation_id}": {"delete": _op(
+                "Withdraw an invitation", "tenant admin", ok=no_content,
+                params=["tenant", "invitation_id"], errors=(401, 403, 404, 409))},
+            "/api/me/invitations": {"get": _op("Invitations addressed to me", "advisor",
+                                               ok={"200": _json("InvitationList")},
+                                               errors=(401, 403))},
+            "/api/me/invitations/{invitation_id}/accept": {"post": _op(
+                "Accept an invitation: become a guest of the tenant", "advisor",
+                ok={"201": _json("Membership", "Joined as guest")}, params=["invitation_id"],
+                errors=(401, 403, 404, 409))},
         },
         "components": {
             "securitySchemes": {"upstreamBearer": {
@@ -84,6 +120,10 @@ def openapi_document(issuer: str) -> dict:
             "parameters": {
                 "tenant": {"name": "tenant_id", "in": "path", "required": True, "schema": {"type": "string"}},
                 "membership_id": {"name": "membership_id", "in": "path", "required": True,
+                                  "schema": {"type": "string", "format": "uuid"}},
+                "group_id": {"name": "group_id", "in": "path", "required": True,
+                             "schema": {"type": "string", "format": "uuid"}},
+                "invitation_id": {"name": "invitation_id", "in": "path", "required": True,
                                   "schema": {"type": "string", "format": "uuid"}},
                 "advisor_subject": {"name": "advisor_subject", "in": "path", "required": True,
                                     "schema": {"type": "string"}},
@@ -111,9 +151,37 @@ def openapi_document(issuer: str) -> dict:
                     "reason": {"type": ["string", "null"]},
                     "expires_at": {"type": ["string", "null"], "format": "date-time"},
                     "last_token_issued_at": {"type": ["string", "null"], "format": "date-time"},
-                    "created_by": {"type": "string"}}},
+                    "created_by": {"type": "string"},
+                    "group": {"type": ["string", "null"]}}},
                 "MembershipList": {"type": "object", "properties": {"memberships": {
                     "type": "array", "items": {"$ref": "#/components/schemas/Membership"}}}},
+                "Group": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "tenant": {"type": "string"},
+                    "name": {"type": "string"},
+                    "permissions": {"type": "array", "items": {"type": "string"}},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "updated_at": {"type": "string", "format": "date-time"},
+                    "token_families_narrowed": {"type": "integer"}}},
+                "GroupList": {"type": "object", "properties": {"groups": {
+                    "type": "array", "items": {"$ref": "#/components/schemas/Group"}}}},
+                "GroupChange": {"type": "object", "additionalProperties": False, "properties": {
+                    "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                    "permissions": {"type": "array", "items": {
+                        "type": "string", "pattern": "^[a-z-]+:(read|write)$"}}}},
+                "Invitation": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "tenant": {"type": "string"},
+                    "group": {"type": "string"}, "invitee_subject": {"type": ["string", "null"]},
+                    "invitee_email": {"type": ["string", "null"]},
+                    "created_by": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "expires_at": {"type": "string", "format": "date-time"}}},
+                "InvitationList": {"type": "object", "properties": {"invitations": {
+                    "type": "array", "items": {"$ref": "#/components/schemas/Invitation"}}}},
+                "InvitationRequest": {"type": "object", "additionalProperties": False,
+                                      "required": ["group"], "properties": {
+                                          "group": {"type": "string"},
+                                          "subject": {"type": "string"},
+                                          "email": {"type": "string", "format": "email"}}},
                 "Tenant": {"type": "object", "properties": {
                     "id": {"type": "string"}, "name": {"type": "string"},
                     "temporary_max_age_days": {"type": "integer"},

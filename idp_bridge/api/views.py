@@ -94,7 +94,21 @@ def membership_json(m) -> dict:
         "advisor_name": m.advisor_name, "kind": m.kind, "since": _iso(m.created_at),
         "reason": m.reason, "expires_at": _iso(m.expires_at),
         "last_token_issued_at": _iso(m.last_token_at), "created_by": m.created_by,
+        "group": m.group_id,
     }
+
+
+def group_json(group) -> dict:
+    return {"id": group.id, "tenant": group.tenant_id, "name": group.name,
+            "permissions": list(group.permissions), "created_at": _iso(group.created_at),
+            "updated_at": _iso(group.updated_at)}
+
+
+def invitation_json(invitation) -> dict:
+    return {"id": invitation.id, "tenant": invitation.tenant_id, "group": invitation.group_id,
+            "invitee_subject": invitation.invitee_subject,
+            "invitee_email": invitation.invitee_email, "created_by": invitation.created_by,
+            "created_at": _iso(invitation.created_at), "expires_at": _iso(invitation.expires_at)}
 
 
 # --- documents ---
@@ -304,3 +318,121 @@ def permanent_remove(tenant_id, advisor_subject):
         s.memberships.end(session, membership, by=g.identity.subject,
                           actor_role="support_admin", reason="removed_by_support", now=utcnow())
     return "", 204
+
+
+# --- user groups and guest invitations (tenant admins; advisors accept) ---
+@bp.get("/tenants/<tenant_id>/groups")
+@authenticated
+def groups_list(tenant_id):
+    require_tenant_admin(tenant_id)
+    s = _services()
+    with s.db.read() as session:
+        s.memberships.tenant(session, tenant_id)
+        return jsonify(groups=[group_json(g_) for g_ in s.guests.groups(session, tenant_id)])
+
+
+@bp.post("/tenants/<tenant_id>/groups")
+@authenticated
+def groups_create(tenant_id):
+    require_tenant_admin(tenant_id)
+    s = _services()
+    body = _json_body()
+    _only(body, {"name", "permissions"})
+    with s.db.transaction() as session:
+        s.memberships.tenant(session, tenant_id)
+        group = s.guests.create_group(session, tenant_id, body.get("name"),
+                                      body.get("permissions"), by=g.identity.subject,
+                                      now=utcnow())
+        result = group_json(group)
+    return jsonify(result), 201
+
+
+@bp.patch("/tenants/<tenant_id>/groups/<group_id>")
+@authenticated
+def groups_update(tenant_id, group_id):
+    require_tenant_admin(tenant_id)
+    s = _services()
+    body = _json_body()
+    _only(body, {"name", "permissions"})
+    with s.db.transaction() as session:
+        group, narrowed = s.guests.update_group(
+            session, tenant_id, group_id, name=body.get("name"),
+            permissions=body.get("permissions"), by=g.identity.subject, now=utcnow())
+        result = {**group_json(group), "token_families_narrowed": narrowed}
+    return jsonify(result)
+
+
+@bp.delete("/tenants/<tenant_id>/groups/<group_id>")
+@authenticated
+def groups_delete(tenant_id, group_id):
+    require_tenant_admin(tenant_id)
+    s = _services()
+    with s.db.transaction() as session:
+        s.guests.delete_group(session, tenant_id, group_id, by=g.identity.subject, now=utcnow())
+    return "", 204
+
+
+@bp.get("/tenants/<tenant_id>/invitations")
+@authenticated
+def invitations_list(tenant_id):
+    require_tenant_admin(tenant_id)
+    s = _services()
+    with s.db.read() as session:
+        s.memberships.tenant(session, tenant_id)
+        items = [invitation_json(i) for i in s.guests.invitations(session, tenant_id, utcnow())]
+    return jsonify(invitations=items)
+
+
+@bp.post("/tenants/<tenant_id>/invitations")
+@authenticated
+def invitations_create(tenant_id):
+    require_tenant_admin(tenant_id)
+    s = _services()
+    body = _json_body()
+    _only(body, {"group", "subject", "email"})
+    with s.db.transaction() as session:
+        tenant = s.memberships.tenant(session, tenant_id)
+        invitation = s.guests.invite(session, tenant, group_id=body.get("group"),
+                                     subject=body.get("subject"), email=body.get("email"),
+                                     by=g.identity.subject, now=utcnow())
+        result = invitation_json(invitation)
+    return jsonify(result), 201
+
+
+@bp.delete("/tenants/<tenant_id>/invitations/<invitation_id>")
+@authenticated
+def invitations_withdraw(tenant_id, invitation_id):
+    require_tenant_admin(tenant_id)
+    s = _services()
+    with s.db.transaction() as session:
+        s.guests.withdraw(session, tenant_id, invitation_id, by=g.identity.subject, now=utcnow())
+    return "", 204
+
+
+@bp.get("/me/invitations")
+@authenticated
+def my_invitations():
+    require_advisor()
+    s = _services()
+    with s.db.read() as session:
+        items = [invitation_json(i) for i in s.guests.my_invitations(session, g.identity, utcnow())]
+    return jsonify(invitations=items)
+
+
+@bp.post("/me/invitations/<invitation_id>/accept")
+@authenticated
+def accept_invitation(invitation_id):
+    require_advisor()
+    s = _services()
+    with s.db.transaction() as session:
+        membership = s.guests.accept(session, invitation_id, g.identity, now=utcnow())
+        result = membership_json(membership)
+    return jsonify(result), 201
+
+
+def _only(body: dict, allowed: set) -> None:
+    unknown = set(body) - allowed
+    if unknown & {"scopes", "advisor_profile", "advisor_scopes", "profile"}:
+        raise Forbidden(ProfileChangeRefused.message)
+    if unknown:
+        raise InvalidInput(f"unknown fields: {', '.join(sorted(unknown))}")

@@ -19,6 +19,8 @@ EVENTS = (
     "token.refreshed",
     "token.family_revoked",
     "token.rejected",
+    "group.changed",
+    "invitation.changed",
 )
 
 

@@ -17,10 +17,12 @@ from sqlalchemy import bindparam, or_, select, update
 
 from scopes.catalog import ADVISOR_PROFILE, ProfileChangeRefused, UnknownScope, in_catalog_order, validate_scopes
 
+from ..metrics import CODE_GUESSES
 from ..storage.db import utcnow
 from ..storage.models import Membership
 from . import audit
 from .access_codes import MalformedCode, normalize_code
+from .guests import guest_scopes
 from .errors import AccessCodeRejected, Conflict, Forbidden, InvalidInput, NotFound
 from .tokens import RefreshRejected
 
@@ -70,15 +72,18 @@ class IssuedTokens:
     sid: str
 
 
-def membership_scopes(membership) -> frozenset[str]:
-    """What a membership may carry. Temporary and permanent advisors share the fixed profile."""
+def membership_scopes(session, membership) -> frozenset[str]:
+    """What a membership may carry: temporary and permanent advisors the fixed profile,
+    guests their user group's permissions (read now, so changes apply at once)."""
     if membership.kind in ("temporary", "permanent"):
         return ADVISOR_PROFILE
-    return frozenset()  # guests: their group's permissions (not yet built)
+    return guest_scopes(session, membership)
 
 
 def narrow_scope(requested: list[str] | None, allowed: frozenset[str]) -> str:
     """The token's scope: everything allowed, or the requested subset of it."""
+    if not allowed:
+        raise ScopeRefused("this membership grants no scope (its user group has no permissions)")
     if not requested:
         return " ".join(in_catalog_order(allowed))
     try:
@@ -122,7 +127,7 @@ class AdvisorExchange:
                 membership, failure = self._join(session, tenant, identity, client_id,
                                                  candidate, reason, now)
             if failure is None:
-                allowed = membership_scopes(membership)
+                allowed = membership_scopes(session, membership)
                 token_scope = narrow_scope(scope, allowed)
                 family = self.issuer.new_family(session, membership, client_id=client_id,
                                                 identity=identity, scope=token_scope,
@@ -180,10 +185,12 @@ class AdvisorExchange:
             return None, AccessCodeRejected(
                 "access_code is required: the advisor is not a member of this tenant")
         if not self.guesses.allowed(identity.subject, tenant.id):
+            CODE_GUESSES.labels("rate_limited").inc()
             audit.record(session, "access_code.rate_limited", now, tenant_id=tenant.id,
                          actor=identity.subject, actor_role="advisor", client_id=client_id)
             return None, AccessCodeRejected("too many wrong access codes; try again later")
         result = self.codes.check(session, tenant.id, candidate, now)
+        CODE_GUESSES.labels("ok" if result.ok else "wrong").inc()
         if not result.ok:
             self.guesses.hit(identity.subject, tenant.id)
             audit.record(session, "access_code.failed", now, tenant_id=tenant.id,
@@ -230,7 +237,10 @@ class AdvisorExchange:
             except RefreshRejected as exc:
                 failure = exc
             if failure is None:
-                token_scope = narrow_scope(scope, frozenset(family.scope.split()))
+                allowed = frozenset(family.scope.split())
+                if row.kind == "guest":  # the group may have been narrowed meanwhile
+                    allowed &= membership_scopes(session, row)
+                token_scope = narrow_scope(scope, allowed)
                 refresh = self.issuer.issue_refresh_token(session, family, now)
                 if token_scope != family.scope:
                     # A narrower token for this request only; the family keeps its scope.
@@ -251,6 +261,7 @@ TOUCH_INTERVAL = timedelta(seconds=60)
 _ACTIVE_MEMBERSHIP = select(
     Membership.id, Membership.tenant_id, Membership.advisor_subject, Membership.advisor_name,
     Membership.kind, Membership.grant_id, Membership.expires_at, Membership.last_token_at,
+    Membership.group_id,
 ).where(Membership.active_key == bindparam("key"))
 
 _TOUCH_STALE = (

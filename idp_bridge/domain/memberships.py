@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 
 from ..storage.models import Membership, Revocation, Tenant, TokenFamily
+from ..metrics import REVOCATIONS
 from . import audit
 from .errors import Conflict, InvalidInput, NotFound
 
@@ -78,14 +79,15 @@ class Memberships:
     # --- lifecycle ---
     def create(self, session, tenant: Tenant, *, subject: str, name: str | None, kind: str,
                created_by: str, actor_role: str, now: datetime, reason: str | None = None,
-               client_id: str | None = None) -> Membership:
+               client_id: str | None = None, group_id: str | None = None) -> Membership:
         assert kind in KINDS
+        assert (kind == "guest") == (group_id is not None), "guests, and only guests, have a group"
         membership = Membership(
             id=str(uuid.uuid4()), tenant_id=tenant.id, advisor_subject=subject,
             advisor_name=name, kind=kind, grant_id=str(uuid.uuid4()), reason=reason,
             created_at=now, created_by=created_by,
             expires_at=now + self.max_age(tenant) if kind == "temporary" else None,
-            active_key=_active_key(tenant.id, subject),
+            active_key=_active_key(tenant.id, subject), group_id=group_id,
         )
         session.add(membership)
         session.flush()  # the unique active_key refuses a second active membership here
@@ -115,6 +117,7 @@ class Memberships:
             .execution_options(synchronize_session=False)
         )
         session.info["revoked"] = True  # wakes the revocation feed after commit
+        REVOCATIONS.labels("grant", reason).inc()
         session.add(Revocation(kind="grant", value=membership.grant_id,
                                tenant_id=membership.tenant_id,
                                subject=membership.advisor_subject, reason=reason, created_at=now))

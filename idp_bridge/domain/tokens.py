@@ -22,6 +22,7 @@ from joserfc.errors import JoseError
 from sqlalchemy import bindparam, insert, select, update
 
 from ..storage.models import Membership, RefreshToken, Revocation, TokenFamily
+from ..metrics import REVOCATIONS
 from . import audit
 
 
@@ -184,6 +185,7 @@ class TokenIssuer:
             .where(TokenFamily.sid == family.sid, TokenFamily.revoked_at.is_(None))
             .values(revoked_at=now, revoke_reason=reason))
         session.info["revoked"] = True  # wakes the revocation feed after commit
+        REVOCATIONS.labels("family", reason).inc()
         session.execute(insert(Revocation.__table__).values(
             kind="family", value=family.sid, tenant_id=family.tenant_id,
             subject=family.subject, reason=reason, created_at=now))
@@ -211,7 +213,7 @@ _REFRESH_LOOKUP = (
     select(RefreshToken.expires_at, RefreshToken.rotated_at,
            *[getattr(TokenFamily, name) for name in Family.FIELDS],
            TokenFamily.revoked_at, Membership.ended_at, Membership.expires_at.label("membership_expires_at"),
-           Membership.kind)
+           Membership.kind, Membership.group_id)
     .join(TokenFamily, TokenFamily.sid == RefreshToken.sid)
     .join(Membership, Membership.id == TokenFamily.membership_id)
     .where(RefreshToken.token_hash == bindparam("token_hash"))

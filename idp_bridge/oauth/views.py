@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
+
+from ..metrics import TOKEN_REQUESTS
 
 bp = Blueprint("oauth", __name__)
 
@@ -11,9 +13,20 @@ def _services():
     return current_app.extensions["idp_bridge"]
 
 
+_GRANT_LABELS = {"urn:ietf:params:oauth:grant-type:token-exchange": "token-exchange",
+                 "refresh_token": "refresh_token"}
+
+
 @bp.post("/token")
 def token():
-    return _services().server.create_token_response()
+    response = _services().server.create_token_response()
+    grant = _GRANT_LABELS.get(request.form.get("grant_type"), "other")
+    outcome = "ok"
+    if response.status_code != 200:
+        body = response.get_json(silent=True) or {}
+        outcome = str(body.get("error", response.status_code))[:40]
+    TOKEN_REQUESTS.labels(grant, outcome).inc()
+    return response
 
 
 @bp.post("/introspect")

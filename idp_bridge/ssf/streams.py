@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..domain.errors import Conflict, InvalidInput, NotFound
+from ..metrics import FEED_LAG
 from ..storage.models import Revocation, SsfAck, SsfStream
 from . import rfc8417
 
@@ -188,8 +189,12 @@ class Transmitter:
                 stream.verification_state = None
             already = set(session.scalars(select(SsfAck.revocation_id).where(
                 SsfAck.stream_id == stream_id, SsfAck.revocation_id.in_(ids))))
-            for revocation_id in sorted(ids - already):
+            new = sorted(ids - already)
+            for revocation_id in new:
                 session.add(SsfAck(stream_id=stream_id, revocation_id=revocation_id, acked_at=now))
+            for created_at in session.scalars(select(Revocation.created_at)
+                                              .where(Revocation.id.in_(new))):
+                FEED_LAG.observe(max(0.0, (now - created_at).total_seconds()))
 
     def cleanup(self, now: datetime) -> None:
         """Forget acknowledgements of events no longer relevant and idle streams."""

@@ -27,6 +27,8 @@ class StorageUnavailable(RuntimeError):
 class Database:
     def __init__(self, url: str):
         self.url = make_url(url)
+        if self.url.drivername in ("postgresql", "postgres"):
+            self.url = self.url.set(drivername="postgresql+psycopg")  # psycopg 3
         kwargs: dict = {"future": True}
         if self.url.get_backend_name() == "sqlite":
             database = self.url.database
@@ -34,7 +36,7 @@ class Database:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15}
         else:
-            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+            kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=20, pool_recycle=1800)
         self.engine = create_engine(self.url, **kwargs)
         if self.url.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)

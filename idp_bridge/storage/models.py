@@ -48,6 +48,8 @@ class Tenant(Base):
     #: Per-tenant override of the maximum age of temporary memberships.
     temporary_max_age_days: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime]
+    #: Where the tenant admins want to be told about advisors (comma-separated addresses).
+    notification_emails: Mapped[str | None] = mapped_column(String(1000))
 
 
 class Client(Base):
@@ -103,6 +105,9 @@ class Membership(Base):
     #: ``tenant|subject`` while active, NULL once ended: a portable "one active membership per
     #: advisor and tenant" constraint (NULLs never collide in a unique index).
     active_key: Mapped[str | None] = mapped_column(String(320), unique=True)
+    #: Guests only: the tenant's user group whose permissions apply.
+    group_id: Mapped[str | None] = mapped_column(
+        ForeignKey("user_groups.id", name="fk_memberships_group_id_user_groups"), index=True)
 
 
 class TokenFamily(Base):
@@ -257,3 +262,61 @@ class OutboxItem(Base):
     claimed_until: Mapped[datetime | None]
     done_at: Mapped[datetime | None] = mapped_column(index=True)
     last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class NotificationItem(Base):
+    """A message to the tenant admins (e-mail or webhook), written in the same transaction as
+    the membership change it reports and delivered by a background worker with retries."""
+
+    __tablename__ = "notification_outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    #: email | webhook
+    channel: Mapped[str] = mapped_column(String(10))
+    event: Mapped[str] = mapped_column(String(40))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    #: What to say (event facts, e-mail recipients): rendered when delivered.
+    payload: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(index=True)
+    claimed_until: Mapped[datetime | None]
+    done_at: Mapped[datetime | None] = mapped_column(index=True)
+    #: Set when delivery was given up after the last attempt.
+    failed_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class UserGroup(Base):
+    """A tenant's user group (Benutzergruppe): permissions from the catalog for guests."""
+
+    __tablename__ = "user_groups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    permissions: Mapped[list] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    deleted_at: Mapped[datetime | None]
+    #: ``tenant|name`` while the group exists: names are unique per tenant (portable).
+    active_name: Mapped[str | None] = mapped_column(String(200), unique=True)
+
+
+class Invitation(Base):
+    """A tenant admin's invitation of an advisor as a guest with a user group."""
+
+    __tablename__ = "invitations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    group_id: Mapped[str] = mapped_column(ForeignKey("user_groups.id"))
+    invitee_subject: Mapped[str | None] = mapped_column(String(255), index=True)
+    invitee_email: Mapped[str | None] = mapped_column(String(320), index=True)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    withdrawn_at: Mapped[datetime | None]
+    accepted_at: Mapped[datetime | None]
+    membership_id: Mapped[str | None] = mapped_column(String(36))

@@ -16,6 +16,7 @@ from urllib.parse import urlencode, urlsplit
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.flask_client import OAuth
 from flask import Blueprint, current_app, g, redirect, request, session, url_for
+from flask_babel import gettext as _
 from requests import RequestException
 
 from ..upstream.identity import UpstreamIdentity
@@ -74,23 +75,23 @@ def login():
         return _upstream().authorize_redirect(url_for("auth.callback", _external=True))
     except Exception:  # discovery unreachable: fail closed with a clear page
         current_app.logger.warning("sign-in unavailable: upstream discovery failed")
-        return _problem(503, "The sign-in service is unavailable. Please try again later.")
+        return _problem(503, _("The sign-in service is unavailable. Please try again later."))
 
 
 @bp.get("/auth/callback")
 def callback():
     if request.args.get("error"):
-        return _problem(400, "Sign-in was cancelled or refused by the identity provider.")
+        return _problem(400, _("Sign-in was cancelled or refused by the identity provider."))
     try:
         token = _upstream().authorize_access_token()
     except (OAuthError, ValueError, KeyError) as exc:
         current_app.logger.info("sign-in callback rejected: %s", type(exc).__name__)
-        return _problem(400, "The sign-in response was not valid. Please sign in again.")
+        return _problem(400, _("The sign-in response was not valid. Please sign in again."))
     except Exception:
-        return _problem(503, "The sign-in service is unavailable. Please try again later.")
+        return _problem(503, _("The sign-in service is unavailable. Please try again later."))
     claims = dict(token.get("userinfo") or {})
     if not claims.get("sub"):
-        return _problem(400, "The sign-in response was not valid. Please sign in again.")
+        return _problem(400, _("The sign-in response was not valid. Please sign in again."))
     if not any(claims.get(k) for k in PROFILE_CLAIMS):
         claims.update(_userinfo_profile(token, claims["sub"]))
     role_claims = claims

@@ -1,0 +1,416 @@
+"""Telling tenant admins about advisors: one joined, left or was removed, a permanent advisor
+was assigned (DESIGN.md section 1: the tenant stays in control).
+
+Durable outbox: :meth:`Notifications.membership_changed` is a membership listener, so the
+items (``NotificationItem``, one per channel) are written in the transaction that changes the
+membership and exist exactly when the change does. :class:`NotificationWorker` delivers them
+in the background with retries and exponential backoff; several processes may run workers
+(items are claimed for a while before delivery).
+
+Channels:
+
+- e-mail through the configured SMTP server (STARTTLS or implicit TLS), to the addresses the
+  tenant admins entered on the help page; German and English in one message, since the
+  bridge does not know the readers' language;
+- an optional webhook: a JSON POST signed as in the Standard Webhooks specification
+  (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64 HMAC-SHA256 of
+  "id.timestamp.body">``; a secret ``whsec_<base64>`` is used decoded, any other as its
+  UTF-8 bytes). Receivers should reject timestamps older than a few minutes and ids seen.
+
+No Flask here: settings arrive as values.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import smtplib
+import ssl
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from zoneinfo import ZoneInfo
+
+import requests
+from sqlalchemy import or_, select, update
+
+from .storage.db import StorageUnavailable, utcnow
+from .storage.models import Membership, NotificationItem, Tenant
+
+log = logging.getLogger(__name__)
+
+#: Kinds of membership a tenant is told about (guests are invited by the tenant itself).
+NOTIFIED_KINDS = ("temporary", "permanent")
+#: Notification events (also the webhook's ``type``).
+EVENTS = ("advisor.joined", "advisor.permanent_assigned", "advisor.left", "advisor.removed",
+          "advisor.expired")
+MAX_RECIPIENTS = 10
+
+
+class DeliveryFailed(Exception):
+    """This attempt failed; the item is tried again later."""
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    security: str  # starttls | tls | none
+    sender: str
+    username: str = ""
+    password: str = ""
+    timeout: float = 10.0
+
+    def __repr__(self):  # never the password
+        return f"<SmtpConfig {self.host}:{self.port} {self.security} from={self.sender}>"
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str
+    secret: str
+    timeout: float = 10.0
+
+    def __repr__(self):
+        return f"<WebhookConfig {self.url}>"
+
+    @property
+    def key(self) -> bytes:
+        if self.secret.startswith("whsec_"):
+            return base64.b64decode(self.secret[len("whsec_"):])
+        return self.secret.encode()
+
+
+def event_for(change: str, membership) -> str | None:
+    """The notification for a membership change, or None when the tenant is not told
+    (guests; a temporary access superseded by a permanent assignment, reported as such)."""
+    if membership.kind not in NOTIFIED_KINDS:
+        return None
+    if change == "created":
+        return "advisor.joined" if membership.kind == "temporary" else "advisor.permanent_assigned"
+    return {"left": "advisor.left", "removed_by_tenant": "advisor.removed",
+            "removed_by_support": "advisor.removed", "upstream_account_ended": "advisor.removed",
+            "expired": "advisor.expired"}.get(membership.end_reason)
+
+
+def parse_addresses(text: str | None) -> list[str]:
+    """Addresses as entered (comma, semicolon, space or line separated); raises ValueError."""
+    if not text:
+        return []
+    items = [a.strip() for a in text.replace(";", ",").replace("\n", ",").replace(" ", ",")
+             .split(",") if a.strip()]
+    seen: dict[str, None] = {}
+    for address in items:
+        local, at, domain = address.rpartition("@")
+        if not (at and local and "." in domain.strip(".") and len(address) <= 254
+                and address.isascii() and address.isprintable() and "<" not in address
+                and ">" not in address and '"' not in address):
+            raise ValueError(address)
+        seen.setdefault(address, None)
+    if len(seen) > MAX_RECIPIENTS:
+        raise OverflowError(MAX_RECIPIENTS)
+    return list(seen)
+
+
+class Notifications:
+    def __init__(self, *, db, issuer: str, timezone: str = "Europe/Berlin",
+                 smtp: SmtpConfig | None = None, webhook: WebhookConfig | None = None,
+                 max_attempts: int = 12, backoff_seconds: float = 5.0,
+                 http: requests.Session | None = None):
+        self.db = db
+        self.issuer = issuer.rstrip("/")
+        self.zone = ZoneInfo(timezone)
+        self.smtp = smtp
+        self.webhook = webhook
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+        self._http = http or requests.Session()
+
+    @property
+    def enabled(self) -> bool:
+        return self.smtp is not None or self.webhook is not None
+
+    # --- outbox (called inside the domain's transactions) ---
+    def membership_changed(self, session, change: str, membership, now: datetime) -> None:
+        """A membership listener: queue the notification of this change."""
+        if not self.enabled:
+            return
+        if not isinstance(membership, Membership):
+            # The exchange ends expired memberships it read as Core rows: load the record.
+            membership = session.get(Membership, membership.id)
+        event = event_for(change, membership)
+        if event is None:
+            return
+        tenant = session.get(Tenant, membership.tenant_id)
+        facts = {
+            "event_id": str(uuid.uuid4()), "type": event, "at": _iso(now),
+            "tenant": membership.tenant_id, "tenant_name": tenant.name if tenant else None,
+            "advisor": membership.advisor_subject, "advisor_name": membership.advisor_name,
+            "kind": membership.kind, "reason": membership.reason,
+            "since": _iso(membership.created_at), "expires_at": _iso(membership.expires_at),
+            "end_reason": membership.end_reason if change == "ended" else None,
+            "help_page": f"{self.issuer}/tenants/{membership.tenant_id}/help",
+        }
+        items = []
+        if self.webhook is not None:
+            items.append(("webhook", facts))
+        if self.smtp is not None and tenant is not None:
+            try:
+                recipients = parse_addresses(tenant.notification_emails)
+            except (ValueError, OverflowError):
+                recipients = []  # stored values were validated; never fail the change
+            if recipients:
+                items.append(("email", {**facts, "recipients": recipients}))
+        for channel, payload in items:
+            session.add(NotificationItem(channel=channel, event=event,
+                                         tenant_id=membership.tenant_id, payload=payload,
+                                         created_at=now, attempts=0, next_attempt_at=now))
+
+    # --- delivery ---
+    def work_once(self, limit: int = 50) -> int:
+        """Deliver due items; returns how many were delivered."""
+        now = utcnow()
+        with self.db.read() as session:
+            due = session.scalars(select(NotificationItem).where(
+                NotificationItem.done_at.is_(None), NotificationItem.failed_at.is_(None),
+                NotificationItem.next_attempt_at <= now,
+                or_(NotificationItem.claimed_until.is_(None),
+                    NotificationItem.claimed_until < now))
+                .order_by(NotificationItem.id).limit(limit)).all()
+        delivered = 0
+        for item in due:
+            with self.db.transaction() as session:
+                claimed = session.execute(update(NotificationItem).where(
+                    NotificationItem.id == item.id, NotificationItem.done_at.is_(None),
+                    or_(NotificationItem.claimed_until.is_(None),
+                        NotificationItem.claimed_until < now))
+                    .values(claimed_until=now + timedelta(seconds=120))).rowcount == 1
+            if not claimed:
+                continue
+            try:
+                self.deliver(item)
+            except DeliveryFailed as exc:
+                self._failed(item, str(exc))
+                continue
+            with self.db.transaction() as session:
+                session.execute(update(NotificationItem).where(NotificationItem.id == item.id)
+                                .values(done_at=utcnow(), claimed_until=None,
+                                        attempts=item.attempts + 1, last_error=None))
+            delivered += 1
+        return delivered
+
+    def _failed(self, item: NotificationItem, error: str) -> None:
+        attempts = item.attempts + 1
+        values = {"attempts": attempts, "claimed_until": None, "last_error": error[:500]}
+        if attempts >= self.max_attempts:
+            values["failed_at"] = utcnow()
+            log.warning("notification %s (%s, tenant %s) given up after %d attempts: %s",
+                        item.id, item.channel, item.tenant_id, attempts, error)
+        else:
+            delay = min(3600.0, self.backoff_seconds * 2 ** (attempts - 1))
+            values["next_attempt_at"] = utcnow() + timedelta(seconds=delay)
+            log.info("notification %s (%s) failed, next try in %.0f s: %s", item.id,
+                     item.channel, delay, error)
+        with self.db.transaction() as session:
+            session.execute(update(NotificationItem).where(NotificationItem.id == item.id)
+                            .values(**values))
+
+    def deliver(self, item: NotificationItem) -> None:
+        if item.channel == "email":
+            if self.smtp is None:
+                raise DeliveryFailed("e-mail is not configured")
+            self.send_email(item.payload)
+        elif item.channel == "webhook":
+            if self.webhook is None:
+                raise DeliveryFailed("the webhook is not configured")
+            self.post_webhook(item.payload)
+        else:
+            raise DeliveryFailed(f"unknown channel {item.channel}")
+
+    def send_email(self, payload: dict) -> None:
+        smtp = self.smtp
+        message = self.email_message(payload)
+        try:
+            if smtp.security == "tls":
+                server = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout,
+                                          context=ssl.create_default_context())
+            else:
+                server = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
+            with server:
+                if smtp.security == "starttls":
+                    server.starttls(context=ssl.create_default_context())
+                if smtp.username:
+                    server.login(smtp.username, smtp.password)
+                refused = server.send_message(message)
+        except (smtplib.SMTPException, OSError) as exc:
+            # The exception text may quote the server's answer, never our password.
+            raise DeliveryFailed(f"SMTP: {type(exc).__name__}: {exc}"[:300]) from None
+        if refused:
+            log.warning("notification e-mail refused for %d recipients", len(refused))
+
+    def email_message(self, payload: dict) -> EmailMessage:
+        de_subject, de_body = self._text("de", payload)
+        en_subject, en_body = self._text("en", payload)
+        message = EmailMessage()
+        message["Subject"] = _header(f"{de_subject} / {en_subject}")
+        message["From"] = self.smtp.sender
+        message["To"] = ", ".join(payload["recipients"])
+        message["Date"] = format_datetime(utcnow())
+        message["Message-ID"] = make_msgid(domain=self.smtp.sender.rpartition("@")[2])
+        message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies
+        message.set_content(f"{de_body}\n\n-- English --\n\n{en_body}\n")
+        return message
+
+    def post_webhook(self, payload: dict) -> None:
+        data = {key: value for key, value in payload.items() if key != "recipients"}
+        body = json.dumps({"type": payload["type"], "timestamp": payload["at"], "data": data},
+                          separators=(",", ":"), ensure_ascii=False).encode()
+        headers = {"Content-Type": "application/json", "User-Agent": "idp-bridge",
+                   **sign_webhook(self.webhook.key, payload["event_id"], int(time.time()), body)}
+        try:
+            response = self._http.post(self.webhook.url, data=body, headers=headers,
+                                       timeout=self.webhook.timeout, allow_redirects=False)
+        except requests.RequestException as exc:
+            raise DeliveryFailed(f"webhook unreachable ({type(exc).__name__})") from None
+        if not 200 <= response.status_code < 300:
+            raise DeliveryFailed(f"webhook answered {response.status_code}")
+
+    # --- texts ---
+    def _when(self, value: str | None, lang: str) -> str:
+        if not value:
+            return ""
+        local = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(self.zone)
+        zone = local.tzname()
+        return (local.strftime("%d.%m.%Y %H:%M") if lang == "de"
+                else local.strftime("%Y-%m-%d %H:%M")) + f" ({zone})"
+
+    def _text(self, lang: str, p: dict) -> tuple[str, str]:
+        name = _one_line(p.get("advisor_name") or p["advisor"])
+        tenant = p["tenant"] + (f" ({_one_line(p['tenant_name'])})" if p.get("tenant_name") else "")
+        when = self._when(p["at"], lang)
+        t = TEXTS[lang]
+        subject = t[p["type"]].format(name=name, tenant=p["tenant"])
+        lines = [t["hello"], "", t[p["type"] + ".body"].format(name=name, tenant=tenant, when=when)]
+        if p["type"] == "advisor.joined":
+            lines.append(t["expires"].format(when=self._when(p.get("expires_at"), lang)))
+            if p.get("reason"):
+                lines.append(t["reason"].format(reason=_one_line(p["reason"])))
+        if p["type"] == "advisor.removed" and p.get("end_reason") in t:
+            lines.append(t[p["end_reason"]])
+        lines += ["", t["footer"], p["help_page"], "", t["auto"]]
+        return subject, "\n".join(lines)
+
+
+TEXTS = {
+    "de": {
+        "hello": "Guten Tag,",
+        "advisor.joined": "Kundenberater {name} ist Mandant {tenant} beigetreten",
+        "advisor.joined.body": "der Kundenberater {name} ist am {when} mit dem Zugangscode "
+                               "dem Mandanten {tenant} beigetreten (temporärer Zugriff).",
+        "advisor.permanent_assigned": "Permanenter Kundenberater {name} für Mandant {tenant}",
+        "advisor.permanent_assigned.body": "der Support hat am {when} {name} als permanenten "
+                                           "Kundenberater des Mandanten {tenant} zugewiesen.",
+        "advisor.left": "Kundenberater {name} hat Mandant {tenant} verlassen",
+        "advisor.left.body": "der Kundenberater {name} hat den Mandanten {tenant} am {when} "
+                             "verlassen. Sein Zugriff ist beendet.",
+        "advisor.removed": "Kundenberater {name} aus Mandant {tenant} entfernt",
+        "advisor.removed.body": "der Kundenberater {name} wurde am {when} aus dem Mandanten "
+                                "{tenant} entfernt. Sein Zugriff ist beendet.",
+        "advisor.expired": "Zugriff von Kundenberater {name} auf Mandant {tenant} abgelaufen",
+        "advisor.expired.body": "der temporäre Zugriff des Kundenberaters {name} auf den "
+                                "Mandanten {tenant} ist am {when} abgelaufen.",
+        "expires": "Der Zugriff endet spätestens am {when}.",
+        "reason": "Angegebener Grund: {reason}",
+        "removed_by_tenant": "Entfernt von einem Mandanten-Administrator.",
+        "removed_by_support": "Entfernt vom Support.",
+        "upstream_account_ended": "Das Benutzerkonto des Kundenberaters wurde deaktiviert.",
+        "footer": "Alle Kundenberater mit Zugriff sehen Sie auf der Hilfeseite; dort können "
+                  "Sie jeden jederzeit aus dem Mandanten entfernen:",
+        "auto": "Diese Nachricht wurde automatisch versandt.",
+    },
+    "en": {
+        "hello": "Hello,",
+        "advisor.joined": "Advisor {name} joined tenant {tenant}",
+        "advisor.joined.body": "advisor {name} joined tenant {tenant} with the access code on "
+                               "{when} (temporary access).",
+        "advisor.permanent_assigned": "Permanent advisor {name} for tenant {tenant}",
+        "advisor.permanent_assigned.body": "on {when}, support assigned {name} as a permanent "
+                                           "advisor of tenant {tenant}.",
+        "advisor.left": "Advisor {name} left tenant {tenant}",
+        "advisor.left.body": "advisor {name} left tenant {tenant} on {when}. Their access has "
+                             "ended.",
+        "advisor.removed": "Advisor {name} removed from tenant {tenant}",
+        "advisor.removed.body": "advisor {name} was removed from tenant {tenant} on {when}. "
+                                "Their access has ended.",
+        "advisor.expired": "Access of advisor {name} to tenant {tenant} expired",
+        "advisor.expired.body": "the temporary access of advisor {name} to tenant {tenant} "
+                                "expired on {when}.",
+        "expires": "The access ends on {when} at the latest.",
+        "reason": "Reason given: {reason}",
+        "removed_by_tenant": "Removed by a tenant admin.",
+        "removed_by_support": "Removed by support.",
+        "upstream_account_ended": "The advisor's user account was disabled.",
+        "footer": "The help page lists every advisor with access; you can remove any of them "
+                  "from the tenant at any time:",
+        "auto": "This message was sent automatically.",
+    },
+}
+
+
+def sign_webhook(key: bytes, message_id: str, timestamp: int, body: bytes) -> dict:
+    """Standard Webhooks signature headers for ``body``."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    signature = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return {"webhook-id": message_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": f"v1,{signature}"}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _one_line(text: str) -> str:
+    """Names and reasons come from users: no line breaks or control characters in mail."""
+    return "".join(ch if ch.isprintable() else " " for ch in str(text)).strip()[:200]
+
+
+def _header(text: str) -> str:
+    return _one_line(text)[:200]
+
+
+class NotificationWorker:
+    """Background thread delivering the outbox."""
+
+    def __init__(self, notifications: Notifications, interval: float = 1.0):
+        self.notifications = notifications
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="notifications", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(15)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.notifications.work_once()
+            except StorageUnavailable:
+                pass
+            except Exception:
+                log.exception("notification round failed")

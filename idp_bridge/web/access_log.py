@@ -1,0 +1,205 @@
+"""The tenant's access log (Zugriffsprotokoll): its advisor-related audit events, filtered,
+described in the reader's language, and as CSV (DESIGN.md sections 7 and 8: joins, failed
+code attempts, token issuance, removals, who did what)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import String, cast, or_, select
+
+from ..storage.models import AuditEvent, Membership
+
+#: Filter categories and their audit events (``idp_bridge.domain.audit.EVENTS``).
+CATEGORIES = {
+    "joins": ("membership.created",),
+    "removals": ("membership.ended",),
+    "failed": ("access_code.failed", "access_code.rate_limited", "token.rejected"),
+    "tokens": ("token.issued", "token.refreshed", "token.family_revoked"),
+    "codes": ("access_code.rotated",),
+}
+CATEGORY_LABELS = {
+    "joins": _l("Joins and assignments"),
+    "removals": _l("Removals and ends"),
+    "failed": _l("Failed code attempts"),
+    "tokens": _l("Token issuance"),
+    "codes": _l("New access codes"),
+}
+PAGE_SIZE = 50
+CSV_LIMIT = 10_000
+ROLE_LABELS = {
+    "advisor": _l("advisor"), "tenant_admin": _l("tenant admin"),
+    "support_admin": _l("support admin"), "system": _l("system"), "client": _l("application"),
+    "upstream": _l("identity provider"),
+}
+
+
+@dataclass(frozen=True)
+class Filters:
+    category: str | None = None
+    advisor: str | None = None
+    since: date | None = None
+    until: date | None = None
+
+    @classmethod
+    def from_args(cls, args) -> tuple["Filters", list[str]]:
+        """Filters from query arguments, and what was wrong with them (ignored then)."""
+        problems = []
+        category = args.get("category") or None
+        if category is not None and category not in CATEGORIES:
+            problems.append(_("Unknown event type."))
+            category = None
+        advisor = (args.get("advisor") or "").strip()[:100] or None
+        dates = {}
+        for key in ("since", "until"):
+            value = args.get(key) or None
+            try:
+                dates[key] = date.fromisoformat(value) if value else None
+            except ValueError:
+                problems.append(_("Please enter dates as YYYY-MM-DD."))
+                dates[key] = None
+        return cls(category, advisor, dates["since"], dates["until"]), problems
+
+    def query_args(self) -> dict:
+        return {key: value for key, value in (
+            ("category", self.category), ("advisor", self.advisor),
+            ("since", self.since.isoformat() if self.since else None),
+            ("until", self.until.isoformat() if self.until else None)) if value}
+
+
+def query(session, tenant_id: str, filters: Filters, zone: str, *, before_id: int | None = None,
+          limit: int = PAGE_SIZE) -> list[AuditEvent]:
+    statement = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
+    if filters.category:
+        statement = statement.where(AuditEvent.event.in_(CATEGORIES[filters.category]))
+    if filters.advisor:
+        # The detail is JSON text: match the name as typed and as JSON escapes it.
+        patterns = {f"%{_like_escape(filters.advisor)}%",
+                    f"%{_like_escape(json.dumps(filters.advisor)[1:-1])}%"}
+        statement = statement.where(or_(*(
+            condition for pattern in patterns for condition in (
+                AuditEvent.actor.ilike(pattern, escape="\\"),
+                cast(AuditEvent.detail, String).ilike(pattern, escape="\\")))))
+    tz = ZoneInfo(zone)
+    if filters.since:
+        statement = statement.where(AuditEvent.at >= datetime.combine(filters.since, time(), tz))
+    if filters.until:
+        statement = statement.where(
+            AuditEvent.at < datetime.combine(filters.until + timedelta(days=1), time(), tz))
+    if before_id is not None:
+        statement = statement.where(AuditEvent.id < before_id)
+    return list(session.scalars(statement.order_by(AuditEvent.id.desc()).limit(limit)))
+
+
+def known_names(session, tenant_id: str) -> dict[str, str]:
+    """Display names of the subjects that appear in this tenant's memberships."""
+    rows = session.execute(select(Membership.advisor_subject, Membership.advisor_name)
+                           .where(Membership.tenant_id == tenant_id,
+                                  Membership.advisor_name.is_not(None))).all()
+    return {subject: name for subject, name in rows}
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def actor_label(event: AuditEvent, names: dict[str, str], me) -> str:
+    if event.actor in (None, "system"):
+        return str(ROLE_LABELS["system"])
+    if me is not None and event.actor == me.subject:
+        return _("you (%(name)s)", name=me.username)
+    name = names.get(event.actor)
+    if not name and event.actor_role == "advisor":
+        name = (event.detail or {}).get("advisor_name")
+    role = ROLE_LABELS.get(event.actor_role or "", event.actor_role or "")
+    if name:
+        return f"{name} ({role})"
+    if event.actor_role == "client":
+        return _("application %(client)s", client=event.actor)
+    return f"{role} {event.actor[:8]}…" if len(event.actor) > 12 else f"{role} {event.actor}"
+
+
+def describe(event: AuditEvent, names: dict[str, str]) -> str:
+    """What happened, in one sentence of the reader's language."""
+    d = event.detail or {}
+    advisor = d.get("advisor_name") or names.get(d.get("advisor") or event.actor or "") \
+        or d.get("advisor") or event.actor or "?"
+    kind = d.get("kind")
+    if event.event == "membership.created":
+        if kind == "permanent":
+            text = _("%(advisor)s was assigned as a permanent advisor.", advisor=advisor)
+        elif kind == "guest":
+            text = _("%(advisor)s was invited as a guest user.", advisor=advisor)
+        else:
+            text = _("%(advisor)s joined with the access code (temporary access).", advisor=advisor)
+        if d.get("reason"):
+            text += " " + _("Reason: %(reason)s", reason=d["reason"])
+        return text
+    if event.event == "membership.ended":
+        reason = d.get("reason")
+        return {
+            "left": _("%(advisor)s left the tenant.", advisor=advisor),
+            "removed_by_tenant": _("%(advisor)s was removed from the tenant.", advisor=advisor),
+            "removed_by_support": _("%(advisor)s was removed by support.", advisor=advisor),
+            "expired": _("The temporary access of %(advisor)s expired.", advisor=advisor),
+            "superseded": _("The temporary access of %(advisor)s was replaced by permanent "
+                            "access.", advisor=advisor),
+            "upstream_account_ended": _("The access of %(advisor)s ended because the account "
+                                        "was disabled or deleted.", advisor=advisor),
+        }.get(reason, _("The access of %(advisor)s ended.", advisor=advisor))
+    if event.event == "access_code.failed":
+        return _("Wrong access code entered (attempt %(count)s for this code).",
+                 count=d.get("failures", "?"))
+    if event.event == "access_code.rate_limited":
+        return _("Code entry blocked: too many wrong attempts.")
+    if event.event == "access_code.rotated":
+        return {"redeemed": _("New access code: the previous one was redeemed."),
+                "too_many_failures": _("New access code after too many wrong attempts.")}.get(
+            d.get("cause"), _("New access code."))
+    if event.event == "token.issued":
+        return _("Tokens issued for the application %(client)s.", client=event.client_id or "?")
+    if event.event == "token.refreshed":
+        return _("Tokens renewed for the application %(client)s.", client=event.client_id or "?")
+    if event.event == "token.family_revoked":
+        return {"upstream_logout": _("Tokens revoked: the advisor signed out at the identity "
+                                     "provider."),
+                "refresh_token_reuse": _("Tokens revoked: a refresh token was used twice."),
+                "revoked_by_client": _("Tokens revoked by the application.")}.get(
+            d.get("reason"), _("Tokens revoked."))
+    if event.event == "token.rejected":
+        return _("A token request was rejected.")
+    return event.event
+
+
+def to_csv(events, names: dict[str, str], me, *, delimiter: str, zone: str) -> str:
+    """CSV with a BOM (spreadsheets then read UTF-8); cells that a spreadsheet would run as a
+    formula are prefixed with an apostrophe (CSV injection: reasons and names are user input)."""
+    out = io.StringIO()
+    out.write("\ufeff")
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
+    writer.writerow([_("Time"), _("Time (UTC)"), _("Event"), _("What happened"), _("Who"),
+                     _("Advisor"), _("Access"), _("Application"), _("Details")])
+    tz = ZoneInfo(zone)
+    for e in events:
+        d = e.detail or {}
+        writer.writerow([_cell(v) for v in (
+            e.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"),
+            e.at.strftime("%Y-%m-%dT%H:%M:%SZ"), e.event, describe(e, names),
+            actor_label(e, names, me), d.get("advisor_name") or d.get("advisor") or "",
+            e.membership_id or "", e.client_id or "",
+            json.dumps(d, ensure_ascii=False, sort_keys=True) if d else "")])
+    return out.getvalue()
+
+
+def _cell(value) -> str:
+    text = str(value)
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + text
+    return text

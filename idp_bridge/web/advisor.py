@@ -1,0 +1,132 @@
+"""The advisor's pages: redeem an access code (tenant number, code, optional reason), "my
+tenants" with kind, since and expiry, leave a tenant, and open a tenant in the application.
+
+Opening a tenant mints tenant-scoped tokens with the token exchange's policy
+(:meth:`AdvisorExchange.exchange`, for the configured ``app_client_id``) and hands them to the
+configured ``app_url`` the way OAuth 2.0 Form Post Response Mode hands a response to a client:
+a page with a form that the browser POSTs to the application (submitted by our script, or by
+a button without JavaScript). Why this shape:
+
+- the target is configuration, never a request parameter, so nobody can have tokens sent
+  elsewhere (no open redirect); the page's CSP allows posting to that one origin only;
+- tokens travel in a POST body: not in a URL, so not in history, logs or a Referer;
+- the page is ``no-store``, the opening is a POST with a CSRF token (another site cannot
+  make an advisor's browser open a tenant), and the refresh token is useless without the
+  application's client credentials (the client is confidential).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit
+
+from flask import flash, g, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+
+from ..domain.errors import DomainError, Forbidden, NotFound
+from ..storage.db import utcnow
+from ..storage.models import Tenant
+from .errors import deny, explain, page_blueprint
+from .pages import advisor_required, services
+from .rights import rights_table
+
+bp = page_blueprint("advisor", __name__, url_prefix="/advisor")
+TENANT_FIELD_MAX = 64
+
+
+def _my_tenants():
+    s = services()
+    with s.db.read() as session:
+        memberships = s.memberships.list_for_advisor(session, g.identity.subject, utcnow())
+        names = {m.tenant_id: (session.get(Tenant, m.tenant_id).name) for m in memberships}
+    return [(m, names.get(m.tenant_id)) for m in memberships]
+
+
+def _render(status: int = 200, *, error: str | None = None, values: dict | None = None):
+    return render_template("web/advisor.html", memberships=_my_tenants(), error=error,
+                           values=values or {}, rights=rights_table(),
+                           can_open=bool(services().settings.app_url),
+                           reason_max=services().settings.reason_max_length), status
+
+
+@bp.get("")
+@advisor_required
+def home():
+    return _render()
+
+
+@bp.post("/join")
+@advisor_required
+def join():
+    s = services()
+    tenant_id = request.form.get("tenant", "").strip()
+    code = request.form.get("code", "")
+    reason = request.form.get("reason", "")
+    values = {"tenant": tenant_id[:TENANT_FIELD_MAX], "reason": reason[:2000]}
+    if not tenant_id or not code.strip():
+        return _render(400, error=_("Please enter the tenant number and the access code."),
+                       values=values)
+    try:
+        s.exchange.join(identity=g.identity, tenant_id=tenant_id, access_code=code,
+                        reason=reason, via="web")
+    except Forbidden:
+        raise  # a 403 page: a missing role or second factor is no typing error
+    except DomainError as exc:  # wrong code, unknown tenant, already a member: say so
+        status, message = explain(exc)
+        return _render(status, error=message, values=values)
+    with s.db.read() as session:
+        tenant = s.memberships.tenant(session, tenant_id)
+    flash(_("You now have access to tenant %(tenant)s (%(name)s).", tenant=tenant.id,
+            name=tenant.name), "success")
+    return redirect(url_for("advisor.home"), 303)
+
+
+@bp.get("/tenants/<tenant_id>/leave")
+@advisor_required
+def leave_confirm(tenant_id):
+    s = services()
+    with s.db.read() as session:
+        membership = s.memberships.active(session, tenant_id, g.identity.subject)
+        if membership is None:
+            raise NotFound("you are not a member of this tenant")
+        tenant = s.memberships.tenant(session, tenant_id)
+    return render_template(
+        "web/confirm.html", tenant=tenant, membership=membership,
+        title=_("Leave tenant %(tenant)s (%(name)s)?", tenant=tenant_id, name=tenant.name),
+        explanation=_("Your access ends at once and every token issued under it stops working. "
+                      "To come back you need a new access code from the tenant."),
+        action=url_for("advisor.leave", tenant_id=tenant_id), confirm_label=_("Leave tenant"),
+        back=url_for("advisor.home"), hidden={})
+
+
+@bp.post("/tenants/<tenant_id>/leave")
+@advisor_required
+def leave(tenant_id):
+    s = services()
+    with s.db.transaction() as session:
+        membership = s.memberships.active(session, tenant_id, g.identity.subject)
+        if membership is None:
+            raise NotFound("you are not a member of this tenant")
+        s.memberships.end(session, membership, by=g.identity.subject, actor_role="advisor",
+                          reason="left", now=utcnow())
+    flash(_("You have left tenant %(tenant)s. Your access has ended.", tenant=tenant_id),
+          "success")
+    return redirect(url_for("advisor.home"), 303)
+
+
+@bp.post("/tenants/<tenant_id>/open")
+@advisor_required
+def open_tenant(tenant_id):
+    s = services()
+    settings = s.settings
+    if not settings.app_url:
+        deny(_("No application is configured to open tenants in."), 404)
+    issued = s.exchange.exchange(identity=g.identity, client_id=settings.app_client_id,
+                                 tenant_id=tenant_id, access_code=None, scope=None,
+                                 audience=settings.default_audience, reason=None)
+    target = settings.app_url.replace("{tenant}", quote(tenant_id, safe=""))
+    parts = urlsplit(target)
+    g.form_action_origin = f"{parts.scheme}://{parts.netloc}"
+    fields = {"access_token": issued.access_token, "token_type": "Bearer",
+              "expires_in": str(issued.expires_in), "scope": issued.scope,
+              "refresh_token": issued.refresh_token, "tenant": tenant_id}
+    return render_template("web/handoff.html", target=target, fields=fields, tenant_id=tenant_id)

@@ -1,0 +1,147 @@
+"""Error pages of the web pages, in the reader's language, and what a page says for each
+domain error (the domain speaks English for the API and logs)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, make_response, render_template, request
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from werkzeug.exceptions import default_exceptions
+
+from ..domain.errors import AccessCodeRejected, Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from ..domain.exchange import RateLimitUnavailable
+
+#: Blueprints whose errors are shown as HTML pages.
+PAGE_BLUEPRINTS = frozenset({"pages", "auth", "tenant", "advisor", "support"})
+#: Page endpoints that answer JSON (polled by the pages' script).
+JSON_ENDPOINTS = frozenset({"tenant.status"})
+
+
+def deny(message: str, status: int = 403):
+    """Stop the request with an error page showing ``message`` (already translated)."""
+    exc = default_exceptions[status](description=message)
+    exc.page_message = True
+    raise exc
+
+
+# --- errors ---
+#: Domain messages (English, for the API) and what a page says instead.
+_DOMAIN_MESSAGES = (
+    ("the subject is not an advisor", _l("Only advisors can join a tenant.")),
+    ("multi-factor authentication is required",
+     _l("Please sign in again with a second factor (multi-factor authentication).")),
+    ("reason is longer than", _l("The reason is too long.")),
+    ("reason contains control characters", _l("The reason contains characters that are not allowed.")),
+    ("the advisor's account is", _l("Your account at the identity provider is not active.")),
+    ("access_code is malformed",
+     _l("An access code has 8 characters, like ABCD-EFGH. Please check your entry.")),
+    ("unknown tenant", _l("There is no tenant with this number.")),
+    ("you already have access to this tenant", _l("You already have access to this tenant.")),
+    ("access_code is required", _l("You have no access to this tenant (any more).")),
+    ("too many wrong access codes",
+     _l("Too many wrong access codes. Please wait a few minutes and ask the tenant for the "
+        "current code.")),
+    ("access_code is wrong or has expired",
+     _l("The access code is wrong or no longer valid. Please ask the tenant for the current "
+        "code.")),
+    ("you are not a member of this tenant", _l("You have no access to this tenant.")),
+    ("no such membership in this tenant", _l("This advisor has no access to this tenant.")),
+    ("this membership has already ended", _l("This access has already ended.")),
+    ("this advisor is a guest of the tenant",
+     _l("This advisor is a guest user of the tenant. Remove the guest access first.")),
+)
+_DOMAIN_STATUS = {InvalidInput: 400, AccessCodeRejected: 400, Forbidden: 403, NotFound: 404,
+                  Conflict: 409}
+
+
+def explain(exc: DomainError) -> tuple[int, str]:
+    """(status, translated message) for a domain error."""
+    for prefix, message in _DOMAIN_MESSAGES:
+        if exc.description.startswith(prefix):
+            return _DOMAIN_STATUS.get(type(exc), 400), str(message)
+    return _DOMAIN_STATUS.get(type(exc), 400), _("The request could not be carried out.")
+
+
+def wants_page() -> bool:
+    """Whether an error of this request is shown as an HTML page (else JSON)."""
+    if request.endpoint in JSON_ENDPOINTS:
+        return False
+    if request.blueprint in PAGE_BLUEPRINTS:
+        return True
+    if request.blueprint is None:  # no route matched: a browser gets a page, unless the
+        # path lies under an API or protocol endpoint's first segment (/api/…, /token, …)
+        segment = request.path.lstrip("/").split("/", 1)[0]
+        if segment in _json_segments():
+            return False
+        return request.accept_mimetypes["text/html"] > request.accept_mimetypes["application/json"]
+    return False
+
+
+def _json_segments() -> frozenset:
+    extensions = current_app.extensions
+    if "idp_bridge.json_segments" not in extensions:
+        extensions["idp_bridge.json_segments"] = frozenset(
+            rule.rule.lstrip("/").split("/", 1)[0] for rule in current_app.url_map.iter_rules()
+            if rule.endpoint.partition(".")[0] not in PAGE_BLUEPRINTS | {"static"})
+    return extensions["idp_bridge.json_segments"]
+
+
+_STATUS_MESSAGES = {
+    400: _l("The request was not valid."),
+    403: _l("You are not allowed to do this."),
+    404: _l("This page does not exist."),
+    405: _l("This address cannot be used like this."),
+    409: _l("This cannot be done in the current state."),
+    413: _l("The request is too large."),
+    429: _l("Too many requests. Please wait a moment and try again."),
+    500: _l("Something went wrong on our side. Please try again later."),
+    503: _l("The service is temporarily unavailable. Please try again in a moment."),
+}
+
+
+def problem_page(status: int, exc: Exception | None = None, *, message: str | None = None):
+    from flask_wtf.csrf import CSRFError
+
+    if message is None:
+        if getattr(exc, "page_message", False):
+            message = exc.description
+        elif isinstance(exc, CSRFError):
+            message = _("The form has expired or did not come from this site. Please go back, "
+                        "reload the page and try again.")
+        elif isinstance(exc, DomainError):
+            status, message = explain(exc)
+        else:
+            message = str(_STATUS_MESSAGES.get(status, _STATUS_MESSAGES[400] if status < 500
+                                               else _STATUS_MESSAGES[500]))
+    response = make_response(render_template("web/problem.html", status=status,
+                                              message=message), status)
+    if status == 503:
+        response.headers["Retry-After"] = "5"
+    return response
+
+
+def _domain_error(exc: DomainError):
+    if wants_page():
+        return problem_page(0, exc)
+    status, _message = explain(exc)
+    return jsonify(error="invalid_request", error_description=exc.description), status
+
+
+def _rate_limit_unavailable(exc):
+    if wants_page():
+        return problem_page(503)
+    return jsonify(error="temporarily_unavailable", error_description=str(exc)), 503
+
+
+def page_blueprint(name: str, import_name: str, **kwargs) -> Blueprint:
+    """A blueprint of pages: domain errors become error pages in the reader's language."""
+    blueprint = Blueprint(name, import_name, **kwargs)
+    blueprint.register_error_handler(DomainError, _domain_error)
+    blueprint.register_error_handler(RateLimitUnavailable, _rate_limit_unavailable)
+    return blueprint
+
+
+#: Blueprints whose errors are shown as HTML pages.
+PAGE_BLUEPRINTS = frozenset({"pages", "auth", "tenant", "advisor", "support"})
+#: Page endpoints that answer JSON (polled by the pages' script).
+JSON_ENDPOINTS = frozenset({"tenant.status"})

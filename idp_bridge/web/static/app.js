@@ -1,0 +1,131 @@
+/* idp-bridge pages: comfort only. Every page works without this script (CSP: script-src
+   'self', so no inline scripts). What it adds:
+   - help page: countdown to the next code, copy button, live refresh of the code and the
+     advisor lists by polling the page's small JSON status endpoint every few seconds;
+   - hand-over page: submits the form to the application at once. */
+(function () {
+  "use strict";
+
+  var POLL_MS = 3000;
+
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+
+  /* Same format as the server's |clock filter: m:ss or h:mm:ss. */
+  function clock(seconds) {
+    seconds = Math.max(0, Math.floor(seconds));
+    var h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+    return h ? h + ":" + pad(m) + ":" + pad(s) : m + ":" + pad(s);
+  }
+
+  var note = document.getElementById("live-note");
+  function announce(text) {
+    if (!note || !text) return;
+    note.textContent = "";
+    window.setTimeout(function () { note.textContent = text; }, 50);
+  }
+
+  /* Copy buttons: hidden without JavaScript, shown here. */
+  Array.prototype.forEach.call(document.querySelectorAll("button[data-copy]"), function (button) {
+    var target = document.getElementById(button.getAttribute("data-copy"));
+    if (!target) return;
+    var label = button.textContent;
+    button.hidden = false;
+    function done() {
+      button.textContent = button.getAttribute("data-copied") || label;
+      announce(button.getAttribute("data-copied"));
+      window.setTimeout(function () { button.textContent = label; }, 2000);
+    }
+    function fallback() {
+      var range = document.createRange();
+      range.selectNodeContents(target);
+      var selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      try { if (document.execCommand("copy")) { done(); } } catch (e) { /* text stays selected */ }
+    }
+    button.addEventListener("click", function () {
+      var text = target.textContent.trim();
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(done, fallback);
+      } else {
+        fallback();
+      }
+    });
+  });
+
+  /* Help page: countdown and live refresh. */
+  var live = document.querySelector("[data-status-url]");
+  if (live) {
+    var url = live.getAttribute("data-status-url");
+    var fingerprint = live.getAttribute("data-fingerprint");
+    var expiresAt = Number(live.getAttribute("data-expires-at"));
+    var offset = Number(live.getAttribute("data-now")) - Date.now() / 1000;
+    var codeElement = document.getElementById("access-code");
+    var countdown = document.getElementById("countdown");
+    var busy = false, stopped = false, lastPoll = 0;
+
+    var replace = function (id, html) {
+      var box = document.getElementById(id);
+      if (!box || box.innerHTML === html) return false;
+      var active = document.activeElement;
+      var key = active && box.contains(active) ? active.getAttribute("data-focus-key") : null;
+      box.innerHTML = html;
+      if (key) {
+        var again = box.querySelector('[data-focus-key="' + key + '"]');
+        if (again) again.focus();
+      }
+      return true;
+    };
+
+    var poll = function () {
+      if (busy || stopped) return;
+      busy = true;
+      lastPoll = Date.now();
+      window.fetch(url, {credentials: "same-origin", cache: "no-store",
+                         headers: {"Accept": "application/json"}})
+        .then(function (response) {
+          if (response.status === 401 || response.status === 403) {
+            stopped = true;
+            var banner = document.getElementById("signed-out");
+            if (banner) banner.hidden = false;
+            announce(live.getAttribute("data-text-signed-out"));
+            return null;
+          }
+          return response.ok ? response.json() : null;
+        })
+        .then(function (data) {
+          if (!data) return;
+          offset = data.now - Date.now() / 1000;
+          expiresAt = data.expires_at;
+          if (data.fingerprint === fingerprint) return;
+          fingerprint = data.fingerprint;
+          if (codeElement && codeElement.textContent !== data.code) {
+            codeElement.textContent = data.code;
+            codeElement.classList.remove("changed");
+            void codeElement.offsetWidth; /* restart the highlight */
+            codeElement.classList.add("changed");
+            announce(live.getAttribute("data-text-new-code"));
+          }
+          var changed = replace("temporary-advisors", data.temporary_html);
+          changed = replace("permanent-advisors", data.permanent_html) || changed;
+          if (changed) announce(live.getAttribute("data-text-advisors-changed"));
+        })
+        .catch(function () { /* offline for a moment: the next poll tries again */ })
+        .then(function () { busy = false; });
+    };
+
+    var tick = function () {
+      var left = expiresAt - (Date.now() / 1000 + offset);
+      if (countdown) countdown.textContent = clock(left);
+      var interval = document.hidden ? POLL_MS * 5 : POLL_MS;
+      if (left <= 0 || Date.now() - lastPoll >= interval) poll();
+    };
+    lastPoll = Date.now();
+    window.setInterval(tick, 1000);
+    document.addEventListener("visibilitychange", function () { if (!document.hidden) poll(); });
+  }
+
+  /* Hand-over to the application: submit at once (the button stays for no-script). */
+  var handoff = document.getElementById("handoff-form");
+  if (handoff) handoff.submit();
+})();

@@ -1,0 +1,283 @@
+"""The web pages in a real browser (Debian Chromium via Playwright), one story per role, each
+in its own browser context, against really served servers (see browser_live.py).
+
+Nothing here sleeps: every wait is one of Playwright's auto-waiting ``expect`` assertions
+(generous timeouts) or a condition polled until a deadline.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import requests
+
+from browser_live import browser, live  # noqa: F401 (fixtures used by name)
+from browser_live import TIMEOUT, screenshot, sign_in
+from conftest import RS_CLIENT_ID
+from idp_bridge.devidp import DEMO_USERS
+
+pytestmark = pytest.mark.browser
+
+TENANT = "10042"
+CODE_RE = re.compile(r"^[0-9A-Z]{4}-[0-9A-Z]{4}$")
+
+
+def expect():
+    from playwright.sync_api import expect as playwright_expect
+
+    playwright_expect.set_options(timeout=TIMEOUT)
+    return playwright_expect
+
+
+def wait_until(condition, what: str, timeout: float = TIMEOUT / 1000):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def new_context(browser, locale="en-GB", **kwargs):
+    context = browser.new_context(locale=locale, **kwargs)
+    context.set_default_timeout(TIMEOUT)
+    return context
+
+
+def test_story_code_join_live_refresh_remove_and_permanent_advisor(browser, live):
+    check = expect()
+    anna_context, bob_context, sam_context = (new_context(browser) for _ in range(3))
+    try:
+        # anna (tenant admin) sees the code on the help page.
+        anna = sign_in(anna_context, live.url, "anna", f"/tenants/{TENANT}/help")
+        code_box = anna.locator("#access-code")
+        check(code_box).to_have_text(CODE_RE)
+        first_code = code_box.inner_text()
+        check(anna.locator("#tenant-number")).to_have_text(TENANT)
+        check(anna.locator("#countdown")).to_have_text(re.compile(r"^\d+:\d\d(:\d\d)?$"))
+        check(anna.locator("button[data-copy]")).to_be_visible()  # shown by the script
+        check(anna.locator("#temporary-advisors")).to_contain_text("No advisor has temporary access")
+        screenshot(anna, "help-page-en")
+
+        # bob (advisor) signs in and redeems the code with a reason.
+        bob = sign_in(bob_context, live.url, "bob", "/advisor")
+        bob.get_by_label("Tenant number").fill(TENANT)
+        bob.get_by_label("Access code").fill(first_code.lower().replace("-", ""))
+        bob.get_by_label("Reason or ticket").fill("Ticket 4711: onboarding")
+        bob.get_by_role("button", name="Join tenant").click()
+        check(bob.get_by_role("status")).to_contain_text(f"You now have access to tenant {TENANT}")
+        row = bob.locator(f"#my-tenants tr[data-tenant='{TENANT}']")
+        check(row).to_contain_text("temporary")
+        screenshot(bob, "advisor-page-en", commit=True)
+
+        # anna's page shows bob without a reload, and the code has changed (single use).
+        temporary = anna.locator("#temporary-advisors")
+        check(temporary).to_contain_text("bob")
+        check(temporary).to_contain_text("Ticket 4711: onboarding")
+        check(code_box).not_to_have_text(first_code)
+        check(code_box).to_have_text(CODE_RE)
+        screenshot(anna, "help-page-with-advisor-en", commit=True)
+
+        # bob opens the tenant: the application receives tenant-scoped tokens.
+        row.get_by_role("button", name=re.compile("Open")).click()
+        check(bob.locator("#status")).to_have_text("payments answered 200")
+        check(bob.locator("#scope")).to_contain_text("payments:read")
+        screenshot(bob, "application-opened")
+        token = live.handed_over[-1]["access_token"]
+        assert live.handed_over[-1]["tenant"] == TENANT
+        bob.go_back()
+
+        # anna removes bob after confirming.
+        anna.get_by_role("link", name="Remove from tenant (bob)").click()
+        check(anna.get_by_role("heading", level=1)).to_have_text(
+            f"Remove bob from tenant {TENANT}?")
+        screenshot(anna, "remove-confirmation-en", commit=True)
+        anna.get_by_role("button", name="Remove from tenant").click()
+        check(anna.get_by_role("status")).to_contain_text(f"bob was removed from tenant {TENANT}")
+        check(anna.locator("#temporary-advisors")).not_to_contain_text("bob")
+
+        # bob's tenant list no longer has it, and his token is rejected everywhere.
+        bob.goto(f"{live.url}/advisor")
+        check(bob.locator(f"#my-tenants tr[data-tenant='{TENANT}']")).to_have_count(0)
+        check(bob.get_by_text("You have no access to any tenant at the moment.")).to_be_visible()
+        introspection = requests.post(f"{live.url}/introspect", data={"token": token},
+                                      auth=(RS_CLIENT_ID, live.app.config["TEST_RS_SECRET"]),
+                                      timeout=10)
+        assert introspection.json() == {"active": False}
+        wait_until(lambda: requests.get(
+            f"{live.rs_url}/tenants/{TENANT}/payments", timeout=10,
+            headers={"Authorization": f"Bearer {token}"}).status_code == 401,
+            "the resource server rejects the removed advisor's token")
+
+        # sam (support admin) assigns a permanent advisor; anna sees it in the lower part.
+        sam = sign_in(sam_context, live.url, "sam", "/support")
+        sam.get_by_label("Tenant number", exact=True).first.fill(TENANT)
+        sam.get_by_label("Advisor's user ID").fill(DEMO_USERS["carol"]["sub"])
+        sam.get_by_label("Name shown to the tenant").fill("Carol Advisor")
+        sam.get_by_role("button", name="Assign").click()
+        check(sam.get_by_role("status")).to_contain_text(
+            f"Carol Advisor is now a permanent advisor of tenant {TENANT}")
+        check(sam.locator("#assignments")).to_contain_text("Carol Advisor")
+        screenshot(sam, "support-page-en", commit=True)
+        permanent = anna.locator("#permanent-advisors")
+        check(permanent).to_contain_text("Carol Advisor")
+        check(permanent.get_by_role("link", name="Remove from tenant (Carol Advisor)")).to_be_visible()
+        screenshot(anna, "help-page-permanent-en")
+
+        # The user list marks advisors; the access log tells the story and downloads as CSV.
+        anna.get_by_role("link", name="User list").click()
+        check(anna.locator("main")).to_contain_text("Carol Advisor")
+        check(anna.locator("main")).to_contain_text("Tenant administrator")
+        screenshot(anna, "user-list-en", commit=True)
+        anna.get_by_role("link", name="Access log").click()
+        log = anna.locator("main table")
+        check(log).to_contain_text("bob joined with the access code (temporary access). "
+                                   "Reason: Ticket 4711: onboarding")
+        check(log).to_contain_text("bob was removed from the tenant.")
+        check(log).to_contain_text("Carol Advisor was assigned as a permanent advisor.")
+        screenshot(anna, "access-log-en", commit=True)
+        with anna.expect_download() as download_info:
+            anna.get_by_role("link", name="Download as CSV").click()
+        download = download_info.value
+        assert download.suggested_filename.startswith(f"access-log-{TENANT}-")
+        text = open(download.path(), encoding="utf-8-sig").read()
+        assert "bob was removed from the tenant." in text
+    finally:
+        for context in (anna_context, bob_context, sam_context):
+            context.close()
+
+
+def test_german_and_english_rendering_and_the_switch(browser, live):
+    check = expect()
+    context = new_context(browser, locale="de-DE")
+    try:
+        anna = sign_in(context, live.url, "anna", f"/tenants/{TENANT}/help")
+        check(anna.locator("html")).to_have_attribute("lang", "de")
+        check(anna.get_by_role("heading", level=1)).to_contain_text("Hilfeseite")
+        check(anna.locator("main")).to_contain_text("Zugangscode für Kundenberater")
+        check(anna.locator("main")).to_contain_text("Mandantennummer")
+        check(anna.locator("main")).to_contain_text("Permanente Kundenberater")
+        check(anna.locator("main")).to_contain_text("Funktionsbereich")
+        check(anna.locator("main")).to_contain_text("ISO 20022- und SEPA-Zahlungen")
+        check(anna.locator("main")).to_contain_text("Voller Zugriff")
+        check(anna.get_by_role("button", name="Code kopieren")).to_be_visible()
+        screenshot(anna, "help-page-de", commit=True)
+
+        anna.get_by_role("button", name="English").click()
+        check(anna.locator("html")).to_have_attribute("lang", "en")
+        check(anna.get_by_role("heading", level=1)).to_contain_text("Help page")
+        check(anna.locator("main")).to_contain_text("ISO 20022 and SEPA payments")
+        anna.get_by_role("button", name="Deutsch").click()
+        check(anna.get_by_role("heading", level=1)).to_contain_text("Hilfeseite")
+
+        # An error page in German: a tenant that is not anna's.
+        anna.goto(f"{live.url}/tenants/20077/help")
+        check(anna.get_by_role("heading", level=1)).to_contain_text("Zugriff verweigert")
+        check(anna.get_by_role("alert")).to_contain_text("Mandant 20077")
+        screenshot(anna, "error-page-de")
+    finally:
+        context.close()
+
+
+def test_german_advisor_joins_with_the_keyboard_only(browser, live):
+    check = expect()
+    admin_context, context = new_context(browser, locale="de-DE"), new_context(browser, locale="de-DE")
+    try:
+        anna = sign_in(admin_context, live.url, "anna", f"/tenants/{TENANT}/help")
+        code = anna.locator("#access-code").inner_text()
+        bob = sign_in(context, live.url, "bob", "/advisor")
+        bob.get_by_label("Mandantennummer").focus()
+        bob.keyboard.type(TENANT)
+        bob.keyboard.press("Tab")
+        bob.keyboard.type(code)
+        bob.keyboard.press("Tab")
+        check(bob.get_by_label("Grund oder Ticket")).to_be_focused()
+        bob.keyboard.type("Rückruf wegen EBICS")
+        bob.keyboard.press("Enter")
+        check(bob.get_by_role("status")).to_contain_text(f"Sie haben jetzt Zugriff auf Mandant {TENANT}")
+        check(bob.locator(f"#my-tenants tr[data-tenant='{TENANT}']")).to_contain_text("temporär")
+        screenshot(bob, "advisor-page-de", commit=True)
+        check(anna.locator("#temporary-advisors")).to_contain_text("Rückruf wegen EBICS")
+        check(anna.get_by_role("link", name="Aus Mandant entfernen (bob)")).to_be_visible()
+
+        # A wrong code: a clear message in German, nothing joined.
+        bob.get_by_label("Mandantennummer").fill("20077")
+        bob.get_by_label("Zugangscode").fill("AAAA-AAAA")
+        bob.get_by_role("button", name="Mandant beitreten").click()
+        check(bob.get_by_role("alert")).to_contain_text("Zugangscode ist falsch")
+        check(bob.locator("#my-tenants tr[data-tenant='20077']")).to_have_count(0)
+    finally:
+        admin_context.close()
+        context.close()
+
+
+def test_phone_width_layout(browser, live):
+    check = expect()
+    context = new_context(browser, locale="de-DE", viewport={"width": 390, "height": 844},
+                          is_mobile=True, has_touch=True, device_scale_factor=2)
+    try:
+        anna = sign_in(context, live.url, "anna", f"/tenants/{TENANT}/help")
+        check(anna.locator("#access-code")).to_have_text(CODE_RE)
+        assert anna.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        screenshot(anna, "help-page-phone-de", commit=True, full_page=False)
+        screenshot(anna, "help-page-phone-de-full")
+    finally:
+        context.close()
+
+
+def test_form_posts_without_csrf_token_are_rejected_and_change_nothing(browser, live):
+    context = new_context(browser)
+    try:
+        anna = sign_in(context, live.url, "anna", f"/tenants/{TENANT}/help")
+        before = anna.locator("#max-age").input_value()
+        response = anna.request.post(f"{live.url}/tenants/{TENANT}/settings/max-age",
+                                     form={"temporary_max_age_days": "3"})
+        assert response.status == 400
+        assert "The form has expired" in response.text()
+        anna.reload()
+        assert anna.locator("#max-age").input_value() == before
+    finally:
+        context.close()
+
+
+def test_code_rotates_on_time_and_after_wrong_guesses_without_reload(browser, live, upstream):
+    from datetime import timedelta
+
+    from conftest import ACCESS_TOKEN_TYPE, CLIENT_ID, TOKEN_EXCHANGE, wrong_code
+    from idp_bridge.storage.db import utcnow
+    from idp_bridge.storage.models import AccessCodeState
+
+    check = expect()
+    context = new_context(browser)
+    try:
+        anna = sign_in(context, live.url, "anna", f"/tenants/{TENANT}/help")
+        code_box = anna.locator("#access-code")
+        check(code_box).to_have_text(CODE_RE)
+        # Let the current code's 60 minutes end a few seconds from now.
+        ttl = live.services.codes.ttl
+        with live.services.db.transaction() as session:
+            state = session.get(AccessCodeState, TENANT)
+            state.issued_at = utcnow() - ttl + timedelta(seconds=4)
+        anna.reload()
+        before_expiry = code_box.inner_text()
+        check(anna.locator("#countdown")).to_have_text(re.compile(r"^0:0\d$"))
+        check(code_box).not_to_have_text(before_expiry)  # the countdown ran out: a new code
+        check(code_box).to_have_text(CODE_RE)
+        check(anna.locator("#countdown")).to_have_text(re.compile(r"^(59|60|1):\d\d"))
+
+        # Five wrong guesses rotate it too.
+        after_expiry = code_box.inner_text()
+        subject_token = upstream.issue_tokens("carol")["access_token"]
+        for _ in range(live.services.codes.max_failures):
+            response = requests.post(f"{live.url}/token", timeout=10, data={
+                "grant_type": TOKEN_EXCHANGE, "subject_token": subject_token,
+                "subject_token_type": ACCESS_TOKEN_TYPE, "tenant": TENANT,
+                "access_code": wrong_code(after_expiry)},
+                auth=(CLIENT_ID, live.app.config["TEST_CLIENT_SECRET"]))
+            assert response.json()["error"] == "invalid_grant"
+        check(code_box).not_to_have_text(after_expiry)
+        screenshot(anna, "help-page-new-code-en")
+    finally:
+        context.close()
