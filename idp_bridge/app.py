@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
@@ -125,6 +125,10 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
 
     limiter = Limiter(get_remote_address, app=app, storage_uri=settings.rate_limit_storage,
                       default_limits=[], key_prefix="idp-bridge")
+    # Machine-to-machine endpoints carry no per-request limits (code guesses are limited per
+    # advisor and tenant in the domain); skipping the per-request check keeps the token
+    # endpoint's hot path short.
+    limiter.request_filter(lambda: request.blueprint in _UNLIMITED_BLUEPRINTS)
     codes = AccessCodes(derive_secret(settings.secret_key, "access codes"),
                         settings.code_ttl_seconds, settings.code_max_failures)
     mirror = None
@@ -212,6 +216,9 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     _register_error_handlers(app)
     app.after_request(_security_headers)
     return app
+
+
+_UNLIMITED_BLUEPRINTS = frozenset({"oauth", "ssf", "upstream", "ops"})
 
 
 def services(app: Flask) -> Services:
