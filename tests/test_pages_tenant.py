@@ -89,6 +89,8 @@ def test_unknown_tenant_is_404_for_its_admin(app):
     response = client.get("/tenants/99999/help", headers=EN)
     assert response.status_code == 404
     assert "There is no tenant with this number." in text_of(response)
+    status = client.get("/tenants/99999/status.json")
+    assert status.status_code == 404 and status.json["error"] == "not_found"
 
 
 # --- status endpoint (polled by the page's script) ---
@@ -423,3 +425,19 @@ def test_csrf_token_is_on_every_form(anna, bridge):
         assert post_forms
         for form in post_forms:
             assert re.search(r'<input type="hidden" name="csrf_token" value="[^"]{20,}">', form)
+
+
+def test_every_audit_event_has_a_filter_and_a_sentence():
+    from idp_bridge.domain import audit
+    from idp_bridge.storage.models import AuditEvent
+    from idp_bridge.web.access_log import CATEGORIES, describe
+
+    assert sorted(e for events in CATEGORIES.values() for e in events) == sorted(audit.EVENTS)
+    from flask import Flask
+    from flask_babel import Babel
+
+    app = Flask(__name__)
+    Babel(app)
+    with app.test_request_context():  # the sentences are translated, so they need a request
+        for event in audit.EVENTS:
+            assert describe(AuditEvent(event=event, detail={}), {}) != event

@@ -24,6 +24,7 @@ CATEGORIES = {
     "failed": ("access_code.failed", "access_code.rate_limited", "token.rejected"),
     "tokens": ("token.issued", "token.refreshed", "token.family_revoked"),
     "codes": ("access_code.rotated",),
+    "guests": ("invitation.changed", "group.changed"),
 }
 CATEGORY_LABELS = {
     "joins": _l("Joins and assignments"),
@@ -31,6 +32,7 @@ CATEGORY_LABELS = {
     "failed": _l("Failed code attempts"),
     "tokens": _l("Token issuance"),
     "codes": _l("New access codes"),
+    "guests": _l("Guest invitations and user groups"),
 }
 PAGE_SIZE = 50
 CSV_LIMIT = 10_000
@@ -136,7 +138,7 @@ def describe(event: AuditEvent, names: dict[str, str]) -> str:
         if kind == "permanent":
             text = _("%(advisor)s was assigned as a permanent advisor.", advisor=advisor)
         elif kind == "guest":
-            text = _("%(advisor)s was invited as a guest user.", advisor=advisor)
+            text = _("%(advisor)s joined as a guest user.", advisor=advisor)
         else:
             text = _("%(advisor)s joined with the access code (temporary access).", advisor=advisor)
         if d.get("reason"):
@@ -175,6 +177,15 @@ def describe(event: AuditEvent, names: dict[str, str]) -> str:
             d.get("reason"), _("Tokens revoked."))
     if event.event == "token.rejected":
         return _("A token request was rejected.")
+    if event.event == "invitation.changed":
+        if d.get("change") == "created":
+            return _("%(invitee)s was invited as a guest user.", invitee=d.get("invitee") or "?")
+        return _("A guest invitation was withdrawn.")
+    if event.event == "group.changed":
+        name = d.get("name") or "?"
+        return {"created": _("User group %(name)s was created.", name=name),
+                "deleted": _("User group %(name)s was deleted.", name=name)}.get(
+            d.get("change"), _("User group %(name)s was changed.", name=name))
     return event.event
 
 

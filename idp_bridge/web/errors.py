@@ -24,7 +24,6 @@ def deny(message: str, status: int = 403):
     raise exc
 
 
-# --- errors ---
 #: Domain messages (English, for the API) and what a page says instead.
 _DOMAIN_MESSAGES = (
     ("the subject is not an advisor", _l("Only advisors can join a tenant.")),
@@ -124,7 +123,8 @@ def _domain_error(exc: DomainError):
     if wants_page():
         return problem_page(0, exc)
     status, _message = explain(exc)
-    return jsonify(error="invalid_request", error_description=exc.description), status
+    error = {403: "forbidden", 404: "not_found", 409: "conflict"}.get(status, "invalid_request")
+    return jsonify(error=error, error_description=exc.description), status
 
 
 def _rate_limit_unavailable(exc):
