@@ -12,6 +12,8 @@ import logging
 import threading
 import time
 
+from .background import Loop
+
 log = logging.getLogger(__name__)
 
 
@@ -49,21 +51,22 @@ class RevocationNotifier:
                     self._condition.wait(min(self.poll_interval, remaining))
 
 
-class RedisFanout:
+class RedisFanout(Loop):
     """Wakes waiters of every bridge process at once: after a revocation commits, a message
     on a Redis channel; each process listens and notifies its local waiters. Losing Redis
     loses only speed: the database check of :class:`RevocationNotifier` still finds it."""
 
     CHANNEL = "idp-bridge:revocations"
+    name = "redis-fanout"
 
     def __init__(self, redis_url: str, notifier: RevocationNotifier):
         import redis
 
+        super().__init__()
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=1.0,
                                            socket_connect_timeout=1.0)
         self.notifier = notifier
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._delay = 0.2
         notifier.db.after_revocation_commit.append(self.publish)
 
     def publish(self) -> None:
@@ -72,32 +75,20 @@ class RedisFanout:
         except Exception:  # redis errors of any kind: the database check covers it
             log.warning("could not publish a revocation wake-up to Redis")
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._listen, name="redis-fanout", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(3)
-            self._thread = None
-
-    def _listen(self) -> None:
-        delay = 0.2
-        while not self._stop.is_set():
-            try:
-                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(self.CHANNEL)
-                delay = 0.2
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=0.5)
-                    if message is not None:
-                        self.notifier.notify()
-                pubsub.close()
-            except Exception:
-                self._stop.wait(delay)
-                delay = min(5.0, delay * 2)
+    def step(self) -> float:
+        """One subscription: listen until stopped or the connection fails (then back off)."""
+        try:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(self.CHANNEL)
+            self._delay = 0.2
+            while not self.stopping.is_set():
+                if pubsub.get_message(timeout=0.5) is not None:
+                    self.notifier.notify()
+            pubsub.close()
+            return 0.0
+        except Exception:
+            self._delay = min(5.0, self._delay * 2)
+            return self._delay
 
     def ping(self) -> bool:
         try:

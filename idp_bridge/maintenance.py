@@ -5,26 +5,24 @@ seconds), forget one-time JWT ids and feed bookkeeping no longer needed."""
 
 from __future__ import annotations
 
-import logging
-import threading
-
 from sqlalchemy import delete
+
+from .background import Loop
 
 from .storage.db import utcnow
 from .storage.models import SeenJti
 
-log = logging.getLogger(__name__)
 
+class Maintenance(Loop):
+    name = "maintenance"
 
-class Maintenance:
     def __init__(self, *, db, memberships, transmitter, interval: float = 30.0, accounts=None):
+        super().__init__()
         self.db = db
         self.accounts = accounts
         self.memberships = memberships
         self.transmitter = transmitter
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def run_once(self) -> int:
         now = utcnow()
@@ -39,20 +37,5 @@ class Maintenance:
                         session, subject, reason="upstream_account_ended", now=utcnow())
         return expired
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.run_once()
-            except Exception:  # keep running: the next round may succeed (database back)
-                log.exception("maintenance round failed")
+    def step(self) -> None:
+        self.run_once()

@@ -29,7 +29,6 @@ import json
 import logging
 import smtplib
 import ssl
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -41,7 +40,8 @@ from zoneinfo import ZoneInfo
 import requests
 from sqlalchemy import or_, select, update
 
-from .storage.db import StorageUnavailable, utcnow
+from .background import Loop
+from .storage.db import utcnow
 from .storage.models import Membership, NotificationItem, Tenant
 
 log = logging.getLogger(__name__)
@@ -385,32 +385,15 @@ def _header(text: str) -> str:
     return _one_line(text)[:200]
 
 
-class NotificationWorker:
-    """Background thread delivering the outbox."""
+class NotificationWorker(Loop):
+    """Background loop delivering the outbox."""
+
+    name = "notifications"
 
     def __init__(self, notifications: Notifications, interval: float = 1.0):
+        super().__init__()
         self.notifications = notifications
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="notifications", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(15)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.notifications.work_once()
-            except StorageUnavailable:
-                pass
-            except Exception:
-                log.exception("notification round failed")
+    def step(self) -> None:
+        self.notifications.work_once()

@@ -9,54 +9,37 @@ receivers deduplicate by ``jti``.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import requests
 from sqlalchemy import select
 
-from ..storage.db import StorageUnavailable, utcnow
+from ..background import Loop
+from ..storage.db import utcnow
 from ..storage.models import SsfStream
 from .streams import PUSH
 
 log = logging.getLogger(__name__)
 
 
-class Pusher:
+class Pusher(Loop):
+    name = "ssf-push"
+
     def __init__(self, transmitter, notifier, *, timeout: float = 5.0, idle_wait: float = 5.0):
+        super().__init__()
         self.transmitter = transmitter
         self.notifier = notifier
         self.timeout = timeout
         self.idle_wait = idle_wait
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._backoff: dict[str, tuple[float, float]] = {}  # stream -> (retry at, delay)
         self._http = requests.Session()
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="ssf-push", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.deliver_once() is None:
-                    self._stop.wait(self.idle_wait)  # no push streams: check again later
-                else:
-                    # Woken at once by a local revocation, else every second.
-                    self.notifier.wait(lambda: self._stop.is_set(), 1.0, self._stop)
-            except StorageUnavailable:
-                self._stop.wait(1.0)
-            except Exception:  # the pusher must survive anything and keep retrying
-                log.exception("push delivery failed")
-                self._stop.wait(1.0)
+    def step(self) -> float:
+        if self.deliver_once() is None:
+            return self.idle_wait  # no push streams: check again later
+        # Woken at once by a local revocation, else every second.
+        self.notifier.wait(self.stopping.is_set, 1.0, self.stopping)
+        return 0.0
 
     def deliver_once(self) -> int | None:
         """Push what is pending on every push stream; returns the number of SETs accepted

@@ -21,7 +21,8 @@ from urllib.parse import quote
 import requests
 from sqlalchemy import or_, select, update
 
-from ..storage.db import StorageUnavailable, utcnow
+from ..background import Loop
+from ..storage.db import utcnow
 from ..storage.models import Membership, OutboxItem
 from .oidc import UpstreamUnavailable
 
@@ -258,31 +259,15 @@ class KeycloakMirror:
         return gone
 
 
-class MirrorWorker:
-    """Background thread draining the outbox."""
+class MirrorWorker(Loop):
+    """Background loop draining the outbox."""
+
+    name = "keycloak-mirror"
 
     def __init__(self, mirror: KeycloakMirror, interval: float = 1.0):
+        super().__init__()
         self.mirror = mirror
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="keycloak-mirror", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.mirror.work_once()
-            except StorageUnavailable:
-                pass
-            except Exception:
-                log.exception("keycloak mirror round failed")
+    def step(self) -> None:
+        self.mirror.work_once()
