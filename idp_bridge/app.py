@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import Flask, jsonify, request
+from flask.sessions import SecureCookieSessionInterface
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         TESTING=settings.mode == "test",
     )
     app.json.sort_keys = False
+    app.session_interface = PagesOnlySessions()
     db = database or Database(settings.database_url)
     keys = KeyRing(db, settings.key_encryption_key, settings.signing_alg,
                    settings.access_token_lifetime)
@@ -219,6 +221,20 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
 
 
 _UNLIMITED_BLUEPRINTS = frozenset({"oauth", "ssf", "upstream", "ops"})
+
+
+class PagesOnlySessions(SecureCookieSessionInterface):
+    """Cookie sessions for the pages only: machine endpoints (token, introspection, feed,
+    API, health) are authenticated per request and never read or set a session cookie,
+    which also spares them the cookie's signature work."""
+
+    MACHINE_PREFIXES = ("/token", "/introspect", "/revoke", "/jwks", "/.well-known/", "/ssf/",
+                        "/api/", "/backchannel-logout", "/healthz", "/readyz", "/metrics")
+
+    def open_session(self, app, request):
+        if request.path.startswith(self.MACHINE_PREFIXES):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
 
 
 def services(app: Flask) -> Services:
