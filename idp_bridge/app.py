@@ -35,6 +35,7 @@ from .ssf.rfc8935 import Pusher
 from .ssf.streams import Transmitter
 from .storage.db import Database, StorageUnavailable, utcnow
 from .upstream import RoleMapper, SubjectTokenValidator
+from .upstream.backchannel import session_has_ended
 from .upstream.keycloak import KeycloakAdmin, KeycloakMirror, MirrorWorker
 from .web import auth as web_auth
 from .web import pages as web_pages
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     mirror = None
     if settings.keycloak_admin:
         mirror = KeycloakMirror(db=db, advisor_group=settings.keycloak_advisor_group,
+                                cache_seconds=settings.keycloak_account_cache_seconds,
                                 admin=KeycloakAdmin.from_issuer(
                                     settings.upstream_issuer, client_id=settings.keycloak_client_id,
                                     client_secret=settings.keycloak_client_secret,
@@ -170,7 +172,8 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         db=db, codes=codes, memberships=memberships, issuer=issuer, roles=roles,
         guesses=GuessLimiter(limiter.limiter, settings.code_guess_limit_advisor,
                              settings.code_guess_limit_tenant),
-        mfa_required=settings.mfa_required, accounts=mirror)
+        mfa_required=settings.mfa_required, accounts=mirror,
+        upstream_sessions=session_has_ended)
     server = BridgeAuthorizationServer(
         db=db, exchange=exchange, validator=validator, issuer=settings.issuer,
         audiences=settings.audiences, default_audience=settings.default_audience,

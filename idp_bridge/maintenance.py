@@ -10,7 +10,7 @@ from sqlalchemy import delete
 from .background import Loop
 
 from .storage.db import utcnow
-from .storage.models import SeenJti
+from .storage.models import EndedUpstreamSession, SeenJti
 
 
 class Maintenance(Loop):
@@ -29,6 +29,7 @@ class Maintenance(Loop):
         with self.db.transaction() as session:
             expired = self.memberships.expire_due(session, now)
             session.execute(delete(SeenJti).where(SeenJti.expires_at < now))
+            session.execute(delete(EndedUpstreamSession).where(EndedUpstreamSession.expires_at < now))
         self.transmitter.cleanup(now)
         if self.accounts is not None:
             for subject in self.accounts.ended_accounts():

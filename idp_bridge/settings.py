@@ -123,6 +123,9 @@ class Settings:
     keycloak_client_id: str = "idp-bridge"
     keycloak_client_secret: str = ""
     keycloak_advisor_group: str = "/tenants/{tenant}/advisors"
+    #: An "account active" answer is reused this long at exchanges and refreshes (0: ask
+    #: Keycloak every time; a disabled account is then refused at its very next request).
+    keycloak_account_cache_seconds: int = 15
     #: Seconds between sweeps for disabled/deleted accounts and expired memberships.
     maintenance_interval: float = 30.0
     #: How long a revocation-feed poll waits for events (stays below receivers' 30 s bound).
@@ -297,6 +300,8 @@ def _validate(s: Settings) -> None:
         raise SettingsError("redis_url", "must be a redis:// or rediss:// URL")
     if s.log_format not in ("json", "text"):
         raise SettingsError("log_format", "must be json or text")
+    if not 0 <= s.keycloak_account_cache_seconds <= 300:
+        raise SettingsError("keycloak_account_cache_seconds", "must be from 0 to 300")
     if not 1 <= s.maintenance_interval <= 60:
         raise SettingsError("maintenance_interval", "must be from 1 to 60 seconds")
     if not 0 < s.ssf_long_poll_seconds <= 25:

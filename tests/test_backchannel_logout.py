@@ -139,3 +139,26 @@ def test_missing_or_repeated_logout_token(bridge, data):
     response = bridge.client.post("/backchannel-logout", data=data)
     assert response.status_code == 400
     assert response.json["error"] == "invalid_request"
+
+
+def test_a_signed_out_session_cannot_start_new_token_families(bridge, upstream):
+    bridge.join("bob")
+    old_session_token = bridge.upstream_token("bob", extra_claims={"sid": "ended"})
+    assert post_logout(bridge, upstream.logout_token(sid="ended")).status_code == 200
+    response = bridge.exchange("bob", subject_token=old_session_token)
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_grant"
+    assert "signed out" in response.json["error_description"]
+    # Another (new) session of the same advisor works.
+    assert bridge.exchange("bob", subject_token=bridge.upstream_token(
+        "bob", extra_claims={"sid": "fresh"})).status_code == 200
+
+
+def test_subject_wide_logout_refuses_tokens_issued_before_it(bridge, upstream):
+    bridge.join("bob")
+    before = bridge.upstream_token("bob", extra_claims={"iat": int(time.time()) - 60})
+    assert post_logout(bridge, upstream.logout_token(sub=BOB)).status_code == 200
+    refused = bridge.exchange("bob", subject_token=before)
+    assert refused.status_code == 400 and refused.json["error"] == "invalid_grant"
+    after = bridge.upstream_token("bob", extra_claims={"iat": int(time.time()) + 1})
+    assert bridge.exchange("bob", subject_token=after).status_code == 200

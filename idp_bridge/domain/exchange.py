@@ -101,7 +101,7 @@ def narrow_scope(requested: list[str] | None, allowed: frozenset[str]) -> str:
 
 class AdvisorExchange:
     def __init__(self, *, db, codes, memberships, issuer, roles, guesses: GuessLimiter,
-                 mfa_required: bool, accounts=None):
+                 mfa_required: bool, accounts=None, upstream_sessions=None):
         self.db = db
         self.codes = codes
         self.memberships = memberships
@@ -111,6 +111,9 @@ class AdvisorExchange:
         self.mfa_required = mfa_required
         #: Optional upstream account checker (``check_account(subject)`` -> state).
         self.accounts = accounts
+        #: ``upstream_sessions(session, identity)`` -> True when the subject token's upstream
+        #: session was logged out (back-channel logout): no new token family from it.
+        self.upstream_sessions = upstream_sessions
 
     def exchange(self, *, identity, client_id: str, tenant_id: str, access_code: str | None,
                  scope: list[str] | None, audience: str, reason: str | None) -> IssuedTokens:
@@ -118,6 +121,9 @@ class AdvisorExchange:
         now = utcnow()
         failure: Exception | None = None
         with self.db.transaction() as session:
+            if self.upstream_sessions is not None and self.upstream_sessions(session, identity):
+                raise Forbidden("the upstream session of this subject_token has ended "
+                                "(signed out): sign in again")
             membership = session.connection().execute(
                 _ACTIVE_MEMBERSHIP, {"key": f"{tenant_id}|{identity.subject}"}).first()
             if membership is not None and self.memberships.end_if_expired(session, membership, now):

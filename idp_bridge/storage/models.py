@@ -320,3 +320,15 @@ class Invitation(Base):
     withdrawn_at: Mapped[datetime | None]
     accepted_at: Mapped[datetime | None]
     membership_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class EndedUpstreamSession(Base):
+    """Upstream sessions (or all sessions of a subject) that ended by back-channel logout:
+    subject tokens from them must not start new token families (their JWTs stay valid
+    until they expire, so the bridge remembers the ending longer than they live)."""
+
+    __tablename__ = "ended_upstream_sessions"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of kind, iss, id
+    ended_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)

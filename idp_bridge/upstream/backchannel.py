@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from ..domain import audit
 from ..domain.tokens import Family
 from ..storage.db import utcnow
-from ..storage.models import SeenJti, TokenFamily
+from ..storage.models import EndedUpstreamSession, SeenJti, TokenFamily
 from .oidc import SubjectTokenError
 
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -26,8 +26,51 @@ LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 MAX_AGE_SECONDS = 300
 
 
+#: How long an ended upstream session is remembered: longer than any upstream token of it
+#: can live (Keycloak access tokens: 5 minutes; ID tokens of long sessions: hours).
+REMEMBER_ENDED_SESSION = timedelta(days=1)
+
+
 class LogoutTokenError(ValueError):
     pass
+
+
+def ended_session_keys(issuer: str, sid: str | None, sub: str | None) -> dict[str, str]:
+    keys = {}
+    if sid:
+        keys["sid"] = hashlib.sha256(f"sid\x00{issuer}\x00{sid}".encode()).hexdigest()
+    if sub:
+        keys["sub"] = hashlib.sha256(f"sub\x00{issuer}\x00{sub}".encode()).hexdigest()
+    return keys
+
+
+def remember_ended_session(session, claims: dict, now) -> None:
+    """A logout naming ``sid`` ends that session; one naming only ``sub`` ends every
+    session of the subject that existed then."""
+    sid = str(claims["sid"]) if claims.get("sid") else None
+    sub = None if sid else str(claims["sub"])
+    for key in ended_session_keys(claims["iss"], sid, sub).values():
+        row = session.get(EndedUpstreamSession, key)
+        if row is None:
+            session.add(EndedUpstreamSession(key=key, ended_at=now,
+                                             expires_at=now + REMEMBER_ENDED_SESSION))
+        else:
+            row.ended_at, row.expires_at = now, now + REMEMBER_ENDED_SESSION
+
+
+def session_has_ended(session, identity) -> bool:
+    """Whether the subject token comes from an upstream session that was logged out."""
+    keys = ended_session_keys(identity.issuer, identity.session_id, identity.subject)
+    rows = session.execute(select(EndedUpstreamSession.key, EndedUpstreamSession.ended_at)
+                           .where(EndedUpstreamSession.key.in_(list(keys.values())))).all()
+    issued = identity.claims.get("iat")
+    for key, ended_at in rows:
+        if key == keys.get("sid"):
+            return True
+        # Subject-wide logout: tokens issued before it are from ended sessions.
+        if isinstance(issued, (int, float)) and issued <= ended_at.timestamp():
+            return True
+    return False
 
 
 def validate_logout_token(validator, token: str, now: float | None = None) -> dict:
@@ -81,6 +124,7 @@ def apply_logout(db, issuer, claims: dict) -> int:
                 query = query.where(TokenFamily.upstream_sid == str(claims["sid"]))
             if claims.get("sub"):
                 query = query.where(TokenFamily.subject == str(claims["sub"]))
+            remember_ended_session(session, claims, now)
             families = session.scalars(query).all()
             for row in families:
                 family = Family(**{name: getattr(row, name) for name in Family.FIELDS})
