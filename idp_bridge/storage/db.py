@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,6 +50,11 @@ class Database:
         # stay deferred and never wait for a writer (WAL).
         self.write_sessions = sessionmaker(self.engine.execution_options(write=True),
                                            expire_on_commit=False)
+        # SQLite has one writer at a time. Threads of this process queue on a lock for it
+        # instead of polling SQLite's busy handler (which sleeps in millisecond steps while
+        # the holder waits for the GIL); other processes still meet the busy timeout.
+        self._writer = threading.Lock() if self.url.get_backend_name() == "sqlite" \
+            else contextlib.nullcontext()
         #: Called after a transaction that revoked something has committed (in this process).
         self.after_revocation_commit: list = []
         event.listen(self.write_sessions, "after_commit", self._after_commit)
@@ -56,7 +63,7 @@ class Database:
     def transaction(self):
         """One unit of work: commit on success, roll back on any error."""
         try:
-            with self.write_sessions.begin() as session:
+            with self._writer, self.write_sessions.begin() as session:
                 yield session
         except SQLAlchemyError as exc:
             if _is_connectivity_error(exc):
