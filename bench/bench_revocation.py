@@ -29,11 +29,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--receivers", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--redis", action="store_true",
+                        help="Redis wake-ups between workers (started for the run)")
     args = parser.parse_args(argv)
     from idp_bridge.devidp import DEMO_USERS
 
-    latencies, failures = [], 0
-    with ServedBridge(workers=args.workers) as bridge:
+    latencies, failures, delete_ms = [], 0, []
+    redis = None
+    extra_env = {}
+    if args.redis:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from services import RedisServer
+
+        redis = RedisServer()
+        extra_env["IDP_BRIDGE_REDIS_URL"] = redis.url
+    with ServedBridge(workers=args.workers, extra_env=extra_env) as bridge:
         receivers = [subprocess.Popen(
             [sys.executable, str(RECEIVER), bridge.issuer, "konfipay-api",
              "example-resource-server", bridge.rs_secret],
@@ -49,8 +59,8 @@ def main(argv=None) -> dict:
                     r.stdin.flush()
                 oks = [r.stdout.readline().strip() for r in receivers]
                 assert oks == ["OK"] * args.receivers, oks
-                started = time.time()
-                bridge.remove(DEMO_USERS["bob"]["sub"])
+                started, answered = bridge.remove(DEMO_USERS["bob"]["sub"])
+                delete_ms.append((answered - started) * 1000)
                 for r in receivers:
                     answer = r.stdout.readline().split(" ")
                     if answer[0] == "REVOKED":
@@ -69,9 +79,12 @@ def main(argv=None) -> dict:
                     r.wait(10)
                 except subprocess.TimeoutExpired:
                     r.kill()
+    if redis is not None:
+        redis.close()
     ms = [x * 1000 for x in latencies]
     result = {
-        "setup": {"bridge": f"gunicorn, {args.workers} gthread workers, SQLite WAL",
+        "setup": {"bridge": f"gunicorn, {args.workers} gthread workers, SQLite WAL"
+                            + (", Redis wake-ups" if args.redis else ", database wake-up checks"),
                   "receivers": f"{args.receivers} processes running scopes.guard, RFC 8936 long poll",
                   "rounds": args.rounds},
         "samples": len(ms),
@@ -79,6 +92,7 @@ def main(argv=None) -> dict:
         "p50_ms": round(percentile(ms, 50), 1),
         "p99_ms": round(percentile(ms, 99), 1),
         "max_ms": round(max(ms), 1) if ms else None,
+        "delete_request_p50_ms": round(percentile(delete_ms, 50), 1),
         "reference": {"offline_jwt_validation_bound_ms": 300_000,
                       "note": "without a feed, a resource server validating JWTs locally accepts "
                               "a revoked token until it expires (access-token lifetime 300 s)"},

@@ -111,12 +111,18 @@ class ServedBridge:
         assert status == 200, tokens
         return tokens
 
-    def remove(self, user_sub: str) -> None:
+    def remove(self, user_sub: str) -> tuple[float, float]:
+        """anna removes the advisor; returns (time the DELETE was sent, time it was answered)."""
+        import time
+
         anna = self.upstream_token("anna")
         _, body = self.request("GET", "/api/tenants/10042/memberships", bearer=anna)
         mid = next(m["id"] for m in body["memberships"] if m["advisor"] == user_sub)
+        sent = time.time()
         status, _ = self.request("DELETE", f"/api/tenants/10042/memberships/{mid}", bearer=anna)
+        answered = time.time()
         assert status == 204
+        return sent, answered
 
     def worker_rss_mb(self) -> list[float]:
         path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
