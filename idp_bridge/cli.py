@@ -276,6 +276,10 @@ def demo(obj, port, idp_port, rs_port, workers):
         "upstream_issuer": idp_issuer,
         "redis_url": obj.get("redis_url"),
         "log_format": "text",
+        # "Open" on the advisor page hands the tokens to the example resource server's
+        # application page, issued to the demo's console client.
+        **({"app_url": f"http://127.0.0.1:{rs_port}/tenants/{{tenant}}/open",
+            "app_client_id": DEMO_CLIENT} if rs_port else {}),
     })
     database = _database(settings)
     database.upgrade()
@@ -331,6 +335,7 @@ def demo(obj, port, idp_port, rs_port, workers):
     click.echo(f"  OpenID provider:   {idp_issuer}  (development only)")
     if rs_port:
         click.echo(f"  resource server:   http://127.0.0.1:{rs_port}/tenants/10042/payments  (example)")
+        click.echo(f"  application:       {settings.app_url}  (\"Open\" on {issuer}/advisor)")
     click.echo(f"  tenant:            {DEMO_TENANT[0]} ({DEMO_TENANT[1]}), admin: anna")
     click.echo("  advisors:          bob, carol   support admin: sam")
     for client_id, secret, shown, variable in (

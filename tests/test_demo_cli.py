@@ -103,6 +103,59 @@ def test_readme_story(demo):
                               "error_description": "the membership of this refresh_token has ended"}
 
 
+def _web_sign_in(base: str, user: str, next_path: str) -> tuple[requests.Session, str]:
+    """Sign ``user`` in on the bridge's pages through the development provider; returns the
+    browser-like session and the page at ``next_path``."""
+    browser = requests.Session()
+    login = browser.get(f"{base}/login", params={"next": next_path}, allow_redirects=False)
+    assert login.status_code == 302
+    authorize = requests.get(login.headers["Location"], params={"login_hint": user, "auto": "1"},
+                             allow_redirects=False, timeout=5)
+    assert authorize.status_code in (302, 303), authorize.text
+    page = browser.get(authorize.headers["Location"])
+    assert page.status_code == 200 and page.url == base + next_path, page.text[:500]
+    return browser, page.text
+
+
+def test_open_tenant_hands_tokens_to_the_example_application(demo):
+    import re
+    from html import unescape
+
+    base = demo["base"]
+    anna = cli("demo-token", "anna", "--idp-port", str(demo["idp_port"])).stdout.strip()
+    bob = cli("demo-token", "bob", "--idp-port", str(demo["idp_port"])).stdout.strip()
+    code = requests.get(f"{base}/api/tenants/10042/access-code",
+                        headers={"Authorization": f"Bearer {anna}"}).json()["code"]
+    joined = requests.post(f"{base}/token", auth=("advisor-console", demo["secret"]), data={
+        "grant_type": TOKEN_EXCHANGE, "subject_token": bob,
+        "subject_token_type": ACCESS_TOKEN_TYPE, "tenant": "10042", "access_code": code})
+    assert joined.status_code == 200, joined.text
+
+    browser, page = _web_sign_in(base, "bob", "/advisor")
+    assert 'action="/advisor/tenants/10042/open"' in page  # app_url is set by the demo
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    handoff = browser.post(f"{base}/advisor/tenants/10042/open", data={"csrf_token": csrf},
+                           headers={"Referer": f"{base}/advisor"})
+    assert handoff.status_code == 200, handoff.text[:500]
+    target = re.search(r'<form id="handoff-form" method="post" action="([^"]+)"',
+                       handoff.text).group(1)
+    assert target == f"{demo['rs']}/tenants/10042/open"
+    fields = {name: unescape(value) for name, value in re.findall(
+        r'<input type="hidden" name="([^"]+)" value="([^"]*)">', handoff.text)}
+    application = requests.post(target, data=fields)
+    assert application.status_code == 200, application.text
+    assert "ISO 20022 and SEPA payments" in application.text and "Evaluation" in application.text
+    assert 'id="payments"' in application.text
+    assert fields["access_token"] not in application.text
+    assert application.headers["Cache-Control"] == "no-store"
+    # The page is bound to its tenant, and a forged token shows nothing.
+    other = requests.post(f"{demo['rs']}/tenants/20077/open", data=fields)
+    assert other.status_code == 401 and "not issued for this tenant" in other.text
+    assert 'id="payments"' not in other.text
+    forged = requests.post(target, data={"access_token": "x.y.z"})
+    assert forged.status_code == 401 and 'id="areas"' not in forged.text
+
+
 def test_demo_token_unknown_user(demo):
     result = cli("demo-token", "mallory", "--idp-port", str(demo["idp_port"]), check=False)
     assert result.returncode != 0

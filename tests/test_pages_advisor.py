@@ -230,3 +230,153 @@ def test_app_url_setting_is_validated(settings):
     with pytest.raises(SettingsError, match="app_url"):
         settings.replace(mode="production", app_url="http://app.example/",
                          issuer="https://b.example", upstream_issuer="https://sso.example")
+
+
+# --- invitations as a guest user (issue 7) ---
+def _invite(bridge, *, name="Berater Zahlungsverkehr", **who):
+    group = bridge.api("post", f"/api/tenants/{TENANT}/groups",
+                       json={"name": name, "permissions": ["payments:read"]})
+    assert group.status_code == 201, group.json
+    invitation = bridge.api("post", f"/api/tenants/{TENANT}/invitations",
+                            json={"group": group.json["id"], **(who or {"subject": BOB})})
+    assert invitation.status_code == 201, invitation.json
+    return invitation.json["id"]
+
+
+def accept(client, invitation_id, headers=EN):
+    return post_form_page(client, f"/advisor/invitations/{invitation_id}/accept",
+                          headers=headers)
+
+
+def test_invitations_are_listed_and_accepted(bob, bridge):
+    invitation_id = _invite(bridge)
+    page = bob.get("/advisor", headers=EN)
+    row = re.search(rf'<tr data-invitation="{invitation_id}">.*?</tr>', page.text,
+                    flags=re.S).group(0)
+    assert TENANT in row and "Muster GmbH" in row and "Berater Zahlungsverkehr" in row
+    assert f'action="/advisor/invitations/{invitation_id}/accept"' in row
+    assert "in 7 days" in text_of(page)
+    assert active_memberships(bridge) == []  # listing changes nothing
+    response = accept(bob, invitation_id)
+    assert response.status_code == 303 and response.headers["Location"] == "/advisor"
+    [member] = active_memberships(bridge)
+    assert (member.advisor_subject, member.kind) == (BOB, "guest")
+    assert member.group_id is not None
+    page = bob.get("/advisor", headers=EN)
+    text = text_of(page)
+    assert (f"You are now a guest user of tenant {TENANT} (Muster GmbH) with the user group "
+            "Berater Zahlungsverkehr.") in text
+    assert "data-invitation=" not in page.text
+    mine = re.search(rf'<tr data-tenant="{TENANT}">.*?</tr>', page.text, flags=re.S).group(0)
+    assert "guest" in mine and "User group: Berater Zahlungsverkehr" in mine
+    # the guest's tokens carry the group's permissions
+    tokens = bridge.exchange("bob")
+    assert tokens.status_code == 200 and tokens.json["scope"] == "payments:read"
+
+
+def test_invitations_in_german(bob, bridge):
+    invitation_id = _invite(bridge)
+    text = text_of(bob.get("/advisor", headers=DE))
+    for words in ("Einladungen als Gastbenutzer", "Benutzergruppe", "Gültig bis", "Annehmen",
+                  "Berater Zahlungsverkehr"):
+        assert words in text, words
+    accept(bob, invitation_id, headers=DE)
+    text = text_of(bob.get("/advisor", headers=DE))
+    assert (f"Sie sind jetzt Gastbenutzer des Mandanten {TENANT} (Muster GmbH) mit der "
+            "Benutzergruppe Berater Zahlungsverkehr.") in text
+    assert "Gast Benutzergruppe: Berater Zahlungsverkehr" in text
+
+
+def test_no_invitation_section_without_invitations(bob):
+    assert 'id="invitations"' not in bob.get("/advisor").text
+
+
+def test_accept_needs_the_csrf_token(bob, bridge):
+    invitation_id = _invite(bridge)
+    response = bob.post(f"/advisor/invitations/{invitation_id}/accept", headers=EN)
+    assert response.status_code == 400
+    assert "The form has expired or did not come from this site." in text_of(response)
+    assert active_memberships(bridge) == []
+
+
+@pytest.mark.parametrize("user", ["anna", "sam", "eve"])
+def test_accept_by_a_non_advisor_is_403(app, bridge, user):
+    invitation_id = _invite(bridge)
+    response = accept(signed_in(app, user), invitation_id)
+    assert response.status_code == 403
+    assert "This page is for advisors." in text_of(response)
+    assert active_memberships(bridge) == []
+
+
+def test_an_invitation_for_someone_else_cannot_be_accepted(app, bridge):
+    invitation_id = _invite(bridge)  # for bob
+    carol = signed_in(app, "carol")
+    assert "data-invitation=" not in carol.get("/advisor").text
+    response = accept(carol, invitation_id)
+    assert response.status_code == 404
+    assert "This invitation does not exist or is not meant for you." in text_of(response)
+    unknown = accept(carol, "00000000-0000-0000-0000-000000000000")
+    assert unknown.status_code == 404
+    assert active_memberships(bridge) == []
+
+
+def _withdraw(bridge, invitation_id):
+    assert bridge.api("delete", f"/api/tenants/{TENANT}/invitations/{invitation_id}"
+                      ).status_code == 204
+
+
+def _expire(bridge, invitation_id):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from idp_bridge.storage.db import utcnow
+    from idp_bridge.storage.models import Invitation
+
+    with bridge.services.db.transaction() as session:
+        session.execute(update(Invitation).where(Invitation.id == invitation_id)
+                        .values(expires_at=utcnow() - timedelta(seconds=1)))
+
+
+@pytest.mark.parametrize("spoil,message", [
+    (_withdraw, "This invitation was withdrawn by the tenant."),
+    (_expire, "This invitation has expired. Please ask the tenant for a new one."),
+])
+def test_withdrawn_or_expired_invitations_are_refused(bob, bridge, spoil, message):
+    invitation_id = _invite(bridge)
+    spoil(bridge, invitation_id)
+    assert "data-invitation=" not in bob.get("/advisor").text
+    response = accept(bob, invitation_id)
+    assert response.status_code == 409
+    assert message in text_of(response)
+    assert 'id="invitation-error" class="error-box" role="alert"' in response.text
+    assert active_memberships(bridge) == []
+
+
+def test_accepting_twice_and_as_a_temporary_advisor_is_refused(bob, bridge):
+    invitation_id = _invite(bridge)
+    assert accept(bob, invitation_id).status_code == 303
+    again = accept(bob, invitation_id)
+    assert again.status_code == 409
+    assert "You have already accepted this invitation." in text_of(again)
+    # carol joins with a code first: an advisor membership is not turned into a guest one
+    bridge.join("carol")
+    invitation_id = _invite(bridge, name="Zweite", subject=DEMO_USERS["carol"]["sub"])
+    carol = signed_in(bridge.app, "carol")
+    response = accept(carol, invitation_id, headers=DE)
+    assert response.status_code == 409
+    assert "Sie haben bereits als Kundenberater Zugriff auf diesen Mandanten." in text_of(response)
+    kinds = sorted(m.kind for m in active_memberships(bridge))
+    assert kinds == ["guest", "temporary"]
+
+
+def test_an_invitation_by_email_needs_a_verified_address(bob, bridge):
+    invitation_id = _invite(bridge, email="Bob@Advisors.example")
+    # the development provider does not say that bob's address is verified
+    assert "data-invitation=" not in bob.get("/advisor").text
+    assert accept(bob, invitation_id).status_code == 404
+    with bob.session_transaction() as session:
+        session["user"] = {**session["user"], "email_verified": True}
+    assert f'data-invitation="{invitation_id}"' in bob.get("/advisor").text
+    assert accept(bob, invitation_id).status_code == 303
+    assert [m.kind for m in active_memberships(bridge)] == ["guest"]

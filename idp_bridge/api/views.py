@@ -162,21 +162,10 @@ def tenant_update(tenant_id):
         if unknown & {"scopes", "advisor_profile", "advisor_scopes", "profile"}:
             return _error(403, "profile_immutable", ProfileChangeRefused.message)
         raise InvalidInput(f"unknown fields: {', '.join(sorted(unknown))}")
-    days = body.get("temporary_max_age_days")
-    limit = s.settings.temporary_max_age_days
-    if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= limit:
-        raise InvalidInput(f"temporary_max_age_days must be an integer from 1 to {limit}")
-    now = utcnow()
     with s.db.transaction() as session:
         tenant = s.memberships.tenant(session, tenant_id)
-        tenant.temporary_max_age_days = days
-        # A shorter maximum applies to the temporary advisors already in the tenant too;
-        # only this tenant's memberships are touched and counted.
-        members = s.memberships.list_for_tenant(session, tenant_id)
-        for m in members:
-            if m.kind == "temporary":
-                m.expires_at = min(m.expires_at, m.created_at + s.memberships.max_age(tenant))
-        count = sum(s.memberships.end_if_expired(session, m, now) for m in members)
+        count = s.memberships.set_temporary_max_age(
+            session, tenant, body.get("temporary_max_age_days"), utcnow())
         body = tenant_json(tenant, s)
         body["memberships_expired"] = count
     return jsonify(body)

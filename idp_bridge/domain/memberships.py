@@ -76,6 +76,25 @@ class Memberships:
     def max_age(self, tenant: Tenant) -> timedelta:
         return timedelta(days=tenant.temporary_max_age_days or self.default_max_age_days)
 
+    def set_temporary_max_age(self, session, tenant: Tenant, days, now: datetime) -> int:
+        """Set the tenant's maximum age of temporary access; returns the number of
+        memberships that ended because of it.
+
+        A tenant may only shorten the configured maximum (``days`` from 1 to
+        ``default_max_age_days``, else :class:`InvalidInput`). The shorter maximum applies to
+        the temporary advisors already in the tenant too: their expiry moves forward, and
+        those now past it end at once. Only this tenant's memberships are touched.
+        """
+        limit = self.default_max_age_days
+        if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= limit:
+            raise InvalidInput(f"temporary_max_age_days must be an integer from 1 to {limit}")
+        tenant.temporary_max_age_days = days
+        members = self.list_for_tenant(session, tenant.id)
+        for m in members:
+            if m.kind == "temporary":
+                m.expires_at = min(m.expires_at, m.created_at + self.max_age(tenant))
+        return sum(self.end_if_expired(session, m, now) for m in members)
+
     # --- lifecycle ---
     def create(self, session, tenant: Tenant, *, subject: str, name: str | None, kind: str,
                created_by: str, actor_role: str, now: datetime, reason: str | None = None,

@@ -1,5 +1,6 @@
 """The advisor's pages: redeem an access code (tenant number, code, optional reason), "my
-tenants" with kind, since and expiry, leave a tenant, and open a tenant in the application.
+tenants" with kind, since and expiry, leave a tenant, accept an invitation as a guest user,
+and open a tenant in the application.
 
 Opening a tenant mints tenant-scoped tokens with the token exchange's policy
 (:meth:`AdvisorExchange.exchange`, for the configured ``app_client_id``) and hands them to the
@@ -24,7 +25,7 @@ from flask_babel import gettext as _
 
 from ..domain.errors import DomainError, Forbidden, NotFound
 from ..storage.db import utcnow
-from ..storage.models import Tenant
+from ..storage.models import Tenant, UserGroup
 from .errors import deny, explain, page_blueprint
 from .pages import advisor_required, services
 from .rights import rights_table
@@ -38,12 +39,26 @@ def _my_tenants():
     with s.db.read() as session:
         memberships = s.memberships.list_for_advisor(session, g.identity.subject, utcnow())
         names = {m.tenant_id: (session.get(Tenant, m.tenant_id).name) for m in memberships}
-    return [(m, names.get(m.tenant_id)) for m in memberships]
+        groups = {m.group_id: session.get(UserGroup, m.group_id).name
+                  for m in memberships if m.group_id}
+    return [(m, names.get(m.tenant_id)) for m in memberships], groups
 
 
-def _render(status: int = 200, *, error: str | None = None, values: dict | None = None):
-    return render_template("web/advisor.html", memberships=_my_tenants(), error=error,
-                           values=values or {}, rights=rights_table(),
+def _my_invitations():
+    """Open invitations addressed to the signed-in advisor (by subject, or by a verified
+    e-mail address), with the tenant's and the group's names."""
+    s = services()
+    with s.db.read() as session:
+        return [(i, session.get(Tenant, i.tenant_id).name, session.get(UserGroup, i.group_id).name)
+                for i in s.guests.my_invitations(session, g.identity, utcnow())]
+
+
+def _render(status: int = 200, *, error: str | None = None, values: dict | None = None,
+            invitation_error: str | None = None):
+    memberships, group_names = _my_tenants()
+    return render_template("web/advisor.html", memberships=memberships, group_names=group_names,
+                           invitations=_my_invitations(), invitation_error=invitation_error,
+                           error=error, values=values or {}, rights=rights_table(),
                            can_open=bool(services().settings.app_url),
                            reason_max=services().settings.reason_max_length), status
 
@@ -77,6 +92,27 @@ def join():
         tenant = s.memberships.tenant(session, tenant_id)
     flash(_("You now have access to tenant %(tenant)s (%(name)s).", tenant=tenant.id,
             name=tenant.name), "success")
+    return redirect(url_for("advisor.home"), 303)
+
+
+@bp.post("/invitations/<invitation_id>/accept")
+@advisor_required
+def accept(invitation_id):
+    """Accept an invitation as a guest user (``POST /api/me/invitations/<id>/accept``)."""
+    s = services()
+    try:
+        with s.db.transaction() as session:
+            membership = s.guests.accept(session, invitation_id, g.identity, now=utcnow())
+            tenant = s.memberships.tenant(session, membership.tenant_id)
+            tenant_id, tenant_name = tenant.id, tenant.name
+            group_name = session.get(UserGroup, membership.group_id).name
+    except Forbidden:
+        raise
+    except DomainError as exc:  # withdrawn, expired, already a member: say so
+        status, message = explain(exc)
+        return _render(status, invitation_error=message)
+    flash(_("You are now a guest user of tenant %(tenant)s (%(name)s) with the user group "
+            "%(group)s.", tenant=tenant_id, name=tenant_name, group=group_name), "success")
     return redirect(url_for("advisor.home"), 303)
 
 

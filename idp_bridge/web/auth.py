@@ -28,8 +28,8 @@ SIGN_IN_SCOPE = "openid profile email"
 
 #: What the session keeps of the upstream tokens' claims (never the tokens themselves,
 #: except the ID token for the logout hint).
-KEPT_CLAIMS = ("iss", "sub", "preferred_username", "name", "email", "sid", "acr", "amr",
-               "auth_time")
+KEPT_CLAIMS = ("iss", "sub", "preferred_username", "name", "email", "email_verified", "sid",
+               "acr", "amr", "auth_time")
 #: Display claims that a provider may return from its UserInfo endpoint only (OpenID Connect
 #: Core 5.4: with the code flow, profile and email claims need not be in the ID token).
 PROFILE_CLAIMS = ("preferred_username", "name", "email")
@@ -131,7 +131,11 @@ def _userinfo_profile(token, subject: str) -> dict:
         return {}
     if info.get("sub") != subject:
         return {}
-    return {k: info[k] for k in PROFILE_CLAIMS if isinstance(info.get(k), str) and info[k]}
+    profile = {k: info[k] for k in PROFILE_CLAIMS if isinstance(info.get(k), str) and info[k]}
+    if "email" in profile and info.get("email_verified") is True:
+        # An invitation by e-mail is only for a verified address (domain/guests.py).
+        profile["email_verified"] = True
+    return profile
 
 
 @bp.post("/logout")

@@ -12,7 +12,7 @@ from ..domain.errors import AccessCodeRejected, Conflict, DomainError, Forbidden
 from ..domain.exchange import RateLimitUnavailable
 
 #: Blueprints whose errors are shown as HTML pages.
-PAGE_BLUEPRINTS = frozenset({"pages", "auth", "tenant", "advisor", "support"})
+PAGE_BLUEPRINTS = frozenset({"pages", "auth", "tenant", "groups", "advisor", "support"})
 #: Page endpoints that answer JSON (polled by the pages' script).
 JSON_ENDPOINTS = frozenset({"tenant.status"})
 
@@ -35,6 +35,9 @@ _DOMAIN_MESSAGES = (
     ("access_code is malformed",
      _l("An access code has 8 characters, like ABCD-EFGH. Please check your entry.")),
     ("unknown tenant", _l("There is no tenant with this number.")),
+    ("you already have access to this tenant as",
+     _l("You already have access to this tenant as an advisor. It must end before you can join "
+        "as a guest user.")),
     ("you already have access to this tenant", _l("You already have access to this tenant.")),
     ("access_code is required", _l("You have no access to this tenant (any more).")),
     ("too many wrong access codes",
@@ -48,6 +51,28 @@ _DOMAIN_MESSAGES = (
     ("this membership has already ended", _l("This access has already ended.")),
     ("this advisor is a guest of the tenant",
      _l("This advisor is a guest user of the tenant. Remove the guest access first.")),
+    # user groups and guest invitations (idp_bridge/domain/guests.py)
+    ("a group name has", _l("A user group needs a name of 1 to 100 characters.")),
+    ("a user group of this name exists", _l("There already is a user group with this name.")),
+    ("unknown scope", _l("These permissions do not exist.")),
+    ("permissions must be", _l("These permissions do not exist.")),
+    ("no such user group in this tenant", _l("This user group does not exist (any more).")),
+    ("guests still use this user group",
+     _l("This user group cannot be deleted: guest users still have it, or open invitations "
+        "name it. Remove those guests or withdraw the invitations first.")),
+    ("invite by exactly one of subject or email",
+     _l("Please enter the advisor's user ID or the e-mail address (one of them, not both).")),
+    ("subject must be the advisor's subject",
+     _l("The user ID has 1 to 255 printable characters.")),
+    ("email is not an e-mail address", _l("This is not an e-mail address.")),
+    ("no such invitation in this tenant", _l("This invitation does not exist.")),
+    ("this invitation is no longer open",
+     _l("This invitation is no longer open: it was accepted, withdrawn or has expired.")),
+    ("no such invitation for you", _l("This invitation does not exist or is not meant for you.")),
+    ("this invitation was withdrawn", _l("This invitation was withdrawn by the tenant.")),
+    ("this invitation was already accepted", _l("You have already accepted this invitation.")),
+    ("this invitation has expired",
+     _l("This invitation has expired. Please ask the tenant for a new one.")),
 )
 _DOMAIN_STATUS = {InvalidInput: 400, AccessCodeRejected: 400, Forbidden: 403, NotFound: 404,
                   Conflict: 409}
@@ -140,8 +165,3 @@ def page_blueprint(name: str, import_name: str, **kwargs) -> Blueprint:
     blueprint.register_error_handler(RateLimitUnavailable, _rate_limit_unavailable)
     return blueprint
 
-
-#: Blueprints whose errors are shown as HTML pages.
-PAGE_BLUEPRINTS = frozenset({"pages", "auth", "tenant", "advisor", "support"})
-#: Page endpoints that answer JSON (polled by the pages' script).
-JSON_ENDPOINTS = frozenset({"tenant.status"})

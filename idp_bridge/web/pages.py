@@ -27,10 +27,10 @@ bp = page_blueprint("pages", __name__, template_folder="templates", static_folde
 
 
 def init_app(app, settings) -> None:
-    from . import advisor, support, tenant
+    from . import advisor, groups, support, tenant
 
     init_babel(app, settings)
-    for blueprint in (bp, tenant.bp, advisor.bp, support.bp):
+    for blueprint in (bp, tenant.bp, groups.bp, advisor.bp, support.bp):
         app.register_blueprint(blueprint)
     app.after_request(html_security_headers)
     app.context_processor(_page_context)

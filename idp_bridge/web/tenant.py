@@ -12,6 +12,7 @@ from flask import (Response, flash, g, jsonify, redirect, render_template, reque
 from flask_babel import gettext as _
 from flask_babel import ngettext
 
+from ..domain.errors import InvalidInput
 from ..notifications import MAX_RECIPIENTS, parse_addresses
 from ..storage.db import utcnow
 from ..storage.models import AccessCodeState
@@ -23,7 +24,7 @@ from .pages import services, tenant_admin_required
 from .rights import rights_table
 
 bp = page_blueprint("tenant", __name__, url_prefix="/tenants/<tenant_id>")
-RETURN_PAGES = {"help": "tenant.help", "users": "tenant.users"}
+RETURN_PAGES = {"help": "tenant.help", "users": "tenant.users", "groups": "groups.home"}
 
 
 def current_code(tenant_id: str, now):
@@ -46,16 +47,24 @@ def _live_state(tenant_id: str) -> dict:
     with s.db.read() as session:
         tenant = s.memberships.tenant(session, tenant_id)
         members = s.memberships.list_for_tenant(session, tenant_id, now)
+        group_names = _group_names(session, tenant_id)
         limit = s.settings.temporary_max_age_days
         max_age_days = tenant.temporary_max_age_days or limit
     fingerprint = hashlib.sha256("|".join(
-        [code.code] + [f"{m.id}/{m.kind}/{m.last_token_at}/{m.expires_at}" for m in members]
+        [code.code] + [f"{m.id}/{m.kind}/{m.last_token_at}/{m.expires_at}/"
+                       f"{group_names.get(m.group_id, '')}" for m in members]
     ).encode()).hexdigest()[:16]
     return {"tenant": tenant, "code": code, "now": now,
             "temporary": [m for m in members if m.kind == "temporary"],
             "permanent": [m for m in members if m.kind == "permanent"],
+            "guests": [m for m in members if m.kind == "guest"], "group_names": group_names,
             "members": members, "fingerprint": fingerprint,
             "max_age_days": max_age_days, "max_age_limit": limit}
+
+
+def _group_names(session, tenant_id: str) -> dict[str, str]:
+    """The tenant's user groups by id: guests are shown with their group's name."""
+    return {group.id: group.name for group in services().guests.groups(session, tenant_id)}
 
 
 def _render_help(tenant_id: str, *, errors: dict | None = None, status: int = 200,
@@ -88,7 +97,8 @@ def status(tenant_id):
         code=code.display, expires_at=int(code.expires_at.timestamp()),
         now=int(state["now"].timestamp()), fingerprint=state["fingerprint"],
         temporary_html=render_template("web/_temporary.html", **state),
-        permanent_html=render_template("web/_permanent.html", **state))
+        permanent_html=render_template("web/_permanent.html", **state),
+        guests_html=render_template("web/_guests.html", **state))
 
 
 @bp.get("/users")
@@ -98,7 +108,9 @@ def users(tenant_id):
     with s.db.read() as session:
         tenant = s.memberships.tenant(session, tenant_id)
         members = s.memberships.list_for_tenant(session, tenant_id, utcnow())
-    return render_template("web/tenant_users.html", tenant=tenant, members=members)
+        group_names = _group_names(session, tenant_id)
+    return render_template("web/tenant_users.html", tenant=tenant, members=members,
+                           group_names=group_names)
 
 
 def _back(tenant_id: str) -> str:
@@ -112,13 +124,19 @@ def remove_confirm(tenant_id, membership_id):
     with s.db.read() as session:
         tenant = s.memberships.tenant(session, tenant_id)
         membership = s.memberships.get_for_tenant(session, tenant_id, membership_id)
+        group_names = _group_names(session, tenant_id)
+    details = [(_("User group"), group_names.get(membership.group_id, "–"))] \
+        if membership.kind == "guest" else []
     return render_template(
-        "web/confirm.html", tenant=tenant, membership=membership,
+        "web/confirm.html", tenant=tenant, membership=membership, details=details,
         title=_("Remove %(name)s from tenant %(tenant)s?",
                 name=membership.advisor_name or membership.advisor_subject, tenant=tenant_id),
-        explanation=_("The advisor loses access at once: every token issued under this access "
-                      "stops working, everywhere. To come back, the advisor needs a new access "
-                      "code (or a new assignment by support)."),
+        explanation=_("The guest user loses access at once: every token issued under this "
+                      "access stops working, everywhere. To come back, the advisor needs a new "
+                      "invitation.") if membership.kind == "guest" else
+        _("The advisor loses access at once: every token issued under this access stops "
+          "working, everywhere. To come back, the advisor needs a new access code (or a new "
+          "assignment by support)."),
         action=url_for("tenant.remove", tenant_id=tenant_id, membership_id=membership_id),
         confirm_label=_("Remove from tenant"), back=_back(tenant_id),
         hidden={"from": request.args.get("from", "help")})
@@ -142,27 +160,23 @@ def remove(tenant_id, membership_id):
 @bp.post("/settings/max-age")
 @tenant_admin_required
 def set_max_age(tenant_id):
-    """Same rule as ``PATCH /api/tenants/<t>``: 1 to the configured maximum (a tenant may only
-    shorten it); a shorter maximum applies to the temporary advisors already in the tenant."""
+    """Same rule as ``PATCH /api/tenants/<t>`` (:meth:`Memberships.set_temporary_max_age`):
+    1 to the configured maximum (a tenant may only shorten it); a shorter maximum applies to
+    the temporary advisors already in the tenant."""
     s = services()
-    limit = s.settings.temporary_max_age_days
     raw = request.form.get("temporary_max_age_days", "").strip()
     try:
         days = int(raw)
     except ValueError:
         days = None
-    if days is None or not 1 <= days <= limit:
+    try:
+        with s.db.transaction() as session:
+            tenant = s.memberships.tenant(session, tenant_id)
+            ended = s.memberships.set_temporary_max_age(session, tenant, days, utcnow())
+    except InvalidInput:
         return _render_help(tenant_id, status=400, values={"max_age": raw}, errors={
-            "max_age": _("Please enter a whole number of days from 1 to %(limit)s.", limit=limit)})
-    now = utcnow()
-    with s.db.transaction() as session:
-        tenant = s.memberships.tenant(session, tenant_id)
-        tenant.temporary_max_age_days = days
-        members = s.memberships.list_for_tenant(session, tenant_id)
-        for m in members:
-            if m.kind == "temporary":
-                m.expires_at = min(m.expires_at, m.created_at + s.memberships.max_age(tenant))
-        ended = sum(s.memberships.end_if_expired(session, m, now) for m in members)
+            "max_age": _("Please enter a whole number of days from 1 to %(limit)s.",
+                         limit=s.settings.temporary_max_age_days)})
     message = _("Temporary access now lasts at most %(days)s days.", days=days)
     if ended:
         message += " " + ngettext("%(num)s temporary access ended because it was older.",

@@ -4,9 +4,9 @@
 - the bridge, served on a free 127.0.0.1 port with an issuer naming that very URL (the
   example resource server discovers it there), on SQLite, background workers running;
 - the example resource server (``deploy/example-resource-server``) with its revocation-feed
-  listener, plus one page standing for the konfipay application: ``POST
-  /tenants/<t>/open`` receives the tokens that "open tenant" hands over and shows what the
-  resource server returns with them;
+  listener and its page standing for the konfipay application (``POST /tenants/<t>/open``,
+  the bridge's ``app_url``), which receives the tokens that "open tenant" hands over and
+  shows the areas they may read; the tests also keep what was handed over;
 - Debian's Chromium driven by Playwright for Python (``executable_path``, no browser
   download). Outside CI a missing Chromium or Playwright skips these tests with the reason;
   with ``CI`` set it fails the run.
@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import html
 import importlib.util
 import os
 import secrets
@@ -23,7 +22,6 @@ import threading
 from pathlib import Path
 
 import pytest
-import requests
 from cryptography.fernet import Fernet
 
 from conftest import RS_CLIENT_ID, ServerThread, build_app
@@ -95,28 +93,17 @@ class LiveSystem:
 
 
 def application_page(example, guard, handed_over: list):
-    """The example resource server plus the page that receives the hand-over."""
+    """The example resource server with its application page; what the page receives is
+    also kept in ``handed_over`` for the tests."""
     from flask import request
 
     rs_app = example.create_app(guard)
 
-    def open_tenant(tenant):
-        form = request.form.to_dict()
-        handed_over.append(form)
-        token = form.get("access_token", "")
-        base = request.host_url.rstrip("/")
-        answer = requests.get(f"{base}/tenants/{tenant}/payments", timeout=10,
-                              headers={"Authorization": f"Bearer {token}"})
-        items = answer.json().get("items", []) if answer.status_code == 200 else []
-        body = (f"<!doctype html><html lang='en'><head><title>konfipay {html.escape(tenant)}"
-                f"</title></head><body><h1>konfipay · tenant {html.escape(tenant)}</h1>"
-                f"<p id='status'>payments answered {answer.status_code}</p>"
-                f"<p id='scope'>{html.escape(form.get('scope', ''))}</p><ul>"
-                + "".join(f"<li>{html.escape(i['label'])}</li>" for i in items)
-                + "</ul></body></html>")
-        return body, 200, {"Content-Type": "text/html; charset=utf-8"}
+    @rs_app.before_request
+    def keep_handed_over():
+        if request.endpoint == "open_tenant":
+            handed_over.append(request.form.to_dict())
 
-    rs_app.add_url_rule("/tenants/<tenant>/open", "open_tenant", open_tenant, methods=["POST"])
     return rs_app
 
 

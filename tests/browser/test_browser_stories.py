@@ -80,10 +80,13 @@ def test_story_code_join_live_refresh_remove_and_permanent_advisor(browser, live
         check(code_box).to_have_text(CODE_RE)
         screenshot(anna, "help-page-with-advisor-en", commit=True)
 
-        # bob opens the tenant: the application receives tenant-scoped tokens.
+        # bob opens the tenant: the application (the example resource server's page) receives
+        # tenant-scoped tokens and shows what they may read, with the data.
         row.get_by_role("button", name=re.compile("Open")).click()
-        check(bob.locator("#status")).to_have_text("payments answered 200")
+        check(bob.locator("#status")).to_contain_text("temporary access")
         check(bob.locator("#scope")).to_contain_text("payments:read")
+        check(bob.locator("#areas")).to_contain_text("ISO 20022 and SEPA payments")
+        check(bob.locator("section#payments tbody tr")).to_have_count(3)
         screenshot(bob, "application-opened")
         token = live.handed_over[-1]["access_token"]
         assert live.handed_over[-1]["tenant"] == TENANT
@@ -147,6 +150,66 @@ def test_story_code_join_live_refresh_remove_and_permanent_advisor(browser, live
     finally:
         for context in (anna_context, bob_context, sam_context):
             context.close()
+
+
+def test_story_guest_user_with_a_user_group(browser, live):
+    """anna makes a user group and invites bob as a guest; bob accepts on his page; anna's
+    help page shows him as a guest without reload; the application sees the group's rights."""
+    check = expect()
+    anna_context, bob_context = new_context(browser), new_context(browser)
+    try:
+        anna = sign_in(anna_context, live.url, "anna", f"/tenants/{TENANT}/help")
+        anna.get_by_role("link", name="User groups", exact=True).click()
+        check(anna.get_by_role("heading", level=1)).to_contain_text("User groups and guests")
+        anna.get_by_role("link", name="Create user group").click()
+        anna.get_by_label("Name of the user group").fill("Berater Zahlungsverkehr")
+        anna.get_by_label("ISO 20022 and SEPA payments: Read", exact=True).check()
+        anna.get_by_label("Bank accounts: Change", exact=True).check()
+        screenshot(anna, "user-group-form-en")
+        anna.get_by_role("button", name="Create user group").click()
+        check(anna.get_by_role("status")).to_contain_text(
+            "User group Berater Zahlungsverkehr was created.")
+        check(anna.locator("#groups")).to_contain_text("Bank accounts: read and change")
+
+        bob_subject = DEMO_USERS["bob"]["sub"]
+        anna.get_by_label("User group", exact=True).select_option(label="Berater Zahlungsverkehr")
+        anna.get_by_label("Advisor's user ID").fill(bob_subject)
+        anna.get_by_role("button", name="Invite", exact=True).click()
+        check(anna.get_by_role("status")).to_contain_text("is invited as a guest user")
+        check(anna.locator("#open-invitations")).to_contain_text(bob_subject)
+        screenshot(anna, "user-groups-en")
+        anna.get_by_role("link", name="Help page", exact=True).click()
+        check(anna.locator("#guest-users")).to_contain_text("No advisor is a guest user")
+
+        bob = sign_in(bob_context, live.url, "bob", "/advisor")
+        invitation = bob.locator("#my-invitations tbody tr")
+        check(invitation).to_contain_text("Berater Zahlungsverkehr")
+        invitation.get_by_role("button", name=re.compile("Accept")).click()
+        check(bob.get_by_role("status")).to_contain_text(
+            f"You are now a guest user of tenant {TENANT}")
+        row = bob.locator(f"#my-tenants tr[data-tenant='{TENANT}']")
+        check(row).to_contain_text("guest")
+        check(row).to_contain_text("User group: Berater Zahlungsverkehr")
+        check(bob.locator("#my-invitations")).to_have_count(0)
+
+        # anna's help page lists bob as a guest with his group, without a reload.
+        guests = anna.locator("#guest-users")
+        check(guests).to_contain_text("bob")
+        check(guests).to_contain_text("Berater Zahlungsverkehr")
+        check(guests.get_by_role("link", name="Remove from tenant (bob)")).to_be_visible()
+
+        # The application sees exactly the group's rights.
+        row.get_by_role("button", name=re.compile("Open")).click()
+        check(bob.locator("#status")).to_contain_text("guest access")
+        areas = bob.locator("#areas")
+        check(areas).to_contain_text("ISO 20022 and SEPA payments")
+        check(areas).to_contain_text("Bank accounts")
+        check(areas).not_to_contain_text("EBICS")
+        assert live.handed_over[-1]["scope"].split() == [
+            "bank-accounts:read", "bank-accounts:write", "payments:read"]
+    finally:
+        anna_context.close()
+        bob_context.close()
 
 
 def test_german_and_english_rendering_and_the_switch(browser, live):

@@ -1,7 +1,7 @@
 /* idp-bridge pages: comfort only. Every page works without this script (CSP: script-src
    'self', so no inline scripts). What it adds:
    - help page: countdown to the next code, copy button, live refresh of the code and the
-     advisor lists by polling the page's small JSON status endpoint every few seconds;
+     advisor and guest lists by polling the page's small JSON status endpoint every few seconds;
    - hand-over page: submits the form to the application at once. */
 (function () {
   "use strict";
@@ -108,6 +108,7 @@
           }
           var changed = replace("temporary-advisors", data.temporary_html);
           changed = replace("permanent-advisors", data.permanent_html) || changed;
+          if (data.guests_html !== undefined) changed = replace("guest-users", data.guests_html) || changed;
           if (changed) announce(live.getAttribute("data-text-advisors-changed"));
         })
         .catch(function () { /* offline for a moment: the next poll tries again */ })
