@@ -48,8 +48,8 @@ def measure(bridge: ServedBridge, seconds: float, connections: int) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1)   # SQLite: one writer process
+    parser.add_argument("--connections", type=int, default=4)
     args = parser.parse_args(argv)
     require_wrk()
     reference = es256_rates()

@@ -50,7 +50,9 @@ def main(ctx, config_file, database_url, redis_url):
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int)
+@click.option("--workers", default=None, type=int,
+              help="Worker processes (default: 1 on SQLite, whose single writer several "
+                   "processes would only queue for; 2 otherwise).")
 @click.pass_obj
 def serve(obj, host, port, workers):
     """Run the bridge with gunicorn (the database must be migrated: `idp-bridge db upgrade`)."""
@@ -62,6 +64,8 @@ def serve(obj, host, port, workers):
     from .wsgi import GunicornApplication
 
     configure_logging(settings.log_format)
+    if workers is None:
+        workers = 1 if settings.database_url.startswith("sqlite") else 2
     GunicornApplication(settings, gunicorn_options(f"{host}:{port}", workers)).run()
 
 
