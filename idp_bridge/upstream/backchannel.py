@@ -12,7 +12,7 @@ import hashlib
 import time
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from ..domain import audit
@@ -58,11 +58,15 @@ def remember_ended_session(session, claims: dict, now) -> None:
             row.ended_at, row.expires_at = now, now + REMEMBER_ENDED_SESSION
 
 
+_ENDED = select(EndedUpstreamSession.key, EndedUpstreamSession.ended_at).where(
+    EndedUpstreamSession.key.in_(bindparam("keys", expanding=True)))
+
+
 def session_has_ended(session, identity) -> bool:
     """Whether the subject token comes from an upstream session that was logged out."""
     keys = ended_session_keys(identity.issuer, identity.session_id, identity.subject)
-    rows = session.execute(select(EndedUpstreamSession.key, EndedUpstreamSession.ended_at)
-                           .where(EndedUpstreamSession.key.in_(list(keys.values())))).all()
+    # On every token exchange: a prepared Core statement on the transaction's connection.
+    rows = session.connection().execute(_ENDED, {"keys": list(keys.values())}).all()
     issued = identity.claims.get("iat")
     for key, ended_at in rows:
         if key == keys.get("sid"):
