@@ -31,6 +31,7 @@ from .oauth.rfc8693 import TokenExchangeGrant
 from .oauth.refresh_token import RefreshTokenGrant
 from .oauth.server import BridgeAuthorizationServer
 from .settings import Settings
+from .ssf.egress import PushPolicy
 from .ssf.rfc8935 import Pusher
 from .ssf.streams import Transmitter
 from .storage.db import Database, StorageUnavailable, utcnow
@@ -188,7 +189,12 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     transmitter = Transmitter(
         db=db, keyring=keys, issuer=settings.issuer,
         key_encryption_key=settings.key_encryption_key,
-        relevance_seconds=settings.access_token_lifetime + settings.upstream_leeway_seconds + 30)
+        relevance_seconds=settings.access_token_lifetime + settings.upstream_leeway_seconds + 30,
+        event_id_key=derive_secret(settings.secret_key, "ssf event ids"),
+        push_policy=PushPolicy(https_only=settings.mode == "production",
+                               allow_loopback=settings.ssf_push_allow_loopback,
+                               allowed_hosts=settings.ssf_push_allowed_hosts,
+                               own_url=settings.issuer))
     app.extensions["idp_bridge"] = Services(
         settings=settings, db=db, keys=keys, codes=codes, memberships=memberships,
         issuer=issuer, validator=validator, roles=roles, exchange=exchange, server=server,

@@ -130,6 +130,12 @@ class Settings:
     maintenance_interval: float = 30.0
     #: How long a revocation-feed poll waits for events (stays below receivers' 30 s bound).
     ssf_long_poll_seconds: float = 15.0
+    #: Push delivery (RFC 8935) only to these receiver hosts: names such as
+    #: ``events.example.com``, ``*.example.com`` for the subdomains of a domain. Empty: any
+    #: host whose addresses are all public. (Addresses are checked either way.)
+    ssf_push_allowed_hosts: tuple[str, ...] = ()
+    #: Tests and the demo only (refused in production mode): push endpoints on loopback.
+    ssf_push_allow_loopback: bool = False
 
     def __post_init__(self):
         _validate(self)
@@ -306,6 +312,7 @@ def _validate(s: Settings) -> None:
         raise SettingsError("maintenance_interval", "must be from 1 to 60 seconds")
     if not 0 < s.ssf_long_poll_seconds <= 25:
         raise SettingsError("ssf_long_poll_seconds", "must be more than 0 and at most 25")
+    _validate_push(s)
     if "{tenant}" not in s.tenant_admin_group:
         raise SettingsError("tenant_admin_group", "must contain the placeholder {tenant}")
     if s.default_audience not in s.audiences:
@@ -337,6 +344,17 @@ def _validate(s: Settings) -> None:
             raise SettingsError(
                 "ratelimit_storage_uri", "must name a shared store (redis://) with a shared database"
             )
+
+
+def _validate_push(s: Settings) -> None:
+    from .ssf.egress import host_pattern_is_valid
+
+    for pattern in s.ssf_push_allowed_hosts:
+        if not host_pattern_is_valid(pattern):
+            raise SettingsError("ssf_push_allowed_hosts",
+                                "entries are host names, *.domain or IP addresses")
+    if s.ssf_push_allow_loopback and s.mode == "production":
+        raise SettingsError("ssf_push_allow_loopback", "cannot be used in production mode")
 
 
 SMTP_SECURITY = ("starttls", "tls", "none")

@@ -52,6 +52,21 @@ def stream_id(feed):
     return response.json["stream_id"]
 
 
+@pytest.fixture
+def loopback_bridge(settings, upstream):
+    """A bridge that may push to receivers on loopback: the explicit opt-in of tests and the
+    demo (ssf_push_allow_loopback, refused in production mode)."""
+    from conftest import Bridge, build_app
+
+    app = build_app(settings.replace(ssf_push_allow_loopback=True))
+    return Bridge(app, app.test_client(), upstream)
+
+
+@pytest.fixture
+def loopback_feed(loopback_bridge):
+    return Feed(loopback_bridge)
+
+
 def remove(bridge, user="bob"):
     mid = bridge.membership_id(user)
     assert bridge.api("delete", f"/api/tenants/{TENANT}/memberships/{mid}").status_code == 204
@@ -84,7 +99,9 @@ def test_receiver_authentication(feed, bridge, stream_id, auth, status, error):
         assert response.json["error"] == error
 
 
-def test_stream_management(feed, stream_id):
+def test_stream_management(loopback_feed):
+    feed = loopback_feed
+    stream_id = feed.create().json["stream_id"]
     config = feed.client.get(f"/ssf/stream?stream_id={stream_id}", auth=feed.auth).json
     assert config["aud"] == RS_CLIENT_ID
     assert config["delivery"] == {"method": POLL,
@@ -280,7 +297,8 @@ class PushReceiver:
         return [b""]
 
 
-def test_push_delivery(feed, bridge):
+def test_push_delivery(loopback_feed, loopback_bridge):
+    feed, bridge = loopback_feed, loopback_bridge
     receiver = PushReceiver()
     with ServerThread(receiver) as server:
         created = feed.create({"delivery": {
@@ -297,7 +315,8 @@ def test_push_delivery(feed, bridge):
     assert receiver.headers[0] == ("application/secevent+jwt", "Bearer push-secret")
 
 
-def test_push_failure_is_retried_not_lost(feed, bridge):
+def test_push_failure_is_retried_not_lost(loopback_feed, loopback_bridge):
+    feed, bridge = loopback_feed, loopback_bridge
     receiver = PushReceiver(status=503)
     with ServerThread(receiver) as server:
         created = feed.create({"delivery": {

@@ -4,6 +4,12 @@ A background thread posts pending SETs of push streams to their endpoints; a ``2
 acknowledges a SET. Failures back off per stream (up to a minute) and retry while the event
 is still relevant. Every bridge process may run a pusher: delivery is at least once, and
 receivers deduplicate by ``jti``.
+
+Endpoints are receivers' input: each one is checked against the transmitter's
+:class:`~.egress.PushPolicy` before a round and again, on the resolved address, by the HTTP
+session's connections. Redirects are never followed (a 3xx is a failed delivery), a
+response's body is never read (its status line and headers are all that counts, bounded by
+http.client's limits) and connect and read timeouts are short.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from sqlalchemy import select
 from ..background import Loop
 from ..storage.db import utcnow
 from ..storage.models import SsfStream
+from .egress import PushTargetRefused
 from .streams import PUSH
 
 log = logging.getLogger(__name__)
@@ -25,14 +32,14 @@ log = logging.getLogger(__name__)
 class Pusher(Loop):
     name = "ssf-push"
 
-    def __init__(self, transmitter, notifier, *, timeout: float = 5.0, idle_wait: float = 5.0):
+    def __init__(self, transmitter, notifier, *, idle_wait: float = 5.0):
         super().__init__()
         self.transmitter = transmitter
         self.notifier = notifier
-        self.timeout = timeout
+        self.policy = transmitter.push_policy
         self.idle_wait = idle_wait
         self._backoff: dict[str, tuple[float, float]] = {}  # stream -> (retry at, delay)
-        self._http = requests.Session()
+        self._http = self.policy.session()
 
     def step(self) -> float:
         if self.deliver_once() is None:
@@ -54,6 +61,14 @@ class Pusher(Loop):
             retry_at, delay = self._backoff.get(stream.stream_id, (0.0, 0.0))
             if now < retry_at:
                 continue
+            try:
+                # Streams stored before a policy change are held to today's policy; the
+                # addresses are checked when connecting.
+                self.policy.check_url(stream.endpoint_url)
+            except PushTargetRefused as exc:
+                log.warning("push endpoint of stream %s refused: %s", stream.stream_id, exc)
+                self._back_off(stream.stream_id, delay)
+                continue
             sets, _ = self.transmitter.pending(stream.stream_id, stream.client_id, 100, utcnow(),
                                                touch=True)
             headers = {"Content-Type": "application/secevent+jwt", "Accept": "application/json"}
@@ -62,20 +77,18 @@ class Pusher(Loop):
                 headers["Authorization"] = header
             done = []
             for jti, token in sets.items():
-                try:
-                    response = self._http.post(stream.endpoint_url, data=token, headers=headers,
-                                               timeout=self.timeout)
-                except requests.RequestException:
-                    response = None
-                if response is not None and response.status_code == 202:
+                status = self._post(stream.endpoint_url, token, headers)
+                if status == 202:
                     done.append(jti)
-                elif response is not None and response.status_code == 400:
+                elif status == 400:
                     # RFC 8935 2.3: the receiver refused this SET for good; do not resend it.
                     log.warning("push receiver of stream %s refused SET %s", stream.stream_id, jti)
                     done.append(jti)
                 else:
-                    delay = min(60.0, max(0.5, delay * 2))
-                    self._backoff[stream.stream_id] = (time.monotonic() + delay, delay)
+                    if status is not None and 300 <= status < 400:
+                        log.warning("push receiver of stream %s answered a redirect, which is "
+                                    "not followed", stream.stream_id)
+                    delay = self._back_off(stream.stream_id, delay)
                     break
             else:
                 self._backoff.pop(stream.stream_id, None)
@@ -83,3 +96,21 @@ class Pusher(Loop):
                 self.transmitter.acknowledge(stream.stream_id, stream.client_id, done, utcnow())
                 accepted += len(done)
         return accepted
+
+    def _post(self, url: str, token: str, headers: dict) -> int | None:
+        """The status of one POST (None when it failed), without reading the body."""
+        try:
+            response = self._http.post(url, data=token, headers=headers,
+                                       timeout=self.policy.timeout, allow_redirects=False,
+                                       stream=True)
+        except requests.RequestException:
+            return None
+        try:
+            return response.status_code
+        finally:
+            response.close()
+
+    def _back_off(self, stream_id: str, delay: float) -> float:
+        delay = min(60.0, max(0.5, delay * 2))
+        self._backoff[stream_id] = (time.monotonic() + delay, delay)
+        return delay

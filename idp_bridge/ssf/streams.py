@@ -3,22 +3,34 @@
 Pending events of a stream are the revocations still relevant (newer than the access-token
 lifetime plus leeway: older ones revoke only expired tokens) that the stream has not
 acknowledged. Delivery is at least once; receivers deduplicate by ``jti``.
+
+Event ids (``jti``) are ``r<revocation id>.<mac>`` and ``v<verification id>.<mac>``: the mac
+is an HMAC-SHA256 (key derived from the server secret) of (kind, stream, id), truncated to
+128 bits. They are the same on every redelivery to a stream, differ between streams, and
+cannot be predicted, so a receiver can acknowledge only events it was given: an
+acknowledgement counts only with a valid mac and for a revocation id not above the highest
+one delivered to the stream (``delivered_through_id``), a verification only while it is the
+stream's current one. Anything else is ignored (RFC 8936 section 2.4).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import re
 import uuid
 from datetime import datetime, timedelta
 
 from cryptography.fernet import Fernet
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..domain.errors import Conflict, InvalidInput, NotFound
 from ..metrics import FEED_LAG
 from ..storage.models import Revocation, SsfAck, SsfStream
 from . import rfc8417
+from .egress import PushPolicy, PushTargetRefused
 
 POLL = "urn:ietf:rfc:8936"
 PUSH = "urn:ietf:rfc:8935"
@@ -26,16 +38,40 @@ EVENTS = [rfc8417.SESSION_REVOKED, rfc8417.VERIFICATION]
 MAX_STREAMS_PER_CLIENT = 100
 IDLE_STREAM = timedelta(hours=1)
 _JTI = re.compile(r"^(r|v)(\d{1,18})\.([0-9a-f]{32})$")
+MAX_AUTHORIZATION_HEADER = 4000
+_HEADER_VALUE = re.compile(r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")
 
 
 class Transmitter:
     def __init__(self, *, db, keyring, issuer: str, key_encryption_key: str,
-                 relevance_seconds: int):
+                 relevance_seconds: int, event_id_key: bytes, push_policy: PushPolicy):
         self.db = db
         self.keyring = keyring
         self.issuer = issuer.rstrip("/")
         self._fernet = Fernet(key_encryption_key.encode())
         self.relevance = timedelta(seconds=relevance_seconds)
+        if len(event_id_key) < 32:
+            raise ValueError("the event id key must have at least 256 bits")
+        self._event_id_key = event_id_key
+        self.push_policy = push_policy
+
+    # --- event ids ---
+    def _mac(self, kind: str, stream_id: str, number: int) -> str:
+        message = json.dumps([kind, stream_id, number]).encode()
+        return hmac.new(self._event_id_key, message, hashlib.sha256).hexdigest()[:32]
+
+    def event_id(self, kind: str, stream_id: str, number: int) -> str:
+        """The jti of revocation (``r``) or verification (``v``) ``number`` on a stream."""
+        return f"{kind}{number}.{self._mac(kind, stream_id, number)}"
+
+    def _parse_event_id(self, stream_id: str, jti) -> tuple[str, int] | None:
+        match = _JTI.match(jti) if isinstance(jti, str) else None
+        if match is None:
+            return None
+        kind, number = match.group(1), int(match.group(2))
+        if not hmac.compare_digest(match.group(3), self._mac(kind, stream_id, number)):
+            return None
+        return kind, number
 
     # --- streams ---
     def configuration(self, stream: SsfStream) -> dict:
@@ -57,11 +93,18 @@ class Transmitter:
             return POLL, None, None
         if method == PUSH:
             url = delivery.get("endpoint_url")
-            if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url) or len(url) > 2000:
-                raise InvalidInput("push delivery needs an http(s) endpoint_url")
+            if not isinstance(url, str):
+                raise InvalidInput("push delivery needs an endpoint_url")
+            try:
+                self.push_policy.check_endpoint(url)
+            except PushTargetRefused as exc:
+                raise InvalidInput(str(exc)) from None
             header = delivery.get("authorization_header")
-            if header is not None and (not isinstance(header, str) or len(header) > 4000):
-                raise InvalidInput("authorization_header must be a string")
+            if header is not None and (not isinstance(header, str) or
+                                       len(header) > MAX_AUTHORIZATION_HEADER or
+                                       not _HEADER_VALUE.match(header)):
+                raise InvalidInput("authorization_header must be a header value of at most "
+                                   f"{MAX_AUTHORIZATION_HEADER} printable ASCII characters")
             return PUSH, url, self._fernet.encrypt(header.encode()) if header else None
         raise InvalidInput(f"delivery method must be {POLL} or {PUSH}")
 
@@ -137,16 +180,32 @@ class Transmitter:
                        Revocation.id.not_in(acked))
                 .order_by(Revocation.id).limit(max_events + 1)).all()
             sets = {}
-            if stream.verification_id is not None:
-                jti = f"v{stream.verification_id}.{stream.stream_id}"
+            if stream.verification_id is not None and max_events > 0:
+                jti = self.event_id("v", stream.stream_id, stream.verification_id)
                 sets[jti] = rfc8417.sign_set(self.keyring, rfc8417.verification_claims(
                     stream.stream_id, stream.verification_state, issuer=self.issuer,
                     audience=client_id, jti=jti))
-            for revocation in rows[:max(0, max_events - len(sets))]:
-                jti = f"r{revocation.id}.{stream.stream_id}"
+            delivered = rows[:max(0, max_events - len(sets))]
+            for revocation in delivered:
+                jti = self.event_id("r", stream.stream_id, revocation.id)
                 sets[jti] = rfc8417.sign_set(self.keyring, rfc8417.revocation_claims(
                     revocation, issuer=self.issuer, audience=client_id, jti=jti))
+            if delivered:
+                self._delivered_through(session, stream, max(r.id for r in delivered))
             return sets, len(rows) + (stream.verification_id is not None) > len(sets)
+
+    @staticmethod
+    def _delivered_through(session, stream: SsfStream, top: int) -> None:
+        """Raise the stream's highest delivered revocation id to ``top`` (never lower it,
+        also when polls of the same stream run concurrently)."""
+        if stream.delivered_through_id is not None and stream.delivered_through_id >= top:
+            return
+        column = SsfStream.delivered_through_id
+        session.execute(
+            update(SsfStream).where(SsfStream.stream_id == stream.stream_id)
+            .values(delivered_through_id=case((or_(column.is_(None), column < top), top),
+                                              else_=column))
+            .execution_options(synchronize_session=False))
 
     def has_pending(self, stream_id: str, now: datetime) -> bool:
         """Cheap check (no signing) for the long-poll wait loop."""
@@ -163,30 +222,34 @@ class Transmitter:
                 Revocation.id.not_in(acked)).limit(1)).first() is not None
 
     def acknowledge(self, stream_id: str, client_id: str, jtis, now: datetime) -> None:
-        """Record acknowledgements; unknown or foreign jtis are ignored (RFC 8936 2.4)."""
-        ids, verification = set(), None
+        """Record acknowledgements of events delivered to this stream; unknown, foreign,
+        forged and not yet delivered jtis are ignored (RFC 8936 2.4)."""
+        if not isinstance(stream_id, str):
+            return
+        ids, verifications = set(), set()
         for jti in jtis:
-            match = _JTI.match(jti) if isinstance(jti, str) else None
-            if match and match.group(3) == stream_id:
-                if match.group(1) == "r":
-                    ids.add(int(match.group(2)))
-                else:
-                    verification = int(match.group(2))
-        if not ids and verification is None:
+            parsed = self._parse_event_id(stream_id, jti)
+            if parsed is not None:
+                (ids if parsed[0] == "r" else verifications).add(parsed[1])
+        if not ids and not verifications:
             return
         try:
-            self._record_acks(stream_id, client_id, ids, verification, now)
+            self._record_acks(stream_id, client_id, ids, verifications, now)
         except IntegrityError:
             # Two concurrent polls acknowledged the same jti; the rows are there, which is
             # all an acknowledgement means.
             pass
 
-    def _record_acks(self, stream_id, client_id, ids, verification, now) -> None:
+    def _record_acks(self, stream_id, client_id, ids, verifications, now) -> None:
         with self.db.transaction() as session:
             stream = self.stream(session, client_id, stream_id)
-            if verification is not None and stream.verification_id == verification:
+            if stream.verification_id is not None and stream.verification_id in verifications:
                 stream.verification_id = None
                 stream.verification_state = None
+            ceiling = stream.delivered_through_id
+            ids = {i for i in ids if ceiling is not None and i <= ceiling}
+            if not ids:
+                return
             already = set(session.scalars(select(SsfAck.revocation_id).where(
                 SsfAck.stream_id == stream_id, SsfAck.revocation_id.in_(ids))))
             new = sorted(ids - already)

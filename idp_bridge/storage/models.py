@@ -225,6 +225,9 @@ class SsfStream(Base):
     start_after_id: Mapped[int] = mapped_column(BigInteger)
     verification_state: Mapped[str | None] = mapped_column(String(500))
     verification_id: Mapped[int | None] = mapped_column(BigInteger)
+    #: The highest revocation id delivered on this stream (None: none yet); acknowledgements
+    #: of higher ids are ignored.
+    delivered_through_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
 

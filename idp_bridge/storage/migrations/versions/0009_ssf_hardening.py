@@ -1,4 +1,9 @@
-"""Revocation feed hardening.
+"""Revocation feed hardening: the highest revocation id delivered on each stream.
+
+Acknowledgements of higher ids are ignored, so a receiver cannot acknowledge (and so
+silence) revocations before they were delivered to it. Existing streams start at NULL
+(nothing delivered yet): their next poll delivers what is pending again, with the new
+unpredictable event ids, and acknowledgements count from then on.
 
 Revision ID: 0009
 Revises: 0008
@@ -15,8 +20,10 @@ depends_on = None
 
 
 def upgrade():
-    pass
+    with op.batch_alter_table('ssf_streams', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('delivered_through_id', sa.BigInteger(), nullable=True))
 
 
 def downgrade():
-    pass
+    with op.batch_alter_table('ssf_streams', schema=None) as batch_op:
+        batch_op.drop_column('delivered_through_id')
