@@ -9,8 +9,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import Flask, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException
 
@@ -58,7 +56,6 @@ class Services:
     roles: RoleMapper
     exchange: AdvisorExchange
     server: BridgeAuthorizationServer
-    limiter: Limiter
     metadata: dict
     notifier: RevocationNotifier
     transmitter: Transmitter
@@ -115,8 +112,6 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         else "idp-bridge",
         PERMANENT_SESSION_LIFETIME=settings.web_session_hours * 3600,
         WTF_CSRF_TIME_LIMIT=None,  # bound to the session, which expires itself
-        RATELIMIT_STORAGE_URI=settings.rate_limit_storage,
-        RATELIMIT_HEADERS_ENABLED=True,
         TESTING=settings.mode == "test",
     )
     app.json.sort_keys = False
@@ -127,14 +122,14 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     with db.transaction() as session:
         keys.ensure(session, utcnow())
 
-    limiter = Limiter(get_remote_address, app=app, storage_uri=settings.rate_limit_storage,
-                      default_limits=[], key_prefix="idp-bridge")
-    # Machine-to-machine endpoints carry no per-request limits (code guesses are limited per
-    # advisor and tenant in the domain); skipping the per-request check keeps the token
-    # endpoint's hot path short.
-    limiter.request_filter(lambda: request.blueprint in _UNLIMITED_BLUEPRINTS)
+    # No per-request rate limiter: the one limit that matters, wrong access-code guesses, is
+    # counted in the database by the domain (GuessLimiter), shared by every process.
     codes = AccessCodes(derive_secret(settings.secret_key, "access codes"),
-                        settings.code_ttl_seconds, settings.code_max_failures)
+                        settings.code_ttl_seconds)
+    guesses = GuessLimiter(per_code=settings.code_max_failures,
+                           window_count=settings.code_guess_window[0],
+                           window_seconds=settings.code_guess_window[1],
+                           code_ttl_seconds=settings.code_ttl_seconds)
     mirror = None
     if settings.keycloak_admin:
         mirror = KeycloakMirror(db=db, advisor_group=settings.keycloak_advisor_group,
@@ -171,8 +166,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         mfa_acr_values=settings.mfa_acr_values, mfa_amr_values=settings.mfa_amr_values)
     exchange = AdvisorExchange(
         db=db, codes=codes, memberships=memberships, issuer=issuer, roles=roles,
-        guesses=GuessLimiter(limiter.limiter, settings.code_guess_limit_advisor,
-                             settings.code_guess_limit_tenant),
+        guesses=guesses,
         mfa_required=settings.mfa_required, accounts=mirror,
         upstream_sessions=session_has_ended)
     server = BridgeAuthorizationServer(
@@ -198,11 +192,12 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     app.extensions["idp_bridge"] = Services(
         settings=settings, db=db, keys=keys, codes=codes, memberships=memberships,
         issuer=issuer, validator=validator, roles=roles, exchange=exchange, server=server,
-        limiter=limiter, metadata=server_metadata(settings.issuer, settings.signing_alg),
+        metadata=server_metadata(settings.issuer, settings.signing_alg),
         notifier=notifier, transmitter=transmitter, pusher=Pusher(transmitter, notifier),
         guests=guests,
         maintenance=Maintenance(db=db, memberships=memberships, transmitter=transmitter,
-                                interval=settings.maintenance_interval, accounts=mirror),
+                                interval=settings.maintenance_interval, accounts=mirror,
+                                guesses=guesses),
         mirror=mirror, mirror_worker=MirrorWorker(mirror) if mirror else None, fanout=fanout,
         notifications=notifications, notification_worker=NotificationWorker(notifications))
 
@@ -227,9 +222,6 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     _register_error_handlers(app)
     app.after_request(_security_headers)
     return app
-
-
-_UNLIMITED_BLUEPRINTS = frozenset({"oauth", "ssf", "upstream", "ops"})
 
 
 class PagesOnlySessions(SecureCookieSessionInterface):

@@ -1,7 +1,8 @@
 """Periodic work each bridge process does (idempotent, so any number of processes may run it):
 end temporary memberships past their maximum age and those of advisors whose upstream
 account was disabled or deleted (publishing their grants on the feed within ``interval``
-seconds), forget one-time JWT ids and feed bookkeeping no longer needed."""
+seconds), forget one-time JWT ids, wrong access-code guesses no limit counts any more, and
+feed bookkeeping no longer needed."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from .storage.models import EndedUpstreamSession, SeenJti
 class Maintenance(Loop):
     name = "maintenance"
 
-    def __init__(self, *, db, memberships, transmitter, interval: float = 30.0, accounts=None):
+    def __init__(self, *, db, memberships, transmitter, interval: float = 30.0, accounts=None,
+                 guesses=None):
         super().__init__()
         self.db = db
+        self.guesses = guesses
         self.accounts = accounts
         self.memberships = memberships
         self.transmitter = transmitter
@@ -30,6 +33,8 @@ class Maintenance(Loop):
             expired = self.memberships.expire_due(session, now)
             session.execute(delete(SeenJti).where(SeenJti.expires_at < now))
             session.execute(delete(EndedUpstreamSession).where(EndedUpstreamSession.expires_at < now))
+            if self.guesses is not None:
+                self.guesses.sweep(session, now)
         self.transmitter.cleanup(now)
         if self.accounts is not None:
             for subject in self.accounts.ended_accounts():

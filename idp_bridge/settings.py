@@ -81,13 +81,14 @@ class Settings:
     # --- memberships and access codes ---
     temporary_max_age_days: int = 30
     code_ttl_seconds: int = 3600
-    #: Wrong guesses for one tenant before its code rotates.
+    #: Wrong guesses one advisor may make for one code of one tenant; then that advisor is
+    #: refused for that tenant until the code changes (others are not affected).
     code_max_failures: int = 5
+    #: Wrong guesses one advisor may make across all tenants in any sliding window of
+    #: this length. Both limits are counted in the database, shared by every process.
     code_guess_limit_advisor: str = "10 per 15 minutes"
-    code_guess_limit_tenant: str = "30 per 15 minutes"
     reason_max_length: int = 200
-    ratelimit_storage_uri: str = "memory://"
-    #: Redis for rate limits shared by all processes and instant revocation wake-ups.
+    #: Redis for instant revocation wake-ups across processes.
     redis_url: str = ""
     log_format: str = "json"
     max_request_bytes: int = 64 * 1024
@@ -146,11 +147,9 @@ class Settings:
         return dict(pair.split("=", 1) for pair in self.resources)
 
     @property
-    def rate_limit_storage(self) -> str:
-        """Flask-Limiter storage: the explicit one, else Redis when configured."""
-        if self.ratelimit_storage_uri.startswith("memory://") and self.redis_url:
-            return self.redis_url
-        return self.ratelimit_storage_uri
+    def code_guess_window(self) -> tuple[int, int]:
+        """``code_guess_limit_advisor`` as (wrong guesses, window in seconds)."""
+        return parse_rate(self.code_guess_limit_advisor)
 
     @property
     def discovery_url(self) -> str:
@@ -191,7 +190,7 @@ class Settings:
             if name == "config_file":
                 continue
             if name not in known:
-                raise SettingsError(name, "unknown setting")
+                raise SettingsError(name, _unknown(name, "unknown setting"))
             if value is not None:
                 values[name] = value
         return cls(**{name: _coerce(known[name], value) for name, value in values.items()})
@@ -204,7 +203,35 @@ NON_SETTING_VARIABLES = frozenset({
 })
 
 
+#: Settings that no longer exist, and why (a deployment still setting one hears so).
+RETIRED_SETTINGS = {
+    "code_guess_limit_tenant": "a tenant-wide guess limit let other advisors' wrong codes lock "
+    "out advisors holding the right one; guesses are limited per advisor (code_max_failures, "
+    "code_guess_limit_advisor)",
+    "ratelimit_storage_uri": "access-code guesses are counted in the database, shared by every "
+    "process; there is no separate rate-limit store any more",
+}
+
+_RATE_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def parse_rate(text: str) -> tuple[int, int]:
+    """``"10 per 15 minutes"`` (or ``"10/hour"``) as (10, 900); ValueError otherwise."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d{1,6})\s*(?:per|/)\s*(\d{1,6})?\s*(second|minute|hour|day)s?\s*",
+                         text or "", re.IGNORECASE)
+    if not match:
+        raise ValueError(f"not a rate such as '10 per 15 minutes': {text!r}")
+    count, length, unit = int(match[1]), int(match[2] or 1), match[3].lower()
+    if count < 1 or length < 1:
+        raise ValueError("a rate needs a positive count and window")
+    return count, length * _RATE_UNITS[unit]
+
+
 def _unknown(name: str, problem: str) -> str:
+    if name in RETIRED_SETTINGS:
+        return f"{problem}: this setting was removed: {RETIRED_SETTINGS[name]}"
     if "scope" in name or "profile" in name:
         return (f"{problem}: the advisor rights are fixed by the product and no setting can "
                 "change them")
@@ -286,7 +313,7 @@ def _validate(s: Settings) -> None:
         ("refresh_token_lifetime", 60, 30 * 86400),
         ("temporary_max_age_days", 1, 365),
         ("code_ttl_seconds", 60, 24 * 3600),
-        ("code_max_failures", 1, 100),
+        ("code_max_failures", 1, 20),
         ("reason_max_length", 10, 2000),
         ("upstream_cache_seconds", 0, 86400),
         ("upstream_leeway_seconds", 0, 300),
@@ -323,13 +350,14 @@ def _validate(s: Settings) -> None:
             raise SettingsError(
                 "resources", f"entries are uri=audience with a known audience, got {pair!r}"
             )
-    for key in ("code_guess_limit_advisor", "code_guess_limit_tenant"):
-        from limits import parse  # the same parser Flask-Limiter uses
-
-        try:
-            parse(getattr(s, key))
-        except ValueError:
-            raise SettingsError(key, "must be a rate limit such as '10 per 15 minutes'") from None
+    try:
+        guesses, window = parse_rate(s.code_guess_limit_advisor)
+    except ValueError:
+        raise SettingsError("code_guess_limit_advisor",
+                            "must be a rate limit such as '10 per 15 minutes'") from None
+    if not 1 <= guesses <= 1000 or not 60 <= window <= 7 * 86400:
+        raise SettingsError("code_guess_limit_advisor", "must allow 1 to 1000 wrong guesses "
+                            "in a window of 1 minute to 7 days")
     _validate_web_and_notifications(s)
     if s.mode == "production":
         if s.secret_key.startswith(DEMO_SECRET_PREFIX):
@@ -337,13 +365,6 @@ def _validate(s: Settings) -> None:
         for key in ("issuer", "upstream_issuer"):
             if urlparse(getattr(s, key)).scheme != "https":
                 raise SettingsError(key, "must be an https URL in production mode")
-        if s.rate_limit_storage.startswith("memory://") and not s.database_url.startswith(
-            "sqlite"
-        ):
-            # Several processes sharing a database need shared rate-limit counters.
-            raise SettingsError(
-                "ratelimit_storage_uri", "must name a shared store (redis://) with a shared database"
-            )
 
 
 def _validate_push(s: Settings) -> None:

@@ -57,7 +57,7 @@ def test_defaults():
     assert s.temporary_max_age_days == 30
     assert s.code_ttl_seconds == 3600  # DESIGN.md 1: a code is valid for 60 minutes
     assert s.code_max_failures == 5
-    assert s.ratelimit_storage_uri == "memory://"
+    assert s.code_guess_window == (10, 900)
     assert s.mfa_required is False
     assert s.discovery_url == (
         "https://sso.konfipay.example/realms/staff/.well-known/openid-configuration")
@@ -203,8 +203,15 @@ def test_config_file_override_beats_environment_config(tmp_path):
                  id="resource-unknown-audience"),
     pytest.param({"code_guess_limit_advisor": "lots"}, "code_guess_limit_advisor",
                  id="rate-limit-advisor"),
-    pytest.param({"code_guess_limit_tenant": "10 per fortnight"}, "code_guess_limit_tenant",
-                 id="rate-limit-tenant"),
+    pytest.param({"code_guess_limit_advisor": "10 per fortnight"}, "code_guess_limit_advisor",
+                 id="rate-limit-unit"),
+    pytest.param({"code_guess_limit_advisor": "5000 per 15 minutes"},
+                 "code_guess_limit_advisor", id="rate-limit-too-many"),
+    pytest.param({"code_max_failures": 21}, "code_max_failures", id="max-failures-high"),
+    pytest.param({"code_guess_limit_tenant": "30 per 15 minutes"}, "code_guess_limit_tenant",
+                 id="retired-tenant-limit"),
+    pytest.param({"ratelimit_storage_uri": "memory://"}, "ratelimit_storage_uri",
+                 id="retired-limit-storage"),
     pytest.param({"mode": "staging"}, "mode", id="unknown-mode"),
     pytest.param({"mode": ""}, "mode", id="empty-mode"),
 ])
@@ -321,8 +328,6 @@ def test_unknown_environment_variable_is_refused():
     pytest.param({"issuer": "http://bridge.konfipay.example"}, "issuer", id="http-issuer"),
     pytest.param({"upstream_issuer": "http://sso.konfipay.example/realms/staff"},
                  "upstream_issuer", id="http-upstream"),
-    pytest.param({"database_url": "postgresql+psycopg://bridge@db/bridge"},
-                 "ratelimit_storage_uri", id="memory-limits-with-shared-db"),
 ])
 def test_production_mode_refuses(changes, key):
     with pytest.raises(SettingsError) as exc:
@@ -340,10 +345,16 @@ def test_demo_and_test_mode_allow_what_production_refuses(changes):
         assert load(mode=mode, **changes).mode == mode
 
 
-def test_production_accepts_shared_db_with_redis_limits():
-    s = load(database_url="postgresql+psycopg://bridge@db/bridge",
-             ratelimit_storage_uri="redis://redis:6379/0")
+def test_production_accepts_a_shared_db_without_a_limit_store():
+    # Guess limits live in the database itself: every process sharing it shares them.
+    s = load(database_url="postgresql+psycopg://bridge@db/bridge")
     assert s.mode == "production"
+
+
+def test_a_retired_setting_says_why():
+    with pytest.raises(SettingsError) as exc:
+        load(ratelimit_storage_uri="redis://redis:6379/0")
+    assert "removed" in str(exc.value) and "database" in str(exc.value)
 
 
 @pytest.mark.parametrize("mode", ["production", "prod", "", "PRODUCTION"])

@@ -69,9 +69,14 @@ def test_migration_schema_equals_the_models(migrated_db):
     assert diff == []
 
 
-def test_migration_creates_the_active_key_unique_constraint(migrated_db):
+def test_migration_creates_the_one_active_membership_index(migrated_db):
     uniques = inspect(migrated_db.engine).get_unique_constraints("memberships")
-    assert {tuple(u["column_names"]) for u in uniques} >= {("active_key",), ("grant_id",)}
+    assert ("grant_id",) in {tuple(u["column_names"]) for u in uniques}
+    indexes = {i["name"]: i for i in inspect(migrated_db.engine).get_indexes("memberships")}
+    active = indexes["uq_memberships_active_tenant_subject"]
+    assert active["unique"] and active["column_names"] == ["tenant_id", "advisor_subject"]
+    assert "active_key" not in {c["name"] for c in inspect(migrated_db.engine).get_columns(
+        "memberships")}
 
 
 # --- SQLite setup ---
@@ -87,7 +92,7 @@ def test_foreign_keys_are_enforced(migrated_db, memberships):
         with migrated_db.transaction() as session:
             session.add(Membership(id="m-1", tenant_id="no-such-tenant", advisor_subject=SUBJECT,
                                    kind="temporary", grant_id="g-1", created_at=T0,
-                                   created_by=SUBJECT, active_key="x"))
+                                   created_by=SUBJECT))
 
 
 # --- UTCDateTime ---
@@ -149,8 +154,8 @@ def test_new_membership_allowed_after_the_first_ended(migrated_db, memberships):
     assert second.grant_id != first.grant_id
     with migrated_db.read() as session:
         ended = session.get(Membership, first.id)
-        assert ended.ended_at is not None and ended.active_key is None
-        assert session.get(Membership, second.id).active_key == f"{TENANT}|{SUBJECT}"
+        assert ended.ended_at is not None
+        assert session.get(Membership, second.id).ended_at is None
 
 
 def test_ending_twice_changes_nothing(migrated_db, memberships):

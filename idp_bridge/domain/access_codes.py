@@ -4,8 +4,13 @@ A code is 8 characters of Crockford base32, shown as ``XXXX-XXXX``. It is derive
 stored: ``HMAC-SHA256(secret, tenant || counter)``, so a database dump reveals no live code.
 The stored state per tenant is a rotation counter and the time the current code was issued.
 A code lives ``ttl`` seconds; expiry needs no write: the current counter is derived from the
-stored one and the windows elapsed since. Redemption and too many wrong guesses rotate the
-code at once (counter + 1, new window).
+stored one and the windows elapsed since. Redemption rotates the code at once (counter + 1,
+new window); so may a tenant admin.
+
+Wrong guesses do not rotate the code: a tenant-wide rotation after a few failures let anyone
+invalidate the code an honest advisor was just told. Guessing is bounded per advisor instead
+(:class:`idp_bridge.domain.exchange.GuessLimiter`: a few guesses per advisor and code, and a
+sliding window per advisor); the tenant-wide count of wrong guesses is kept for the audit.
 """
 
 from __future__ import annotations
@@ -77,16 +82,16 @@ class CurrentCode:
 class CheckResult:
     ok: bool
     rotated: bool
+    #: Wrong guesses for this code so far, by anyone (audit only: it limits nothing).
     failures: int = 0
 
 
 class AccessCodes:
     """Derivation, checking and rotation of the tenants' access codes."""
 
-    def __init__(self, secret: bytes, ttl_seconds: int = 3600, max_failures: int = 5):
+    def __init__(self, secret: bytes, ttl_seconds: int = 3600):
         self._secret = secret
         self.ttl = timedelta(seconds=ttl_seconds)
-        self.max_failures = max_failures
 
     def _window(self, state: AccessCodeState, now: datetime) -> tuple[int, datetime]:
         elapsed = int((now - state.issued_at) / self.ttl) if now >= state.issued_at else 0
@@ -118,8 +123,13 @@ class AccessCodes:
         """The code to show on the tenant's help page."""
         return self._current(self._state(session, tenant_id, now), now)
 
+    def lock_current(self, session, tenant_id: str, now: datetime) -> CurrentCode:
+        """The current code, with the tenant's state row locked until the transaction ends
+        (the guess limit is checked against this code before :meth:`check`)."""
+        return self._current(self._state(session, tenant_id, now, for_update=True), now)
+
     def check(self, session, tenant_id: str, candidate: str, now: datetime) -> CheckResult:
-        """Compare in constant time; rotate on success and after ``max_failures`` misses.
+        """Compare in constant time; rotate on success. A wrong guess only counts.
 
         Runs inside the caller's transaction; the state row is locked so that two
         concurrent redemptions of one code cannot both succeed.
@@ -131,9 +141,6 @@ class AccessCodes:
             self._rotate(state, current, now)
             return CheckResult(ok=True, rotated=True)
         failures = (state.failures if state.failures_counter == current.counter else 0) + 1
-        if failures >= self.max_failures:
-            self._rotate(state, current, now)
-            return CheckResult(ok=False, rotated=True, failures=failures)
         state.failures, state.failures_counter = failures, current.counter
         return CheckResult(ok=False, rotated=False, failures=failures)
 

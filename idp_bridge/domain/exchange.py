@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from limits import parse
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from scopes.catalog import ADVISOR_PROFILE, ProfileChangeRefused, UnknownScope, in_catalog_order, validate_scopes
 
 from ..metrics import CODE_GUESSES
 from ..storage.db import utcnow
-from ..storage.models import Membership
+from ..storage.models import CodeGuess, CodeGuesser, Membership, Tenant
 from . import audit
 from .access_codes import MalformedCode, normalize_code
 from .guests import guest_scopes
 from .errors import AccessCodeRejected, Conflict, Forbidden, InvalidInput, NotFound
+from .memberships import plausible_id
 from .tokens import RefreshRejected
 
 
@@ -33,32 +34,80 @@ class ScopeRefused(Exception):
         self.description = description
 
 
-class RateLimitUnavailable(RuntimeError):
-    """The shared rate-limit store is unreachable; code redemption is refused."""
-
-
 class GuessLimiter:
-    """Wrong access-code guesses, limited per advisor and per tenant (a ``limits`` strategy,
-    the engine under Flask-Limiter, sharing its storage)."""
+    """Wrong access-code guesses, counted in the database (so every process of every
+    bridge shares them) and limited per advisor only: another advisor's failures never
+    refuse an advisor who holds the current code.
 
-    def __init__(self, strategy, advisor_limit: str, tenant_limit: str):
-        self.strategy = strategy
-        self.advisor_limit = parse(advisor_limit)
-        self.tenant_limit = parse(tenant_limit)
+    - ``per_code``: wrong guesses an advisor may make for one code of one tenant; after
+      them the advisor is refused for that tenant until its code changes (at the latest
+      after the code's lifetime, or when it is redeemed or renewed).
+    - ``window_count`` per ``window_seconds``: wrong guesses an advisor may make across
+      all tenants in any sliding window of that length.
 
-    def _call(self, method, *args):
-        try:
-            return method(*args)
-        except Exception as exc:  # storage errors differ per backend; fail closed on all
-            raise RateLimitUnavailable("rate-limit storage is unreachable") from exc
+    The advisor's row in ``code_guessers`` is locked while a guess is checked, so that
+    concurrent guesses of one advisor (from any process) are counted one after the other;
+    it is taken before the tenant's code state (always in this order: no deadlock).
+    """
 
-    def allowed(self, advisor: str, tenant_id: str) -> bool:
-        return (self._call(self.strategy.test, self.advisor_limit, "code-guess-advisor", advisor)
-                and self._call(self.strategy.test, self.tenant_limit, "code-guess-tenant", tenant_id))
+    def __init__(self, *, per_code: int, window_count: int, window_seconds: int,
+                 code_ttl_seconds: int):
+        self.per_code = per_code
+        self.window_count = window_count
+        self.window = timedelta(seconds=window_seconds)
+        #: Rows older than this count for no limit any more (a code lives at most its ttl).
+        self.retention = max(self.window, timedelta(seconds=code_ttl_seconds))
 
-    def hit(self, advisor: str, tenant_id: str) -> None:
-        self._call(self.strategy.hit, self.advisor_limit, "code-guess-advisor", advisor)
-        self._call(self.strategy.hit, self.tenant_limit, "code-guess-tenant", tenant_id)
+    def lock(self, session, advisor: str, now: datetime) -> None:
+        """Take (creating it if needed) the advisor's row lock for this transaction."""
+        connection = session.connection()
+        params = {"subject": advisor, "now": now}
+        if connection.execute(_TOUCH_GUESSER, params).rowcount == 1:
+            return
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        connection.execute(dialect.insert(CodeGuesser.__table__)
+                           .values(advisor_subject=advisor, last_guess_at=now)
+                           .on_conflict_do_nothing(index_elements=["advisor_subject"]))
+        connection.execute(_TOUCH_GUESSER, params)  # locks a row inserted concurrently too
+
+    def refusal(self, session, advisor: str, tenant_id: str, counter: int,
+                now: datetime) -> str | None:
+        """Why this advisor may not guess this tenant's code ``counter`` now, else None.
+        Call :meth:`lock` first."""
+        connection = session.connection()
+        for_code = connection.execute(_COUNT_FOR_CODE, {
+            "subject": advisor, "tenant_id": tenant_id, "counter": counter}).scalar_one()
+        if for_code >= self.per_code:
+            return "code"
+        recent = connection.execute(_COUNT_SINCE, {
+            "subject": advisor, "since": now - self.window}).scalar_one()
+        if recent >= self.window_count:
+            return "advisor"
+        return None
+
+    def record(self, session, advisor: str, tenant_id: str, counter: int, now: datetime) -> None:
+        session.connection().execute(_INSERT_GUESS, {
+            "advisor_subject": advisor, "tenant_id": tenant_id, "code_counter": counter,
+            "at": now})
+
+    def sweep(self, session, now: datetime) -> int:
+        """Forget guesses that no limit counts any more (the maintenance loop)."""
+        cutoff = now - self.retention
+        gone = session.execute(delete(CodeGuess).where(CodeGuess.at < cutoff)).rowcount
+        session.execute(delete(CodeGuesser).where(CodeGuesser.last_guess_at < cutoff))
+        return gone
+
+
+_TOUCH_GUESSER = (update(CodeGuesser.__table__)
+                  .where(CodeGuesser.advisor_subject == bindparam("subject"))
+                  .values(last_guess_at=bindparam("now")))
+_COUNT_FOR_CODE = select(func.count()).select_from(CodeGuess).where(
+    CodeGuess.advisor_subject == bindparam("subject"),
+    CodeGuess.tenant_id == bindparam("tenant_id"),
+    CodeGuess.code_counter == bindparam("counter"))
+_COUNT_SINCE = select(func.count()).select_from(CodeGuess).where(
+    CodeGuess.advisor_subject == bindparam("subject"), CodeGuess.at > bindparam("since"))
+_INSERT_GUESS = insert(CodeGuess.__table__)
 
 
 @dataclass(frozen=True)
@@ -120,16 +169,23 @@ class AdvisorExchange:
         reason, candidate = self._admit(identity, reason, access_code)
         now = utcnow()
         failure: Exception | None = None
+        if not plausible_id(tenant_id):
+            raise NotFound("unknown tenant")
         with self.db.transaction() as session:
+            # The tenant first, from the tenants table; the membership by both columns.
+            row = session.connection().execute(
+                _TENANT_AND_MEMBERSHIP, {"tenant_id": tenant_id, "subject": identity.subject}
+            ).first()
+            if row is None:
+                raise NotFound("unknown tenant")
             if self.upstream_sessions is not None and self.upstream_sessions(session, identity):
                 raise Forbidden("the upstream session of this subject_token has ended "
                                 "(signed out): sign in again")
-            membership = session.connection().execute(
-                _ACTIVE_MEMBERSHIP, {"key": f"{tenant_id}|{identity.subject}"}).first()
+            membership = row if row.id is not None else None
             if membership is not None and self.memberships.end_if_expired(session, membership, now):
                 membership = None
             if membership is None:
-                tenant = self.memberships.tenant(session, tenant_id)
+                tenant = self.memberships.tenant(session, row.tenant)
                 membership, failure = self._join(session, tenant, identity, client_id,
                                                  candidate, reason, now)
             if failure is None:
@@ -190,29 +246,51 @@ class AdvisorExchange:
         if candidate is None:
             return None, AccessCodeRejected(
                 "access_code is required: the advisor is not a member of this tenant")
-        if not self.guesses.allowed(identity.subject, tenant.id):
-            CODE_GUESSES.labels("rate_limited").inc()
-            audit.record(session, "access_code.rate_limited", now, tenant_id=tenant.id,
-                         actor=identity.subject, actor_role="advisor", client_id=client_id)
-            return None, AccessCodeRejected("too many wrong access codes; try again later")
-        result = self.codes.check(session, tenant.id, candidate, now)
-        CODE_GUESSES.labels("ok" if result.ok else "wrong").inc()
-        if not result.ok:
-            self.guesses.hit(identity.subject, tenant.id)
-            audit.record(session, "access_code.failed", now, tenant_id=tenant.id,
-                         actor=identity.subject, actor_role="advisor", client_id=client_id,
-                         advisor_name=identity.username, failures=result.failures)
-            if result.rotated:
-                audit.record(session, "access_code.rotated", now, tenant_id=tenant.id,
-                             actor="system", actor_role="system", cause="too_many_failures")
-            return None, AccessCodeRejected("access_code is wrong or has expired")
-        audit.record(session, "access_code.rotated", now, tenant_id=tenant.id,
-                     actor="system", actor_role="system", cause="redeemed")
+        failure = self.redeem_code(session, tenant, identity, client_id, candidate, now)
+        if failure is not None:
+            return None, failure
         membership = self.memberships.create(
             session, tenant, subject=identity.subject, name=identity.username, kind="temporary",
             created_by=identity.subject, actor_role="advisor", now=now, reason=reason,
             client_id=client_id)
         return membership, None
+
+    def redeem_code(self, session, tenant, identity, client_id, candidate: str,
+                    now: datetime) -> AccessCodeRejected | None:
+        """Check ``candidate`` against the tenant's code within this advisor's guess limits;
+        None when it was right (the code then rotates), else the rejection to raise after
+        commit (wrong guesses and refusals are recorded and audited in ``session``)."""
+        # Lock order: the advisor's guess row, then the tenant's code state.
+        self.guesses.lock(session, identity.subject, now)
+        current = self.codes.lock_current(session, tenant.id, now)
+        refused = self.guesses.refusal(session, identity.subject, tenant.id, current.counter, now)
+        if refused is not None:
+            CODE_GUESSES.labels("rate_limited").inc()
+            audit.record(session, "access_code.rate_limited", now, tenant_id=tenant.id,
+                         actor=identity.subject, actor_role="advisor", client_id=client_id,
+                         advisor_name=identity.username, limit=refused)
+            return AccessCodeRejected(self._refusal_text(refused))
+        result = self.codes.check(session, tenant.id, candidate, now)
+        CODE_GUESSES.labels("ok" if result.ok else "wrong").inc()
+        if not result.ok:
+            self.guesses.record(session, identity.subject, tenant.id, current.counter, now)
+            audit.record(session, "access_code.failed", now, tenant_id=tenant.id,
+                         actor=identity.subject, actor_role="advisor", client_id=client_id,
+                         advisor_name=identity.username, failures=result.failures)
+            return AccessCodeRejected("access_code is wrong or has expired")
+        audit.record(session, "access_code.rotated", now, tenant_id=tenant.id,
+                     actor="system", actor_role="system", cause="redeemed")
+        return None
+
+    def _refusal_text(self, limit: str) -> str:
+        if limit == "code":
+            minutes = max(1, round(self.codes.ttl.total_seconds() / 60))
+            return (f"too many wrong access codes from you for this tenant's current code; "
+                    f"ask the tenant for its next code (a new one comes within {minutes} "
+                    "minutes)")
+        minutes = max(1, round(self.guesses.window.total_seconds() / 60))
+        return (f"too many wrong access codes from you in {minutes} minutes; "
+                "try again later")
 
     def _check_account(self, subject: str) -> None:
         """With an upstream account checker: a disabled or deleted account ends every
@@ -254,6 +332,11 @@ class AdvisorExchange:
                 access = self.issuer.mint_access_token(family, row.kind)
                 session.connection().execute(_TOUCH_STALE, {"membership_id": family.membership_id, "now": now,
                                                "stale": now - TOUCH_INTERVAL})
+                # Every issued token is accounted for: a refresh is audited like an exchange.
+                audit.record(session, "token.refreshed", now, tenant_id=family.tenant_id,
+                             actor=family.subject, actor_role="advisor",
+                             membership_id=family.membership_id, client_id=client_id,
+                             sid=family.sid, scope=token_scope, audience=family.audience)
                 result = IssuedTokens(access.token, access.expires_in, token_scope, refresh,
                                       family.membership_id, family.grant_id, family.sid)
         if failure is not None:
@@ -264,11 +347,18 @@ class AdvisorExchange:
 #: ``last_token_at`` is kept to this precision, sparing a write on most token requests.
 TOUCH_INTERVAL = timedelta(seconds=60)
 
-_ACTIVE_MEMBERSHIP = select(
+#: The tenant (NULL row: unknown) and, when there is one, the subject's active membership
+#: of it, matched by the two columns: one round trip on the exchange's hot path.
+_TENANT_AND_MEMBERSHIP = select(
+    Tenant.id.label("tenant"),
     Membership.id, Membership.tenant_id, Membership.advisor_subject, Membership.advisor_name,
     Membership.kind, Membership.grant_id, Membership.expires_at, Membership.last_token_at,
     Membership.group_id,
-).where(Membership.active_key == bindparam("key"))
+).select_from(Tenant).outerjoin(Membership, and_(
+    Membership.tenant_id == Tenant.id,
+    Membership.advisor_subject == bindparam("subject"),
+    Membership.ended_at.is_(None),
+)).where(Tenant.id == bindparam("tenant_id"))
 
 _TOUCH_STALE = (
     update(Membership.__table__)

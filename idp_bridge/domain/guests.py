@@ -13,6 +13,7 @@ changed, not who may act.
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from datetime import datetime, timedelta
 
@@ -73,7 +74,7 @@ class Guests:
             raise Conflict("a user group of this name exists")
         group = UserGroup(id=str(uuid.uuid4()), tenant_id=tenant_id, name=name,
                           permissions=permissions, created_at=now, updated_at=now,
-                          active_name=f"{tenant_id}|{name.lower()}")
+                          name_key=name_key(name))
         session.add(group)
         session.flush()
         audit.record(session, "group.changed", now, tenant_id=tenant_id, actor=by,
@@ -84,7 +85,8 @@ class Guests:
     @staticmethod
     def _name_taken(session, tenant_id, name, except_id=None) -> bool:
         found = session.scalars(select(UserGroup.id).where(
-            UserGroup.active_name == f"{tenant_id}|{name.lower()}")).first()
+            UserGroup.tenant_id == tenant_id, UserGroup.name_key == name_key(name),
+            UserGroup.deleted_at.is_(None))).first()
         return found is not None and found != except_id
 
     def update_group(self, session, tenant_id: str, group_id, *, name=None, permissions=None,
@@ -96,7 +98,7 @@ class Guests:
             name = check_name(name)
             if self._name_taken(session, tenant_id, name, except_id=group.id):
                 raise Conflict("a user group of this name exists")
-            group.name, group.active_name = name, f"{tenant_id}|{name.lower()}"
+            group.name, group.name_key = name, name_key(name)
         if permissions is not None:
             permissions = check_permissions(permissions)
             group.permissions = permissions
@@ -118,7 +120,7 @@ class Guests:
         if in_use or pending:
             raise Conflict("guests still use this user group (or are invited with it): "
                            "remove them or withdraw the invitations first")
-        group.deleted_at, group.active_name = now, None
+        group.deleted_at = now
         audit.record(session, "group.changed", now, tenant_id=tenant_id, actor=by,
                      actor_role="tenant_admin", group=group.id, name=group.name, change="deleted")
 

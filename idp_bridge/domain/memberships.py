@@ -35,17 +35,23 @@ class Memberships:
     # --- queries ---
     @staticmethod
     def tenant(session, tenant_id: str) -> Tenant:
-        tenant = session.get(Tenant, tenant_id) if _plausible_id(tenant_id) else None
+        """The tenant named by ``tenant_id``, read from the tenants table (the first check of
+        every request naming a tenant), else :class:`NotFound`. The description does not
+        repeat the input."""
+        tenant = session.get(Tenant, tenant_id) if plausible_id(tenant_id) else None
         if tenant is None:
-            raise NotFound(f"unknown tenant {tenant_id!r}" if _plausible_id(tenant_id)
-                           else "unknown tenant")
+            raise NotFound("unknown tenant")
         return tenant
 
-    @staticmethod
-    def active(session, tenant_id: str, subject: str) -> Membership | None:
-        return session.scalars(
-            select(Membership).where(Membership.active_key == _active_key(tenant_id, subject))
-        ).first()
+    def active(self, session, tenant_id: str, subject: str) -> Membership | None:
+        """The active membership of ``subject`` in ``tenant_id`` (the tenant is validated
+        first: an unknown tenant raises :class:`NotFound`), looked up by both columns."""
+        tenant = self.tenant(session, tenant_id)
+        if not isinstance(subject, str):
+            return None
+        return session.scalars(select(Membership).where(
+            Membership.tenant_id == tenant.id, Membership.advisor_subject == subject,
+            Membership.ended_at.is_(None))).first()
 
     @staticmethod
     def list_for_tenant(session, tenant_id: str, now: datetime | None = None) -> list[Membership]:
@@ -106,10 +112,12 @@ class Memberships:
             advisor_name=name, kind=kind, grant_id=str(uuid.uuid4()), reason=reason,
             created_at=now, created_by=created_by,
             expires_at=now + self.max_age(tenant) if kind == "temporary" else None,
-            active_key=_active_key(tenant.id, subject), group_id=group_id,
+            group_id=group_id,
         )
         session.add(membership)
-        session.flush()  # the unique active_key refuses a second active membership here
+        # The partial unique index on (tenant_id, advisor_subject) of active memberships
+        # refuses a second active membership here.
+        session.flush()
         for listener in self.listeners:
             listener(session, "created", membership, now)
         audit.record(session, "membership.created", now, tenant_id=tenant.id, actor=created_by,
@@ -124,7 +132,7 @@ class Memberships:
         ended = session.execute(
             update(Membership)
             .where(Membership.id == membership.id, Membership.ended_at.is_(None))
-            .values(ended_at=now, ended_by=by, end_reason=reason, active_key=None)
+            .values(ended_at=now, ended_by=by, end_reason=reason)
             .execution_options(synchronize_session="fetch")
         ).rowcount == 1
         if not ended:
@@ -169,7 +177,7 @@ class Memberships:
                    for m in live)
 
     def get_for_tenant(self, session, tenant_id: str, membership_id: str) -> Membership:
-        membership = session.get(Membership, membership_id) if _plausible_id(membership_id) else None
+        membership = session.get(Membership, membership_id) if plausible_id(membership_id) else None
         if membership is None or membership.tenant_id != tenant_id:
             raise NotFound("no such membership in this tenant")
         if membership.ended_at is not None:
@@ -203,9 +211,6 @@ def _unexpired(now: datetime | None) -> tuple:
     return ((Membership.expires_at.is_(None)) | (Membership.expires_at > now),)
 
 
-def _active_key(tenant_id: str, subject: str) -> str:
-    return f"{tenant_id}|{subject}"
-
-
-def _plausible_id(value) -> bool:
+def plausible_id(value) -> bool:
+    """Whether ``value`` could be an id of ours (checked before it reaches a query)."""
     return isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable()

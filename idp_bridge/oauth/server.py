@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from ..domain.errors import AccessCodeRejected, Conflict, Forbidden, InvalidInput, NotFound
-from ..domain.exchange import RateLimitUnavailable, ScopeRefused
+from ..domain.exchange import ScopeRefused
 from ..domain.tokens import RefreshRejected
 from ..storage.db import StorageUnavailable, utcnow
 from ..storage.models import Client, SeenJti
@@ -118,7 +118,7 @@ class BridgeAuthorizationServer(AuthorizationServer):
             raise InvalidRequestError(description=exc.description) from None
         except ScopeRefused as exc:
             raise InvalidScopeError(description=exc.description) from None
-        except (StorageUnavailable, RateLimitUnavailable, UpstreamUnavailable) as exc:
+        except (StorageUnavailable, UpstreamUnavailable) as exc:
             raise TemporarilyUnavailableError(description=str(exc)) from None
         except (Conflict, IntegrityError):
             # Two concurrent first redemptions by one advisor: the unique active membership

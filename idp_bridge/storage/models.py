@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -83,6 +84,36 @@ class AccessCodeState(Base):
     failures_counter: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class CodeGuesser(Base):
+    """An advisor who entered a wrong access code recently. The row is locked while that
+    advisor's guess is checked, so concurrent guesses (any process) are counted one by one."""
+
+    __tablename__ = "code_guessers"
+
+    advisor_subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    last_guess_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class CodeGuess(Base):
+    """One wrong access-code guess: by whom, for which tenant and which of its codes
+    (``code_counter``), when. Counted in the database, so every process shares the limits."""
+
+    __tablename__ = "code_guesses"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    advisor_subject: Mapped[str] = mapped_column(String(255))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    code_counter: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column(index=True)
+
+    __table_args__ = (
+        Index("ix_code_guesses_advisor_tenant_counter", "advisor_subject", "tenant_id",
+              "code_counter"),
+        Index("ix_code_guesses_advisor_at", "advisor_subject", "at"),
+    )
+
+
 class Membership(Base):
     """An advisor's access to a tenant (temporary, permanent or guest) and its grant."""
 
@@ -102,12 +133,17 @@ class Membership(Base):
     ended_at: Mapped[datetime | None]
     ended_by: Mapped[str | None] = mapped_column(String(255))
     end_reason: Mapped[str | None] = mapped_column(String(40))
-    #: ``tenant|subject`` while active, NULL once ended: a portable "one active membership per
-    #: advisor and tenant" constraint (NULLs never collide in a unique index).
-    active_key: Mapped[str | None] = mapped_column(String(320), unique=True)
     #: Guests only: the tenant's user group whose permissions apply.
     group_id: Mapped[str | None] = mapped_column(
         ForeignKey("user_groups.id", name="fk_memberships_group_id_user_groups"), index=True)
+
+    #: One active membership per advisor and tenant: a partial unique index on the two
+    #: columns (never a key joined from them: ``"a|b" + "c"`` and ``"a" + "b|c"`` collide).
+    __table_args__ = (
+        Index("uq_memberships_active_tenant_subject", "tenant_id", "advisor_subject",
+              unique=True, sqlite_where=text("ended_at IS NULL"),
+              postgresql_where=text("ended_at IS NULL")),
+    )
 
 
 class TokenFamily(Base):
@@ -303,8 +339,14 @@ class UserGroup(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
-    #: ``tenant|name`` while the group exists: names are unique per tenant (portable).
-    active_name: Mapped[str | None] = mapped_column(String(200), unique=True)
+    #: The name as compared (NFKC, case-folded): unique per tenant among existing groups.
+    name_key: Mapped[str] = mapped_column(String(300))
+
+    __table_args__ = (
+        Index("uq_user_groups_live_tenant_name", "tenant_id", "name_key", unique=True,
+              sqlite_where=text("deleted_at IS NULL"),
+              postgresql_where=text("deleted_at IS NULL")),
+    )
 
 
 class Invitation(Base):

@@ -23,7 +23,7 @@ from sqlalchemy import or_, select, update
 
 from ..background import Loop
 from ..storage.db import utcnow
-from ..storage.models import Membership, OutboxItem
+from ..storage.models import Membership, OutboxItem, Tenant
 from .oidc import UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,10 @@ MIRRORED_KINDS = ("temporary", "permanent")
 
 class KeycloakUnavailable(UpstreamUnavailable):
     """Keycloak's admin API cannot answer; callers refuse rather than grant."""
+
+
+class UnmirrorableTenant(ValueError):
+    """A tenant id that cannot stand as one segment of a Keycloak group path."""
 
 
 class KeycloakAdmin:
@@ -106,7 +110,8 @@ class KeycloakAdmin:
         parent_path, _, name = path.rstrip("/").rpartition("/")
         parent = self.group_id(parent_path, create=True) if parent_path else None
         if parent:
-            created = self._call("POST", f"/groups/{parent}/children", json={"name": name})
+            created = self._call("POST", f"/groups/{quote(parent, safe='')}/children",
+                                 json={"name": name})
         else:
             created = self._call("POST", "/groups", json={"name": name})
         if created.status_code not in (201, 204, 409):
@@ -116,7 +121,7 @@ class KeycloakAdmin:
     def group_members(self, group_id: str) -> set[str]:
         members, first = set(), 0
         while True:
-            response = self._call("GET", f"/groups/{group_id}/members",
+            response = self._call("GET", f"/groups/{quote(group_id, safe='')}/members",
                                   params={"first": first, "max": 200, "briefRepresentation": "true"})
             page = response.json() if response.status_code == 200 else []
             members.update(user["id"] for user in page)
@@ -126,7 +131,7 @@ class KeycloakAdmin:
 
     def set_group_membership(self, user_id: str, group_id: str, member: bool) -> None:
         response = self._call("PUT" if member else "DELETE",
-                              f"/users/{quote(user_id, safe='')}/groups/{group_id}")
+                              f"/users/{quote(user_id, safe='')}/groups/{quote(group_id, safe='')}")
         if response.status_code == 404 and not member:
             return  # user or membership already gone: the desired state holds
         if response.status_code not in (204, 200):
@@ -156,14 +161,26 @@ class KeycloakMirror:
                                    attempts=0, next_attempt_at=now))
 
     def desired(self, tenant_id: str, subject: str) -> bool:
+        """Whether ``subject`` should be in the tenant's group: it has an active mirrored
+        membership of that tenant (looked up by the two columns, in a tenant that exists)."""
         with self.db.read() as session:
-            return session.scalars(select(Membership.id).where(
-                Membership.active_key == f"{tenant_id}|{subject}",
+            return session.scalars(select(Membership.id).join(
+                Tenant, Tenant.id == Membership.tenant_id).where(
+                Membership.tenant_id == tenant_id, Membership.advisor_subject == subject,
+                Membership.ended_at.is_(None),
                 Membership.kind.in_(MIRRORED_KINDS))).first() is not None
+
+    def group_path(self, tenant_id: str) -> str:
+        """The tenant's group path. A tenant id is one path segment: one containing ``/``
+        would name another group (tenant ids are letters, digits and dashes; this holds
+        even for a row written around that rule)."""
+        if not tenant_id or "/" in tenant_id or "~" in tenant_id:
+            raise UnmirrorableTenant("this tenant id cannot be a Keycloak group name")
+        return self.advisor_group.format(tenant=tenant_id)
 
     def sync(self, tenant_id: str, subject: str) -> None:
         want = self.desired(tenant_id, subject)
-        group = self.admin.group_id(self.advisor_group.format(tenant=tenant_id), create=want)
+        group = self.admin.group_id(self.group_path(tenant_id), create=want)
         if group is not None:
             self.admin.set_group_membership(subject, group, want)
 
@@ -186,7 +203,7 @@ class KeycloakMirror:
                 continue
             try:
                 self.sync(item.tenant_id, item.subject)
-            except KeycloakUnavailable as exc:
+            except (KeycloakUnavailable, UnmirrorableTenant) as exc:
                 delay = min(300, 2 ** min(item.attempts, 8))
                 with self.db.transaction() as session:
                     session.execute(update(OutboxItem).where(OutboxItem.id == item.id).values(
@@ -201,8 +218,6 @@ class KeycloakMirror:
 
     def reconcile(self) -> list[str]:
         """Repair drift in both directions for every tenant; returns what changed."""
-        from ..storage.models import Tenant
-
         changes = []
         with self.db.read() as session:
             tenants = [t.id for t in session.scalars(select(Tenant)).all()]
@@ -212,14 +227,19 @@ class KeycloakMirror:
                 active.setdefault(m.tenant_id, set()).add(m.advisor_subject)
         for tenant_id in tenants:
             want = active.get(tenant_id, set())
-            group = self.admin.group_id(self.advisor_group.format(tenant=tenant_id), create=bool(want))
+            try:
+                path = self.group_path(tenant_id)
+            except UnmirrorableTenant:
+                log.warning("a tenant id cannot be a Keycloak group name; not mirrored")
+                continue
+            group = self.admin.group_id(path, create=bool(want))
             have = self.admin.group_members(group) if group else set()
             for subject in sorted(want - have):
                 self.admin.set_group_membership(subject, group, True)
-                changes.append(f"added {subject} to {self.advisor_group.format(tenant=tenant_id)}")
+                changes.append(f"added {subject} to {path}")
             for subject in sorted(have - want):
                 self.admin.set_group_membership(subject, group, False)
-                changes.append(f"removed {subject} from {self.advisor_group.format(tenant=tenant_id)}")
+                changes.append(f"removed {subject} from {path}")
         return changes
 
     # --- account state ---

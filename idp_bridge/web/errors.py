@@ -9,7 +9,6 @@ from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import default_exceptions
 
 from ..domain.errors import AccessCodeRejected, Conflict, DomainError, Forbidden, InvalidInput, NotFound
-from ..domain.exchange import RateLimitUnavailable
 
 #: Blueprints whose errors are shown as HTML pages.
 PAGE_BLUEPRINTS = frozenset({"pages", "auth", "tenant", "groups", "advisor", "support"})
@@ -152,16 +151,9 @@ def _domain_error(exc: DomainError):
     return jsonify(error=error, error_description=exc.description), status
 
 
-def _rate_limit_unavailable(exc):
-    if wants_page():
-        return problem_page(503)
-    return jsonify(error="temporarily_unavailable", error_description=str(exc)), 503
-
-
 def page_blueprint(name: str, import_name: str, **kwargs) -> Blueprint:
     """A blueprint of pages: domain errors become error pages in the reader's language."""
     blueprint = Blueprint(name, import_name, **kwargs)
     blueprint.register_error_handler(DomainError, _domain_error)
-    blueprint.register_error_handler(RateLimitUnavailable, _rate_limit_unavailable)
     return blueprint
 
