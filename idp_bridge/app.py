@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -18,6 +19,7 @@ from .domain.guests import Guests
 from .domain.keys import KeyRing
 from .domain.memberships import Memberships
 from .domain.tokens import TokenIssuer
+from .domain.web_sessions import WebSessions
 from .events import RedisFanout, RevocationNotifier
 from . import ops
 from .maintenance import Maintenance
@@ -68,6 +70,8 @@ class Services:
     notifications: Notifications
     notification_worker: NotificationWorker
 
+    #: Server-side sessions of the web pages (the cookie holds only their handle).
+    web_sessions: WebSessions | None = None
     def start_background(self) -> None:
         """Threads of a serving process (not of tests): push delivery, maintenance, the
         tenant admins' notifications and, with Keycloak, the group mirror."""
@@ -158,7 +162,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         issuer=settings.upstream_issuer, discovery_url=settings.discovery_url,
         audiences=settings.upstream_audiences, algorithms=settings.upstream_algorithms,
         cache_seconds=settings.upstream_cache_seconds, timeout=settings.upstream_timeout_seconds,
-        leeway=settings.upstream_leeway_seconds)
+        leeway=settings.upstream_leeway_seconds, own_client_id=settings.web_client_id)
     roles = RoleMapper(
         roles_claim=settings.roles_claim, groups_claim=settings.groups_claim,
         advisor_role=settings.advisor_role, support_admin_role=settings.support_admin_role,
@@ -199,7 +203,8 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
                                 interval=settings.maintenance_interval, accounts=mirror,
                                 guesses=guesses),
         mirror=mirror, mirror_worker=MirrorWorker(mirror) if mirror else None, fanout=fanout,
-        notifications=notifications, notification_worker=NotificationWorker(notifications))
+        notifications=notifications, notification_worker=NotificationWorker(notifications),
+        web_sessions=WebSessions(lifetime=timedelta(hours=settings.web_session_hours)))
 
     from .api import bp as api_bp
     from .oauth.views import bp as oauth_bp

@@ -1,8 +1,8 @@
 """Periodic work each bridge process does (idempotent, so any number of processes may run it):
 end temporary memberships past their maximum age and those of advisors whose upstream
 account was disabled or deleted (publishing their grants on the feed within ``interval``
-seconds), forget one-time JWT ids, wrong access-code guesses no limit counts any more, and
-feed bookkeeping no longer needed."""
+seconds) and end their web sessions, forget one-time JWT ids, expired web sessions, wrong
+access-code guesses no limit counts any more, and feed bookkeeping no longer needed."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlalchemy import delete
 from .background import Loop
 
 from .storage.db import utcnow
+from .domain.web_sessions import WebSessions
 from .storage.models import EndedUpstreamSession, SeenJti
 
 
@@ -33,6 +34,7 @@ class Maintenance(Loop):
             expired = self.memberships.expire_due(session, now)
             session.execute(delete(SeenJti).where(SeenJti.expires_at < now))
             session.execute(delete(EndedUpstreamSession).where(EndedUpstreamSession.expires_at < now))
+            WebSessions.sweep(session, now)
             if self.guesses is not None:
                 self.guesses.sweep(session, now)
         self.transmitter.cleanup(now)
@@ -41,6 +43,8 @@ class Maintenance(Loop):
                 with self.db.transaction() as session:
                     expired += self.memberships.end_all_of_advisor(
                         session, subject, reason="upstream_account_ended", now=utcnow())
+                    WebSessions.end_all_of_subject(session, subject, reason="upstream_account_ended",
+                                                   now=utcnow())
         return expired
 
     def step(self) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import OTHER_TENANT, TENANT, active_memberships, audit_events, wrong_code
 from idp_bridge.devidp import DEMO_USERS
-from test_pages_helpers import DE, EN, post_form_page, signed_in, text_of
+from test_pages_helpers import DE, EN, edit_signed_in_user, post_form_page, signed_in, text_of
 
 BOB = DEMO_USERS["bob"]["sub"]
 APP_URL = "https://app.konfipay.example/tenants/{tenant}/open"
@@ -375,8 +375,7 @@ def test_an_invitation_by_email_needs_a_verified_address(bob, bridge):
     # the development provider does not say that bob's address is verified
     assert "data-invitation=" not in bob.get("/advisor").text
     assert accept(bob, invitation_id).status_code == 404
-    with bob.session_transaction() as session:
-        session["user"] = {**session["user"], "email_verified": True}
+    edit_signed_in_user(bob, lambda user: user.update(email_verified=True))
     assert f'data-invitation="{invitation_id}"' in bob.get("/advisor").text
     assert accept(bob, invitation_id).status_code == 303
     assert [m.kind for m in active_memberships(bridge)] == ["guest"]

@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 from html import unescape
 
-from test_web_login import sign_in
+from test_web_login import edit_signed_in_user, sign_in
 
-__all__ = ["sign_in", "signed_in", "csrf_token", "post_form_page", "text_of", "DE", "EN"]
+__all__ = ["sign_in", "signed_in", "edit_signed_in_user", "csrf_token", "post_form_page",
+           "text_of", "DE", "EN"]
 
 DE = {"Accept-Language": "de-DE,de;q=0.9,en;q=0.5"}
 EN = {"Accept-Language": "en-GB,en;q=0.9"}

@@ -14,7 +14,7 @@ from conftest import OTHER_TENANT, TENANT, active_memberships
 from idp_bridge.devidp import DEMO_USERS
 from idp_bridge.storage.db import utcnow
 from idp_bridge.storage.models import Membership, Tenant
-from test_pages_helpers import DE, EN, post_form_page, signed_in, text_of
+from test_pages_helpers import DE, EN, edit_signed_in_user, post_form_page, signed_in, text_of
 
 BOB = DEMO_USERS["bob"]["sub"]
 
@@ -84,8 +84,7 @@ def test_wrong_role_or_other_tenant_is_refused(app, user, tenant, path):
 
 def test_unknown_tenant_is_404_for_its_admin(app):
     client = signed_in(app, "anna")
-    with client.session_transaction() as session:
-        session["user"]["groups"] = ["/tenants/99999/admins"]
+    edit_signed_in_user(client, lambda user: user.update(groups=["/tenants/99999/admins"]))
     response = client.get("/tenants/99999/help", headers=EN)
     assert response.status_code == 404
     assert "There is no tenant with this number." in text_of(response)

@@ -30,6 +30,7 @@ import requests
 
 from conftest import build_app
 from idp_bridge.app import services
+from test_web_login import id_token_of, web_session_of
 
 pytestmark = pytest.mark.slow
 
@@ -277,10 +278,10 @@ def test_sign_in(client, browser, oidc_provider):
     page = client.get("/")
     assert "Signed in as bob" in page.text
     assert '<p id="subject">bob</p>' in page.text
+    user = web_session_of(client).claims
+    id_token = id_token_of(client)
     with client.session_transaction() as session:
-        user = session["user"]
-        id_token = session["id_token"]
-        assert "access_token" not in session and "refresh_token" not in session
+        assert set(session) <= {"web_session", "_permanent", "csrf_token"}, set(session)
     assert user["iss"] == oidc_provider.issuer
     assert user["sub"] == "bob"
     # a conformant provider keeps profile and email claims out of the code flow's ID token
@@ -338,8 +339,7 @@ def test_user_aborting_at_the_provider_is_shown(client, browser, oidc_provider):
 
 def test_logout_ends_the_provider_session(client, browser, oidc_provider):
     sign_in(client, browser, oidc_provider, "bob")
-    with client.session_transaction() as session:
-        id_token = session["id_token"]
+    id_token = id_token_of(client)
     page = client.get("/")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
     out = client.post("/logout", data={"csrf_token": csrf})

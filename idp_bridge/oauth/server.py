@@ -7,7 +7,9 @@ storage or upstream outages become ``503 temporarily_unavailable`` (fail closed)
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -18,6 +20,7 @@ from authlib.oauth2.rfc6749.errors import (
     InvalidRequestError,
     InvalidScopeError,
 )
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, select
@@ -76,6 +79,17 @@ class BridgeAuthorizationServer(AuthorizationServer):
             return None
         return OAuthClient(row)
 
+    def authenticate_client(self, request, methods, endpoint="token"):
+        """Authlib's client authentication, behind RFC 6749 sections 2.3 and 2.3.1: one
+        method per request, credentials in the body or the Authorization header only, and
+        a ``client_id`` parameter naming the client that authenticated. Used by the token
+        endpoint (both grants), introspection and revocation alike."""
+        claimed = check_one_client_authentication(request)
+        client = super().authenticate_client(request, methods, endpoint)
+        if claimed is not None and client.get_client_id() != claimed:
+            raise _client_auth_error("client_id does not name the authenticated client")
+        return client
+
     def save_token(self, token, request):  # tokens are stored by the domain layer
         raise NotImplementedError
 
@@ -124,6 +138,67 @@ class BridgeAuthorizationServer(AuthorizationServer):
             # Two concurrent first redemptions by one advisor: the unique active membership
             # refused the second; the client may simply retry.
             raise InvalidGrantError(description="a concurrent request changed this membership; retry") from None
+
+
+#: Body parameters that carry client credentials (RFC 6749 2.3.1, RFC 7521 4.2).
+_SECRET_PARAMETERS = ("client_secret",)
+_ASSERTION_PARAMETERS = ("client_assertion", "client_assertion_type")
+_CREDENTIAL_PARAMETERS = ("client_id", *_SECRET_PARAMETERS, *_ASSERTION_PARAMETERS)
+
+
+def _client_auth_error(description: str) -> InvalidClientError:
+    # 401 with a WWW-Authenticate challenge (section 5.2), whichever method was tried.
+    return InvalidClientError(status_code=401, description=description)
+
+
+def check_one_client_authentication(request) -> str | None:
+    """Refuse a request presenting more than one client authentication method (Basic, a
+    body ``client_secret``, a ``client_assertion``), repeating a credential parameter,
+    putting one in the URI, or naming in ``client_id`` another client than the one its
+    credentials name. Runs before any credential is checked, so a refused request changes
+    nothing (not even the remembered assertion ids). Returns the client id the request
+    claims, if it says."""
+    form = request.form
+    args = request.args
+    if any(name in args for name in _CREDENTIAL_PARAMETERS if name != "client_id"):
+        raise _client_auth_error("client credentials must not be sent in the request URI")
+    if any(len(form.getlist(name)) > 1 for name in _CREDENTIAL_PARAMETERS) \
+            or len(args.getlist("client_id")) > 1:
+        raise _client_auth_error("a client credential parameter is repeated")
+    header = request.headers.get("Authorization")
+    methods = [
+        header is not None,
+        any(name in form for name in _SECRET_PARAMETERS),
+        any(name in form for name in _ASSERTION_PARAMETERS),
+    ]
+    if sum(methods) > 1:
+        raise _client_auth_error("a request must use exactly one client authentication method")
+    named = {value for value in (form.get("client_id"), args.get("client_id")) if value is not None}
+    if methods[0]:
+        basic_id, _secret = extract_basic_authorization(request.headers)
+        if basic_id is not None:
+            named.add(basic_id)
+    elif methods[2]:
+        subject = _unverified_assertion_subject(form.get("client_assertion"))
+        if subject is not None:
+            named.add(subject)
+    if len(named) > 1:
+        raise _client_auth_error("client_id does not name the authenticated client")
+    return named.pop() if named else None
+
+
+def _unverified_assertion_subject(assertion) -> str | None:
+    """The ``sub`` a client assertion claims (RFC 7523 3: the client's id), unverified: only
+    to compare it with ``client_id`` before the assertion is checked and its jti recorded."""
+    if not isinstance(assertion, str) or assertion.count(".") != 2 or len(assertion) > 8192:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(
+            assertion.split(".")[1] + "=" * (-len(assertion.split(".")[1]) % 4)))
+    except (ValueError, TypeError):
+        return None
+    subject = payload.get("sub") if isinstance(payload, dict) else None
+    return subject if isinstance(subject, str) else None
 
 
 _CLIENT_LOOKUP = select(

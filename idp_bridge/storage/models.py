@@ -377,3 +377,25 @@ class EndedUpstreamSession(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of kind, iss, id
     ended_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class WebSession(Base):
+    """A signed-in browser of the web pages (server-side: the cookie holds only a random
+    handle). Ended by sign-out, by the upstream's back-channel logout (by ``upstream_sid``
+    or for the whole subject) or by expiry; every page request reads the row."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the handle
+    issuer: Mapped[str] = mapped_column(String(500))
+    subject: Mapped[str] = mapped_column(String(255), index=True)
+    upstream_sid: Mapped[str | None] = mapped_column(String(255), index=True)
+    #: The kept claims of the sign-in (profile, acr/amr, roles and groups): what the pages use.
+    claims: Mapped[dict] = mapped_column(JSON)
+    #: The upstream ID token (for RP-initiated logout's ``id_token_hint``), Fernet-encrypted
+    #: with a key derived from the handle: neither the database nor the cookie alone opens it.
+    id_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    ended_at: Mapped[datetime | None]
+    ended_reason: Mapped[str | None] = mapped_column(String(40))

@@ -9,6 +9,8 @@ so the advisor can sign in again and exchange anew.
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import time
 from datetime import timedelta
 
@@ -18,8 +20,11 @@ from sqlalchemy.exc import IntegrityError
 from ..domain import audit
 from ..domain.tokens import Family
 from ..storage.db import utcnow
+from ..domain.web_sessions import WebSessions
 from ..storage.models import EndedUpstreamSession, SeenJti, TokenFamily
-from .oidc import SubjectTokenError
+from .oidc import SubjectTokenError, audience_set, media_type, numeric_date, plain_string
+
+log = logging.getLogger(__name__)
 
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 #: Logout tokens older than this are refused (and their jti remembered at least as long).
@@ -36,6 +41,8 @@ class LogoutTokenError(ValueError):
 
 
 def ended_session_keys(issuer: str, sid: str | None, sub: str | None) -> dict[str, str]:
+    # NUL-separated parts are unambiguous: the issuer is the configured one, and sid and sub
+    # passed the claim checks (no control characters) before they get here.
     keys = {}
     if sid:
         keys["sid"] = hashlib.sha256(f"sid\x00{issuer}\x00{sid}".encode()).hexdigest()
@@ -68,50 +75,71 @@ def session_has_ended(session, identity) -> bool:
     # On every token exchange: a prepared Core statement on the transaction's connection.
     rows = session.connection().execute(_ENDED, {"keys": list(keys.values())}).all()
     issued = identity.claims.get("iat")
+    if isinstance(issued, bool) or not isinstance(issued, (int, float)) \
+            or not math.isfinite(issued):
+        issued = None
     for key, ended_at in rows:
         if key == keys.get("sid"):
             return True
-        # Subject-wide logout: tokens issued before it are from ended sessions.
-        if isinstance(issued, (int, float)) and issued <= ended_at.timestamp():
+        # Subject-wide logout: tokens issued before it are from ended sessions, and a token
+        # that does not say when it was issued may be one of them.
+        if issued is None or issued <= ended_at.timestamp():
             return True
     return False
 
 
+#: ``typ`` header values of a logout token (section 2.4 asks for ``logout+jwt``). ``JWT``
+#: is read as "not explicitly typed", like no ``typ`` at all: Keycloak before 25 sends it.
+#: Any other type (``at+jwt``, ``secevent+jwt``, ...) names another kind of JWT.
+LOGOUT_TOKEN_TYPES = (None, "jwt", "logout+jwt")
+
+
 def validate_logout_token(validator, token: str, now: float | None = None) -> dict:
-    """Section 2.6: signature, iss, aud, iat, jti, events, no nonce, sid and/or sub."""
+    """Section 2.6: signature, typ, iss, aud, iat, jti, events, no nonce, sid and/or sub.
+
+    Claims are checked by type and range like subject tokens' (RFC 7519); messages name the
+    failed check, never a value from the token.
+    """
+    what = "logout_token"
     try:
-        claims = validator.verify_signature(token, what="logout_token")
+        header, claims = validator.verify(token, what=what)
+        if media_type(header.get("typ"), what=what) not in LOGOUT_TOKEN_TYPES:
+            raise LogoutTokenError("logout_token is explicitly typed as another kind of JWT")
+        plain_string(claims.get("iss"), "iss", what=what, max_length=500)
+        if claims["iss"] != validator.issuer:
+            raise LogoutTokenError("logout_token was issued by another issuer")
+        if not audience_set(claims, what=what) & validator.audiences:
+            raise LogoutTokenError("logout_token is not meant for this bridge (audience)")
+        now = time.time() if now is None else now
+        iat = numeric_date(claims, "iat", what=what, required=True)
+        if iat > now + validator.leeway or iat < now - MAX_AGE_SECONDS - validator.leeway:
+            raise LogoutTokenError("logout_token is too old or from the future")
+        exp = numeric_date(claims, "exp", what=what)
+        if exp is not None and exp + validator.leeway < now:
+            raise LogoutTokenError("logout_token has expired")
+        if not claims.get("jti"):
+            raise LogoutTokenError("logout_token has no jti")
+        plain_string(claims["jti"], "jti", what=what)
+        events = claims.get("events")
+        if not isinstance(events, dict) or not isinstance(events.get(LOGOUT_EVENT), dict):
+            raise LogoutTokenError("logout_token has no back-channel logout event")
+        if "nonce" in claims:
+            raise LogoutTokenError("logout_token must not contain a nonce")
+        if claims.get("typ") not in (None, "Logout"):  # Keycloak's claim: Bearer, ID, ...
+            raise LogoutTokenError("logout_token is typed as another kind of token (typ claim)")
+        if not claims.get("sid") and not claims.get("sub"):
+            raise LogoutTokenError("logout_token names neither sid nor sub")
+        for name in ("sid", "sub"):
+            if claims.get(name) is not None:
+                plain_string(claims[name], name, what=what)
     except SubjectTokenError as exc:
         raise LogoutTokenError(str(exc)) from None
-    now = time.time() if now is None else now
-    if claims.get("iss") != validator.issuer:
-        raise LogoutTokenError("logout_token was issued by another issuer")
-    aud = claims.get("aud")
-    audiences = {aud} if isinstance(aud, str) else set(aud or [])
-    if not audiences & validator.audiences:
-        raise LogoutTokenError("logout_token is not meant for this bridge (audience)")
-    iat = claims.get("iat")
-    if not isinstance(iat, (int, float)):
-        raise LogoutTokenError("logout_token has no iat")
-    if iat > now + validator.leeway or iat < now - MAX_AGE_SECONDS - validator.leeway:
-        raise LogoutTokenError("logout_token is too old or from the future")
-    exp = claims.get("exp")
-    if isinstance(exp, (int, float)) and exp + validator.leeway < now:
-        raise LogoutTokenError("logout_token has expired")
-    if not isinstance(claims.get("jti"), str) or not claims["jti"]:
-        raise LogoutTokenError("logout_token has no jti")
-    events = claims.get("events")
-    if not isinstance(events, dict) or not isinstance(events.get(LOGOUT_EVENT), dict):
-        raise LogoutTokenError("logout_token has no back-channel logout event")
-    if "nonce" in claims:
-        raise LogoutTokenError("logout_token must not contain a nonce")
-    if not claims.get("sid") and not claims.get("sub"):
-        raise LogoutTokenError("logout_token names neither sid nor sub")
     return claims
 
 
 def apply_logout(db, issuer, claims: dict) -> int:
-    """Revoke the families born from the named upstream session (or subject); returns count.
+    """Revoke the families born from the named upstream session (or subject) and end the
+    bridge's web sessions of it; returns the number of families revoked.
 
     Refuses a replayed ``jti`` with :class:`LogoutTokenError`.
     """
@@ -129,6 +157,10 @@ def apply_logout(db, issuer, claims: dict) -> int:
             if claims.get("sub"):
                 query = query.where(TokenFamily.subject == str(claims["sub"]))
             remember_ended_session(session, claims, now)
+            # The bridge's own web sessions of that upstream session (or subject) end too.
+            ended_pages = WebSessions.end_upstream(
+                session, issuer=claims["iss"], sid=claims.get("sid"), subject=claims.get("sub"),
+                reason="upstream_logout", now=now)
             families = session.scalars(query).all()
             for row in families:
                 family = Family(**{name: getattr(row, name) for name in Family.FIELDS})
@@ -137,6 +169,8 @@ def apply_logout(db, issuer, claims: dict) -> int:
                              actor=row.subject, actor_role="upstream",
                              membership_id=row.membership_id, client_id=row.client_id,
                              sid=row.sid, reason="upstream_logout")
+            log.info("back-channel logout: %d token families revoked, %d web sessions ended",
+                     len(families), ended_pages)
             return len(families)
     except IntegrityError:
         raise LogoutTokenError("logout_token was already used (jti)") from None

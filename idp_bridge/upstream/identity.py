@@ -7,6 +7,8 @@ the defaults read Keycloak tokens (realm roles in ``realm_access.roles``, group 
 
 from __future__ import annotations
 
+import math
+import unicodedata
 from dataclasses import dataclass, field
 
 
@@ -19,29 +21,36 @@ class UpstreamIdentity:
 
     @property
     def username(self) -> str:
-        return str(self.claims.get("preferred_username") or self.claims.get("email") or self.subject)
+        """A display name: the first of ``preferred_username`` and ``email`` that is a plain
+        string of at most 255 characters (what tenants are shown), else the subject."""
+        for name in ("preferred_username", "email"):
+            value = self.claims.get(name)
+            if isinstance(value, str) and 0 < len(value) <= 255 and is_plain_text(value):
+                return value
+        return self.subject
 
     @property
     def session_id(self) -> str | None:
         sid = self.claims.get("sid") or self.claims.get("session_state")
-        return str(sid) if sid else None
+        return sid if isinstance(sid, str) and sid else None
 
     @property
     def auth_time(self) -> int | None:
         value = self.claims.get("auth_time")
-        return int(value) if isinstance(value, (int, float)) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            return None
+        return int(value)
 
     @property
     def acr(self) -> str | None:
         value = self.claims.get("acr")
-        return str(value) if value is not None else None
+        return value if isinstance(value, str) else None
 
     @property
     def amr(self) -> list[str]:
         value = self.claims.get("amr")
-        if isinstance(value, str):
-            return [value]
-        return [str(v) for v in value] if isinstance(value, list) else []
+        return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def claim_path(claims: dict, path: str):
@@ -84,6 +93,12 @@ class RoleMapper:
         if identity.acr is not None and identity.acr in self.mfa_acr_values:
             return True
         return bool(self.mfa_amr_values.intersection(identity.amr))
+
+
+def is_plain_text(value: str) -> bool:
+    """No control, format (bidi overrides), private-use or separator characters."""
+    return not any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+                   for c in value)
 
 
 def _string_set(value) -> set[str]:

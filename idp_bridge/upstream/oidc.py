@@ -3,12 +3,21 @@
 Discovery (OpenID Connect Discovery 1.0) and the JWK set are fetched over HTTP and cached;
 an unknown ``kid`` triggers one refetch at most every few seconds (the upstream may have
 rotated). Checks: signature with an allow-listed asymmetric algorithm (``none`` and HMAC
-never), ``iss``, ``aud``, ``exp``, ``nbf``, ``iat``. When the provider cannot be reached and
-no cached key fits, validation fails closed with :class:`UpstreamUnavailable`.
+never), then every claim the bridge reads by type and range (RFC 7519 section 4.1): ``iss``
+and ``sub`` bounded strings without control or bidi characters, ``exp`` (required), ``nbf``,
+``iat`` and ``auth_time`` finite NumericDates, ``aud`` a string or a non-empty array of
+strings naming this bridge, ``sid``/``acr`` strings and ``amr`` an array of strings. Explicit
+typing (RFC 8725 section 3.11): an access token has no ``typ`` header or ``JWT``/``at+jwt``
+and no Keycloak ``typ`` claim other than ``Bearer``; an ID token is typed ``ID`` if at all;
+a token with an ``events`` claim (a logout token or another SET) is neither. ID tokens the
+upstream issued to the bridge's own sign-in client are never subject tokens. Error messages
+name the claim, never its value. When the provider cannot be reached and no cached key fits,
+validation fails closed with :class:`UpstreamUnavailable`.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -17,7 +26,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from .identity import UpstreamIdentity
+from .identity import UpstreamIdentity, is_plain_text
 
 ID_TOKEN = "urn:ietf:params:oauth:token-type:id_token"
 ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
@@ -35,8 +44,10 @@ class UpstreamUnavailable(RuntimeError):
 class SubjectTokenValidator:
     def __init__(self, *, issuer: str, discovery_url: str, audiences, algorithms,
                  cache_seconds: int = 300, timeout: float = 5.0, leeway: int = 30,
-                 http: requests.Session | None = None):
+                 own_client_id: str | None = None, http: requests.Session | None = None):
         self.issuer = issuer
+        #: The bridge's own sign-in client at the upstream: its ID tokens are no subject tokens.
+        self.own_client_id = own_client_id
         self.discovery_url = discovery_url
         self.audiences = frozenset(audiences)
         self.algorithms = list(algorithms)
@@ -98,56 +109,155 @@ class SubjectTokenValidator:
 
     # --- validation ---
     def validate(self, token: str, token_type: str = ACCESS_TOKEN) -> UpstreamIdentity:
-        claims = self.verify_signature(token, what="subject_token")
-        self._check_claims(claims, token_type)
-        return UpstreamIdentity(issuer=claims["iss"], subject=str(claims["sub"]),
+        header, claims = self.verify(token, what="subject_token")
+        self._check_claims(header, claims, token_type)
+        return UpstreamIdentity(issuer=claims["iss"], subject=claims["sub"],
                                 claims=claims, token_type=token_type)
 
-    def verify_signature(self, token: str, *, what: str) -> dict:
-        """Claims of a JWT signed by the upstream provider (signature and algorithm only)."""
-        if not isinstance(token, str) or not token or len(token) > 16384:
+    def verify(self, token: str, *, what: str) -> tuple[dict, dict]:
+        """(header, claims) of a JWT signed by the upstream provider (signature and
+        algorithm only; the caller checks the claims)."""
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise SubjectTokenError(f"{what} is missing or too large")
         try:
             header = jws.extract_compact(token.encode()).protected
-        except (JoseError, ValueError):
+        except (JoseError, ValueError, TypeError):
             raise SubjectTokenError(f"{what} is not a signed JWT") from None
-        alg = header.get("alg")
-        if alg not in self.algorithms:
-            raise SubjectTokenError(f"{what} algorithm {alg!r} is not accepted")
+        if not isinstance(header, dict):
+            raise SubjectTokenError(f"{what} is not a signed JWT")
+        if header.get("alg") not in self.algorithms:
+            raise SubjectTokenError(f"{what} algorithm is not accepted")
         kid = header.get("kid")
         keys = self._key_set()
         if kid is not None and not any(k.kid == kid for k in keys.keys):
             keys = self._key_set(force=True)
         try:
-            return jwt.decode(token, keys, algorithms=self.algorithms,
-                              registry=self._registry).claims
-        except JoseError:
+            claims = jwt.decode(token, keys, algorithms=self.algorithms,
+                                registry=self._registry).claims
+        except (JoseError, ValueError, TypeError):
             raise SubjectTokenError(f"{what} signature is invalid") from None
+        if not isinstance(claims, dict):
+            raise SubjectTokenError(f"{what} claims are not a JSON object")
+        return header, claims
 
-    def _check_claims(self, claims: dict, token_type: str) -> None:
-        now = time.time()
-        if claims.get("iss") != self.issuer:
-            raise SubjectTokenError("subject_token was issued by another issuer")
-        if not claims.get("sub") or not isinstance(claims.get("sub"), str):
-            raise SubjectTokenError("subject_token has no subject")
-        exp = claims.get("exp")
-        if not isinstance(exp, (int, float)):
-            raise SubjectTokenError("subject_token has no expiry")
+    def verify_signature(self, token: str, *, what: str) -> dict:
+        """Claims of a JWT signed by the upstream provider (signature and algorithm only)."""
+        return self.verify(token, what=what)[1]
+
+    def _check_claims(self, header: dict, claims: dict, token_type: str, now: float | None = None) -> None:
+        """RFC 7519 section 4.1 by type and range, and RFC 8725 section 3.11: only the token
+        type declared (an access token, or an ID token where the type says so) passes."""
+        now = time.time() if now is None else now
+        what = "subject_token"
+        check_identity_claims(claims, what=what)
+        if claims["iss"] != self.issuer:
+            raise SubjectTokenError(f"{what} was issued by another issuer")
+        exp = numeric_date(claims, "exp", what=what, required=True)
         if exp + self.leeway < now:
-            raise SubjectTokenError("subject_token has expired")
-        nbf = claims.get("nbf")
-        if isinstance(nbf, (int, float)) and nbf - self.leeway > now:
-            raise SubjectTokenError("subject_token is not valid yet")
-        iat = claims.get("iat")
-        if isinstance(iat, (int, float)) and iat - self.leeway > now:
-            raise SubjectTokenError("subject_token was issued in the future")
-        aud = claims.get("aud")
-        audiences = {aud} if isinstance(aud, str) else set(aud or [])
+            raise SubjectTokenError(f"{what} has expired")
+        nbf = numeric_date(claims, "nbf", what=what)
+        if nbf is not None and nbf - self.leeway > now:
+            raise SubjectTokenError(f"{what} is not valid yet")
+        iat = numeric_date(claims, "iat", what=what)
+        if iat is not None and iat - self.leeway > now:
+            raise SubjectTokenError(f"{what} was issued in the future")
+        numeric_date(claims, "auth_time", what=what)
+        audiences = audience_set(claims, what=what)
         if not audiences & self.audiences:
-            raise SubjectTokenError("subject_token is not meant for this bridge (audience)")
-        typ = claims.get("typ")
-        # Keycloak marks its tokens; an ID token must not pass as an access token or back.
-        if token_type == ACCESS_TOKEN and typ == "ID":
-            raise SubjectTokenError("subject_token is an ID token, not an access token")
-        if token_type == ID_TOKEN and typ not in (None, "ID"):
-            raise SubjectTokenError("subject_token is not an ID token")
+            raise SubjectTokenError(f"{what} is not meant for this bridge (audience)")
+        for name in ("azp", "client_id", "jti"):
+            if name in claims:
+                plain_string(claims[name], name, what=what)
+        # A logout token or another Security Event Token is never a subject token.
+        if "events" in claims:
+            raise SubjectTokenError(f"{what} is a security event token, not an access or ID token")
+        header_type = media_type(header.get("typ"), what=what)
+        claim_type = claims.get("typ")  # Keycloak marks its tokens: Bearer, ID, Refresh, ...
+        if claim_type is not None and not isinstance(claim_type, str):
+            raise SubjectTokenError(f"{what} has a malformed typ claim")
+        if token_type == ID_TOKEN:
+            if header_type not in (None, "jwt", "id_token+jwt") or claim_type not in (None, "ID"):
+                raise SubjectTokenError(f"{what} is not an ID token")
+            if self.own_client_id and (claims.get("azp") == self.own_client_id
+                                       or self.own_client_id in audiences):
+                # The bridge's own sign-in: never a key to token families (issue 10).
+                raise SubjectTokenError(f"{what} was issued to the bridge's own sign-in")
+        else:
+            if claim_type == "ID":
+                raise SubjectTokenError(f"{what} is an ID token, not an access token")
+            if header_type not in (None, "jwt", "at+jwt") or claim_type not in (None, "Bearer"):
+                raise SubjectTokenError(f"{what} is not an access token")
+
+
+#: Upper bound of a JWT the bridge reads (an upstream access token with many groups fits).
+MAX_TOKEN_LENGTH = 16384
+#: Bounds of identifiers read from upstream tokens (OpenID Connect Core section 2: ``sub``
+#: at most 255 ASCII characters; the storage columns hold 255).
+MAX_IDENTIFIER_LENGTH = 255
+MAX_ISSUER_LENGTH = 500
+MAX_AMR_VALUES = 20
+#: NumericDate range: after 1970 and before 10000-01-01 (every date a datetime can hold).
+MAX_NUMERIC_DATE = 253402300799
+
+
+def plain_string(value, name: str, *, what: str, max_length: int = MAX_IDENTIFIER_LENGTH) -> str:
+    """A non-empty string of bounded length without control, format (bidi) or separator
+    characters: what an identifier shown, stored and compared may be."""
+    if not isinstance(value, str) or not value or len(value) > max_length \
+            or not is_plain_text(value):
+        raise SubjectTokenError(f"{what} has a malformed {name} claim")
+    return value
+
+
+def numeric_date(claims: dict, name: str, *, what: str, required: bool = False) -> float | None:
+    """RFC 7519 section 2 NumericDate: a finite JSON number in a sane range (``bool`` is no
+    number; ``1e309`` parses to infinity and ``NaN`` compares false to everything)."""
+    if name not in claims:
+        if required:
+            raise SubjectTokenError(f"{what} has no {_DATE_NAMES.get(name, name)}")
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or not 0 <= value <= MAX_NUMERIC_DATE:
+        raise SubjectTokenError(f"{what} has a malformed {name} claim")
+    return value
+
+
+_DATE_NAMES = {"exp": "expiry", "iat": "iat"}
+
+
+def audience_set(claims: dict, *, what: str) -> set[str]:
+    """RFC 7519 section 4.1.3: a string or a non-empty array of strings."""
+    aud = claims.get("aud")
+    values = [aud] if isinstance(aud, str) else aud
+    if not isinstance(values, list) or not values or len(values) > 50 or not all(
+            isinstance(v, str) and 0 < len(v) <= MAX_ISSUER_LENGTH for v in values):
+        raise SubjectTokenError(f"{what} is not meant for this bridge (audience)")
+    return set(values)
+
+
+def media_type(value, *, what: str) -> str | None:
+    """The ``typ`` header, compared as RFC 7515 section 4.1.9 says: case-insensitively,
+    ``application/`` may be left out."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise SubjectTokenError(f"{what} has a malformed typ header")
+    value = value.lower()
+    return value[len("application/"):] if value.startswith("application/") else value
+
+
+def check_identity_claims(claims: dict, *, what: str) -> None:
+    """Who the token speaks for, by type and length: ``iss`` and ``sub`` strings, ``sid``,
+    ``acr`` strings and ``amr`` an array of strings when present."""
+    plain_string(claims.get("iss"), "iss", what=what, max_length=MAX_ISSUER_LENGTH)
+    if not claims.get("sub"):
+        raise SubjectTokenError(f"{what} has no subject")
+    plain_string(claims["sub"], "sub", what=what)
+    for name in ("sid", "session_state", "acr"):
+        if claims.get(name) is not None:
+            plain_string(claims[name], name, what=what)
+    amr = claims.get("amr")
+    if amr is not None and not (isinstance(amr, list) and len(amr) <= MAX_AMR_VALUES and all(
+            isinstance(v, str) and 0 < len(v) <= 64 and is_plain_text(v) for v in amr)):
+        raise SubjectTokenError(f"{what} has a malformed amr claim")

@@ -5,6 +5,11 @@ checked, PKCE S256, the ID token validated against the provider's JWK set. Nothi
 Keycloak-specific. Roles and groups are read with the same :class:`RoleMapper` as API tokens:
 from the access token when it is a JWT meant for the bridge (Keycloak puts realm roles
 there), else from the ID token. Logout is RP-initiated (OpenID Connect RP-Initiated Logout).
+
+The session is server-side (:mod:`idp_bridge.domain.web_sessions`): the signed cookie holds
+a random handle, the CSRF token and, during sign-in, Authlib's state, nonce and PKCE
+verifier; never an upstream token nor the roles. Every page request reads the session's row,
+so a sign-out here or a back-channel logout upstream signs the browser out at once.
 """
 
 from __future__ import annotations
@@ -19,17 +24,21 @@ from flask import Blueprint, current_app, g, redirect, request, session, url_for
 from flask_babel import gettext as _
 from requests import RequestException
 
+from ..storage.db import utcnow
 from ..upstream.identity import UpstreamIdentity
-from ..upstream.oidc import SubjectTokenError, UpstreamUnavailable
+from ..upstream.oidc import SubjectTokenError, UpstreamUnavailable, check_identity_claims
 
 bp = Blueprint("auth", __name__)
 #: The OpenID Connect scope of the sign-in request (identity only; not an advisor right).
 SIGN_IN_SCOPE = "openid profile email"
 
-#: What the session keeps of the upstream tokens' claims (never the tokens themselves,
-#: except the ID token for the logout hint).
+#: What the web session keeps of the upstream tokens' claims (server-side; the ID token
+#: itself is kept encrypted for the logout hint). ``iat`` tells a subject-wide upstream
+#: logout whether the sign-in came before it.
 KEPT_CLAIMS = ("iss", "sub", "preferred_username", "name", "email", "email_verified", "sid",
-               "acr", "amr", "auth_time")
+               "acr", "amr", "auth_time", "iat")
+#: The cookie's key for the handle of the server-side web session.
+SESSION_HANDLE = "web_session"
 #: Display claims that a provider may return from its UserInfo endpoint only (OpenID Connect
 #: Core 5.4: with the code flow, profile and email claims need not be in the ID token).
 PROFILE_CLAIMS = ("preferred_username", "name", "email")
@@ -69,7 +78,7 @@ def safe_next(value: str | None) -> str:
 
 @bp.get("/login")
 def login():
-    session.pop("user", None)
+    _end_web_session("signed_in_again")
     session["next"] = safe_next(request.args.get("next"))
     try:
         return _upstream().authorize_redirect(url_for("auth.callback", _external=True))
@@ -90,7 +99,12 @@ def callback():
     except Exception:
         return _problem(503, _("The sign-in service is unavailable. Please try again later."))
     claims = dict(token.get("userinfo") or {})
-    if not claims.get("sub"):
+    try:
+        # The same type and length checks as subject tokens: the subject and session id
+        # are stored and compared.
+        check_identity_claims(claims, what="id_token")
+    except SubjectTokenError as exc:
+        current_app.logger.info("sign-in callback rejected: %s", exc)
         return _problem(400, _("The sign-in response was not valid. Please sign in again."))
     if not any(claims.get(k) for k in PROFILE_CLAIMS):
         claims.update(_userinfo_profile(token, claims["sub"]))
@@ -106,14 +120,18 @@ def callback():
     session.clear()  # a new session on sign-in (no fixation)
     session.permanent = True
     roles = services.roles
-    probe = UpstreamIdentity(issuer=claims.get("iss", ""), subject=claims["sub"], claims=role_claims)
-    session["user"] = {
+    probe = UpstreamIdentity(issuer=claims["iss"], subject=claims["sub"], claims=role_claims)
+    user = {
         **{k: claims[k] for k in KEPT_CLAIMS if k in claims},
         "roles": sorted(roles.roles(probe)),
         "groups": sorted(roles.groups(probe)),
+    _end_web_session("signed_in_again")
         "signed_in_at": int(time.time()),
     }
-    session["id_token"] = token.get("id_token")
+    with services.db.transaction() as db_session:
+        session[SESSION_HANDLE] = services.web_sessions.start(
+            db_session, issuer=claims["iss"], subject=claims["sub"], upstream_sid=probe.session_id,
+            claims=user, id_token=token.get("id_token"), now=utcnow())
     return redirect(next_url)
 
 
@@ -140,7 +158,7 @@ def _userinfo_profile(token, subject: str) -> dict:
 
 @bp.post("/logout")
 def logout():
-    id_token = session.get("id_token")
+    id_token = _end_web_session("signed_out")
     session.clear()
     metadata = _upstream().load_server_metadata() if id_token else {}
     end_session = metadata.get("end_session_endpoint")
@@ -154,17 +172,44 @@ def logout():
 
 
 def current_identity() -> UpstreamIdentity | None:
-    user = session.get("user")
-    if not user:
+    """Who is signed in: the live server-side session of the cookie's handle (read once per
+    request), else None. An ended, expired or unknown session is signed out."""
+    if "web_identity" in g:
+        return g.web_identity
+    g.web_identity = identity = _load_identity()
+    return identity
+
+
+def _load_identity() -> UpstreamIdentity | None:
+    handle = session.get(SESSION_HANDLE)
+    if not handle:
+        return None
+    services = current_app.extensions["idp_bridge"]
+    with services.db.read() as db_session:
+        signed_in = services.web_sessions.find(db_session, handle, utcnow())
+    if signed_in is None:
+        session.pop(SESSION_HANDLE, None)  # ended here or upstream, or expired
         return None
     claims = dict(user)
     _set_path(claims, current_app.extensions["idp_bridge"].settings.roles_claim, user["roles"])
     _set_path(claims, current_app.extensions["idp_bridge"].settings.groups_claim, user["groups"])
-    return UpstreamIdentity(issuer=user.get("iss", ""), subject=user["sub"], claims=claims)
+    return UpstreamIdentity(issuer=signed_in.issuer, subject=signed_in.subject, claims=claims)
+def _end_web_session(reason: str) -> str | None:
+    """End this browser's web session, if any; returns its ID token (the logout hint)."""
+    handle = session.pop(SESSION_HANDLE, None)
+    g.pop("web_identity", None)
+    if not handle:
+        return None
+    services = current_app.extensions["idp_bridge"]
+    with services.db.transaction() as db_session:
+        return services.web_sessions.end(db_session, handle, reason=reason, now=utcnow())
+
+
 
 
 def _set_path(claims: dict, path: str, value) -> None:
     parts = path.split(".")
+    user = signed_in.claims
     target = claims
     for part in parts[:-1]:
         target = target.setdefault(part, {})
