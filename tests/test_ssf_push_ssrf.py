@@ -448,3 +448,70 @@ def test_policy_refuses_without_echoing_the_url():
             policy.check_url(url)
         assert "secret-name" not in str(exc.value) and "hunter2" not in str(exc.value)
         assert "bridge.example" not in str(exc.value)
+
+
+# --- a receiver cannot hold the pusher ---
+
+class TricklingReceiver:
+    """Reads a request, then answers its status line one byte every 20 ms, never finishing
+    it (a receiver that cut short after a complete "202" would have accepted the SET)."""
+
+    def __init__(self):
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.port = self.listener.getsockname()[1]
+        self.stop = threading.Event()
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        self.listener.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            with connection:
+                connection.recv(65536)
+                try:
+                    connection.sendall(b"HTTP/1.1")
+                    while not self.stop.wait(0.02):
+                        connection.sendall(b" ")
+                except OSError:
+                    pass  # the bridge gave up: what this test wants
+
+    def close(self):
+        self.stop.set()
+        self.listener.close()
+        self.thread.join(5)
+
+
+def test_a_trickling_receiver_cannot_hold_the_pusher(loopback_bridge):
+    import dataclasses
+
+    from idp_bridge.ssf.rfc8935 import Pusher
+
+    services = loopback_bridge.services
+    policy = dataclasses.replace(services.transmitter.push_policy, read_timeout=60.0,
+                                 request_deadline=0.5)
+    pusher = Pusher(services.transmitter, services.notifier, policy=policy)
+    receiver = TricklingReceiver()
+    try:
+        created = create(loopback_bridge, f"http://127.0.0.1:{receiver.port}/events")
+        assert created.status_code == 201
+        revoke_one(loopback_bridge)
+        result = {}
+        worker = threading.Thread(target=lambda: result.update(accepted=pusher.deliver_once()))
+        worker.start()
+        worker.join(30)  # an upper bound only: without the deadline this never returns
+        assert not worker.is_alive()
+    finally:
+        receiver.close()
+    assert result == {"accepted": 0}
+    assert receiver.connections == 1
+    assert len(pending(loopback_bridge, created.json["stream_id"])) == 1

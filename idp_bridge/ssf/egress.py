@@ -18,8 +18,9 @@ connection by :meth:`PushPolicy.session`'s connection class: it resolves the hos
 checks every address, connects to a checked address itself (no second resolution, so DNS
 rebinding between the check and the connection cannot bypass it), checks the socket's peer
 address and verifies TLS against the original host name. That session ignores proxy and
-credential settings of the environment; the pusher never follows redirects and never reads
-a response body.
+credential settings of the environment, and every request must be answered within
+``request_deadline`` of connecting (the socket is shut down then); the pusher never follows
+redirects and never reads a response body (and so never reuses a connection).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import ipaddress
 import logging
 import re
 import socket
+import threading
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -41,6 +43,8 @@ from urllib3.exceptions import NewConnectionError
 log = logging.getLogger(__name__)
 
 MAX_URL_LENGTH = 2000
+#: Of the (all checked) addresses of a host, this many are tried when connecting.
+MAX_ADDRESSES_TRIED = 3
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 #: Never a push destination, whatever Python's ``is_global`` says in its version.
@@ -148,6 +152,9 @@ class PushPolicy:
     own_url: str = ""
     connect_timeout: float = 3.0
     read_timeout: float = 5.0
+    #: From connected to answered: a receiver trickling its answer byte by byte cannot
+    #: hold the pusher (shared by every push stream) longer than this.
+    request_deadline: float = 10.0
 
     # --- the URL ---
     def check_url(self, url) -> tuple[str, str, int]:
@@ -277,7 +284,7 @@ def _connect(connection, policy: PushPolicy, scheme: str) -> socket.socket:
         raise NewConnectionError(connection, f"refused by the push policy: {exc}") from None
     timeout = connection.timeout
     error: OSError | None = None
-    for family, sockaddr in addresses:
+    for family, sockaddr in addresses[:MAX_ADDRESSES_TRIED]:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             if timeout is None or isinstance(timeout, (int, float)):
@@ -294,16 +301,47 @@ def _connect(connection, policy: PushPolicy, scheme: str) -> socket.socket:
     raise NewConnectionError(connection, f"cannot connect to the push endpoint: {error}")
 
 
-class _GuardedHTTPConnection(HTTPConnection):
-    policy: PushPolicy
+class _Deadline:
+    """Shuts a connection's socket down after ``seconds`` (a blocked read then returns)."""
 
+    def __init__(self, sock: socket.socket, seconds: float):
+        self._timer = threading.Timer(seconds, self._expire, args=(sock,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    @staticmethod
+    def _expire(sock: socket.socket) -> None:
+        try:
+            # The plain socket call also for TLS sockets: no TLS state is touched from here.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed already
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+class _DeadlineMixin:
+    policy: PushPolicy
+    _deadline: _Deadline | None = None
+
+    def connect(self) -> None:
+        super().connect()  # for https: the TLS socket, verified for the endpoint's name
+        self._deadline = _Deadline(self.sock, self.policy.request_deadline)
+
+    def close(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        super().close()
+
+
+class _GuardedHTTPConnection(_DeadlineMixin, HTTPConnection):
     def _new_conn(self) -> socket.socket:
         return _connect(self, self.policy, "http")
 
 
-class _GuardedHTTPSConnection(HTTPSConnection):
-    policy: PushPolicy
-
+class _GuardedHTTPSConnection(_DeadlineMixin, HTTPSConnection):
     def _new_conn(self) -> socket.socket:
         # HTTPSConnection.connect wraps this socket with SNI and certificate verification
         # for self.host, the endpoint's name, not the address connected to.

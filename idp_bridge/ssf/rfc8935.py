@@ -32,11 +32,11 @@ log = logging.getLogger(__name__)
 class Pusher(Loop):
     name = "ssf-push"
 
-    def __init__(self, transmitter, notifier, *, idle_wait: float = 5.0):
+    def __init__(self, transmitter, notifier, *, idle_wait: float = 5.0, policy=None):
         super().__init__()
         self.transmitter = transmitter
         self.notifier = notifier
-        self.policy = transmitter.push_policy
+        self.policy = policy or transmitter.push_policy
         self.idle_wait = idle_wait
         self._backoff: dict[str, tuple[float, float]] = {}  # stream -> (retry at, delay)
         self._http = self.policy.session()
