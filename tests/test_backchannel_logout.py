@@ -3,14 +3,18 @@ token families born from it; memberships stay."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
+from sqlalchemy import func, select
 
 from conftest import TENANT
 from idp_bridge.devidp import DEMO_USERS
+from idp_bridge.storage.models import EndedUpstreamSession
+from test_subject_token_claims import claims_of, family_count, signed
 
 BOB = DEMO_USERS["bob"]["sub"]
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -162,3 +166,85 @@ def test_subject_wide_logout_refuses_tokens_issued_before_it(bridge, upstream):
     assert refused.status_code == 400 and refused.json["error"] == "invalid_grant"
     after = bridge.upstream_token("bob", extra_claims={"iat": int(time.time()) + 1})
     assert bridge.exchange("bob", subject_token=after).status_code == 200
+
+
+def test_subject_wide_logout_refuses_tokens_that_do_not_say_when_they_were_issued(bridge, upstream):
+    """A token without ``iat`` may come from a session that ended: refused once a logout of
+    the whole subject exists; before it, such tokens pass as they always did."""
+    bridge.join("bob")
+    no_iat = signed(upstream, None, {k: v for k, v in claims_of(bridge.upstream_token("bob")).items()
+                                     if k != "iat"})
+    assert bridge.exchange("bob", subject_token=no_iat).status_code == 200
+    families = family_count(bridge)
+    assert post_logout(bridge, upstream.logout_token(sub=BOB)).status_code == 200
+    refused = bridge.exchange("bob", subject_token=no_iat)
+    assert refused.status_code == 400 and refused.json["error"] == "invalid_grant"
+    assert "signed out" in refused.json["error_description"]
+    assert family_count(bridge) == families
+
+
+def _logout_claims(upstream, **changes):
+    now = int(time.time())
+    claims = {"iss": upstream.issuer, "aud": "idp-bridge", "iat": now, "exp": now + 120,
+              "jti": f"jti-{time.monotonic_ns()}", "sid": "s", "events": {EVENT: {}}}
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def typed_logout_token(typ):
+    return lambda u: signed(u, {"typ": typ}, _logout_claims(u))
+
+
+def raw_logout_token(**raw):
+    def make(u):
+        claims = _logout_claims(u)
+        for name in raw:
+            claims.pop(name, None)
+        text = json.dumps(claims)[:-1] + "".join(f', "{k}": {v}' for k, v in raw.items()) + "}"
+        return signed(u, {"typ": "logout+jwt"}, text.encode())
+    return make
+
+
+@pytest.mark.parametrize("make,description", [
+    # Section 2.4: explicitly typed logout+jwt; another explicit type names another JWT.
+    (typed_logout_token("at+jwt"), "another kind of JWT"),
+    (typed_logout_token("secevent+jwt"), "another kind of JWT"),
+    (typed_logout_token("JWT+at"), "another kind of JWT"),
+    (lambda u: signed(u, {"typ": "logout+jwt"}, _logout_claims(u, typ="Bearer")), "typ claim"),
+    (raw_logout_token(iat="NaN"), "iat"),
+    (raw_logout_token(iat="1e309"), "iat"),
+    (raw_logout_token(exp="NaN"), "exp"),
+    (lambda u: signed(u, {"typ": "logout+jwt"}, _logout_claims(u, iat=str(int(time.time())))),
+     "iat"),
+    (lambda u: signed(u, {"typ": "logout+jwt"}, _logout_claims(u, sid=42)), "sid"),
+    (lambda u: signed(u, {"typ": "logout+jwt"}, _logout_claims(u, sid="s\x00t")), "sid"),
+    (lambda u: signed(u, {"typ": "logout+jwt"}, _logout_claims(u, sid=None, sub=["x"])), "sub"),
+    (lambda u: signed(u, {"typ": "logout+jwt"}, _logout_claims(u, aud={"idp-bridge": 1})),
+     "audience"),
+    (lambda u: signed(u, {"typ": "logout+jwt"}, _logout_claims(u, jti=7)), "jti"),
+], ids=["typ at+jwt", "typ secevent+jwt", "typ JWT+at", "typ claim Bearer", "iat NaN",
+        "iat infinity", "exp NaN", "iat a string", "sid a number", "sid with NUL",
+        "sub an array", "aud an object", "jti a number"])
+def test_logout_tokens_typed_or_shaped_otherwise_change_nothing(bridge, upstream, make,
+                                                                description):
+    bridge.join("bob")
+    tokens = exchange_in_session(bridge, "s")
+    response = post_logout(bridge, make(upstream))
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+    assert description in response.json["error_description"]
+    assert bridge.introspect(tokens["access_token"]).json["active"] is True
+    with bridge.services.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(EndedUpstreamSession)) == 0
+
+
+@pytest.mark.parametrize("typ", [None, "JWT", "logout+jwt", "application/logout+jwt",
+                                 "Logout+JWT"])
+def test_logout_token_types_accepted(bridge, upstream, typ):
+    """No typ, ``JWT`` (read as untyped: Keycloak before 25 sends it) and ``logout+jwt`` in
+    any case, with or without ``application/`` (RFC 7515 section 4.1.9)."""
+    bridge.join("bob")
+    tokens = exchange_in_session(bridge, "s")
+    response = post_logout(bridge, signed(upstream, {"typ": typ}, _logout_claims(upstream)))
+    assert response.status_code == 200, response.json
+    assert bridge.introspect(tokens["access_token"]).json == {"active": False}
