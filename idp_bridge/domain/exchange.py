@@ -58,6 +58,20 @@ class GuessLimiter:
         #: Rows older than this count for no limit any more (a code lives at most its ttl).
         self.retention = max(self.window, timedelta(seconds=code_ttl_seconds))
 
+    def max_guesses(self, seconds: int, *, tenants: int | None = None,
+                    codes_per_tenant: int | None = None) -> int:
+        """The most wrong guesses one advisor account can have checked in any period of
+        ``seconds``: the sliding window allows ``window_count`` per ``window``, i.e. at most
+        ``window_count * ceil(seconds / window)``; against ``tenants`` tenants whose codes
+        take at most ``codes_per_tenant`` values in the period, also at most
+        ``per_code * tenants * codes_per_tenant``. An attacker's chance to hit a live 40-bit
+        code in that period is at most (accounts * this) / 2**40."""
+        window = int(self.window.total_seconds())
+        bound = self.window_count * -(-seconds // window)
+        if tenants is not None and codes_per_tenant is not None:
+            bound = min(bound, self.per_code * tenants * codes_per_tenant)
+        return bound
+
     def lock(self, session, advisor: str, now: datetime) -> None:
         """Take (creating it if needed) the advisor's row lock for this transaction."""
         connection = session.connection()
