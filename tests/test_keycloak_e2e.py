@@ -172,7 +172,8 @@ class KeycloakBridge(Bridge):
         sub = self.sub(user)
         with self.services.db.read() as session:
             return session.scalars(select(Membership.id).where(
-                Membership.active_key == f"{tenant}|{sub}")).one()
+                Membership.tenant_id == tenant, Membership.advisor_subject == sub,
+                Membership.ended_at.is_(None))).one()
 
     def remove(self, user="bob") -> None:
         """anna, tenant admin by her Keycloak group, removes ``user``."""
