@@ -129,8 +129,9 @@ def oidc_provider(tmp_path_factory):
 @pytest.fixture
 def op_app(settings, oidc_provider):
     """A bridge whose upstream is oidc-provider: only the issuer (and client id) change."""
+    # The bridge's public URL is where the provider sends the browser back (redirect_uri).
     app = build_app(settings.replace(upstream_issuer=oidc_provider.issuer,
-                                     web_client_id=CLIENT_ID))
+                                     web_client_id=CLIENT_ID, issuer="http://localhost"))
     yield app
     services(app).db.dispose()
 

@@ -195,6 +195,7 @@ def _load_identity() -> UpstreamIdentity | None:
     _set_path(claims, current_app.extensions["idp_bridge"].settings.groups_claim, user["groups"])
     return UpstreamIdentity(issuer=signed_in.issuer, subject=signed_in.subject, claims=claims)
 def _end_web_session(reason: str) -> str | None:
+    g.web_identity = None  # storage down: the error page is rendered signed out (fail closed)
     """End this browser's web session, if any; returns its ID token (the logout hint)."""
     handle = session.pop(SESSION_HANDLE, None)
     g.pop("web_identity", None)
