@@ -22,6 +22,7 @@ from .domain.tokens import TokenIssuer
 from .domain.web_sessions import WebSessions
 from .events import RedisFanout, RevocationNotifier
 from . import ops
+from .request_guard import check_request
 from .maintenance import Maintenance
 from .notifications import Notifications, NotificationWorker, SmtpConfig, WebhookConfig
 from .oauth.rfc7009 import BridgeRevocationEndpoint
@@ -217,6 +218,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     app.register_blueprint(upstream_bp)
     app.register_blueprint(ops.bp)
     app.before_request(ops.assign_request_id)
+    app.before_request(check_request)  # NUL, surrogates, broken JSON: 400 at the door
     app.after_request(ops.echo_request_id)
     # Cookie-authenticated pages need CSRF tokens; token-authenticated endpoints do not.
     csrf = CSRFProtect(app)

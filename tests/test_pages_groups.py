@@ -144,7 +144,7 @@ def test_create_a_group_with_permissions(anna, bridge):
 @pytest.mark.parametrize("data,status,message", [
     (form("", "payments:read"), 400, "A user group needs a name of 1 to 100 characters."),
     (form("x" * 101), 400, "A user group needs a name of 1 to 100 characters."),
-    (form("Tab\tname"), 400, "A user group needs a name of 1 to 100 characters."),
+    (form("Tab\tname"), 400, "The entry contains characters that are not allowed"),
     (form("G", "payments:delete"), 400, "These permissions do not exist."),
     (form("G", "admin"), 400, "These permissions do not exist."),
 ])

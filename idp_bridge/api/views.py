@@ -10,6 +10,8 @@ from scopes.catalog import AREAS, ProfileChangeRefused, advisor_scopes
 
 from ..domain import audit
 from ..domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from ..domain.text import check_text
+from ..request_guard import MAX_QUERY_INT, parse_int
 from ..storage.db import utcnow
 from ..upstream.oidc import ACCESS_TOKEN, SubjectTokenError, UpstreamUnavailable
 from .openapi import openapi_document
@@ -62,7 +64,7 @@ def authenticated(view):
 
 def require_tenant_admin(tenant_id: str) -> None:
     if not _services().roles.check_tenant_admin(g.identity, tenant_id):
-        raise Forbidden(f"only an admin of tenant {tenant_id} may do this")
+        raise Forbidden("only an admin of this tenant may do this")
 
 
 def require_advisor() -> None:
@@ -161,7 +163,7 @@ def tenant_update(tenant_id):
     if unknown:
         if unknown & {"scopes", "advisor_profile", "advisor_scopes", "profile"}:
             return _error(403, "profile_immutable", ProfileChangeRefused.message)
-        raise InvalidInput(f"unknown fields: {', '.join(sorted(unknown))}")
+        raise InvalidInput("unknown fields; allowed: temporary_max_age_days")
     with s.db.transaction() as session:
         tenant = s.memberships.tenant(session, tenant_id)
         count = s.memberships.set_temporary_max_age(
@@ -213,14 +215,14 @@ def tenant_remove_member(tenant_id, membership_id):
 def audit_events(tenant_id):
     require_tenant_admin(tenant_id)
     s = _services()
-    try:
-        limit = int(request.args.get("limit", 50))
-        before = request.args.get("before")
-        before = int(before) if before is not None else None
-    except ValueError:
-        raise InvalidInput("limit and before must be integers") from None
-    if not 1 <= limit <= 500:
-        raise InvalidInput("limit must be from 1 to 500")
+    limit = parse_int(request.args.get("limit", "50"), 1, 500)
+    if limit is None:
+        raise InvalidInput("limit must be an integer from 1 to 500")
+    before = request.args.get("before")
+    if before is not None:
+        before = parse_int(before, 1, MAX_QUERY_INT)
+        if before is None:
+            raise InvalidInput(f"before must be an event id from 1 to {MAX_QUERY_INT}")
     event = request.args.get("event")
     if event is not None and event not in audit.EVENTS:
         raise InvalidInput(f"unknown event; known: {', '.join(audit.EVENTS)}")
@@ -283,6 +285,7 @@ def permanent_assign(tenant_id, advisor_subject):
     name = body.get("name")
     if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 255):
         raise InvalidInput("name must be a string of 1 to 255 characters")
+    name = check_text(name, field="name", max_length=255)  # shown to the tenant
     if not 0 < len(advisor_subject) <= 255 or not advisor_subject.isprintable():
         raise InvalidInput("advisor subject must be 1 to 255 printable characters")
     with s.db.transaction() as session:
@@ -423,5 +426,5 @@ def _only(body: dict, allowed: set) -> None:
     unknown = set(body) - allowed
     if unknown & {"scopes", "advisor_profile", "advisor_scopes", "profile"}:
         raise Forbidden(ProfileChangeRefused.message)
-    if unknown:
-        raise InvalidInput(f"unknown fields: {', '.join(sorted(unknown))}")
+    if unknown:  # named from what is allowed: the description never repeats the input
+        raise InvalidInput(f"unknown fields; allowed: {', '.join(sorted(allowed))}")

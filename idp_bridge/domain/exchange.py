@@ -151,8 +151,9 @@ def narrow_scope(requested: list[str] | None, allowed: frozenset[str]) -> str:
         return " ".join(in_catalog_order(allowed))
     try:
         validate_scopes(requested)
-    except UnknownScope as exc:
-        raise ScopeRefused(str(exc)) from None
+    except UnknownScope:  # the description names no value of the request
+        raise ScopeRefused("unknown scope: the scope parameter names scopes not in the "
+                           "catalog") from None
     wider = [s for s in requested if s not in allowed]
     if wider:
         raise ScopeRefused(

@@ -24,6 +24,7 @@ from scopes.catalog import UnknownScope, in_catalog_order, validate_scopes
 from ..storage.models import (Invitation, Membership, RefreshToken, TokenFamily, UserGroup)
 from . import audit
 from .errors import Conflict, Forbidden, InvalidInput, NotFound
+from .text import UnsafeText, check_text
 from .tokens import Family
 
 INVITATION_DAYS = 7
@@ -35,16 +36,19 @@ def check_permissions(permissions) -> list[str]:
         raise InvalidInput("permissions must be a list of scopes such as payments:read")
     try:
         validate_scopes(permissions)
-    except UnknownScope as exc:
-        raise InvalidInput(str(exc)) from None
+    except UnknownScope:  # the description names no value of the request
+        raise InvalidInput("unknown scope: permissions name scopes not in the catalog") from None
     return in_catalog_order(permissions)
 
 
 def check_name(name) -> str:
-    if not isinstance(name, str) or not 0 < len(name.strip()) <= 100 or \
-            any(ord(ch) < 32 for ch in name):
-        raise InvalidInput("a group name has 1 to 100 printable characters")
-    return name.strip()
+    # Shown on the tenant's pages and in its access log: the shared free-text rule.
+    try:
+        return check_text(name, field="name", max_length=100, required=True)
+    except UnsafeText:
+        raise
+    except InvalidInput:
+        raise InvalidInput("a group name has 1 to 100 printable characters") from None
 
 
 class Guests:
@@ -161,6 +165,8 @@ class Guests:
             raise InvalidInput("subject must be the advisor's subject at the identity provider")
         if email is not None and (not isinstance(email, str) or not _EMAIL.match(email)):
             raise InvalidInput("email is not an e-mail address")
+        # The invitee is shown to the tenant (invitations, access log): the free-text rule.
+        check_text(email, field="email", max_length=320)
         invitation = Invitation(
             id=str(uuid.uuid4()), tenant_id=tenant.id, group_id=group.id,
             invitee_subject=subject, invitee_email=email.lower() if email else None,

@@ -17,6 +17,7 @@ from ..storage.models import Membership, Revocation, Tenant, TokenFamily
 from ..metrics import REVOCATIONS
 from . import audit
 from .errors import Conflict, InvalidInput, NotFound
+from .text import check_text
 
 KINDS = ("temporary", "permanent", "guest")
 END_REASONS = ("removed_by_tenant", "left", "removed_by_support", "expired", "superseded",
@@ -70,14 +71,8 @@ class Memberships:
             .order_by(Membership.created_at)))
 
     def check_reason(self, reason: str | None) -> str | None:
-        if reason is None:
-            return None
-        reason = reason.strip()
-        if len(reason) > self.reason_max_length:
-            raise InvalidInput(f"reason is longer than {self.reason_max_length} characters")
-        if any(ord(ch) < 32 for ch in reason):
-            raise InvalidInput("reason contains control characters")
-        return reason or None
+        # Shown to the tenant (help page, access log, CSV): the shared free-text rule.
+        return check_text(reason, field="reason", max_length=self.reason_max_length)
 
     def max_age(self, tenant: Tenant) -> timedelta:
         return timedelta(days=tenant.temporary_max_age_days or self.default_max_age_days)

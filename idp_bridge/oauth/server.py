@@ -102,12 +102,12 @@ class BridgeAuthorizationServer(AuthorizationServer):
         wanted = set()
         for value in audiences:
             if value not in self.audiences:
-                raise InvalidTargetError(description=f"unknown audience {value[:100]!r}")
+                raise InvalidTargetError(description="unknown audience")  # never echo input
             wanted.add(value)
         for value in resources:
             audience = self.resources.get(value)
             if audience is None:
-                raise InvalidTargetError(description=f"unknown resource {value[:200]!r}")
+                raise InvalidTargetError(description="unknown resource")
             wanted.add(audience)
         if len(wanted) > 1:
             raise InvalidTargetError(description="a token serves exactly one audience")

@@ -35,6 +35,8 @@ CATEGORY_LABELS = {
     "guests": _l("Guest invitations and user groups"),
 }
 PAGE_SIZE = 50
+#: Dates a filter may name (the day after the latest still exists as a datetime).
+EARLIEST, LATEST = date(1970, 1, 1), date(9999, 12, 30)
 CSV_LIMIT = 10_000
 ROLE_LABELS = {
     "advisor": _l("advisor"), "tenant_admin": _l("tenant admin"),
@@ -63,7 +65,7 @@ class Filters:
         for key in ("since", "until"):
             value = args.get(key) or None
             try:
-                dates[key] = date.fromisoformat(value) if value else None
+                dates[key] = _day(value) if value else None
             except ValueError:
                 problems.append(_("Please enter dates as YYYY-MM-DD."))
                 dates[key] = None
@@ -74,6 +76,15 @@ class Filters:
             ("category", self.category), ("advisor", self.advisor),
             ("since", self.since.isoformat() if self.since else None),
             ("until", self.until.isoformat() if self.until else None)) if value}
+
+
+def _day(value: str) -> date:
+    """A YYYY-MM-DD date from :data:`EARLIEST` to :data:`LATEST`, else ValueError (the day
+    after ``until`` must exist: 9999-12-31 would overflow)."""
+    day = date.fromisoformat(value) if len(value) == 10 else None
+    if day is None or not EARLIEST <= day <= LATEST:
+        raise ValueError(value)
+    return day
 
 
 def query(session, tenant_id: str, filters: Filters, zone: str, *, before_id: int | None = None,
@@ -209,8 +220,16 @@ def to_csv(events, names: dict[str, str], me, *, delimiter: str, zone: str) -> s
     return out.getvalue()
 
 
+#: First characters that make a spreadsheet read a cell as a formula or command (OWASP CSV
+#: injection), also in their full-width forms (spreadsheets fold them for East Asian input),
+#: and ``|`` (DDE), ``"`` (a quote opening a cell the parser re-reads).
+FORMULA_STARTS = frozenset("=+-@|\"\uff1d\uff0b\uff0d\uff20\uff5c")
+
+
 def _cell(value) -> str:
+    """The cell as text; prefixed with an apostrophe when it could start a formula, also
+    after leading whitespace (tab, CR, LF, spaces: spreadsheets skip them before a ``=``)."""
     text = str(value)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    if text and (text[0] in FORMULA_STARTS or text[0].isspace()):
         return "'" + text
     return text

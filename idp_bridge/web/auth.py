@@ -66,6 +66,14 @@ def _upstream():
     return current_app.extensions["authlib.integrations.flask_client"].upstream
 
 
+def public_url(endpoint: str) -> str:
+    """The absolute URL of ``endpoint`` on the configured public base URL (``issuer``), never
+    on the request's ``Host`` header: a forged host must not become the ``redirect_uri``
+    the provider sends the authorization code to."""
+    path = url_for(endpoint)[len(request.script_root):]
+    return current_app.extensions["idp_bridge"].settings.issuer.rstrip("/") + path
+
+
 def safe_next(value: str | None) -> str:
     """Only same-site relative paths: no scheme, no host, no ``//`` or backslash tricks."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
@@ -81,7 +89,7 @@ def login():
     _end_web_session("signed_in_again")
     session["next"] = safe_next(request.args.get("next"))
     try:
-        return _upstream().authorize_redirect(url_for("auth.callback", _external=True))
+        return _upstream().authorize_redirect(public_url("auth.callback"))
     except Exception:  # discovery unreachable: fail closed with a clear page
         current_app.logger.warning("sign-in unavailable: upstream discovery failed")
         return _problem(503, _("The sign-in service is unavailable. Please try again later."))
@@ -164,7 +172,7 @@ def logout():
     end_session = metadata.get("end_session_endpoint")
     if not end_session:
         return redirect("/")
-    params = {"post_logout_redirect_uri": url_for("pages.index", _external=True),
+    params = {"post_logout_redirect_uri": public_url("pages.index"),
               "client_id": current_app.extensions["idp_bridge"].settings.web_client_id}
     if id_token:
         params["id_token_hint"] = id_token

@@ -9,6 +9,7 @@ from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import default_exceptions
 
 from ..domain.errors import AccessCodeRejected, Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from ..domain.text import UnsafeText
 
 #: Blueprints whose errors are shown as HTML pages.
 PAGE_BLUEPRINTS = frozenset({"pages", "auth", "tenant", "groups", "advisor", "support"})
@@ -29,7 +30,8 @@ _DOMAIN_MESSAGES = (
     ("multi-factor authentication is required",
      _l("Please sign in again with a second factor (multi-factor authentication).")),
     ("reason is longer than", _l("The reason is too long.")),
-    ("reason contains control characters", _l("The reason contains characters that are not allowed.")),
+    ("reason contains characters that are not allowed",
+     _l("The reason contains characters that are not allowed.")),
     ("the advisor's account is", _l("Your account at the identity provider is not active.")),
     ("access_code is malformed",
      _l("An access code has 8 characters, like ABCD-EFGH. Please check your entry.")),
@@ -73,12 +75,17 @@ _DOMAIN_MESSAGES = (
     ("this invitation has expired",
      _l("This invitation has expired. Please ask the tenant for a new one.")),
 )
+#: Any free-text field refused by :func:`idp_bridge.domain.text.check_text`.
+UNSAFE_TEXT = _l("The entry contains characters that are not allowed (control characters or "
+                  "characters that change the writing direction).")
 _DOMAIN_STATUS = {InvalidInput: 400, AccessCodeRejected: 400, Forbidden: 403, NotFound: 404,
                   Conflict: 409}
 
 
 def explain(exc: DomainError) -> tuple[int, str]:
     """(status, translated message) for a domain error."""
+    if isinstance(exc, UnsafeText) and exc.field != "reason":
+        return 400, str(UNSAFE_TEXT)
     for prefix, message in _DOMAIN_MESSAGES:
         if exc.description.startswith(prefix):
             return _DOMAIN_STATUS.get(type(exc), 400), str(message)
@@ -109,7 +116,7 @@ def _json_segments() -> frozenset:
     return extensions["idp_bridge.json_segments"]
 
 
-_STATUS_MESSAGES = {
+STATUS_MESSAGES = {
     400: _l("The request was not valid."),
     403: _l("You are not allowed to do this."),
     404: _l("This page does not exist."),
@@ -134,8 +141,8 @@ def problem_page(status: int, exc: Exception | None = None, *, message: str | No
         elif isinstance(exc, DomainError):
             status, message = explain(exc)
         else:
-            message = str(_STATUS_MESSAGES.get(status, _STATUS_MESSAGES[400] if status < 500
-                                               else _STATUS_MESSAGES[500]))
+            message = str(STATUS_MESSAGES.get(status, STATUS_MESSAGES[400] if status < 500
+                                               else STATUS_MESSAGES[500]))
     response = make_response(render_template("web/problem.html", status=status,
                                               message=message), status)
     if status == 503:

@@ -17,7 +17,9 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 from .auth import current_identity, login_required, safe_next
-from .errors import PAGE_BLUEPRINTS, deny, page_blueprint, problem_page, wants_page
+from ..domain.text import unsafe_characters
+from .errors import (PAGE_BLUEPRINTS, STATUS_MESSAGES, deny, page_blueprint, problem_page,
+                     wants_page)
 from .i18n import LANGUAGES, init_babel, lang_cookie_name
 
 __all__ = ["init_app", "html_security_headers", "wants_page", "problem_page", "deny"]
@@ -134,10 +136,17 @@ def role_required(check, message):
     return decorator
 
 
+def _refusal_for_tenant(tenant_id: str, **_kw) -> str:
+    # The tenant number comes from the address: named only when it looks like one (a link
+    # with control or bidirectional characters must not put its text on our page).
+    if 0 < len(tenant_id) <= 64 and tenant_id.isprintable() and not unsafe_characters(tenant_id):
+        return _("Only administrators of tenant %(tenant)s may open this page.", tenant=tenant_id)
+    return str(STATUS_MESSAGES[403])
+
+
 tenant_admin_required = role_required(
     lambda roles, identity, tenant_id, **_kw: roles.check_tenant_admin(identity, tenant_id),
-    lambda tenant_id, **_kw: _("Only administrators of tenant %(tenant)s may open this page.",
-                               tenant=tenant_id))
+    _refusal_for_tenant)
 advisor_required = role_required(
     lambda roles, identity, **_kw: roles.check_advisor(identity),
     _l("This page is for advisors. Your account has no advisor role."))

@@ -8,6 +8,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select
 
 from ..domain.errors import DomainError, NotFound
+from ..domain.text import check_text
 from ..storage.db import utcnow
 from ..storage.models import Membership, Tenant
 from .errors import explain, page_blueprint
@@ -66,6 +67,7 @@ def assign():
     if name is not None and len(name) > 255:
         return _render(400, values=values, error=_("The name may have at most 255 characters."))
     try:
+        name = check_text(name, field="name", max_length=255)  # shown to the tenant
         with s.db.transaction() as session:
             tenant = s.memberships.tenant(session, tenant_id)
             membership, created = s.memberships.assign_permanent(

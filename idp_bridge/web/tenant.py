@@ -13,6 +13,7 @@ from flask_babel import gettext as _
 from flask_babel import ngettext
 
 from ..domain.errors import InvalidInput
+from ..request_guard import parse_int
 from ..notifications import MAX_RECIPIENTS, parse_addresses
 from ..storage.db import utcnow
 from ..storage.models import AccessCodeState
@@ -165,10 +166,7 @@ def set_max_age(tenant_id):
     the temporary advisors already in the tenant."""
     s = services()
     raw = request.form.get("temporary_max_age_days", "").strip()
-    try:
-        days = int(raw)
-    except ValueError:
-        days = None
+    days = parse_int(raw)  # None: refused below with the form's message
     try:
         with s.db.transaction() as session:
             tenant = s.memberships.tenant(session, tenant_id)
@@ -224,10 +222,11 @@ def _log_events(tenant_id: str, filters, *, before_id=None, limit=None):
 @tenant_admin_required
 def log(tenant_id):
     filters, problems = access_log.Filters.from_args(request.args)
-    try:
-        before = int(request.args["before"]) if request.args.get("before") else None
-    except ValueError:
-        before, problems = None, problems + [_("The page address is not valid.")]
+    before = request.args.get("before") or None
+    if before is not None:
+        before = parse_int(before)  # an event id: 1 to 2**53, else the column overflowed
+        if before is None:
+            problems = problems + [_("The page address is not valid.")]
     tenant, events, names = _log_events(tenant_id, filters, before_id=before)
     me = g.identity
     rows = [{"event": e, "what": access_log.describe(e, names),
