@@ -41,6 +41,12 @@ def check_permissions(permissions) -> list[str]:
     return in_catalog_order(permissions)
 
 
+def name_key(name: str) -> str:
+    """A group name as compared for uniqueness within its tenant: NFKC, case-folded (so
+    ``Straße``, ``STRASSE`` and a full-width ``Ｓｔｒａｓｓｅ`` are one name)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
 def check_name(name) -> str:
     # Shown on the tenant's pages and in its access log: the shared free-text rule.
     try:
