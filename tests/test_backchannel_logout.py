@@ -248,3 +248,17 @@ def test_logout_token_types_accepted(bridge, upstream, typ):
     response = post_logout(bridge, signed(upstream, {"typ": typ}, _logout_claims(upstream)))
     assert response.status_code == 200, response.json
     assert bridge.introspect(tokens["access_token"]).json == {"active": False}
+
+
+def test_a_signed_out_session_no_longer_authorises_the_management_api(bridge, upstream):
+    """anna signed out upstream: her token of that session reads no access code any more."""
+    ended = bridge.upstream_token("anna", extra_claims={"sid": "anna-ended"})
+    path = f"/api/tenants/{TENANT}/access-code"
+    assert bridge.api("get", path, token=ended).status_code == 200
+    assert post_logout(bridge, upstream.logout_token(sid="anna-ended")).status_code == 200
+    refused = bridge.api("get", path, token=ended)
+    assert refused.status_code == 401 and refused.json["error"] == "invalid_token"
+    assert "code" not in refused.json
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    fresh = bridge.upstream_token("anna", extra_claims={"sid": "anna-new"})
+    assert bridge.api("get", path, token=fresh).status_code == 200

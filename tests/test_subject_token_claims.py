@@ -262,3 +262,14 @@ def test_sign_in_id_token_is_no_subject_token_with_default_audiences(bridge):
     assert response.json["error"] == "invalid_request"
     assert "own sign-in" in response.json["error_description"]
     assert family_count(bridge) == 0 and active_memberships(bridge) == []
+
+
+@pytest.mark.parametrize("name", [f"\u202e{MARK}", MARK * 40, f"a\nb{MARK}", 4711],
+                         ids=["bidi override", "300 characters", "newline", "a number"])
+def test_display_names_that_cannot_be_shown_fall_back_to_the_subject(bridge, name):
+    """``preferred_username`` is display only: one that could not be shown (or stored) as it
+    is does not refuse the token, the tenant is shown the subject instead."""
+    response = exchange(bridge, at(preferred_username=name, email=None)(bridge, "bob"))
+    assert response.status_code == 200, response.json
+    (member,) = active_memberships(bridge)
+    assert member.advisor_name == BOB

@@ -13,6 +13,7 @@ from ..domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotF
 from ..domain.text import check_text
 from ..request_guard import MAX_QUERY_INT, parse_int
 from ..storage.db import utcnow
+from ..upstream.backchannel import session_has_ended
 from ..upstream.oidc import ACCESS_TOKEN, SubjectTokenError, UpstreamUnavailable
 from .openapi import openapi_document
 
@@ -57,6 +58,13 @@ def authenticated(view):
                           {"WWW-Authenticate": 'Bearer realm="idp-bridge", error="invalid_token"'})
         except UpstreamUnavailable as exc:
             return _error(503, "temporarily_unavailable", str(exc))
+        # A token of an upstream session that was logged out (back-channel logout) speaks
+        # for nobody any more, though its signature stays valid until it expires.
+        with _services().db.read() as session:
+            ended = session_has_ended(session, g.identity)
+        if ended:
+            return _error(401, "invalid_token", "the upstream session of this token has ended",
+                          {"WWW-Authenticate": 'Bearer realm="idp-bridge", error="invalid_token"'})
         return view(*args, **kwargs)
 
     return wrapper
