@@ -390,6 +390,9 @@ def invitations_create(tenant_id):
     s = _services()
     body = _json_body()
     _only(body, {"group", "subject", "email"})
+    for field in ("group", "subject", "email"):
+        if body.get(field) is not None and not isinstance(body[field], str):
+            raise InvalidInput(f"{field} must be a string")
     with s.db.transaction() as session:
         tenant = s.memberships.tenant(session, tenant_id)
         invitation = s.guests.invite(session, tenant, group_id=body.get("group"),
