@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..domain.audit import EVENTS
+from ..request_guard import MAX_QUERY_INT
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 
@@ -127,7 +128,8 @@ def openapi_document(issuer: str) -> dict:
                                   "schema": {"type": "string", "format": "uuid"}},
                 "advisor_subject": {"name": "advisor_subject", "in": "path", "required": True,
                                     "schema": {"type": "string"}},
-                "before": {"name": "before", "in": "query", "schema": {"type": "integer"}},
+                "before": {"name": "before", "in": "query", "schema": {
+                    "type": "integer", "minimum": 1, "maximum": MAX_QUERY_INT}},
                 "limit": {"name": "limit", "in": "query",
                           "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
                 "event": {"name": "event", "in": "query", "schema": {"enum": list(EVENTS)}},
