@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 from datetime import datetime, timedelta, timezone
+from urllib.parse import unquote
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749.errors import (
@@ -20,7 +21,6 @@ from authlib.oauth2.rfc6749.errors import (
     InvalidRequestError,
     InvalidScopeError,
 )
-from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, select
@@ -175,7 +175,7 @@ def check_one_client_authentication(request) -> str | None:
         raise _client_auth_error("a request must use exactly one client authentication method")
     named = {value for value in (form.get("client_id"), args.get("client_id")) if value is not None}
     if methods[0]:
-        basic_id, _secret = extract_basic_authorization(request.headers)
+        basic_id = _basic_client_id(header)
         if basic_id is not None:
             named.add(basic_id)
     elif methods[2]:
@@ -185,6 +185,23 @@ def check_one_client_authentication(request) -> str | None:
     if len(named) > 1:
         raise _client_auth_error("client_id does not name the authenticated client")
     return named.pop() if named else None
+
+
+def _basic_client_id(header: str) -> str | None:
+    """The client id of HTTP Basic credentials (RFC 6749 2.3.1: form-encoded id and secret,
+    RFC 7617: base64 of UTF-8 ``id:secret``); None for another scheme. Credentials that are
+    not base64, not UTF-8 or lack the colon are a failed authentication, never an error."""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise _client_auth_error("the Basic credentials are malformed") from None
+    client_id, colon, _secret = decoded.partition(":")
+    if not colon or not client_id:
+        raise _client_auth_error("the Basic credentials are malformed")
+    return unquote(client_id)
 
 
 def _unverified_assertion_subject(assertion) -> str | None:
