@@ -70,9 +70,9 @@ class Services:
     fanout: RedisFanout | None
     notifications: Notifications
     notification_worker: NotificationWorker
-
     #: Server-side sessions of the web pages (the cookie holds only their handle).
     web_sessions: WebSessions | None = None
+
     def start_background(self) -> None:
         """Threads of a serving process (not of tests): push delivery, maintenance, the
         tenant admins' notifications and, with Keycloak, the group mirror."""

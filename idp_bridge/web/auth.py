@@ -125,6 +125,7 @@ def callback():
     except (SubjectTokenError, UpstreamUnavailable):
         pass  # an opaque access token or one for another audience: the ID token speaks
     next_url = session.pop("next", "/")
+    _end_web_session("signed_in_again")
     session.clear()  # a new session on sign-in (no fixation)
     session.permanent = True
     roles = services.roles
@@ -133,7 +134,6 @@ def callback():
         **{k: claims[k] for k in KEPT_CLAIMS if k in claims},
         "roles": sorted(roles.roles(probe)),
         "groups": sorted(roles.groups(probe)),
-    _end_web_session("signed_in_again")
         "signed_in_at": int(time.time()),
     }
     with services.db.transaction() as db_session:
@@ -179,11 +179,23 @@ def logout():
     return redirect(f"{end_session}?{urlencode(params)}")
 
 
+def _end_web_session(reason: str) -> str | None:
+    """End this browser's web session, if any; returns its ID token (the logout hint)."""
+    handle = session.pop(SESSION_HANDLE, None)
+    g.pop("web_identity", None)
+    if not handle:
+        return None
+    services = current_app.extensions["idp_bridge"]
+    with services.db.transaction() as db_session:
+        return services.web_sessions.end(db_session, handle, reason=reason, now=utcnow())
+
+
 def current_identity() -> UpstreamIdentity | None:
     """Who is signed in: the live server-side session of the cookie's handle (read once per
     request), else None. An ended, expired or unknown session is signed out."""
     if "web_identity" in g:
         return g.web_identity
+    g.web_identity = None  # storage down: the error page is rendered signed out (fail closed)
     g.web_identity = identity = _load_identity()
     return identity
 
@@ -198,27 +210,15 @@ def _load_identity() -> UpstreamIdentity | None:
     if signed_in is None:
         session.pop(SESSION_HANDLE, None)  # ended here or upstream, or expired
         return None
+    user = signed_in.claims
     claims = dict(user)
     _set_path(claims, current_app.extensions["idp_bridge"].settings.roles_claim, user["roles"])
     _set_path(claims, current_app.extensions["idp_bridge"].settings.groups_claim, user["groups"])
     return UpstreamIdentity(issuer=signed_in.issuer, subject=signed_in.subject, claims=claims)
-def _end_web_session(reason: str) -> str | None:
-    g.web_identity = None  # storage down: the error page is rendered signed out (fail closed)
-    """End this browser's web session, if any; returns its ID token (the logout hint)."""
-    handle = session.pop(SESSION_HANDLE, None)
-    g.pop("web_identity", None)
-    if not handle:
-        return None
-    services = current_app.extensions["idp_bridge"]
-    with services.db.transaction() as db_session:
-        return services.web_sessions.end(db_session, handle, reason=reason, now=utcnow())
-
-
 
 
 def _set_path(claims: dict, path: str, value) -> None:
     parts = path.split(".")
-    user = signed_in.claims
     target = claims
     for part in parts[:-1]:
         target = target.setdefault(part, {})
