@@ -23,15 +23,9 @@ from ..storage.models import CodeGuess, CodeGuesser, Membership, Tenant
 from . import audit
 from .access_codes import MalformedCode, normalize_code
 from .guests import guest_scopes
-from .errors import AccessCodeRejected, Conflict, Forbidden, InvalidInput, NotFound
+from .errors import AccessCodeRejected, Conflict, Forbidden, InvalidInput, NotFound, ScopeRefused
 from .memberships import plausible_id
 from .tokens import RefreshRejected
-
-
-class ScopeRefused(Exception):
-    def __init__(self, description: str):
-        super().__init__(description)
-        self.description = description
 
 
 class GuessLimiter:
@@ -146,14 +140,15 @@ def membership_scopes(session, membership) -> frozenset[str]:
 def narrow_scope(requested: list[str] | None, allowed: frozenset[str]) -> str:
     """The token's scope: everything allowed, or the requested subset of it."""
     if not allowed:
-        raise ScopeRefused("this membership grants no scope (its user group has no permissions)")
+        raise ScopeRefused("this membership grants no scope (its user group has no permissions)",
+                           code="no_permissions")
     if not requested:
         return " ".join(in_catalog_order(allowed))
     try:
         validate_scopes(requested)
     except UnknownScope:  # the description names no value of the request
         raise ScopeRefused("unknown scope: the scope parameter names scopes not in the "
-                           "catalog") from None
+                           "catalog", code="unknown_scope") from None
     wider = [s for s in requested if s not in allowed]
     if wider:
         raise ScopeRefused(
@@ -185,17 +180,17 @@ class AdvisorExchange:
         now = utcnow()
         failure: Exception | None = None
         if not plausible_id(tenant_id):
-            raise NotFound("unknown tenant")
+            raise NotFound("unknown tenant", code="unknown_tenant")
         with self.db.transaction() as session:
             # The tenant first, from the tenants table; the membership by both columns.
             row = session.connection().execute(
                 _TENANT_AND_MEMBERSHIP, {"tenant_id": tenant_id, "subject": identity.subject}
             ).first()
             if row is None:
-                raise NotFound("unknown tenant")
+                raise NotFound("unknown tenant", code="unknown_tenant")
             if self.upstream_sessions is not None and self.upstream_sessions(session, identity):
                 raise Forbidden("the upstream session of this subject_token has ended "
-                                "(signed out): sign in again")
+                                "(signed out): sign in again", code="upstream_session_ended")
             membership = row if row.id is not None else None
             if membership is not None and self.memberships.end_if_expired(session, membership, now):
                 membership = None
@@ -233,7 +228,7 @@ class AdvisorExchange:
             tenant = self.memberships.tenant(session, tenant_id)
             existing = self.memberships.active(session, tenant.id, identity.subject)
             if existing is not None and not self.memberships.end_if_expired(session, existing, now):
-                raise Conflict("you already have access to this tenant")
+                raise Conflict("you already have access to this tenant", code="already_member")
             membership, failure = self._join(session, tenant, identity, via, candidate, reason, now)
             result = membership.id if membership is not None else None
         if failure is not None:
@@ -243,9 +238,10 @@ class AdvisorExchange:
     def _admit(self, identity, reason, access_code):
         """Checks before any transaction: role, MFA, reason, upstream account, code format."""
         if not self.roles.check_advisor(identity):
-            raise Forbidden("the subject is not an advisor")
+            raise Forbidden("the subject is not an advisor", code="not_advisor")
         if self.mfa_required and not self.roles.check_mfa(identity):
-            raise Forbidden("multi-factor authentication is required: sign in again with a second factor")
+            raise Forbidden("multi-factor authentication is required: sign in again with a second "
+                            "factor", code="mfa_required")
         reason = self.memberships.check_reason(reason)
         self._check_account(identity.subject)
         candidate = None
@@ -253,14 +249,15 @@ class AdvisorExchange:
             try:
                 candidate = normalize_code(access_code)
             except MalformedCode as exc:
-                raise InvalidInput(f"access_code is malformed: {exc}") from None
+                raise InvalidInput(f"access_code is malformed: {exc}", code="code_malformed") from None
         return reason, candidate
 
     def _join(self, session, tenant, identity, client_id, candidate, reason, now):
         """First redemption: check the code and create a temporary membership."""
         if candidate is None:
             return None, AccessCodeRejected(
-                "access_code is required: the advisor is not a member of this tenant")
+                "access_code is required: the advisor is not a member of this tenant",
+                code="not_member")
         failure = self.redeem_code(session, tenant, identity, client_id, candidate, now)
         if failure is not None:
             return None, failure
@@ -284,7 +281,7 @@ class AdvisorExchange:
             audit.record(session, "access_code.rate_limited", now, tenant_id=tenant.id,
                          actor=identity.subject, actor_role="advisor", client_id=client_id,
                          advisor_name=identity.username, limit=refused)
-            return AccessCodeRejected(self._refusal_text(refused))
+            return AccessCodeRejected(self._refusal_text(refused), code="code_rate_limited")
         result = self.codes.check(session, tenant.id, candidate, now)
         CODE_GUESSES.labels("ok" if result.ok else "wrong").inc()
         if not result.ok:
@@ -317,7 +314,8 @@ class AdvisorExchange:
             with self.db.transaction() as session:
                 self.memberships.end_all_of_advisor(session, subject,
                                                     reason="upstream_account_ended", now=utcnow())
-            raise Forbidden(f"the advisor's account is {state} at the identity provider")
+            raise Forbidden(f"the advisor's account is {state} at the identity provider",
+                            code="account_inactive")
 
     def refresh(self, *, refresh_token: str, client_id: str, scope: list[str] | None) -> IssuedTokens:
         if self.accounts is not None:

@@ -33,11 +33,13 @@ _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 
 def check_permissions(permissions) -> list[str]:
     if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
-        raise InvalidInput("permissions must be a list of scopes such as payments:read")
+        raise InvalidInput("permissions must be a list of scopes such as payments:read",
+                           code="permissions_invalid")
     try:
         validate_scopes(permissions)
     except UnknownScope:  # the description names no value of the request
-        raise InvalidInput("unknown scope: permissions name scopes not in the catalog") from None
+        raise InvalidInput("unknown scope: permissions name scopes not in the catalog",
+                           code="unknown_scope") from None
     return in_catalog_order(permissions)
 
 
@@ -54,7 +56,8 @@ def check_name(name) -> str:
     except UnsafeText:
         raise
     except InvalidInput:
-        raise InvalidInput("a group name has 1 to 100 printable characters") from None
+        raise InvalidInput("a group name has 1 to 100 printable characters",
+                           code="group_name_invalid") from None
 
 
 class Guests:
@@ -74,14 +77,14 @@ class Guests:
         group = session.get(UserGroup, group_id) if isinstance(group_id, str) and \
             len(group_id) <= 36 else None
         if group is None or group.tenant_id != tenant_id or group.deleted_at is not None:
-            raise NotFound("no such user group in this tenant")
+            raise NotFound("no such user group in this tenant", code="unknown_group")
         return group
 
     def create_group(self, session, tenant_id: str, name, permissions, *, by: str,
                      now: datetime) -> UserGroup:
         name, permissions = check_name(name), check_permissions(permissions)
         if self._name_taken(session, tenant_id, name):
-            raise Conflict("a user group of this name exists")
+            raise Conflict("a user group of this name exists", code="group_name_taken")
         group = UserGroup(id=str(uuid.uuid4()), tenant_id=tenant_id, name=name,
                           permissions=permissions, created_at=now, updated_at=now,
                           name_key=name_key(name))
@@ -107,7 +110,7 @@ class Guests:
         if name is not None:
             name = check_name(name)
             if self._name_taken(session, tenant_id, name, except_id=group.id):
-                raise Conflict("a user group of this name exists")
+                raise Conflict("a user group of this name exists", code="group_name_taken")
             group.name, group.name_key = name, name_key(name)
         if permissions is not None:
             permissions = check_permissions(permissions)
@@ -129,7 +132,7 @@ class Guests:
             Invitation.withdrawn_at.is_(None), Invitation.expires_at > now)).first()
         if in_use or pending:
             raise Conflict("guests still use this user group (or are invited with it): "
-                           "remove them or withdraw the invitations first")
+                           "remove them or withdraw the invitations first", code="group_in_use")
         group.deleted_at = now
         audit.record(session, "group.changed", now, tenant_id=tenant_id, actor=by,
                      actor_role="tenant_admin", group=group.id, name=group.name, change="deleted")
@@ -165,12 +168,13 @@ class Guests:
                now: datetime) -> Invitation:
         group = self.group(session, tenant.id, group_id)
         if bool(subject) == bool(email):
-            raise InvalidInput("invite by exactly one of subject or email")
+            raise InvalidInput("invite by exactly one of subject or email", code="invitee_ambiguous")
         if subject is not None and (not isinstance(subject, str) or not 0 < len(subject) <= 255
                                     or not subject.isprintable()):
-            raise InvalidInput("subject must be the advisor's subject at the identity provider")
+            raise InvalidInput("subject must be the advisor's subject at the identity provider",
+                               code="invitee_subject_invalid")
         if email is not None and (not isinstance(email, str) or not _EMAIL.match(email)):
-            raise InvalidInput("email is not an e-mail address")
+            raise InvalidInput("email is not an e-mail address", code="invitee_email_invalid")
         # The invitee is shown to the tenant (invitations, access log): the free-text rule.
         check_text(email, field="email", max_length=320)
         invitation = Invitation(
@@ -198,9 +202,9 @@ class Guests:
     def withdraw(self, session, tenant_id: str, invitation_id, *, by: str, now: datetime) -> None:
         invitation = self._invitation(session, invitation_id)
         if invitation is None or invitation.tenant_id != tenant_id:
-            raise NotFound("no such invitation in this tenant")
+            raise NotFound("no such invitation in this tenant", code="unknown_invitation")
         if invitation.accepted_at or invitation.withdrawn_at or invitation.expires_at <= now:
-            raise Conflict("this invitation is no longer open")
+            raise Conflict("this invitation is no longer open", code="invitation_not_open")
         invitation.withdrawn_at = now
         audit.record(session, "invitation.changed", now, tenant_id=tenant_id, actor=by,
                      actor_role="tenant_admin", invitation=invitation.id, change="withdrawn")
@@ -227,19 +231,21 @@ class Guests:
     def accept(self, session, invitation_id, identity, *, now: datetime) -> Membership:
         invitation = self._invitation(session, invitation_id)
         if invitation is None or not self.addressed_to(invitation, identity):
-            raise NotFound("no such invitation for you")
+            raise NotFound("no such invitation for you", code="invitation_not_for_you")
         if invitation.withdrawn_at is not None:
-            raise Conflict("this invitation was withdrawn")
+            raise Conflict("this invitation was withdrawn", code="invitation_withdrawn")
         if invitation.accepted_at is not None:
-            raise Conflict("this invitation was already accepted")
+            raise Conflict("this invitation was already accepted", code="invitation_accepted")
         if invitation.expires_at <= now:
-            raise Conflict("this invitation has expired; ask the tenant for a new one")
+            raise Conflict("this invitation has expired; ask the tenant for a new one",
+                           code="invitation_expired")
         tenant = self.memberships.tenant(session, invitation.tenant_id)
         group = self.group(session, tenant.id, invitation.group_id)
         current = self.memberships.active(session, tenant.id, identity.subject)
         if current is not None and not self.memberships.end_if_expired(session, current, now):
             raise Conflict("you already have access to this tenant as "
-                           f"{current.kind} advisor; it must end before you join as a guest")
+                           f"{current.kind} advisor; it must end before you join as a guest",
+                           code="already_member_as_advisor")
         membership = self.memberships.create(
             session, tenant, subject=identity.subject, name=identity.username, kind="guest",
             created_by=identity.subject, actor_role="advisor", now=now,

@@ -41,7 +41,7 @@ class Memberships:
         repeat the input."""
         tenant = session.get(Tenant, tenant_id) if plausible_id(tenant_id) else None
         if tenant is None:
-            raise NotFound("unknown tenant")
+            raise NotFound("unknown tenant", code="unknown_tenant")
         return tenant
 
     def active(self, session, tenant_id: str, subject: str) -> Membership | None:
@@ -88,7 +88,8 @@ class Memberships:
         """
         limit = self.default_max_age_days
         if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= limit:
-            raise InvalidInput(f"temporary_max_age_days must be an integer from 1 to {limit}")
+            raise InvalidInput(f"temporary_max_age_days must be an integer from 1 to {limit}",
+                               code="max_age_out_of_range")
         tenant.temporary_max_age_days = days
         members = self.list_for_tenant(session, tenant.id)
         for m in members:
@@ -174,9 +175,9 @@ class Memberships:
     def get_for_tenant(self, session, tenant_id: str, membership_id: str) -> Membership:
         membership = session.get(Membership, membership_id) if plausible_id(membership_id) else None
         if membership is None or membership.tenant_id != tenant_id:
-            raise NotFound("no such membership in this tenant")
+            raise NotFound("no such membership in this tenant", code="unknown_membership")
         if membership.ended_at is not None:
-            raise Conflict("this membership has already ended")
+            raise Conflict("this membership has already ended", code="membership_ended")
         return membership
 
     def assign_permanent(self, session, tenant: Tenant, *, subject: str, name: str | None,
@@ -190,7 +191,8 @@ class Memberships:
         if current is not None and current.kind == "permanent":
             return current, False
         if current is not None and current.kind == "guest":
-            raise Conflict("this advisor is a guest of the tenant; remove the guest access first")
+            raise Conflict("this advisor is a guest of the tenant; remove the guest access first",
+                           code="advisor_is_guest")
         if current is not None:
             self.end(session, current, by=by, actor_role="support_admin", reason="superseded",
                      now=now)

@@ -29,6 +29,8 @@ SEPARATORS = frozenset("\u2028\u2029")
 class UnsafeText(InvalidInput):
     """A free-text field with characters that are refused; ``field`` names it."""
 
+    code = "unsafe_text"
+
     def __init__(self, field: str, description: str):
         super().__init__(description)
         self.field = field
@@ -52,18 +54,19 @@ def check_text(value, *, field: str, max_length: int, required: bool = False) ->
     :class:`InvalidInput` naming ``field``."""
     if value is None:
         if required:
-            raise InvalidInput(f"{field} is required")
+            raise InvalidInput(f"{field} is required", code="text_required")
         return None
     if not isinstance(value, str):
-        raise InvalidInput(f"{field} must be a string")
+        raise InvalidInput(f"{field} must be a string", code="text_not_string")
     value = value.strip()
     if unsafe_characters(value):
         raise UnsafeText(field, f"{field} contains characters that are not allowed "
                                 "(control or bidirectional formatting characters)")
     if len(value) > max_length:
-        raise InvalidInput(f"{field} is longer than {max_length} characters")
+        raise InvalidInput(f"{field} is longer than {max_length} characters",
+                           code="text_too_long")
     if not value:
         if required:
-            raise InvalidInput(f"{field} is required")
+            raise InvalidInput(f"{field} is required", code="text_required")
         return None
     return value
