@@ -418,7 +418,7 @@ def test_unknown_kid_refetch_is_rate_limited(fake, guard):
 def test_jwks_is_refetched_after_max_age(fake, guard):
     guard.validate(fake.mint(), tenant=TENANT, scope="tenant:read")
     assert fake.hits["jwks"] == 1
-    guard._keys._expires = 0.0  # as if max-age had passed
+    guard.discovery.keys._expires = 0.0  # as if max-age had passed
     guard.validate(fake.mint(), tenant=TENANT, scope="tenant:read")
     assert fake.hits["jwks"] == 2
     guard.validate(fake.mint(), tenant=TENANT, scope="tenant:read")
@@ -430,7 +430,7 @@ def test_a_removed_key_stops_verifying_after_refresh(fake, guard):
     assert guard.validate(token, tenant=TENANT, scope="tenant:read")
     fake.add_key("k2")
     fake.published.remove("k1")
-    guard._keys._expires = 0.0
+    guard.discovery.keys._expires = 0.0
     with pytest.raises(InvalidToken, match="unknown key"):
         guard.validate(token, tenant=TENANT, scope="tenant:read")
 
@@ -440,9 +440,9 @@ def test_a_removed_key_stops_verifying_after_refresh(fake, guard):
     ("no-cache", 0.0), ("public", None), (None, None), ('max-age="120"', 120.0),
 ])
 def test_cache_control_parsing(header, expected):
-    from scopes.guard import _max_age
+    from scopes.guard._http import max_age
 
-    assert _max_age(header) == expected
+    assert max_age(header) == expected
 
 
 def test_discovery_falls_back_to_openid_configuration(fake, guard):
@@ -570,7 +570,7 @@ def test_garbage_only_ever_raises_invalid_token(fake, guard, garbage):
 def test_der_fast_path_equals_cryptography(signature):
     """The hot path builds the DER signature from a template; it must equal
     encode_dss_signature whenever it is used."""
-    from scopes._jws import _DER_TEMPLATES, raw_to_der
+    from scopes.guard.jws import _DER_TEMPLATES, raw_to_der
 
     r0, s0 = signature[0], signature[32]
     if r0 and s0:

@@ -1,8 +1,8 @@
 """Compact JWS verification for resource servers (RFC 7515, RFC 7518 section 3, RFC 7517).
 
 Only what ``scopes.guard`` needs: ES256 and RS256 signatures checked with ``cryptography``
-directly, against public keys imported once from the issuer's JWKS and cached per its
-``Cache-Control: max-age``. Going around a general JOSE library is deliberate: validation sits
+directly, against the public keys of a :class:`~scopes.guard.discovery.KeySet` (the issuer's
+JWKS, imported once and cached per its ``Cache-Control: max-age``). Going around a general JOSE library is deliberate: validation sits
 on every request of a resource server, and a generic ``jwt.decode`` spends a third of its time
 outside the signature check (DESIGN.md section 10 asks for >= 80 % of the raw rate).
 
@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import binascii
 import json
-import logging
-import threading
 import time
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-log = logging.getLogger("scopes.guard")
+if TYPE_CHECKING:
+    from .discovery import KeySet
 
 #: The algorithms this module can verify, and the JWK key type each needs.
 SUPPORTED_ALGORITHMS = {"ES256": "EC", "RS256": "RSA"}
@@ -85,148 +85,6 @@ class JWSError(Exception):
         self.reason = reason
 
 
-class KeysUnavailable(Exception):
-    """The JWKS could not be fetched (a transient condition, not a property of the token)."""
-
-
-def import_public_jwk(jwk: dict):
-    """(public key, frozenset of algorithms it may verify) for one JWK; raises ValueError.
-
-    Only asymmetric signature keys: ``oct`` keys (HMAC) are never imported, so a token signed
-    with a symmetric secret can never verify.
-    """
-    kty = jwk.get("kty")
-    if kty == "EC":
-        if jwk.get("crv") != "P-256":
-            raise ValueError(f"unsupported curve {jwk.get('crv')!r}")
-        x = int.from_bytes(b64url_decode(jwk["x"]), "big")
-        y = int.from_bytes(b64url_decode(jwk["y"]), "big")
-        key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()  # checks the point
-        algorithms = {"ES256"}
-    elif kty == "RSA":
-        n = int.from_bytes(b64url_decode(jwk["n"]), "big")
-        e = int.from_bytes(b64url_decode(jwk["e"]), "big")
-        key = rsa.RSAPublicNumbers(e, n).public_key()
-        if key.key_size < 2048:
-            raise ValueError("RSA key shorter than 2048 bits")
-        algorithms = {"RS256"}
-    else:
-        raise ValueError(f"unsupported key type {kty!r}")
-    if "alg" in jwk:  # a key bound to one algorithm verifies only that one (RFC 7517 4.4)
-        algorithms &= {jwk["alg"]}
-    return key, frozenset(algorithms)
-
-
-class KeySet:
-    """The verification keys published at one ``jwks_uri``, fetched lazily.
-
-    The set is cached for the response's ``max-age``. A token naming an unknown ``kid`` may
-    trigger a refetch (a key rotation), at most once per ``refetch_interval`` so that forged
-    tokens cannot turn the resource server into a load generator against the issuer. When a
-    refresh fails, the keys already known stay in use and the failure is logged.
-    """
-
-    def __init__(self, uri: str, fetch, *, refetch_interval: float,
-                 default_max_age: float = 300.0, max_age_bounds=(1.0, 86400.0)):
-        self.uri = uri
-        self._fetch = fetch  # fetch(uri) -> (json document, max_age seconds or None)
-        self._refetch_interval = refetch_interval
-        self._default_max_age = default_max_age
-        self._min_age, self._max_age = max_age_bounds
-        self._keys: dict = {}
-        self._loaded = False
-        self._expires = 0.0  # time.monotonic() after which a refresh is due
-        self._last_unknown_refetch = float("-inf")
-        self._retry_at = 0.0  # no fetch before this after a failure (first load only)
-        self._lock = threading.Lock()
-        self.fetch_count = 0
-
-    def get(self, kid: str):
-        """(public key, algorithms) for ``kid``, or None when unknown even after a refetch."""
-        if time.monotonic() >= self._expires:
-            self._refresh_due()
-        entry = self._keys.get(kid)
-        if entry is None:
-            entry = self._refetch_for(kid)
-        return entry
-
-    def refresh(self) -> None:
-        """Fetch now, whatever the cache says; raises :class:`KeysUnavailable`."""
-        with self._lock:
-            self._load()
-
-    # --- internals ---
-    def _refresh_due(self) -> None:
-        if not self._loaded:
-            with self._lock:  # nobody can verify anything before the first load: wait for it
-                if not self._loaded:
-                    if time.monotonic() < self._retry_at:
-                        raise KeysUnavailable(f"{self.uri} was unavailable moments ago")
-                    try:
-                        self._load()
-                    except KeysUnavailable:
-                        self._retry_at = time.monotonic() + self._refetch_interval
-                        raise
-            return
-        # One thread refreshes; the others go on with the keys they have.
-        if not self._lock.acquire(blocking=False):
-            return
-        try:
-            if time.monotonic() >= self._expires:
-                try:
-                    self._load()
-                except KeysUnavailable as exc:
-                    log.warning("keeping the known keys: %s", exc)
-                    self._expires = time.monotonic() + self._refetch_interval
-        finally:
-            self._lock.release()
-
-    def _refetch_for(self, kid: str):
-        with self._lock:
-            entry = self._keys.get(kid)
-            if entry is not None:
-                return entry
-            now = time.monotonic()
-            if now - self._last_unknown_refetch < self._refetch_interval:
-                return None
-            self._last_unknown_refetch = now
-            try:
-                self._load()
-            except KeysUnavailable as exc:
-                log.warning("refetch for an unknown kid failed: %s", exc)
-                return None
-            return self._keys.get(kid)
-
-    def _load(self) -> None:
-        """Fetch and import the key set (caller holds the lock)."""
-        self.fetch_count += 1
-        try:
-            document, max_age = self._fetch(self.uri)
-            items = document["keys"]
-            if not isinstance(items, list):
-                raise TypeError("keys is not a list")
-        except KeysUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any failure of the fetch means "unavailable"
-            raise KeysUnavailable(f"JWKS at {self.uri}: {exc}") from None
-        keys = {}
-        for jwk in items:
-            if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str):
-                continue
-            if jwk.get("use", "sig") != "sig" or "verify" not in jwk.get("key_ops", ["verify"]):
-                continue
-            try:
-                keys[jwk["kid"]] = import_public_jwk(jwk)
-            except (KeyError, TypeError, ValueError) as exc:
-                log.warning("ignoring key %r of %s: %s", jwk["kid"], self.uri, exc)
-        if max_age is None:
-            max_age = self._default_max_age
-        max_age = min(max(max_age, self._min_age), self._max_age)
-        self._keys = keys  # one assignment: readers see the old or the new set, never a mix
-        self._loaded = True
-        self._expires = time.monotonic() + max_age
-
-
 class JWSVerifier:
     """Verifies compact JWS of one media type (``typ``) against a :class:`KeySet`."""
 
@@ -245,7 +103,11 @@ class JWSVerifier:
         self._headers: dict[str, tuple[str, str]] = {}
 
     def verify(self, token) -> dict:
-        """The payload of ``token`` as a dict if its header and signature are acceptable."""
+        """The payload of ``token`` as a dict if its header and signature are acceptable.
+
+        Raises :class:`JWSError`, or :class:`~scopes.guard.discovery.KeysUnavailable` when the
+        key set has never been loaded and cannot be fetched now.
+        """
         if type(token) is not str:
             if not isinstance(token, (bytes, bytearray)):
                 raise JWSError("token must be a string")

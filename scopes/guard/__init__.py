@@ -1,0 +1,39 @@
+"""Resource-server side of idp-bridge: validate access tokens locally, learn revocations.
+
+- Access tokens are RFC 9068 JWTs (``typ: at+jwt``); :meth:`TokenGuard.validate` checks the
+  signature against the issuer's JWKS (found by RFC 8414 discovery), ``iss``, ``aud``,
+  ``exp``/``nbf``/``iat``, the ``tenant`` and the ``scope`` (DESIGN.md sections 4 and 5).
+- Errors follow RFC 6750 section 3.1: :class:`InvalidToken` (401 ``invalid_token``),
+  :class:`InsufficientScope` (403 ``insufficient_scope``); :meth:`TokenGuard.require` turns
+  them into responses with a ``WWW-Authenticate: Bearer`` challenge for Flask views.
+- Revocation (DESIGN.md section 8, docs/revocation-feed.md): a receiver of the bridge's Shared
+  Signals stream, polling (RFC 8936) for CAEP ``session-revoked`` Security Event Tokens
+  (RFC 8417) that name a revoked ``grant_id`` or ``sid``.
+
+One job per module:
+
+=====================  ======================================================================
+``validation``         :class:`TokenGuard`: configuration and the checks of ``validate``
+``jws``                compact JWS verification (ES256, RS256) with ``cryptography``
+``discovery``          RFC 8414 metadata and the JWKS cache (key rotation, ``max-age``)
+``revocation``         the revocation set (``grant_id`` and ``sid`` values, self-pruning)
+``introspection``      the RFC 7662 fallback while the feed is unhealthy
+``feed``               the SSF receiver thread (RFC 8936 poll, RFC 8417 SETs, CAEP)
+``bearer``             RFC 6750: the errors, the ``Authorization`` header, the challenge
+``flask_adapter``      ``require`` and ``error_response`` for Flask views (the only Flask import)
+=====================  ======================================================================
+
+This package imports nothing from ``idp_bridge`` and needs ``cryptography`` and ``requests``
+(``pip install idp-bridge-guard``); Flask only for the adapter (``idp-bridge-guard[flask]``).
+"""
+
+from __future__ import annotations
+
+from .bearer import GuardError, InsufficientScope, InvalidRequest, InvalidToken, bearer_token
+from .feed import POLL_DELIVERY, SESSION_REVOKED, SET_TYPES
+from .revocation import REVOCATION_KINDS
+from .validation import ACCESS_TOKEN_TYPES, TokenGuard
+
+__all__ = ["ACCESS_TOKEN_TYPES", "POLL_DELIVERY", "REVOCATION_KINDS", "SESSION_REVOKED",
+           "SET_TYPES", "GuardError", "InsufficientScope", "InvalidRequest", "InvalidToken",
+           "TokenGuard", "bearer_token"]

@@ -1,0 +1,330 @@
+"""Validation: :class:`TokenGuard`, local checks of idp-bridge access tokens (RFC 9068).
+
+:meth:`TokenGuard.validate` checks the signature against the issuer's JWKS (found by RFC 8414
+discovery, :mod:`~scopes.guard.discovery`), ``iss``, ``aud``, ``exp``/``nbf``/``iat``, the
+revocation set (:mod:`~scopes.guard.revocation`), the ``tenant`` and the ``scope``
+(DESIGN.md sections 4 and 5); refusals are the RFC 6750 errors of :mod:`~scopes.guard.bearer`.
+The guard composes the other parts of the package: the revocation feed receiver
+(:mod:`~scopes.guard.feed`), the introspection fallback (:mod:`~scopes.guard.introspection`)
+and, for Flask views, :mod:`~scopes.guard.flask_adapter` (imported only by :meth:`require`
+and :meth:`error_response`).
+
+Feed health and failing closed: once :meth:`TokenGuard.start_revocation_listener` has been
+called, a token is accepted only while the feed is healthy (its last successful poll is at most
+``feed_staleness`` seconds old), or, with ``introspection_fallback=True``, while the bridge's
+introspection endpoint says it is active. This stays so after
+:meth:`~TokenGuard.stop_revocation_listener`: a guard that was told revocation matters does not
+silently stop caring. A resource server that never starts the listener validates offline
+only and accepts revoked tokens until they expire (at most ``max_token_lifetime``); that is
+its choice to make, the guard does not consult the feed then.
+
+:meth:`TokenGuard.validate` is the hot path of every resource-server request: its checks are
+written out in one function, cheapest first, reading the verifier, the revocation tables and
+the feed state directly (bench/bench_guard.py holds it to the raw ES256 verify rate).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ._http import load_requests
+from .bearer import GuardError, InsufficientScope, InvalidToken, challenge
+from .discovery import DiscoveryUnavailable, IssuerDiscovery, KeysUnavailable
+from .feed import RevocationListener
+from .introspection import Introspector
+from .jws import SUPPORTED_ALGORITHMS, JWSError, JWSVerifier
+from .revocation import RevocationSet
+from ..catalog import ALL_SCOPES, UnknownScope, implied_scopes, validate_scopes
+
+__all__ = ["ACCESS_TOKEN_TYPES", "TokenGuard"]
+
+ACCESS_TOKEN_TYPES = ("at+jwt", "application/at+jwt")  # RFC 9068 section 4
+
+_NUMBER = (int, float)
+
+
+class TokenGuard:
+    """Validates idp-bridge access tokens for one resource server (audience).
+
+    ``max_token_lifetime`` must be at least the bridge's access-token lifetime: a token living
+    longer is refused (it could outlive its revocation entry, which is kept
+    ``event_timestamp + max_token_lifetime + leeway``). ``feed_staleness`` bounds how old the
+    last successful poll of the revocation feed may be before validation fails closed (or
+    introspects, with ``introspection_fallback``); the bridge's long poll is always shorter.
+
+    ``http`` is a ``requests.Session``-like object used for discovery, JWKS and introspection
+    (default: a new ``requests.Session``). Nothing is fetched before the first validation or
+    :meth:`discover`. The revocation listener always uses a session of its own, so that
+    :meth:`stop_revocation_listener` can cut its long poll short.
+    """
+
+    def __init__(self, issuer: str, audience: str, *, algorithms=("ES256", "RS256"),
+                 leeway: float = 30, max_token_lifetime: float = 300,
+                 feed_staleness: float = 30.0, introspection_fallback: bool = False,
+                 introspection_cache_seconds: float = 5.0, http=None,
+                 jwks_refetch_interval: float = 5.0, realm: str | None = None,
+                 max_token_length: int = 8192, http_timeout: float = 5.0,
+                 poll_timeout: float = 35.0, backoff_initial: float = 0.2,
+                 backoff_max: float = 5.0):
+        if not isinstance(issuer, str) or not issuer.startswith(("https://", "http://")):
+            raise ValueError("issuer must be an http(s) URL")
+        if not isinstance(audience, str) or not audience:
+            raise ValueError("audience must be a non-empty string")
+        algorithms = tuple(algorithms)
+        unsupported = [a for a in algorithms if a not in SUPPORTED_ALGORITHMS]
+        if not algorithms or unsupported:  # "none" and HMAC can never be configured
+            raise ValueError(f"algorithms must be a non-empty subset of "
+                             f"{sorted(SUPPORTED_ALGORITHMS)}; got {list(algorithms)}")
+        for name, value in (("leeway", leeway), ("max_token_lifetime", max_token_lifetime),
+                            ("feed_staleness", feed_staleness),
+                            ("introspection_cache_seconds", introspection_cache_seconds),
+                            ("jwks_refetch_interval", jwks_refetch_interval),
+                            ("http_timeout", http_timeout), ("poll_timeout", poll_timeout),
+                            ("backoff_initial", backoff_initial), ("backoff_max", backoff_max)):
+            if not isinstance(value, _NUMBER) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0")
+        if max_token_lifetime <= 0 or feed_staleness <= 0:
+            raise ValueError("max_token_lifetime and feed_staleness must be > 0")
+        self.issuer = issuer
+        self.audience = audience
+        self.algorithms = algorithms
+        self.leeway = leeway
+        self.max_token_lifetime = max_token_lifetime
+        self.feed_staleness = feed_staleness
+        self.introspection_fallback = introspection_fallback
+        self.introspection_cache_seconds = introspection_cache_seconds
+        self.jwks_refetch_interval = jwks_refetch_interval
+        self.realm = realm or audience
+        self.max_token_length = max_token_length
+        self.http_timeout = http_timeout
+        self.poll_timeout = poll_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = max(backoff_max, backoff_initial)
+        if http is None:
+            http = load_requests().Session()
+        self.http = http
+
+        self.discovery = IssuerDiscovery(issuer, http, timeout=http_timeout,
+                                         refetch_interval=jwks_refetch_interval)
+        self._verifier: JWSVerifier | None = None
+        self._verifier_lock = threading.Lock()
+
+        # scope string -> ((required scope, (padded scopes that satisfy it)), ...)
+        satisfying: dict[str, set[str]] = {}
+        for granted in ALL_SCOPES:
+            for covered in implied_scopes([granted]):
+                satisfying.setdefault(covered, set()).add(granted)
+        self._satisfying = {s: frozenset(v) for s, v in satisfying.items()}
+        self._scope_checks: dict[str, tuple] = {}
+
+        # An entry matters as long as a token it revokes can still be accepted.
+        self.revocations = RevocationSet(max_token_lifetime + leeway)
+        self.introspection = Introspector(http, self._introspection_endpoint,
+                                          timeout=http_timeout,
+                                          cache_seconds=introspection_cache_seconds)
+
+        self._listener: RevocationListener | None = None
+        self._feed_required = False  # set for good by start_revocation_listener
+        self._feed_ok_at = float("-inf")  # time.monotonic() of the last successful poll
+
+    # --- validation ---
+    def validate(self, token, *, tenant, scope) -> dict:
+        """The claims of ``token`` if it may be used for ``scope`` on ``tenant``.
+
+        Raises :class:`InvalidToken` or :class:`InsufficientScope`; a ``scope`` that is not in
+        :mod:`scopes.catalog` is a programming error (:class:`~scopes.UnknownScope`, a
+        ValueError). ``write`` implies ``read`` of the same area.
+        """
+        checks = self._scope_checks.get(scope)
+        if checks is None:
+            checks = self._compile_scope(scope)
+        if type(tenant) is not str:
+            tenant = _tenant_string(tenant)
+        verifier = self._verifier or self._bootstrap()
+        try:
+            claims = verifier.verify(token)
+        except JWSError as exc:
+            raise InvalidToken(exc.description) from None
+        except KeysUnavailable:
+            raise InvalidToken("the issuer's signing keys are unavailable") from None
+
+        if claims.get("iss") != self.issuer:
+            raise InvalidToken("token issuer is not accepted")
+        aud = claims.get("aud")
+        if aud != self.audience and not (type(aud) is list and self.audience in aud):
+            raise InvalidToken("token is not intended for this audience")
+        now = time.time()
+        exp = claims.get("exp")
+        iat = claims.get("iat")
+        if type(exp) not in _NUMBER or type(iat) not in _NUMBER:
+            raise InvalidToken("token lacks numeric exp and iat claims")
+        if now > exp + self.leeway:
+            raise InvalidToken("token has expired")
+        if iat > now + self.leeway:
+            raise InvalidToken("token is issued in the future (iat)")
+        if exp - iat > self.max_token_lifetime:
+            # It could outlive the revocation entries, which are kept that long.
+            raise InvalidToken("token lifetime exceeds the accepted maximum")
+        nbf = claims.get("nbf")
+        if nbf is not None and (type(nbf) not in _NUMBER or nbf > now + self.leeway):
+            raise InvalidToken("token is not valid yet (nbf)")
+
+        grant_id = claims.get("grant_id")
+        sid = claims.get("sid")
+        if type(grant_id) is not str or type(sid) is not str:
+            raise InvalidToken("token lacks grant_id or sid")
+        revoked = self.revocations
+        if grant_id in revoked.grants or sid in revoked.sids:
+            raise InvalidToken("token has been revoked")
+        stale = self._feed_required and (
+            time.monotonic() - self._feed_ok_at > self.feed_staleness)
+        if stale and not self.introspection_fallback:
+            raise InvalidToken("revocation feed unavailable")
+
+        # A valid token for another tenant is not valid for this resource: 401 invalid_token
+        # (RFC 6750 section 3.1), not 403 - no scope the client could ask for would help.
+        if claims.get("tenant") != tenant:
+            raise InvalidToken("token was not issued for this tenant")
+        token_scope = claims.get("scope")
+        # Space-delimited (RFC 6749 section 3.3): " a:read " in " <scope> " is an exact match.
+        padded = f" {token_scope} " if type(token_scope) is str else ""
+        for required, (first, second) in checks:
+            if first not in padded and second not in padded:
+                raise InsufficientScope(f"token lacks the scope {required}", required)
+
+        if stale:
+            self.introspection.validate(token)
+        return claims
+
+    def discover(self) -> dict:
+        """Fetch the issuer's metadata now (optional warm-up); raises :class:`InvalidToken`."""
+        self._verifier or self._bootstrap()
+        return self.discovery.metadata
+
+    @property
+    def metadata(self) -> dict | None:
+        """The issuer's metadata, once discovered."""
+        return self.discovery.metadata
+
+    def require(self, scope: str, tenant_arg: str = "tenant"):
+        """Flask view decorator: a Bearer token valid for ``scope`` on the view's tenant
+        (:func:`scopes.guard.flask_adapter.require`; needs Flask)."""
+        from .flask_adapter import require
+
+        return require(self, scope, tenant_arg)
+
+    def error_response(self, error: GuardError | None):
+        """A Flask response for ``error`` (:func:`scopes.guard.flask_adapter.error_response`);
+        ``None`` means no credentials were sent."""
+        from .flask_adapter import error_response
+
+        return error_response(self, error)
+
+    def challenge(self, error: GuardError | None = None) -> str:
+        """The ``WWW-Authenticate`` value for ``error`` (RFC 6750 section 3)."""
+        return challenge(self.realm, error)
+
+    # --- revocation (scopes.guard.revocation) ---
+    def revoke(self, kind: str, value: str, event_timestamp: float) -> bool:
+        """Reject tokens whose ``kind`` claim (``grant_id`` or ``sid``) is ``value``.
+
+        Kept until ``event_timestamp + max_token_lifetime + leeway``: any token it revokes
+        has expired by then. Returns False when that moment has already passed.
+        """
+        return self.revocations.revoke(kind, value, event_timestamp)
+
+    def is_revoked(self, kind: str, value: str) -> bool:
+        return self.revocations.is_revoked(kind, value)
+
+    def prune_revocations(self, now: float | None = None, *, force: bool = False) -> None:
+        """Forget entries whose tokens have all expired (cheap: at most every few seconds)."""
+        self.revocations.prune(now, force=force)
+
+    @property
+    def revocation_count(self) -> int:
+        return len(self.revocations)
+
+    @property
+    def prune_interval(self) -> float:
+        return self.revocations.prune_interval
+
+    @prune_interval.setter
+    def prune_interval(self, seconds: float) -> None:
+        self.revocations.prune_interval = seconds
+
+    # --- revocation feed ---
+    def start_revocation_listener(self, client_id: str, client_secret: str) -> None:
+        """Subscribe to the bridge's revocation feed in a daemon thread (poll delivery).
+
+        From now on :meth:`validate` fails closed while the feed is not healthy (see the
+        module docstring). The client needs the ``receiver`` role (and ``introspect`` for
+        ``introspection_fallback``).
+        """
+        if self._listener is not None and self._listener.alive:
+            raise RuntimeError("the revocation listener is already running")
+        if not client_id or not client_secret:
+            raise ValueError("client_id and client_secret are required")
+        self.introspection.credentials = (client_id, client_secret)
+        self._feed_ok_at = float("-inf")
+        self._feed_required = True
+        self._listener = RevocationListener(
+            self.discovery, self.revocations, client_id=client_id,
+            client_secret=client_secret, algorithms=self.algorithms, on_poll=self._feed_polled,
+            http_timeout=self.http_timeout, poll_timeout=self.poll_timeout,
+            backoff_initial=self.backoff_initial, backoff_max=self.backoff_max)
+        self._listener.start()
+
+    def stop_revocation_listener(self, timeout: float = 1.5) -> None:
+        """Stop the listener, cutting a long poll in flight short; returns within ``timeout``
+        (plus a few milliseconds). Validation keeps failing closed (or introspecting)."""
+        listener = self._listener
+        if listener is None:
+            return
+        self._feed_ok_at = float("-inf")
+        listener.stop(timeout)
+        self._feed_ok_at = float("-inf")
+
+    @property
+    def feed_healthy(self) -> bool:
+        """Whether a running listener polled successfully within ``feed_staleness``."""
+        return (self._listener is not None and self._listener.alive
+                and time.monotonic() - self._feed_ok_at <= self.feed_staleness)
+
+    # --- internals ---
+    def _compile_scope(self, scope) -> tuple:
+        if not isinstance(scope, str):
+            raise TypeError("scope must be a string such as 'evaluation:read'")
+        required = validate_scopes(s for s in scope.split(" ") if s)  # UnknownScope if not
+        if not required:
+            raise UnknownScope("a scope is required")
+        checks = []
+        for s in required:  # (scope, two padded scopes granting it: itself, or area:write)
+            grants = sorted(self._satisfying[s])
+            checks.append((s, (f" {grants[0]} ", f" {grants[-1]} ")))
+        checks = tuple(checks)
+        self._scope_checks[scope] = checks
+        return checks
+
+    def _feed_polled(self) -> None:
+        self._feed_ok_at = time.monotonic()
+
+    def _bootstrap(self) -> JWSVerifier:
+        try:
+            keys = self.discovery.load()
+        except DiscoveryUnavailable:
+            raise InvalidToken("the issuer's metadata is unavailable") from None
+        with self._verifier_lock:
+            if self._verifier is None:
+                self._verifier = JWSVerifier(keys, self.algorithms, ACCESS_TOKEN_TYPES,
+                                             max_length=self.max_token_length)
+            return self._verifier
+
+    def _introspection_endpoint(self) -> str | None:
+        return (self.discovery.metadata or {}).get("introspection_endpoint")
+
+
+def _tenant_string(tenant) -> str:
+    if isinstance(tenant, int) and not isinstance(tenant, bool):
+        return str(tenant)
+    raise TypeError("tenant must be a string (a tenant id)")
