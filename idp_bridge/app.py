@@ -18,7 +18,9 @@ from .domain.exchange import AdvisorExchange, GuessLimiter
 from .domain.guests import Guests
 from .domain.keys import KeyRing
 from .domain.memberships import Memberships
+from .domain.revocation import Revocations
 from .domain.tokens import TokenIssuer
+from .domain.upstream_sessions import session_has_ended
 from .domain.web_sessions import WebSessions
 from .events import RedisFanout, RevocationNotifier
 from . import ops
@@ -31,13 +33,13 @@ from .oauth.rfc8414 import server_metadata
 from .oauth.rfc8693 import TokenExchangeGrant
 from .oauth.refresh_token import RefreshTokenGrant
 from .oauth.server import BridgeAuthorizationServer
+from .services.tokens import TokenService
 from .settings import Settings
 from .ssf.egress import PushPolicy
 from .ssf.rfc8935 import Pusher
 from .ssf.streams import Transmitter
 from .storage.db import Database, StorageUnavailable, utcnow
 from .upstream import RoleMapper, SubjectTokenValidator
-from .upstream.backchannel import session_has_ended
 from .upstream.keycloak import KeycloakAdmin, KeycloakMirror, MirrorWorker
 from .web import auth as web_auth
 from .web import pages as web_pages
@@ -72,6 +74,10 @@ class Services:
     notification_worker: NotificationWorker
     #: Server-side sessions of the web pages (the cookie holds only their handle).
     web_sessions: WebSessions | None = None
+    #: The token use cases: exchange, refresh, redeem, open a tenant, RFC 7009, logout.
+    tokens: TokenService | None = None
+    #: The one home of revocation (grants and token families, feed, audit, wake-ups).
+    revocations: Revocations | None = None
 
     def start_background(self) -> None:
         """Threads of a serving process (not of tests): push delivery, maintenance, the
@@ -151,14 +157,19 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         if settings.smtp_host else None,
         webhook=WebhookConfig(settings.webhook_url, settings.webhook_secret)
         if settings.webhook_url else None)
+    # Revocations wake the feed's waiters after commit: here, and through Redis elsewhere.
+    notifier = RevocationNotifier()
+    fanout = RedisFanout(settings.redis_url, notifier) if settings.redis_url else None
+    revocations = Revocations(wake_ups=[notifier.notify, *([fanout.publish] if fanout else [])])
     memberships = Memberships(default_max_age_days=settings.temporary_max_age_days,
                               reason_max_length=settings.reason_max_length,
                               listeners=[*([mirror.membership_changed] if mirror else []),
-                                         notifications.membership_changed])
+                                         notifications.membership_changed],
+                              revocations=revocations)
     issuer = TokenIssuer(keys, issuer=settings.issuer,
                          access_lifetime=settings.access_token_lifetime,
                          refresh_lifetime=settings.refresh_token_lifetime)
-    guests = Guests(memberships=memberships, issuer=issuer)
+    guests = Guests(memberships=memberships)
     validator = SubjectTokenValidator(
         issuer=settings.upstream_issuer, discovery_url=settings.discovery_url,
         audiences=settings.upstream_audiences, algorithms=settings.upstream_algorithms,
@@ -170,21 +181,20 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         tenant_admin_group=settings.tenant_admin_group,
         mfa_acr_values=settings.mfa_acr_values, mfa_amr_values=settings.mfa_amr_values)
     exchange = AdvisorExchange(
-        db=db, codes=codes, memberships=memberships, issuer=issuer, roles=roles,
-        guesses=guesses,
-        mfa_required=settings.mfa_required, accounts=mirror,
-        upstream_sessions=session_has_ended)
+        codes=codes, memberships=memberships, issuer=issuer, roles=roles, guesses=guesses,
+        mfa_required=settings.mfa_required, upstream_sessions=session_has_ended)
+    tokens = TokenService(db=db, policy=exchange, issuer=issuer, memberships=memberships,
+                          accounts=mirror, app_client_id=settings.app_client_id,
+                          default_audience=settings.default_audience)
     server = BridgeAuthorizationServer(
-        db=db, exchange=exchange, validator=validator, issuer=settings.issuer,
+        db=db, tokens=tokens, validator=validator, issuer=settings.issuer,
         audiences=settings.audiences, default_audience=settings.default_audience,
         resources=settings.resource_map)
     server.register_grant(TokenExchangeGrant)
     server.register_grant(RefreshTokenGrant)
-    server.register_endpoint(BridgeIntrospectionEndpoint(server, issuer, db))
-    server.register_endpoint(BridgeRevocationEndpoint(server, issuer, db))
+    server.register_endpoint(BridgeIntrospectionEndpoint(server, tokens))
+    server.register_endpoint(BridgeRevocationEndpoint(server, tokens))
 
-    notifier = RevocationNotifier(db)
-    fanout = RedisFanout(settings.redis_url, notifier) if settings.redis_url else None
     transmitter = Transmitter(
         db=db, keyring=keys, issuer=settings.issuer,
         key_encryption_key=settings.key_encryption_key,
@@ -205,7 +215,8 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
                                 guesses=guesses),
         mirror=mirror, mirror_worker=MirrorWorker(mirror) if mirror else None, fanout=fanout,
         notifications=notifications, notification_worker=NotificationWorker(notifications),
-        web_sessions=WebSessions(lifetime=timedelta(hours=settings.web_session_hours)))
+        web_sessions=WebSessions(lifetime=timedelta(hours=settings.web_session_hours)),
+        tokens=tokens, revocations=revocations)
 
     from .api import bp as api_bp
     from .oauth.views import bp as oauth_bp

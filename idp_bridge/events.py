@@ -1,7 +1,10 @@
 """Wake-ups for waiters on new revocations (long polls, push delivery).
 
-Within one process a committed revocation wakes waiters at once (a condition variable
-notified after commit). Other processes and hosts are covered by a cheap database check
+Within one process a committed revocation wakes waiters at once: the domain's revocation
+(:class:`idp_bridge.domain.revocation.Revocations`) registers its ``wake_ups`` — wired in
+``create_app`` to :meth:`RevocationNotifier.notify` and :meth:`RedisFanout.publish` — to run
+after the transaction commits (:func:`idp_bridge.storage.db.after_commit`), never after a
+rollback. Other processes and hosts are covered by a cheap database check
 every ``poll_interval`` seconds, so the feed stays correct without any shared broker;
 a broker (Redis) only shortens that bound.
 """
@@ -18,14 +21,13 @@ log = logging.getLogger(__name__)
 
 
 class RevocationNotifier:
-    def __init__(self, db, poll_interval: float = 0.05):
-        self.db = db
+    def __init__(self, poll_interval: float = 0.05):
         self.poll_interval = poll_interval
         self._condition = threading.Condition()
         self._generation = 0
-        db.after_revocation_commit.append(self.notify)
 
     def notify(self) -> None:
+        """A revocation has committed (a wake-up of :class:`Revocations`)."""
         with self._condition:
             self._generation += 1
             self._condition.notify_all()
@@ -67,9 +69,10 @@ class RedisFanout(Loop):
                                            socket_connect_timeout=1.0)
         self.notifier = notifier
         self._delay = 0.2
-        notifier.db.after_revocation_commit.append(self.publish)
 
     def publish(self) -> None:
+        """Tell every process a revocation has committed (a wake-up of :class:`Revocations`,
+        run after the commit: a slow or absent Redis never holds a transaction open)."""
         try:
             self._redis.publish(self.CHANNEL, b"1")
         except Exception:  # redis errors of any kind: the database check covers it

@@ -13,7 +13,7 @@ from ..domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotF
 from ..domain.text import check_text
 from ..request_guard import MAX_QUERY_INT, parse_int
 from ..storage.db import utcnow
-from ..upstream.backchannel import session_has_ended
+from ..domain.upstream_sessions import session_has_ended
 from ..upstream.oidc import ACCESS_TOKEN, SubjectTokenError, UpstreamUnavailable
 from .openapi import openapi_document
 

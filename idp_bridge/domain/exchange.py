@@ -1,9 +1,11 @@
 """Policy of the token exchange and the refresh (DESIGN.md sections 5 and 7).
 
 The protocol layer (``idp_bridge.oauth``) parses the request and validates the subject
-token; this module decides whether this subject may get these tokens for this tenant, and
-records what happened. Failures that must leave a trace (wrong codes, refresh-token replay)
-are committed before the error is raised.
+token; the use case (:mod:`idp_bridge.services.tokens`) opens the unit of work and signs the
+access token after the commit; this module decides, in that unit of work, whether this
+subject may get these tokens for this tenant, and records what happened. Failures that
+must leave a trace (wrong codes, refresh-token replay) are committed before the error is
+raised.
 """
 
 from __future__ import annotations
@@ -18,14 +20,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from scopes.catalog import ADVISOR_PROFILE, ProfileChangeRefused, UnknownScope, in_catalog_order, validate_scopes
 
 from ..metrics import CODE_GUESSES
-from ..storage.db import utcnow
 from ..storage.models import CodeGuess, CodeGuesser, Membership, Tenant
 from . import audit
 from .access_codes import MalformedCode, normalize_code
 from .guests import guest_scopes
 from .errors import AccessCodeRejected, Conflict, Forbidden, InvalidInput, NotFound, ScopeRefused
-from .memberships import plausible_id
-from .tokens import RefreshRejected
+from .tokens import Family, RefreshRejected, RefreshReused
 
 
 class GuessLimiter:
@@ -158,92 +158,48 @@ def narrow_scope(requested: list[str] | None, allowed: frozenset[str]) -> str:
     return " ".join(in_catalog_order(requested))
 
 
+@dataclass(frozen=True)
+class PendingTokens:
+    """Tokens decided and stored in a transaction, whose access token is signed after the
+    commit: ``family`` carries this token's scope (a refresh may narrow it for one token),
+    ``refresh_token`` is the new refresh token (stored only as its hash)."""
+
+    family: Family
+    membership_kind: str
+    refresh_token: str
+
+
 class AdvisorExchange:
-    def __init__(self, *, db, codes, memberships, issuer, roles, guesses: GuessLimiter,
-                 mfa_required: bool, accounts=None, upstream_sessions=None):
-        self.db = db
+    """The policy of the exchange, the refresh and the redemption of a code, on a session
+    the caller's unit of work provides (:mod:`idp_bridge.services.tokens`).
+
+    Failures that must leave a trace (wrong codes, refresh-token replay) are *returned*
+    as ``(None, error)`` so that the caller commits what they recorded and raises after the
+    commit; refusals that record nothing are raised (the transaction rolls back).
+    """
+
+    def __init__(self, *, codes, memberships, issuer, roles, guesses: GuessLimiter,
+                 mfa_required: bool, upstream_sessions=None):
         self.codes = codes
         self.memberships = memberships
+        self.revocations = memberships.revocations
         self.issuer = issuer
         self.roles = roles
         self.guesses = guesses
         self.mfa_required = mfa_required
-        #: Optional upstream account checker (``check_account(subject)`` -> state).
-        self.accounts = accounts
         #: ``upstream_sessions(session, identity)`` -> True when the subject token's upstream
         #: session was logged out (back-channel logout): no new token family from it.
         self.upstream_sessions = upstream_sessions
 
-    def exchange(self, *, identity, client_id: str, tenant_id: str, access_code: str | None,
-                 scope: list[str] | None, audience: str, reason: str | None) -> IssuedTokens:
-        reason, candidate = self._admit(identity, reason, access_code)
-        now = utcnow()
-        failure: Exception | None = None
-        if not plausible_id(tenant_id):
-            raise NotFound("unknown tenant", code="unknown_tenant")
-        with self.db.transaction() as session:
-            # The tenant first, from the tenants table; the membership by both columns.
-            row = session.connection().execute(
-                _TENANT_AND_MEMBERSHIP, {"tenant_id": tenant_id, "subject": identity.subject}
-            ).first()
-            if row is None:
-                raise NotFound("unknown tenant", code="unknown_tenant")
-            if self.upstream_sessions is not None and self.upstream_sessions(session, identity):
-                raise Forbidden("the upstream session of this subject_token has ended "
-                                "(signed out): sign in again", code="upstream_session_ended")
-            membership = row if row.id is not None else None
-            if membership is not None and self.memberships.end_if_expired(session, membership, now):
-                membership = None
-            if membership is None:
-                tenant = self.memberships.tenant(session, row.tenant)
-                membership, failure = self._join(session, tenant, identity, client_id,
-                                                 candidate, reason, now)
-            if failure is None:
-                allowed = membership_scopes(session, membership)
-                token_scope = narrow_scope(scope, allowed)
-                family = self.issuer.new_family(session, membership, client_id=client_id,
-                                                identity=identity, scope=token_scope,
-                                                audience=audience, now=now)
-                refresh = self.issuer.issue_refresh_token(session, family, now)
-                access = self.issuer.mint_access_token(family, membership.kind)
-                _touch(session, membership, now)
-                audit.record(session, "token.issued", now, tenant_id=membership.tenant_id,
-                             actor=identity.subject, actor_role="advisor",
-                             membership_id=membership.id, client_id=client_id, sid=family.sid,
-                             scope=token_scope, audience=audience)
-                result = IssuedTokens(access.token, access.expires_in, token_scope, refresh,
-                                      membership.id, membership.grant_id, family.sid)
-        if failure is not None:
-            raise failure
-        return result
-
-    def join(self, *, identity, tenant_id: str, access_code: str | None, reason: str | None,
-             via: str = "web") -> str:
-        """Redeem a code without minting tokens (the advisor's web page); returns the new
-        membership's id. Same checks, limits and audit as a redeeming exchange."""
-        reason, candidate = self._admit(identity, reason, access_code)
-        now = utcnow()
-        failure: Exception | None = None
-        with self.db.transaction() as session:
-            tenant = self.memberships.tenant(session, tenant_id)
-            existing = self.memberships.active(session, tenant.id, identity.subject)
-            if existing is not None and not self.memberships.end_if_expired(session, existing, now):
-                raise Conflict("you already have access to this tenant", code="already_member")
-            membership, failure = self._join(session, tenant, identity, via, candidate, reason, now)
-            result = membership.id if membership is not None else None
-        if failure is not None:
-            raise failure
-        return result
-
-    def _admit(self, identity, reason, access_code):
-        """Checks before any transaction: role, MFA, reason, upstream account, code format."""
+    def admit(self, identity, reason, access_code) -> tuple[str | None, str | None]:
+        """Checks that need no storage: role, MFA, reason, code format; returns the checked
+        reason and the normalized code (or None)."""
         if not self.roles.check_advisor(identity):
             raise Forbidden("the subject is not an advisor", code="not_advisor")
         if self.mfa_required and not self.roles.check_mfa(identity):
             raise Forbidden("multi-factor authentication is required: sign in again with a second "
                             "factor", code="mfa_required")
         reason = self.memberships.check_reason(reason)
-        self._check_account(identity.subject)
         candidate = None
         if access_code is not None:
             try:
@@ -251,6 +207,54 @@ class AdvisorExchange:
             except MalformedCode as exc:
                 raise InvalidInput(f"access_code is malformed: {exc}", code="code_malformed") from None
         return reason, candidate
+
+    def issue(self, session, *, identity, client_id: str, tenant_id: str, candidate: str | None,
+              reason: str | None, scope: list[str] | None, audience: str, now: datetime):
+        """The exchange in ``session``: the tenant, the subject's membership (joining with
+        ``candidate`` when there is none), the scope, a new family and refresh token, the
+        audit. Returns ``(PendingTokens, None)`` or ``(None, failure)``."""
+        # The tenant first, from the tenants table; the membership by both columns.
+        row = session.connection().execute(
+            _TENANT_AND_MEMBERSHIP, {"tenant_id": tenant_id, "subject": identity.subject}
+        ).first()
+        if row is None:
+            raise NotFound("unknown tenant", code="unknown_tenant")
+        if self.upstream_sessions is not None and self.upstream_sessions(session, identity):
+            raise Forbidden("the upstream session of this subject_token has ended "
+                            "(signed out): sign in again", code="upstream_session_ended")
+        membership = row if row.id is not None else None
+        if membership is not None and self.memberships.end_if_expired(session, membership, now):
+            membership = None
+        if membership is None:
+            tenant = self.memberships.tenant(session, row.tenant)
+            membership, failure = self._join(session, tenant, identity, client_id,
+                                             candidate, reason, now)
+            if failure is not None:
+                return None, failure
+        allowed = membership_scopes(session, membership)
+        token_scope = narrow_scope(scope, allowed)
+        family = self.issuer.new_family(session, membership, client_id=client_id,
+                                        identity=identity, scope=token_scope,
+                                        audience=audience, now=now)
+        refresh = self.issuer.issue_refresh_token(session, family, now)
+        _touch(session, membership, now)
+        audit.record(session, "token.issued", now, tenant_id=membership.tenant_id,
+                     actor=identity.subject, actor_role="advisor",
+                     membership_id=membership.id, client_id=client_id, sid=family.sid,
+                     scope=token_scope, audience=audience)
+        return PendingTokens(family, membership.kind, refresh), None
+
+    def join(self, session, *, identity, tenant_id: str, candidate: str | None,
+             reason: str | None, via: str, now: datetime):
+        """Redeem a code without minting tokens (the advisor's page): returns
+        ``(membership, tenant, None)`` or ``(None, tenant, failure)``. Same checks, limits
+        and audit as a redeeming exchange (``via`` is the audit's client)."""
+        tenant = self.memberships.tenant(session, tenant_id)
+        existing = self.memberships.active(session, tenant.id, identity.subject)
+        if existing is not None and not self.memberships.end_if_expired(session, existing, now):
+            raise Conflict("you already have access to this tenant", code="already_member")
+        membership, failure = self._join(session, tenant, identity, via, candidate, reason, now)
+        return membership, tenant, failure
 
     def _join(self, session, tenant, identity, client_id, candidate, reason, now):
         """First redemption: check the code and create a temporary membership."""
@@ -304,57 +308,41 @@ class AdvisorExchange:
         return (f"too many wrong access codes from you in {minutes} minutes; "
                 "try again later")
 
-    def _check_account(self, subject: str) -> None:
-        """With an upstream account checker: a disabled or deleted account ends every
-        membership of the advisor and gets nothing (network call outside any transaction)."""
-        if self.accounts is None or subject is None:
-            return
-        state = self.accounts.check_account(subject)
-        if state != "active":
-            with self.db.transaction() as session:
-                self.memberships.end_all_of_advisor(session, subject,
-                                                    reason="upstream_account_ended", now=utcnow())
-            raise Forbidden(f"the advisor's account is {state} at the identity provider",
-                            code="account_inactive")
-
-    def refresh(self, *, refresh_token: str, client_id: str, scope: list[str] | None) -> IssuedTokens:
-        if self.accounts is not None:
-            with self.db.read() as session:
-                family = self.issuer.find_refresh_family(session, refresh_token)
-            self._check_account(family.subject if family is not None else None)
-        now = utcnow()
-        failure: Exception | None = None
-        with self.db.transaction() as session:
-            try:
-                family, row = self.issuer.use_refresh_token(session, refresh_token, client_id, now)
-                if row.membership_expires_at is not None and row.membership_expires_at <= now:
-                    membership = session.get(Membership, family.membership_id)
-                    self.memberships.end_if_expired(session, membership, now)
-                    raise RefreshRejected("the membership of this refresh_token has expired")
-            except RefreshRejected as exc:
-                failure = exc
-            if failure is None:
-                allowed = frozenset(family.scope.split())
-                if row.kind == "guest":  # the group may have been narrowed meanwhile
-                    allowed &= membership_scopes(session, row)
-                token_scope = narrow_scope(scope, allowed)
-                refresh = self.issuer.issue_refresh_token(session, family, now)
-                if token_scope != family.scope:
-                    # A narrower token for this request only; the family keeps its scope.
-                    family = dataclasses.replace(family, scope=token_scope)
-                access = self.issuer.mint_access_token(family, row.kind)
-                session.connection().execute(_TOUCH_STALE, {"membership_id": family.membership_id, "now": now,
-                                               "stale": now - TOUCH_INTERVAL})
-                # Every issued token is accounted for: a refresh is audited like an exchange.
-                audit.record(session, "token.refreshed", now, tenant_id=family.tenant_id,
-                             actor=family.subject, actor_role="advisor",
-                             membership_id=family.membership_id, client_id=client_id,
-                             sid=family.sid, scope=token_scope, audience=family.audience)
-                result = IssuedTokens(access.token, access.expires_in, token_scope, refresh,
-                                      family.membership_id, family.grant_id, family.sid)
-        if failure is not None:
-            raise failure
-        return result
+    def refresh(self, session, *, refresh_token: str, client_id: str,
+                scope: list[str] | None, now: datetime):
+        """Rotate ``refresh_token`` in ``session``: ``(PendingTokens, None)`` or
+        ``(None, failure)``. A replay revokes the family (``refresh_token_reuse``) in this
+        transaction; an expired membership is ended in it."""
+        try:
+            family, row = self.issuer.use_refresh_token(session, refresh_token, client_id, now)
+        except RefreshReused as exc:
+            self.revocations.revoke_family(session, exc.family, reason="refresh_token_reuse",
+                                           actor=exc.family.subject, actor_role="advisor",
+                                           now=now)
+            return None, exc
+        except RefreshRejected as exc:
+            return None, exc
+        if row.membership_expires_at is not None and row.membership_expires_at <= now:
+            membership = session.get(Membership, family.membership_id)
+            self.memberships.end_if_expired(session, membership, now)
+            return None, RefreshRejected("the membership of this refresh_token has expired",
+                                         code="membership_expired")
+        allowed = frozenset(family.scope.split())
+        if row.kind == "guest":  # the group may have been narrowed meanwhile
+            allowed &= membership_scopes(session, row)
+        token_scope = narrow_scope(scope, allowed)
+        refresh = self.issuer.issue_refresh_token(session, family, now)
+        if token_scope != family.scope:
+            # A narrower token for this request only; the family keeps its scope.
+            family = dataclasses.replace(family, scope=token_scope)
+        session.connection().execute(_TOUCH_STALE, {"membership_id": family.membership_id,
+                                                    "now": now, "stale": now - TOUCH_INTERVAL})
+        # Every issued token is accounted for: a refresh is audited like an exchange.
+        audit.record(session, "token.refreshed", now, tenant_id=family.tenant_id,
+                     actor=family.subject, actor_role="advisor",
+                     membership_id=family.membership_id, client_id=client_id,
+                     sid=family.sid, scope=token_scope, audience=family.audience)
+        return PendingTokens(family, row.kind, refresh), None
 
 
 #: ``last_token_at`` is kept to this precision, sparing a write on most token requests.

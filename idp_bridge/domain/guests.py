@@ -3,7 +3,8 @@
 
 Narrowing a group's permissions takes effect at once: every live token family of the
 group's guests whose scope is no longer covered is replaced by a successor family carrying
-the narrowed scope (its unused refresh tokens move over), and the old family is revoked —
+the narrowed scope (its unused refresh tokens move over), and the old family is revoked
+(:meth:`idp_bridge.domain.revocation.Revocations.supersede_family`) —
 published on the revocation feed by ``sid``, so resource servers reject the wider tokens
 within a second, while the next refresh or exchange simply yields the narrower scope.
 Revoking the families (not the grant) keeps the guests' memberships: only the rights
@@ -17,15 +18,14 @@ import unicodedata
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from scopes.catalog import UnknownScope, in_catalog_order, validate_scopes
 
-from ..storage.models import (Invitation, Membership, RefreshToken, TokenFamily, UserGroup)
+from ..storage.models import Invitation, Membership, TokenFamily, UserGroup
 from . import audit
 from .errors import Conflict, Forbidden, InvalidInput, NotFound
 from .text import UnsafeText, check_text
-from .tokens import Family
 
 INVITATION_DAYS = 7
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
@@ -61,9 +61,8 @@ def check_name(name) -> str:
 
 
 class Guests:
-    def __init__(self, *, memberships, issuer):
+    def __init__(self, *, memberships):
         self.memberships = memberships
-        self.issuer = issuer
 
     # --- user groups ---
     @staticmethod
@@ -147,19 +146,8 @@ class Guests:
             scope = [s for s in old.scope.split() if s in allowed]
             if len(scope) == len(old.scope.split()):
                 continue  # still covered
-            successor = TokenFamily(**{c: getattr(old, c) for c in (
-                "membership_id", "grant_id", "client_id", "subject", "tenant_id", "audience",
-                "upstream_issuer", "upstream_sid", "auth_time", "acr", "amr")},
-                sid=str(uuid.uuid4()), scope=" ".join(scope), created_at=now,
-                revoked_at=None)
-            session.add(successor)
-            session.flush()
-            session.execute(update(RefreshToken).where(
-                RefreshToken.sid == old.sid, RefreshToken.rotated_at.is_(None))
-                .values(sid=successor.sid).execution_options(synchronize_session=False))
-            self.issuer.revoke_family(
-                session, Family(**{n: getattr(old, n) for n in Family.FIELDS}),
-                "permissions_narrowed", now)
+            self.memberships.revocations.supersede_family(session, old, scope=" ".join(scope),
+                                                          now=now)
             count += 1
         return count
 

@@ -1,9 +1,10 @@
 """Memberships (Zugriffe) and their grants, DESIGN.md sections 1 and 8.
 
-Ending a membership is one transaction: the membership is marked ended, every token family
-of its grant is marked revoked, the grant is appended to the revocations (the feed's source)
-and an audit event is written. Nothing is deleted, and nothing revives an ended membership:
-redeeming a new code creates a new membership with a new ``grant_id``.
+Ending a membership goes through :mod:`idp_bridge.domain.revocation` (the one home of
+revocation): the membership is marked ended, every token family of its grant revoked, the
+grant appended to the feed and the end audited, in the caller's transaction. Nothing is
+deleted, and nothing revives an ended membership: redeeming a new code creates a new
+membership with a new ``grant_id``.
 """
 
 from __future__ import annotations
@@ -11,27 +12,28 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from ..storage.models import Membership, Revocation, Tenant, TokenFamily
-from ..metrics import REVOCATIONS
+from ..storage.models import Membership, Tenant
 from . import audit
 from .errors import Conflict, InvalidInput, NotFound
+from .revocation import END_REASONS, Revocations
 from .text import check_text
 
 KINDS = ("temporary", "permanent", "guest")
-END_REASONS = ("removed_by_tenant", "left", "removed_by_support", "expired", "superseded",
-               "upstream_account_ended")
 
 
 class Memberships:
-    def __init__(self, *, default_max_age_days: int, reason_max_length: int, listeners=()):
+    def __init__(self, *, default_max_age_days: int, reason_max_length: int, listeners=(),
+                 revocations: Revocations | None = None):
         self.default_max_age_days = default_max_age_days
         self.reason_max_length = reason_max_length
         #: Called as ``listener(session, event, membership, now)`` with event ``created`` or
         #: ``ended``, inside the transaction that makes the change (outboxes: the upstream
         #: mirror, notifications), so their work is durable exactly when the change is.
         self.listeners = list(listeners)
+        #: Ends grants (without wake-ups when none is given: a CLI run wakes no feed).
+        self.revocations = revocations if revocations is not None else Revocations()
 
     # --- queries ---
     @staticmethod
@@ -123,34 +125,12 @@ class Memberships:
 
     def end(self, session, membership: Membership, *, by: str, actor_role: str, reason: str,
             now: datetime) -> bool:
-        """End ``membership`` and revoke its grant. Returns False if it had already ended."""
+        """End ``membership`` and revoke its grant (:meth:`Revocations.end_membership`, with
+        this object's listeners). Returns False if it had already ended."""
         assert reason in END_REASONS
-        ended = session.execute(
-            update(Membership)
-            .where(Membership.id == membership.id, Membership.ended_at.is_(None))
-            .values(ended_at=now, ended_by=by, end_reason=reason)
-            .execution_options(synchronize_session="fetch")
-        ).rowcount == 1
-        if not ended:
-            return False
-        session.execute(
-            update(TokenFamily)
-            .where(TokenFamily.grant_id == membership.grant_id, TokenFamily.revoked_at.is_(None))
-            .values(revoked_at=now, revoke_reason="grant_revoked")
-            .execution_options(synchronize_session=False)
-        )
-        session.info["revoked"] = True  # wakes the revocation feed after commit
-        REVOCATIONS.labels("grant", reason).inc()
-        session.add(Revocation(kind="grant", value=membership.grant_id,
-                               tenant_id=membership.tenant_id,
-                               subject=membership.advisor_subject, reason=reason, created_at=now))
-        for listener in self.listeners:
-            listener(session, "ended", membership, now)
-        audit.record(session, "membership.ended", now, tenant_id=membership.tenant_id, actor=by,
-                     actor_role=actor_role, membership_id=membership.id,
-                     advisor=membership.advisor_subject, advisor_name=membership.advisor_name,
-                     kind=membership.kind, reason=reason, grant_id=membership.grant_id)
-        return True
+        return self.revocations.end_membership(session, membership, by=by,
+                                               actor_role=actor_role, reason=reason, now=now,
+                                               listeners=self.listeners)
 
     def end_if_expired(self, session, membership: Membership, now: datetime) -> bool:
         if membership.expires_at is not None and membership.expires_at <= now:

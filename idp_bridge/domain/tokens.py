@@ -2,8 +2,12 @@
 
 Access tokens are RFC 9068 JWTs (``typ: at+jwt``) signed with the active key. Refresh tokens
 are opaque, high-entropy, stored as SHA-256 and rotate on every use: presenting a rotated
-one again revokes its whole token family (``sid``), not the membership. An access token is
-active while it verifies, has not expired, its family lives and its membership lives.
+one again revokes its whole token family (``sid``), not the membership (the revocation
+itself is :mod:`idp_bridge.domain.revocation`'s). An access token is active while it
+verifies, has not expired, its family lives and its membership lives.
+
+Signing is kept out of database transactions: :meth:`TokenIssuer.signing_key` is taken
+before, :meth:`TokenIssuer.mint_access_token` runs after the commit, from committed values.
 """
 
 from __future__ import annotations
@@ -21,9 +25,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from sqlalchemy import bindparam, insert, select, update
 
-from ..storage.models import Membership, RefreshToken, Revocation, TokenFamily
-from ..metrics import REVOCATIONS
-from . import audit
+from ..storage.models import Membership, RefreshToken, TokenFamily
+from .errors import DomainError
 
 
 def hash_token(token: str) -> str:
@@ -51,11 +54,22 @@ class Family:
     amr: list | None
 
 
-class RefreshRejected(Exception):
-    def __init__(self, description: str, *, family_revoked: bool = False):
+class RefreshRejected(DomainError):
+    """A refresh token that gives nothing: unknown, another client's, expired, of an ended
+    membership or a revoked family (``code`` says which)."""
+
+    kind, code = "refused", "refresh_invalid"
+
+
+class RefreshReused(RefreshRejected):
+    """A rotated refresh token presented again: the caller revokes ``family``
+    (:meth:`idp_bridge.domain.revocation.Revocations.revoke_family`) and commits."""
+
+    code = "refresh_reused"
+
+    def __init__(self, description: str, *, family: "Family"):
         super().__init__(description)
-        self.description = description
-        self.family_revoked = family_revoked
+        self.family = family
 
 
 @dataclass(frozen=True)
@@ -73,8 +87,15 @@ class TokenIssuer:
         self.refresh_lifetime = refresh_lifetime
 
     # --- access tokens ---
-    def mint_access_token(self, family, membership_kind: str) -> IssuedAccessToken:
-        kid, alg, key = self.keyring.signing_key()
+    def signing_key(self):
+        """(kid, alg, key) to sign with; taken before a transaction (it may read keys)."""
+        return self.keyring.signing_key()
+
+    def mint_access_token(self, family, membership_kind: str, *,
+                          signing_key=None) -> IssuedAccessToken:
+        """Sign an access token of ``family`` (pure: no storage), with ``signing_key`` from
+        :meth:`signing_key` or else the active key."""
+        kid, alg, key = signing_key or self.keyring.signing_key()
         now = int(time.time())
         jti = secrets.token_urlsafe(16)
         claims = {
@@ -145,7 +166,8 @@ class TokenIssuer:
         return token
 
     def use_refresh_token(self, session, token: str, client_id: str, now: datetime):
-        """Rotate ``token``: return (family, membership row) or raise :class:`RefreshRejected`.
+        """Rotate ``token``: return (family, membership row) or raise :class:`RefreshRejected`
+        (:class:`RefreshReused` for a replay).
 
         The rotation is a conditional update, so of two concurrent uses exactly one wins
         and the other is treated as replay. The caller commits even when this raises: a
@@ -160,35 +182,21 @@ class TokenIssuer:
             raise RefreshRejected("refresh_token is invalid")
         family = Family(**{name: getattr(row, name) for name in Family.FIELDS})
         if family.client_id != client_id:
-            raise RefreshRejected("refresh_token was issued to another client")
+            raise RefreshRejected("refresh_token was issued to another client",
+                                  code="refresh_wrong_client")
         won = connection.execute(_ROTATE_REFRESH, {"hash": token_hash, "now": now}).rowcount == 1
         if not won:
-            if row.revoked_at is None:
-                self.revoke_family(session, family, "refresh_token_reuse", now)
-                audit.record(session, "token.family_revoked", now, tenant_id=family.tenant_id,
-                             actor=family.subject, actor_role="advisor",
-                             membership_id=family.membership_id, client_id=client_id,
-                             sid=family.sid, reason="refresh_token_reuse")
-            raise RefreshRejected("refresh_token was already used; its token family is revoked",
-                                  family_revoked=True)
+            raise RefreshReused("refresh_token was already used; its token family is revoked",
+                                family=family)
         if row.expires_at <= now:
-            raise RefreshRejected("refresh_token has expired")
+            raise RefreshRejected("refresh_token has expired", code="refresh_expired")
         if row.ended_at is not None:
-            raise RefreshRejected("the membership of this refresh_token has ended")
+            raise RefreshRejected("the membership of this refresh_token has ended",
+                                  code="membership_ended")
         if row.revoked_at is not None:
-            raise RefreshRejected("the token family of this refresh_token is revoked")
+            raise RefreshRejected("the token family of this refresh_token is revoked",
+                                  code="family_revoked")
         return family, row
-
-    def revoke_family(self, session, family, reason: str, now: datetime) -> None:
-        session.execute(
-            update(TokenFamily.__table__)
-            .where(TokenFamily.sid == family.sid, TokenFamily.revoked_at.is_(None))
-            .values(revoked_at=now, revoke_reason=reason))
-        session.info["revoked"] = True  # wakes the revocation feed after commit
-        REVOCATIONS.labels("family", reason).inc()
-        session.execute(insert(Revocation.__table__).values(
-            kind="family", value=family.sid, tenant_id=family.tenant_id,
-            subject=family.subject, reason=reason, created_at=now))
 
     # --- introspection ---
     def check_active(self, session, claims: dict, now: datetime) -> bool:
@@ -207,6 +215,29 @@ class TokenIssuer:
     def find_refresh_family(self, session, token: str) -> TokenFamily | None:
         row = session.get(RefreshToken, hash_token(token)) if token and len(token) <= 512 else None
         return session.get(TokenFamily, row.sid) if row is not None else None
+
+    def refresh_token_state(self, session, token: str, now: datetime) -> "RefreshTokenState | None":
+        """Whether a presented refresh token is active (not rotated, not expired, its family
+        and grant live) and what introspection tells of it; None if it is not ours."""
+        row = session.get(RefreshToken, hash_token(token)) if token and len(token) <= 512 else None
+        family = session.get(TokenFamily, row.sid) if row is not None else None
+        if family is None:
+            return None
+        claims = {"sid": family.sid, "grant_id": family.grant_id}
+        active = (row.rotated_at is None and row.expires_at > now
+                  and self.check_active(session, claims, now))
+        return RefreshTokenState(active, {
+            "client_id": family.client_id, "sub": family.subject, "scope": family.scope,
+            "tenant": family.tenant_id, "grant_id": family.grant_id, "sid": family.sid,
+            "exp": int(row.expires_at.timestamp()), "iat": int(row.created_at.timestamp()),
+            "iss": self.issuer,
+        })
+
+
+@dataclass(frozen=True)
+class RefreshTokenState:
+    active: bool
+    data: dict
 
 
 _REFRESH_LOOKUP = (

@@ -68,10 +68,3 @@ class UnsupportedTokenTypeError(OAuth2Error):
     authentication failed."""
 
     error = "unsupported_token_type"
-
-
-def check_token_type_hint(request, supported) -> None:
-    hint = request.form.get("token_type_hint")
-    if hint and hint not in supported:
-        raise UnsupportedTokenTypeError(
-            description=f"token_type_hint must be one of {', '.join(supported)}")

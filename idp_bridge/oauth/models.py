@@ -7,7 +7,7 @@ import hmac
 
 from authlib.oauth2.rfc6749 import ClientMixin
 
-from .rfc8693 import TOKEN_EXCHANGE
+from .base import REFRESH_TOKEN, TOKEN_EXCHANGE
 
 
 def hash_secret(secret: str) -> str:
@@ -39,7 +39,7 @@ class OAuthClient(ClientMixin):
         return method == self.auth_method
 
     def check_grant_type(self, grant_type):
-        return "exchange" in self.roles and grant_type in (TOKEN_EXCHANGE, "refresh_token")
+        return "exchange" in self.roles and grant_type in (TOKEN_EXCHANGE, REFRESH_TOKEN)
 
     def has_role(self, role: str) -> bool:
         return role in self.roles

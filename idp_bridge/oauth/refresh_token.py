@@ -3,38 +3,39 @@
 Authlib's ``RefreshTokenGrant`` issues the new token and only then revokes the old one;
 rotation here must be one conditional update so that two concurrent uses cannot both win
 (DESIGN.md section 5), so the grant is written on ``BaseGrant`` like the exchange.
+:meth:`validate_token_request` checks the parameters, parses the scope and looks the
+refresh token up (unknown, or another client's: ``invalid_grant`` without a write);
+:meth:`create_token_response` calls one use case,
+:meth:`idp_bridge.services.tokens.TokenService.rotate`.
 """
 
 from __future__ import annotations
 
 from authlib.oauth2.rfc6749 import BaseGrant, TokenEndpointMixin
-from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnauthorizedClientError
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
 
 from scopes.catalog import parse_scope
 
-from .rfc8693 import token_response
+from .base import (CLIENT_AUTH_METHODS, REFRESH_TOKEN, authenticate_for_grant, check_single,
+                   token_response)
 
 
 class RefreshTokenGrant(BaseGrant, TokenEndpointMixin):
-    GRANT_TYPE = "refresh_token"
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+    GRANT_TYPE = REFRESH_TOKEN
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
 
     def validate_token_request(self):
-        client = self.authenticate_token_endpoint_client()
-        if not client.check_grant_type(self.GRANT_TYPE):
-            raise UnauthorizedClientError(description="this client may not refresh tokens")
-        self.request.client = client
-        form = self.request.payload.datalist
-        for name in ("refresh_token", "scope"):
-            if len(form.get(name, [])) > 1:
-                raise InvalidRequestError(description=f"parameter {name} is repeated")
-        self.refresh_token = self.request.form.get("refresh_token")
-        if not self.refresh_token:
+        client = authenticate_for_grant(self, "this client may not refresh tokens")
+        check_single(self.request, ("refresh_token", "scope"))
+        refresh_token = self.request.form.get("refresh_token")
+        if not refresh_token:
             raise InvalidRequestError(description="refresh_token is required")
         self.scope = parse_scope(self.request.form.get("scope")) or None
+        self.presented = self.server.run_domain(
+            self.server.tokens.present_refresh_token, refresh_token=refresh_token,
+            client_id=client.get_client_id())
 
     def create_token_response(self):
-        issued = self.server.run_domain(
-            self.server.exchange.refresh, refresh_token=self.refresh_token,
-            client_id=self.client.get_client_id(), scope=self.scope)
+        issued = self.server.run_domain(self.server.tokens.rotate, self.presented,
+                                        scope=self.scope)
         return 200, token_response(issued, exchange=False), self.TOKEN_RESPONSE_HEADER

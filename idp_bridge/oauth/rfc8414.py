@@ -6,9 +6,8 @@ from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
 from scopes.catalog import ALL_SCOPES
 
-from .rfc8693 import TOKEN_EXCHANGE
-
-AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+from .base import CLIENT_AUTH_METHODS as AUTH_METHODS
+from .base import TOKEN_EXCHANGE
 
 
 def server_metadata(issuer: str, signing_alg: str) -> dict:

@@ -2,7 +2,9 @@
 
 Authlib has no RFC 8693 grant, so this is one on its ``BaseGrant`` and
 ``TokenEndpointMixin``. Mechanics only: parse and check the request (section 2.1), validate
-the subject token, then hand the decision to :class:`idp_bridge.domain.exchange.AdvisorExchange`.
+the subject token, admit the request (role, MFA, reason, code format, tenant id: no storage)
+in :meth:`validate_token_request`, then hand the decision to one use case,
+:meth:`idp_bridge.services.tokens.TokenService.issue`, in :meth:`create_token_response`.
 
 Error codes: a subject token that is invalid (forged, expired, wrong issuer or audience,
 ``alg: none``) is ``invalid_request`` as section 2.2.2 requires; a valid subject that may not
@@ -14,18 +16,13 @@ unknown audience or resource is ``invalid_target``; a scope wider than the membe
 from __future__ import annotations
 
 from authlib.oauth2.rfc6749 import BaseGrant, TokenEndpointMixin
-from authlib.oauth2.rfc6749.errors import (
-    InvalidGrantError,
-    InvalidRequestError,
-    InvalidScopeError,
-    UnauthorizedClientError,
-)
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
 
 from scopes.catalog import parse_scope
 
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
-ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
+from .base import (ACCESS_TOKEN_TYPE, CLIENT_AUTH_METHODS, ID_TOKEN_TYPE, TOKEN_EXCHANGE,
+                   authenticate_for_grant, check_single, token_response)
+
 SUBJECT_TOKEN_TYPES = (ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE)
 
 #: Parameters that may appear at most once (RFC 6749 section 3.2: no repeated parameters).
@@ -35,18 +32,12 @@ _SINGLE = ("grant_type", "subject_token", "subject_token_type", "tenant", "acces
 
 class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
     GRANT_TYPE = TOKEN_EXCHANGE
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
 
     def validate_token_request(self):
-        client = self.authenticate_token_endpoint_client()
-        if not client.check_grant_type(self.GRANT_TYPE):
-            raise UnauthorizedClientError(
-                description="this client may not use the token-exchange grant")
-        self.request.client = client
+        authenticate_for_grant(self, "this client may not use the token-exchange grant")
+        check_single(self.request, _SINGLE)
         form = self.request.payload.datalist
-        for name in _SINGLE:
-            if len(form.get(name, [])) > 1:
-                raise InvalidRequestError(description=f"parameter {name} is repeated")
         data = self.request.form
         if data.get("actor_token") or data.get("actor_token_type"):
             raise InvalidRequestError(description="actor_token is not supported")
@@ -66,34 +57,17 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
             raise InvalidRequestError(description="tenant is required")
         self.audience = self.server.resolve_audience(form.get("audience", []),
                                                      form.get("resource", []))
-        self.identity = self.server.validate_subject_token(subject_token, subject_token_type)
-        self.tenant = tenant
-        self.access_code = data.get("access_code")
-        self.reason = data.get("reason")
+        identity = self.server.validate_subject_token(subject_token, subject_token_type)
         self.scope = parse_scope(data.get("scope")) or None
+        self.admitted = self.server.run_domain(
+            self.server.tokens.admit, identity=identity, tenant_id=tenant,
+            access_code=data.get("access_code"), reason=data.get("reason"))
 
     def create_token_response(self):
         issued = self.server.run_domain(
-            self.server.exchange.exchange,
-            identity=self.identity, client_id=self.client.get_client_id(), tenant_id=self.tenant,
-            access_code=self.access_code, scope=self.scope, audience=self.audience,
-            reason=self.reason,
-        )
+            self.server.tokens.issue, self.admitted, client_id=self.client.get_client_id(),
+            scope=self.scope, audience=self.audience)
         return 200, token_response(issued, exchange=True), self.TOKEN_RESPONSE_HEADER
 
 
-def token_response(issued, *, exchange: bool) -> dict:
-    body = {
-        "access_token": issued.access_token,
-        "token_type": "Bearer",
-        "expires_in": issued.expires_in,
-        "scope": issued.scope,
-        "refresh_token": issued.refresh_token,
-    }
-    if exchange:
-        body["issued_token_type"] = ACCESS_TOKEN_TYPE
-    return body
-
-
-__all__ = ["InvalidGrantError", "InvalidScopeError", "TOKEN_EXCHANGE", "TokenExchangeGrant",
-           "token_response"]
+__all__ = ["SUBJECT_TOKEN_TYPES", "TOKEN_EXCHANGE", "TokenExchangeGrant"]

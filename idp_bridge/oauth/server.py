@@ -1,8 +1,10 @@
 """The authorization server: Authlib's Flask server wired to our storage and domain.
 
 Only this class turns errors into HTTP answers: grants and endpoints raise Authlib's
-``OAuth2Error`` subclasses, domain errors are mapped in :meth:`run_domain`, and
-storage or upstream outages become ``503 temporarily_unavailable`` (fail closed).
+``OAuth2Error`` subclasses, and the refusals of the use cases
+(:class:`~idp_bridge.domain.errors.DomainError`) are mapped by their ``kind`` in
+:meth:`run_domain` — the one mapping of the token endpoint; storage or upstream outages
+become ``503 temporarily_unavailable`` (fail closed).
 """
 
 from __future__ import annotations
@@ -26,9 +28,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
-from ..domain.errors import AccessCodeRejected, Conflict, Forbidden, InvalidInput, NotFound
-from ..domain.exchange import ScopeRefused
-from ..domain.tokens import RefreshRejected
+from ..domain.errors import DomainError
 from ..storage.db import StorageUnavailable, utcnow
 from ..storage.models import Client, SeenJti
 from ..upstream.oidc import SubjectTokenError, UpstreamUnavailable
@@ -39,11 +39,12 @@ NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 
 
 class BridgeAuthorizationServer(AuthorizationServer):
-    def __init__(self, *, db, exchange, validator, issuer: str, audiences, default_audience: str,
+    def __init__(self, *, db, tokens, validator, issuer: str, audiences, default_audience: str,
                  resources: dict[str, str]):
         super().__init__()
         self.db = db
-        self.exchange = exchange
+        #: The token use cases (:class:`idp_bridge.services.tokens.TokenService`).
+        self.tokens = tokens
         self.validator = validator
         self.audiences = frozenset(audiences)
         self.default_audience = default_audience
@@ -121,23 +122,27 @@ class BridgeAuthorizationServer(AuthorizationServer):
         except UpstreamUnavailable as exc:
             raise TemporarilyUnavailableError(description=str(exc)) from None
 
-    def run_domain(self, func, **kwargs):
+    def run_domain(self, func, *args, **kwargs):
+        """Call a use case; its refusals become the RFC 6749 error of their ``kind``."""
         try:
-            return func(**kwargs)
-        except (Forbidden, AccessCodeRejected) as exc:
-            raise InvalidGrantError(description=exc.description) from None
-        except RefreshRejected as exc:
-            raise InvalidGrantError(description=exc.description) from None
-        except (InvalidInput, NotFound) as exc:
-            raise InvalidRequestError(description=exc.description) from None
-        except ScopeRefused as exc:
-            raise InvalidScopeError(description=exc.description) from None
-        except (StorageUnavailable, UpstreamUnavailable) as exc:
+            return func(*args, **kwargs)
+        except DomainError as exc:
+            raise _ERROR_BY_KIND[exc.kind](description=exc.description) from None
+        except StorageUnavailable as exc:
             raise TemporarilyUnavailableError(description=str(exc)) from None
-        except (Conflict, IntegrityError):
-            # Two concurrent first redemptions by one advisor: the unique active membership
-            # refused the second; the client may simply retry.
-            raise InvalidGrantError(description="a concurrent request changed this membership; retry") from None
+
+
+#: The token endpoint's answer to each kind of refusal (RFC 6749 5.2, RFC 8693 2.2.2).
+_ERROR_BY_KIND = {
+    "invalid": InvalidRequestError,
+    "not_found": InvalidRequestError,
+    "forbidden": InvalidGrantError,
+    "refused": InvalidGrantError,
+    "conflict": InvalidGrantError,   # e.g. two concurrent first redemptions: retry
+    "scope": InvalidScopeError,
+    "target": InvalidTargetError,
+    "unavailable": TemporarilyUnavailableError,
+}
 
 
 #: Body parameters that carry client credentials (RFC 6749 2.3.1, RFC 7521 4.2).

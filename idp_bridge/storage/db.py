@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -55,20 +57,26 @@ class Database:
         # the holder waits for the GIL); other processes still meet the busy timeout.
         self._writer = threading.Lock() if self.url.get_backend_name() == "sqlite" \
             else contextlib.nullcontext()
-        #: Called after a transaction that revoked something has committed (in this process).
-        self.after_revocation_commit: list = []
-        event.listen(self.write_sessions, "after_commit", self._after_commit)
 
     @contextmanager
     def transaction(self):
-        """One unit of work: commit on success, roll back on any error."""
+        """One unit of work: commit on success, roll back on any error. Callbacks registered
+        with :func:`after_commit` run once the commit has succeeded (outside the SQLite
+        writer lock), never after a rollback."""
+        callbacks: list = []
         try:
             with self._writer, self.write_sessions.begin() as session:
+                session.info[_AFTER_COMMIT] = callbacks
                 yield session
         except SQLAlchemyError as exc:
             if _is_connectivity_error(exc):
                 raise StorageUnavailable("the database is unreachable") from exc
             raise
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # the work is committed: a failed wake-up must not undo the answer
+                log.exception("an after-commit callback failed")
 
     @contextmanager
     def read(self):
@@ -79,11 +87,6 @@ class Database:
             if _is_connectivity_error(exc):
                 raise StorageUnavailable("the database is unreachable") from exc
             raise
-
-    def _after_commit(self, session) -> None:
-        if session.info.pop("revoked", False):
-            for callback in self.after_revocation_commit:
-                callback()
 
     def alembic_config(self) -> Config:
         config = Config()
@@ -102,6 +105,21 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+_AFTER_COMMIT = "idp_bridge.after_commit"
+
+
+def after_commit(session, callback) -> None:
+    """Run ``callback()`` once after the transaction of ``session`` (a session of
+    :meth:`Database.transaction`) has committed; not at all if it rolls back. Registering
+    an equal callback twice in one transaction runs it once (one wake-up per commit)."""
+    try:
+        callbacks = session.info[_AFTER_COMMIT]
+    except KeyError:
+        raise RuntimeError("after_commit needs a session of Database.transaction()") from None
+    if callback not in callbacks:
+        callbacks.append(callback)
 
 
 def _sqlite_begin(conn):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .backchannel import LogoutTokenError, apply_logout, validate_logout_token
+from ..domain.errors import InvalidInput
+from .backchannel import LogoutTokenError, validate_logout_token
 from .oidc import UpstreamUnavailable
 
 bp = Blueprint("upstream", __name__)
@@ -26,9 +27,11 @@ def backchannel_logout():
                         "error_description": "exactly one logout_token is required"}, 400)
     try:
         claims = validate_logout_token(s.validator, tokens[0])
-        revoked = apply_logout(s.db, s.issuer, claims)
+        revoked = s.tokens.upstream_logout(claims)
     except LogoutTokenError as exc:
         return _answer({"error": "invalid_request", "error_description": str(exc)}, 400)
+    except InvalidInput as exc:  # a replayed logout token
+        return _answer({"error": "invalid_request", "error_description": exc.description}, 400)
     except UpstreamUnavailable as exc:
         return _answer({"error": "temporarily_unavailable", "error_description": str(exc)}, 503)
     return _answer({"revoked_token_families": revoked}, 200)

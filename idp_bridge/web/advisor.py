@@ -81,7 +81,7 @@ def join():
         return _render(400, error=_("Please enter the tenant number and the access code."),
                        values=values)
     try:
-        s.exchange.join(identity=g.identity, tenant_id=tenant_id, access_code=code,
+        s.tokens.redeem(identity=g.identity, tenant_id=tenant_id, access_code=code,
                         reason=reason, via="web")
     except Forbidden:
         raise  # a 403 page: a missing role or second factor is no typing error
@@ -156,9 +156,7 @@ def open_tenant(tenant_id):
     settings = s.settings
     if not settings.app_url:
         deny(_("No application is configured to open tenants in."), 404)
-    issued = s.exchange.exchange(identity=g.identity, client_id=settings.app_client_id,
-                                 tenant_id=tenant_id, access_code=None, scope=None,
-                                 audience=settings.default_audience, reason=None)
+    issued = s.tokens.open_tenant(identity=g.identity, tenant_id=tenant_id)
     target = settings.app_url.replace("{tenant}", quote(tenant_id, safe=""))
     parts = urlsplit(target)
     g.form_action_origin = f"{parts.scheme}://{parts.netloc}"
