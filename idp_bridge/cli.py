@@ -259,8 +259,17 @@ def demo(obj, port, idp_port, rs_port, workers):
 
     from .admin import add_tenant
     from .app import create_app, services
-    from .devidp import DevProvider
     from .domain.errors import Conflict
+
+    try:
+        from .devidp import DevProvider
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.devidp":
+            raise
+        # The development OpenID provider is not part of the wheel (pyproject.toml).
+        raise click.ClickException(
+            "the demo runs from a source checkout only (pip install -e '.[bridge]'): the "
+            "development OpenID provider is not part of the installed package") from None
 
     database_url = obj.get("database_url")
     if not database_url:

@@ -11,10 +11,11 @@ tokens there, like an OAuth 2.0 Form Post response. The page checks the access t
 same guard (signature, audience, revocation, and bound to the tenant in the URL) and shows
 the areas the token may read, with their data. It never shows the tokens themselves.
 
-It installs only the resource-server part (``pip install '.[guard]'``) plus Flask, and
-imports nothing from the bridge. Run: ``python example_resource_server.py`` with
-``RS_ISSUER`` (the bridge), ``RS_CLIENT_ID`` / ``RS_CLIENT_SECRET`` (a receiver client of the
-revocation feed) and optionally ``RS_AUDIENCE`` (default ``konfipay-api``), ``RS_PORT``.
+It installs only the resource-server part with its Flask adapter (``pip install
+'./guard[flask]'``: the distribution idp-bridge-guard), and imports nothing from the bridge.
+Run: ``python example_resource_server.py`` with ``RS_ISSUER`` (the bridge), ``RS_CLIENT_ID``
+/ ``RS_CLIENT_SECRET`` (a receiver client of the revocation feed) and optionally
+``RS_AUDIENCE`` (default ``konfipay-api``), ``RS_PORT``.
 """
 
 from __future__ import annotations
