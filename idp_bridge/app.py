@@ -13,7 +13,10 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException
 
+from . import surfaces
+from .api.common import problem as api_problem
 from .domain.access_codes import AccessCodes
+from .domain.errors import DomainError
 from .domain.exchange import AdvisorExchange, GuessLimiter
 from .domain.guests import Guests
 from .domain.keys import KeyRing
@@ -33,13 +36,14 @@ from .oauth.rfc8414 import server_metadata
 from .oauth.rfc8693 import TokenExchangeGrant
 from .oauth.refresh_token import RefreshTokenGrant
 from .oauth.server import BridgeAuthorizationServer
+from .services import UseCases, build_use_cases
 from .services.tokens import TokenService
 from .settings import Settings
 from .ssf.egress import PushPolicy
 from .ssf.rfc8935 import Pusher
 from .ssf.streams import Transmitter
 from .storage.db import Database, StorageUnavailable, utcnow
-from .upstream import RoleMapper, SubjectTokenValidator
+from .upstream import RoleMapper, SubjectTokenValidator, UpstreamUnavailable
 from .upstream.keycloak import KeycloakAdmin, KeycloakMirror, MirrorWorker
 from .web import auth as web_auth
 from .web import pages as web_pages
@@ -78,6 +82,9 @@ class Services:
     tokens: TokenService | None = None
     #: The one home of revocation (grants and token families, feed, audit, wake-ups).
     revocations: Revocations | None = None
+    #: The management use cases (tenant admins, advisors, support, groups), for the API,
+    #: the pages and the CLI.
+    use_cases: UseCases | None = None
 
     def start_background(self) -> None:
         """Threads of a serving process (not of tests): push delivery, maintenance, the
@@ -217,26 +224,30 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         notifications=notifications, notification_worker=NotificationWorker(notifications),
         web_sessions=WebSessions(lifetime=timedelta(hours=settings.web_session_hours)),
         tokens=tokens, revocations=revocations)
+    app.extensions["idp_bridge"].use_cases = build_use_cases(
+        db=db, roles=roles, validator=validator, session_has_ended=session_has_ended,
+        memberships=memberships, codes=codes, guests=guests,
+        web_sessions=app.extensions["idp_bridge"].web_sessions,
+        tenant_admin_group=settings.tenant_admin_group, timezone=settings.web_timezone)
 
     from .api import bp as api_bp
     from .oauth.views import bp as oauth_bp
     from .ssf.views import bp as ssf_bp
     from .upstream.views import bp as upstream_bp
 
-    app.register_blueprint(oauth_bp)
-    app.register_blueprint(api_bp)
-    app.register_blueprint(ssf_bp)
-    app.register_blueprint(upstream_bp)
-    app.register_blueprint(ops.bp)
+    # Each blueprint is declared a machine endpoint or a page, once: sessions, CSRF and
+    # error rendering follow from it (idp_bridge/surfaces.py).
+    csrf = CSRFProtect(app)
+    for blueprint in (oauth_bp, api_bp, ssf_bp, upstream_bp, ops.bp):
+        surfaces.register(app, blueprint, surfaces.MACHINE)
+        csrf.exempt(blueprint)  # authenticated per request: nothing rides on a cookie
+    for blueprint in web_pages.blueprints():
+        surfaces.register(app, blueprint, surfaces.PAGE)
     app.before_request(ops.assign_request_id)
     app.before_request(check_request)  # NUL, surrogates, broken JSON: 400 at the door
     app.after_request(ops.echo_request_id)
-    # Cookie-authenticated pages need CSRF tokens; token-authenticated endpoints do not.
-    csrf = CSRFProtect(app)
-    for blueprint in (api_bp, oauth_bp, ssf_bp, upstream_bp, ops.bp):
-        csrf.exempt(blueprint)
-    web_auth.init_app(app, settings)
-    web_pages.init_app(app, settings)  # Flask-Babel, the pages' blueprints, HTML headers
+    web_auth.init_app(app, settings)  # the upstream OpenID Connect client of the sign-in
+    web_pages.init_app(app, settings)  # Flask-Babel, the pages' context and HTML headers
     _register_error_handlers(app)
     app.after_request(_security_headers)
     return app
@@ -244,14 +255,12 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
 
 class PagesOnlySessions(SecureCookieSessionInterface):
     """Cookie sessions for the pages only: machine endpoints (token, introspection, feed,
-    API, health) are authenticated per request and never read or set a session cookie,
-    which also spares them the cookie's signature work."""
-
-    MACHINE_PREFIXES = ("/token", "/introspect", "/revoke", "/jwks", "/.well-known/", "/ssf/",
-                        "/api/", "/backchannel-logout", "/healthz", "/readyz", "/metrics")
+    API, health: the blueprints declared ``surfaces.MACHINE``) are authenticated per request
+    and never read or set a session cookie, which also spares them the cookie's signature
+    work."""
 
     def open_session(self, app, request):
-        if request.path.startswith(self.MACHINE_PREFIXES):
+        if surfaces.of_request(app, request) == surfaces.MACHINE:
             return self.make_null_session(app)
         return super().open_session(app, request)
 
@@ -274,12 +283,29 @@ def _register_error_handlers(app: Flask) -> None:
                 else "the request is too large"}
         return jsonify(body), exc.code
 
+    @app.errorhandler(DomainError)
+    def refused(exc: DomainError):
+        # Blueprints with their own mapping (the API's JSON problems, the feed's) answer
+        # first; this is the pages' mapping, by code, and the API's for the rest.
+        if web_pages.wants_page():
+            return web_pages.problem_page(0, exc)
+        return api_problem(exc)
+
     @app.errorhandler(StorageUnavailable)
     def storage_down(exc):
         if web_pages.wants_page():
             return web_pages.problem_page(503, exc)
         return jsonify(error="temporarily_unavailable",
                        error_description="the database is unreachable"), 503
+
+    @app.errorhandler(UpstreamUnavailable)
+    def upstream_down(exc):
+        # Fail closed: an upstream that cannot be asked (keys, account state) grants nothing.
+        log.warning("upstream unavailable: %s", exc)
+        if web_pages.wants_page():
+            return web_pages.problem_page(503, exc)
+        return jsonify(error="temporarily_unavailable",
+                       error_description="the identity provider is unreachable"), 503
 
     @app.errorhandler(Exception)
     def unexpected(exc):

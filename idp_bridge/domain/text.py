@@ -26,14 +26,22 @@ BIDI_CONTROLS = frozenset(
 SEPARATORS = frozenset("\u2028\u2029")
 
 
-class UnsafeText(InvalidInput):
+class TextRefused(InvalidInput):
+    """A free-text field that is refused (missing, not a string, too long); ``field`` names
+    it, so that a page can say which entry is wrong."""
+
+    def __init__(self, field: str, description: str, *, code: str | None = None):
+        super().__init__(description, code=code)
+        self.field = field
+
+
+class UnsafeText(TextRefused):
     """A free-text field with characters that are refused; ``field`` names it."""
 
     code = "unsafe_text"
 
     def __init__(self, field: str, description: str):
-        super().__init__(description)
-        self.field = field
+        super().__init__(field, description)
 
 
 def unsafe_characters(text: str) -> bool:
@@ -51,22 +59,22 @@ def check_text(value, *, field: str, max_length: int, required: bool = False) ->
     """``value`` stripped of surrounding spaces, or None when empty (then ``required``
     refuses it). Refuses what is not a string, is longer than ``max_length`` characters or
     holds characters of :func:`unsafe_characters`, with :class:`UnsafeText` /
-    :class:`InvalidInput` naming ``field``."""
+    :class:`TextRefused` naming ``field``."""
     if value is None:
         if required:
-            raise InvalidInput(f"{field} is required", code="text_required")
+            raise TextRefused(field, f"{field} is required", code="text_required")
         return None
     if not isinstance(value, str):
-        raise InvalidInput(f"{field} must be a string", code="text_not_string")
+        raise TextRefused(field, f"{field} must be a string", code="text_not_string")
     value = value.strip()
     if unsafe_characters(value):
         raise UnsafeText(field, f"{field} contains characters that are not allowed "
                                 "(control or bidirectional formatting characters)")
     if len(value) > max_length:
-        raise InvalidInput(f"{field} is longer than {max_length} characters",
-                           code="text_too_long")
+        raise TextRefused(field, f"{field} is longer than {max_length} characters",
+                          code="text_too_long")
     if not value:
         if required:
-            raise InvalidInput(f"{field} is required", code="text_required")
+            raise TextRefused(field, f"{field} is required", code="text_required")
         return None
     return value

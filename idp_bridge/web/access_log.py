@@ -1,6 +1,8 @@
 """The tenant's access log (Zugriffsprotokoll): its advisor-related audit events, filtered,
 described in the reader's language, and as CSV (DESIGN.md sections 7 and 8: joins, failed
-code attempts, token issuance, removals, who did what)."""
+code attempts, token issuance, removals, who did what). The events are read by
+:meth:`idp_bridge.services.tenant_admin.TenantAdmin.access_log`; this module parses the
+filters and presents the :class:`~idp_bridge.services.values.AuditEntry` values."""
 
 from __future__ import annotations
 
@@ -8,14 +10,13 @@ import csv
 import io
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date
 from zoneinfo import ZoneInfo
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import String, cast, or_, select
 
-from ..storage.models import AuditEvent, Membership
+from ..services.values import AuditEntry
 
 #: Filter categories and their audit events (``idp_bridge.domain.audit.EVENTS``).
 CATEGORIES = {
@@ -87,43 +88,7 @@ def _day(value: str) -> date:
     return day
 
 
-def query(session, tenant_id: str, filters: Filters, zone: str, *, before_id: int | None = None,
-          limit: int = PAGE_SIZE) -> list[AuditEvent]:
-    statement = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
-    if filters.category:
-        statement = statement.where(AuditEvent.event.in_(CATEGORIES[filters.category]))
-    if filters.advisor:
-        # The detail is JSON text: match the name as typed and as JSON escapes it.
-        patterns = {f"%{_like_escape(filters.advisor)}%",
-                    f"%{_like_escape(json.dumps(filters.advisor)[1:-1])}%"}
-        statement = statement.where(or_(*(
-            condition for pattern in patterns for condition in (
-                AuditEvent.actor.ilike(pattern, escape="\\"),
-                cast(AuditEvent.detail, String).ilike(pattern, escape="\\")))))
-    tz = ZoneInfo(zone)
-    if filters.since:
-        statement = statement.where(AuditEvent.at >= datetime.combine(filters.since, time(), tz))
-    if filters.until:
-        statement = statement.where(
-            AuditEvent.at < datetime.combine(filters.until + timedelta(days=1), time(), tz))
-    if before_id is not None:
-        statement = statement.where(AuditEvent.id < before_id)
-    return list(session.scalars(statement.order_by(AuditEvent.id.desc()).limit(limit)))
-
-
-def known_names(session, tenant_id: str) -> dict[str, str]:
-    """Display names of the subjects that appear in this tenant's memberships."""
-    rows = session.execute(select(Membership.advisor_subject, Membership.advisor_name)
-                           .where(Membership.tenant_id == tenant_id,
-                                  Membership.advisor_name.is_not(None))).all()
-    return {subject: name for subject, name in rows}
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def actor_label(event: AuditEvent, names: dict[str, str], me) -> str:
+def actor_label(event: AuditEntry, names: dict[str, str], me) -> str:
     if event.actor in (None, "system"):
         return str(ROLE_LABELS["system"])
     if me is not None and event.actor == me.subject:
@@ -139,7 +104,7 @@ def actor_label(event: AuditEvent, names: dict[str, str], me) -> str:
     return f"{role} {event.actor[:8]}…" if len(event.actor) > 12 else f"{role} {event.actor}"
 
 
-def describe(event: AuditEvent, names: dict[str, str]) -> str:
+def describe(event: AuditEntry, names: dict[str, str]) -> str:
     """What happened, in one sentence of the reader's language."""
     d = event.detail or {}
     advisor = d.get("advisor_name") or names.get(d.get("advisor") or event.actor or "") \

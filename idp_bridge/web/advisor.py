@@ -3,7 +3,7 @@ tenants" with kind, since and expiry, leave a tenant, accept an invitation as a 
 and open a tenant in the application.
 
 Opening a tenant mints tenant-scoped tokens with the token exchange's policy
-(:meth:`AdvisorExchange.exchange`, for the configured ``app_client_id``) and hands them to the
+(:meth:`TokenService.open_tenant`, for the configured ``app_client_id``) and hands them to the
 configured ``app_url`` the way OAuth 2.0 Form Post Response Mode hands a response to a client:
 a page with a form that the browser POSTs to the application (submitted by our script, or by
 a button without JavaScript). Why this shape:
@@ -23,44 +23,31 @@ from urllib.parse import quote, urlsplit
 from flask import flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
-from ..domain.errors import DomainError, Forbidden, NotFound
-from ..storage.db import utcnow
-from ..storage.models import Tenant, UserGroup
+from ..domain.errors import DomainError, Forbidden
 from .errors import deny, explain, page_blueprint
-from .pages import advisor_required, services
+from .pages import advisor_required, services, use_cases
 from .rights import rights_table
 
 bp = page_blueprint("advisor", __name__, url_prefix="/advisor")
 TENANT_FIELD_MAX = 64
 
 
-def _my_tenants():
-    s = services()
-    with s.db.read() as session:
-        memberships = s.memberships.list_for_advisor(session, g.identity.subject, utcnow())
-        names = {m.tenant_id: (session.get(Tenant, m.tenant_id).name) for m in memberships}
-        groups = {m.group_id: session.get(UserGroup, m.group_id).name
-                  for m in memberships if m.group_id}
-    return [(m, names.get(m.tenant_id)) for m in memberships], groups
-
-
-def _my_invitations():
-    """Open invitations addressed to the signed-in advisor (by subject, or by a verified
-    e-mail address), with the tenant's and the group's names."""
-    s = services()
-    with s.db.read() as session:
-        return [(i, session.get(Tenant, i.tenant_id).name, session.get(UserGroup, i.group_id).name)
-                for i in s.guests.my_invitations(session, g.identity, utcnow())]
+def _advisors():
+    return use_cases().advisors
 
 
 def _render(status: int = 200, *, error: str | None = None, values: dict | None = None,
             invitation_error: str | None = None):
-    memberships, group_names = _my_tenants()
-    return render_template("web/advisor.html", memberships=memberships, group_names=group_names,
-                           invitations=_my_invitations(), invitation_error=invitation_error,
-                           error=error, values=values or {}, rights=rights_table(),
-                           can_open=bool(services().settings.app_url),
-                           reason_max=services().settings.reason_max_length), status
+    memberships = _advisors().my_memberships(g.identity)
+    invitations = _advisors().my_invitations(g.identity)
+    settings = services().settings
+    return render_template(
+        "web/advisor.html", memberships=[(m, m.tenant_name) for m in memberships],
+        group_names={m.group_id: m.group_name for m in memberships if m.group_id},
+        invitations=[(i, i.tenant_name, i.group_name) for i in invitations],
+        invitation_error=invitation_error, error=error, values=values or {},
+        rights=rights_table(), can_open=bool(settings.app_url),
+        reason_max=settings.reason_max_length), status
 
 
 @bp.get("")
@@ -72,7 +59,6 @@ def home():
 @bp.post("/join")
 @advisor_required
 def join():
-    s = services()
     tenant_id = request.form.get("tenant", "").strip()
     code = request.form.get("code", "")
     reason = request.form.get("reason", "")
@@ -81,17 +67,17 @@ def join():
         return _render(400, error=_("Please enter the tenant number and the access code."),
                        values=values)
     try:
-        s.tokens.redeem(identity=g.identity, tenant_id=tenant_id, access_code=code,
-                        reason=reason, via="web")
+        joined = services().tokens.redeem(identity=g.identity, tenant_id=tenant_id,
+                                          access_code=code, reason=reason, via="web")
     except Forbidden:
         raise  # a 403 page: a missing role or second factor is no typing error
-    except DomainError as exc:  # wrong code, unknown tenant, already a member: say so
-        status, message = explain(exc)
+    except DomainError as exc:
+        if exc.kind == "unavailable":
+            raise  # a 503 page: nothing the advisor typed is wrong
+        status, message = explain(exc)  # wrong code, unknown tenant, already a member: say so
         return _render(status, error=message, values=values)
-    with s.db.read() as session:
-        tenant = s.memberships.tenant(session, tenant_id)
-    flash(_("You now have access to tenant %(tenant)s (%(name)s).", tenant=tenant.id,
-            name=tenant.name), "success")
+    flash(_("You now have access to tenant %(tenant)s (%(name)s).", tenant=joined.tenant_id,
+            name=joined.tenant_name), "success")
     return redirect(url_for("advisor.home"), 303)
 
 
@@ -99,32 +85,23 @@ def join():
 @advisor_required
 def accept(invitation_id):
     """Accept an invitation as a guest user (``POST /api/me/invitations/<id>/accept``)."""
-    s = services()
     try:
-        with s.db.transaction() as session:
-            membership = s.guests.accept(session, invitation_id, g.identity, now=utcnow())
-            tenant = s.memberships.tenant(session, membership.tenant_id)
-            tenant_id, tenant_name = tenant.id, tenant.name
-            group_name = session.get(UserGroup, membership.group_id).name
+        membership = _advisors().accept(g.identity, invitation_id)
     except Forbidden:
         raise
     except DomainError as exc:  # withdrawn, expired, already a member: say so
         status, message = explain(exc)
         return _render(status, invitation_error=message)
     flash(_("You are now a guest user of tenant %(tenant)s (%(name)s) with the user group "
-            "%(group)s.", tenant=tenant_id, name=tenant_name, group=group_name), "success")
+            "%(group)s.", tenant=membership.tenant_id, name=membership.tenant_name,
+            group=membership.group_name), "success")
     return redirect(url_for("advisor.home"), 303)
 
 
 @bp.get("/tenants/<tenant_id>/leave")
 @advisor_required
 def leave_confirm(tenant_id):
-    s = services()
-    with s.db.read() as session:
-        membership = s.memberships.active(session, tenant_id, g.identity.subject)
-        if membership is None:
-            raise NotFound("you are not a member of this tenant")
-        tenant = s.memberships.tenant(session, tenant_id)
+    membership, tenant = _advisors().my_membership(g.identity, tenant_id)
     return render_template(
         "web/confirm.html", tenant=tenant, membership=membership,
         title=_("Leave tenant %(tenant)s (%(name)s)?", tenant=tenant_id, name=tenant.name),
@@ -137,13 +114,7 @@ def leave_confirm(tenant_id):
 @bp.post("/tenants/<tenant_id>/leave")
 @advisor_required
 def leave(tenant_id):
-    s = services()
-    with s.db.transaction() as session:
-        membership = s.memberships.active(session, tenant_id, g.identity.subject)
-        if membership is None:
-            raise NotFound("you are not a member of this tenant")
-        s.memberships.end(session, membership, by=g.identity.subject, actor_role="advisor",
-                          reason="left", now=utcnow())
+    _advisors().leave(g.identity, tenant_id)
     flash(_("You have left tenant %(tenant)s. Your access has ended.", tenant=tenant_id),
           "success")
     return redirect(url_for("advisor.home"), 303)
@@ -152,11 +123,13 @@ def leave(tenant_id):
 @bp.post("/tenants/<tenant_id>/open")
 @advisor_required
 def open_tenant(tenant_id):
-    s = services()
-    settings = s.settings
+    """Refusals are error pages by code: a guest whose user group has no permissions gets
+    ``no_permissions`` (403), an unreachable identity provider ``upstream_unavailable``
+    (503), as the token endpoint answers ``invalid_scope`` / 503."""
+    settings = services().settings
     if not settings.app_url:
         deny(_("No application is configured to open tenants in."), 404)
-    issued = s.tokens.open_tenant(identity=g.identity, tenant_id=tenant_id)
+    issued = services().tokens.open_tenant(identity=g.identity, tenant_id=tenant_id)
     target = settings.app_url.replace("{tenant}", quote(tenant_id, safe=""))
     parts = urlsplit(target)
     g.form_action_origin = f"{parts.scheme}://{parts.netloc}"

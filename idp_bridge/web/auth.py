@@ -24,7 +24,6 @@ from flask import Blueprint, current_app, g, redirect, request, session, url_for
 from flask_babel import gettext as _
 from requests import RequestException
 
-from ..storage.db import utcnow
 from ..upstream.identity import UpstreamIdentity
 from ..upstream.oidc import SubjectTokenError, UpstreamUnavailable, check_identity_claims
 
@@ -58,7 +57,6 @@ def init_app(app, settings) -> None:
                        **({"token_endpoint_auth_method": "none"}
                           if not settings.web_client_secret else {})},
     )
-    app.register_blueprint(bp)
 
 
 def _upstream():
@@ -136,10 +134,9 @@ def callback():
         "groups": sorted(roles.groups(probe)),
         "signed_in_at": int(time.time()),
     }
-    with services.db.transaction() as db_session:
-        session[SESSION_HANDLE] = services.web_sessions.start(
-            db_session, issuer=claims["iss"], subject=claims["sub"], upstream_sid=probe.session_id,
-            claims=user, id_token=token.get("id_token"), now=utcnow())
+    session[SESSION_HANDLE] = services.use_cases.web_sign_in.start(
+        issuer=claims["iss"], subject=claims["sub"], upstream_sid=probe.session_id,
+        claims=user, id_token=token.get("id_token"))
     return redirect(next_url)
 
 
@@ -185,9 +182,7 @@ def _end_web_session(reason: str) -> str | None:
     g.pop("web_identity", None)
     if not handle:
         return None
-    services = current_app.extensions["idp_bridge"]
-    with services.db.transaction() as db_session:
-        return services.web_sessions.end(db_session, handle, reason=reason, now=utcnow())
+    return current_app.extensions["idp_bridge"].use_cases.web_sign_in.end(handle, reason=reason)
 
 
 def current_identity() -> UpstreamIdentity | None:
@@ -204,9 +199,7 @@ def _load_identity() -> UpstreamIdentity | None:
     handle = session.get(SESSION_HANDLE)
     if not handle:
         return None
-    services = current_app.extensions["idp_bridge"]
-    with services.db.read() as db_session:
-        signed_in = services.web_sessions.find(db_session, handle, utcnow())
+    signed_in = current_app.extensions["idp_bridge"].use_cases.web_sign_in.find(handle)
     if signed_in is None:
         session.pop(SESSION_HANDLE, None)  # ended here or upstream, or expired
         return None

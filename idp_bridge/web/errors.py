@@ -1,20 +1,26 @@
-"""Error pages of the web pages, in the reader's language, and what a page says for each
-domain error (the domain speaks English for the API and logs)."""
+"""Error pages of the web pages, in the reader's language: the pages' one mapping of
+refusals to answers.
+
+A :class:`~idp_bridge.domain.errors.DomainError` is shown by its stable ``code`` (never by
+its English description, which is the API's and the logs'): :data:`PAGE_MESSAGES` holds a
+translated text per code, :data:`FIELD_MESSAGES` a more precise one where the free-text rule
+names the field; a code without an entry gets the generic text of its HTTP status. The
+status follows from the error's ``kind`` (:data:`idp_bridge.surfaces.STATUS`), as on the
+API. Whether a request gets a page at all is the blueprint's declaration
+(:mod:`idp_bridge.surfaces`).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, make_response, render_template, request
+from flask import Blueprint, current_app, make_response, render_template, request
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import default_exceptions
 
-from ..domain.errors import AccessCodeRejected, Conflict, DomainError, Forbidden, InvalidInput, NotFound
-from ..domain.text import UnsafeText
-
-#: Blueprints whose errors are shown as HTML pages.
-PAGE_BLUEPRINTS = frozenset({"pages", "auth", "tenant", "groups", "advisor", "support"})
-#: Page endpoints that answer JSON (polled by the pages' script).
-JSON_ENDPOINTS = frozenset({"tenant.status"})
+from .. import surfaces
+from ..domain.errors import DomainError
+from ..domain.text import unsafe_characters
+from ..notifications import MAX_RECIPIENTS
 
 
 def deny(message: str, status: int = 403):
@@ -24,97 +30,121 @@ def deny(message: str, status: int = 403):
     raise exc
 
 
-#: Domain messages (English, for the API) and what a page says instead.
-_DOMAIN_MESSAGES = (
-    ("the subject is not an advisor", _l("Only advisors can join a tenant.")),
-    ("multi-factor authentication is required",
-     _l("Please sign in again with a second factor (multi-factor authentication).")),
-    ("reason is longer than", _l("The reason is too long.")),
-    ("reason contains characters that are not allowed",
-     _l("The reason contains characters that are not allowed.")),
-    ("the advisor's account is", _l("Your account at the identity provider is not active.")),
-    ("access_code is malformed",
-     _l("An access code has 8 characters, like ABCD-EFGH. Please check your entry.")),
-    ("unknown tenant", _l("There is no tenant with this number.")),
-    ("you already have access to this tenant as",
-     _l("You already have access to this tenant as an advisor. It must end before you can join "
-        "as a guest user.")),
-    ("you already have access to this tenant", _l("You already have access to this tenant.")),
-    ("access_code is required", _l("You have no access to this tenant (any more).")),
-    ("too many wrong access codes",
-     _l("Too many wrong access codes. Please wait a few minutes and ask the tenant for the "
-        "current code.")),
-    ("access_code is wrong or has expired",
-     _l("The access code is wrong or no longer valid. Please ask the tenant for the current "
-        "code.")),
-    ("you are not a member of this tenant", _l("You have no access to this tenant.")),
-    ("no such membership in this tenant", _l("This advisor has no access to this tenant.")),
-    ("this membership has already ended", _l("This access has already ended.")),
-    ("this advisor is a guest of the tenant",
-     _l("This advisor is a guest user of the tenant. Remove the guest access first.")),
-    # user groups and guest invitations (idp_bridge/domain/guests.py)
-    ("a group name has", _l("A user group needs a name of 1 to 100 characters.")),
-    ("a user group of this name exists", _l("There already is a user group with this name.")),
-    ("unknown scope", _l("These permissions do not exist.")),
-    ("permissions must be", _l("These permissions do not exist.")),
-    ("no such user group in this tenant", _l("This user group does not exist (any more).")),
-    ("guests still use this user group",
-     _l("This user group cannot be deleted: guest users still have it, or open invitations "
-        "name it. Remove those guests or withdraw the invitations first.")),
-    ("invite by exactly one of subject or email",
-     _l("Please enter the advisor's user ID or the e-mail address (one of them, not both).")),
-    ("subject must be the advisor's subject",
-     _l("The user ID has 1 to 255 printable characters.")),
-    ("email is not an e-mail address", _l("This is not an e-mail address.")),
-    ("no such invitation in this tenant", _l("This invitation does not exist.")),
-    ("this invitation is no longer open",
-     _l("This invitation is no longer open: it was accepted, withdrawn or has expired.")),
-    ("no such invitation for you", _l("This invitation does not exist or is not meant for you.")),
-    ("this invitation was withdrawn", _l("This invitation was withdrawn by the tenant.")),
-    ("this invitation was already accepted", _l("You have already accepted this invitation.")),
-    ("this invitation has expired",
-     _l("This invitation has expired. Please ask the tenant for a new one.")),
-)
-#: Any free-text field refused by :func:`idp_bridge.domain.text.check_text`.
-UNSAFE_TEXT = _l("The entry contains characters that are not allowed (control characters or "
-                  "characters that change the writing direction).")
-_DOMAIN_STATUS = {InvalidInput: 400, AccessCodeRejected: 400, Forbidden: 403, NotFound: 404,
-                  Conflict: 409}
+def _tenant_admins_only(_exc) -> str:
+    # The tenant number comes from the address: named only when it looks like one (a link
+    # with control or bidirectional characters must not put its text on our page).
+    tenant_id = (request.view_args or {}).get("tenant_id")
+    if isinstance(tenant_id, str) and 0 < len(tenant_id) <= 64 and tenant_id.isprintable() \
+            and not unsafe_characters(tenant_id):
+        return _("Only administrators of tenant %(tenant)s may open this page.", tenant=tenant_id)
+    return str(STATUS_MESSAGES[403])
 
 
-def explain(exc: DomainError) -> tuple[int, str]:
-    """(status, translated message) for a domain error."""
-    if isinstance(exc, UnsafeText) and exc.field != "reason":
-        return 400, str(UNSAFE_TEXT)
-    for prefix, message in _DOMAIN_MESSAGES:
-        if exc.description.startswith(prefix):
-            return _DOMAIN_STATUS.get(type(exc), 400), str(message)
-    return _DOMAIN_STATUS.get(type(exc), 400), _("The request could not be carried out.")
+def _max_age_limit() -> int:
+    return current_app.extensions["idp_bridge"].settings.temporary_max_age_days
 
 
-def wants_page() -> bool:
-    """Whether an error of this request is shown as an HTML page (else JSON)."""
-    if request.endpoint in JSON_ENDPOINTS:
-        return False
-    if request.blueprint in PAGE_BLUEPRINTS:
-        return True
-    if request.blueprint is None:  # no route matched: a browser gets a page, unless the
-        # path lies under an API or protocol endpoint's first segment (/api/…, /token, …)
-        segment = request.path.lstrip("/").split("/", 1)[0]
-        if segment in _json_segments():
-            return False
-        return request.accept_mimetypes["text/html"] > request.accept_mimetypes["application/json"]
-    return False
-
-
-def _json_segments() -> frozenset:
-    extensions = current_app.extensions
-    if "idp_bridge.json_segments" not in extensions:
-        extensions["idp_bridge.json_segments"] = frozenset(
-            rule.rule.lstrip("/").split("/", 1)[0] for rule in current_app.url_map.iter_rules()
-            if rule.endpoint.partition(".")[0] not in PAGE_BLUEPRINTS | {"static"})
-    return extensions["idp_bridge.json_segments"]
-
+#: What a page says for each code (a lazy text, or a function of the error for texts with
+#: values). ``tests/test_error_codes.py`` fails for a code raised anywhere without an entry.
+PAGE_MESSAGES = {
+    # who may do what (idp_bridge/services/authorization.py)
+    "not_tenant_admin": _tenant_admins_only,
+    "not_advisor": _l("This page is for advisors. Your account has no advisor role."),
+    "not_support_admin": _l("This page is for support administrators."),
+    # joining with an access code, opening a tenant (domain/exchange.py, services/tokens.py)
+    "mfa_required": _l("Please sign in again with a second factor (multi-factor "
+                       "authentication)."),
+    "account_inactive": _l("Your account at the identity provider is not active."),
+    "upstream_session_ended": _l("Your sign-in at the identity provider has ended. Please sign "
+                                 "in again."),
+    "upstream_unavailable": _l("The identity provider cannot be reached. Please try again in "
+                               "a moment."),
+    "code_malformed": _l("An access code has 8 characters, like ABCD-EFGH. Please check your "
+                         "entry."),
+    "unknown_tenant": _l("There is no tenant with this number."),
+    "already_member": _l("You already have access to this tenant."),
+    "already_member_as_advisor": _l("You already have access to this tenant as an advisor. It "
+                                    "must end before you can join as a guest user."),
+    "not_member": _l("You have no access to this tenant (any more)."),
+    "code_rejected": _l("The access code is wrong or no longer valid. Please ask the tenant for "
+                        "the current code."),
+    "code_rate_limited": _l("Too many wrong access codes. Please wait a few minutes and ask the "
+                            "tenant for the current code."),
+    "concurrent_change": _l("Another request changed this access at the same moment. Please "
+                            "try again."),
+    "no_permissions": _l("Your user group in this tenant has no permissions, so there is "
+                         "nothing to open. Please ask the tenant's administrators."),
+    "scope_refused": _l("These rights are not available to you in this tenant."),
+    "unknown_scope": _l("These permissions do not exist."),
+    # refresh tokens and logout tokens (the token endpoint; a page never sends them)
+    "refresh_invalid": _l("This sign-in to the application is not valid. Please open the "
+                          "tenant again."),
+    "refresh_wrong_client": _l("This sign-in to the application is not valid. Please open the "
+                               "tenant again."),
+    "refresh_reused": _l("This sign-in to the application was used twice and has been ended "
+                         "for safety. Please open the tenant again."),
+    "refresh_expired": _l("This sign-in to the application has expired. Please open the "
+                          "tenant again."),
+    "family_revoked": _l("This sign-in to the application has been ended. Please open the "
+                         "tenant again."),
+    "membership_expired": _l("Your temporary access has expired. You need a new access code "
+                             "from the tenant."),
+    "logout_token_replayed": _l("This sign-out message was already received."),
+    # memberships (domain/memberships.py, services/)
+    "no_membership": _l("You have no access to this tenant."),
+    "unknown_membership": _l("This advisor has no access to this tenant."),
+    "membership_ended": _l("This access has already ended."),
+    "advisor_is_guest": _l("This advisor is a guest user of the tenant. Remove the guest "
+                           "access first."),
+    "not_permanent_advisor": _l("This advisor is not a permanent advisor of the tenant."),
+    "advisor_subject_invalid": _l("Please enter the tenant number and the advisor's user ID (1 "
+                                  "to 255 characters)."),
+    "name_invalid": _l("The name may have at most 255 characters."),
+    "max_age_out_of_range": lambda _exc: _(
+        "Please enter a whole number of days from 1 to %(limit)s.", limit=_max_age_limit()),
+    "notification_address_invalid": lambda exc: _(
+        "This is not an e-mail address: %(address)s", address=getattr(exc, "address", "")),
+    "too_many_recipients": lambda _exc: _("Please enter at most %(count)s addresses.",
+                                          count=MAX_RECIPIENTS),
+    "unknown_event": _l("Unknown event type."),
+    # the management API's request parsing (idp_bridge/api/; a page never sends these)
+    "body_not_object": _l("The request was not valid."),
+    "unknown_fields": _l("The request was not valid."),
+    "field_not_string": _l("The entry is not valid."),
+    "profile_immutable": _l("The advisor rights are fixed and cannot be changed."),
+    "limit_out_of_range": _l("The page address is not valid."),
+    "before_out_of_range": _l("The page address is not valid."),
+    # user groups and guest invitations (domain/guests.py)
+    "group_name_invalid": _l("A user group needs a name of 1 to 100 characters."),
+    "group_name_taken": _l("There already is a user group with this name."),
+    "permissions_invalid": _l("These permissions do not exist."),
+    "unknown_group": _l("This user group does not exist (any more)."),
+    "group_in_use": _l("This user group cannot be deleted: guest users still have it, or open "
+                       "invitations name it. Remove those guests or withdraw the invitations "
+                       "first."),
+    "invitee_ambiguous": _l("Please enter the advisor's user ID or the e-mail address (one of "
+                            "them, not both)."),
+    "invitee_subject_invalid": _l("The user ID has 1 to 255 printable characters."),
+    "invitee_email_invalid": _l("This is not an e-mail address."),
+    "unknown_invitation": _l("This invitation does not exist."),
+    "invitation_not_open": _l("This invitation is no longer open: it was accepted, withdrawn or "
+                              "has expired."),
+    "invitation_not_for_you": _l("This invitation does not exist or is not meant for you."),
+    "invitation_withdrawn": _l("This invitation was withdrawn by the tenant."),
+    "invitation_accepted": _l("You have already accepted this invitation."),
+    "invitation_expired": _l("This invitation has expired. Please ask the tenant for a new one."),
+    # free text (domain/text.py): see FIELD_MESSAGES for the reason
+    "unsafe_text": _l("The entry contains characters that are not allowed (control characters "
+                      "or characters that change the writing direction)."),
+    "text_too_long": _l("The entry is too long."),
+    "text_required": _l("Please fill in the required fields."),
+    "text_not_string": _l("The entry is not valid."),
+}
+#: More precise texts for a code about one free-text field (the error's ``field``).
+FIELD_MESSAGES = {
+    ("unsafe_text", "reason"): _l("The reason contains characters that are not allowed."),
+    ("text_too_long", "reason"): _l("The reason is too long."),
+}
 
 STATUS_MESSAGES = {
     400: _l("The request was not valid."),
@@ -127,6 +157,32 @@ STATUS_MESSAGES = {
     500: _l("Something went wrong on our side. Please try again later."),
     503: _l("The service is temporarily unavailable. Please try again in a moment."),
 }
+
+
+def explain(exc: DomainError) -> tuple[int, str]:
+    """(status, translated message) of a refusal: the status from its kind, the text from
+    its code (and field), else the generic text of the status."""
+    status = surfaces.STATUS.get(exc.kind, 400)
+    message = FIELD_MESSAGES.get((exc.code, getattr(exc, "field", None))) \
+        or PAGE_MESSAGES.get(exc.code)
+    if message is None:
+        return status, str(STATUS_MESSAGES.get(status, STATUS_MESSAGES[400]))
+    return status, message(exc) if callable(message) else str(message)
+
+
+def wants_page() -> bool:
+    """Whether an error of this request is shown as an HTML page (else JSON): the
+    declaration of its blueprint; a request that matched no route gets a page when it lies
+    outside the machine endpoints' paths and the client prefers HTML."""
+    app = current_app._get_current_object()
+    if surfaces.view_answers_json(app, request.endpoint):
+        return False
+    surface = surfaces.of_endpoint(app, request.endpoint)
+    if surface is not None:
+        return surface == surfaces.PAGE
+    if surfaces.of_path(app, request.path) == surfaces.MACHINE:
+        return False
+    return request.accept_mimetypes["text/html"] > request.accept_mimetypes["application/json"]
 
 
 def problem_page(status: int, exc: Exception | None = None, *, message: str | None = None):
@@ -150,17 +206,6 @@ def problem_page(status: int, exc: Exception | None = None, *, message: str | No
     return response
 
 
-def _domain_error(exc: DomainError):
-    if wants_page():
-        return problem_page(0, exc)
-    status, _message = explain(exc)
-    error = {403: "forbidden", 404: "not_found", 409: "conflict"}.get(status, "invalid_request")
-    return jsonify(error=error, error_description=exc.description), status
-
-
 def page_blueprint(name: str, import_name: str, **kwargs) -> Blueprint:
-    """A blueprint of pages: domain errors become error pages in the reader's language."""
-    blueprint = Blueprint(name, import_name, **kwargs)
-    blueprint.register_error_handler(DomainError, _domain_error)
-    return blueprint
-
+    """A blueprint of pages (``create_app`` registers it as ``surfaces.PAGE``)."""
+    return Blueprint(name, import_name, **kwargs)

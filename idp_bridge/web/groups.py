@@ -4,8 +4,8 @@ functional area; invite an advisor as a guest user with a group, list the open i
 withdraw one; see the guests with their group.
 
 The rules are the API's (``/api/tenants/<t>/groups`` and ``/invitations``): admins of this
-tenant only, and the same calls of :class:`~idp_bridge.domain.guests.Guests`, which validate
-names, permissions and invitees. The permission table sends ``area:read`` / ``area:write``;
+tenant only, and the same use cases (:class:`~idp_bridge.services.groups.Groups`), whose
+domain validates names, permissions and invitees. The permission table sends ``area:read`` / ``area:write``;
 ``write`` includes ``read`` (as the resource servers' guard reads it), so a checked ``write``
 is stored with its ``read``: the stored permissions then say what the tokens may do.
 """
@@ -21,12 +21,11 @@ from flask_babel import ngettext
 
 from scopes.catalog import AREAS
 
-from ..domain.errors import DomainError, Forbidden, NotFound
+from ..domain.errors import DomainError, Forbidden
 from ..domain.guests import INVITATION_DAYS
-from ..storage.db import utcnow
 from .errors import explain, page_blueprint
 from .i18n import current_language, when
-from .pages import services, tenant_admin_required
+from .pages import tenant_admin_required, use_cases
 from .rights import GROUP_NAMES
 
 bp = page_blueprint("groups", __name__, url_prefix="/tenants/<tenant_id>")
@@ -86,22 +85,19 @@ def _checked(permissions) -> set[str]:
     return granted | {f"{s.partition(':')[0]}:read" for s in granted if s.endswith(":write")}
 
 
+def _groups():
+    return use_cases().groups
+
+
 # --- the overview: groups, guests, invitations ---
 def _overview(tenant_id: str) -> dict:
-    s = services()
-    now = utcnow()
-    with s.db.read() as session:
-        tenant = s.memberships.tenant(session, tenant_id)
-        groups = s.guests.groups(session, tenant_id)
-        guests = [m for m in s.memberships.list_for_tenant(session, tenant_id, now)
-                  if m.kind == "guest"]
-        invitations = s.guests.invitations(session, tenant_id, now)
-    names = {group.id: group.name for group in groups}
-    used = {group.id: (sum(m.group_id == group.id for m in guests),
-                       sum(i.group_id == group.id for i in invitations)) for group in groups}
-    return {"tenant": tenant, "groups": groups, "guests": guests, "invitations": invitations,
-            "group_names": names, "used": used, "describe": describe_permissions,
-            "invitation_days": INVITATION_DAYS}
+    overview = _groups().overview(g.identity, tenant_id)
+    return {"tenant": overview.tenant, "groups": overview.groups, "guests": overview.guests,
+            "invitations": overview.invitations,
+            "group_names": {group.id: group.name for group in overview.groups},
+            "used": {group.id: (group.guests, group.pending_invitations)
+                     for group in overview.groups},
+            "describe": describe_permissions, "invitation_days": INVITATION_DAYS}
 
 
 def _render_overview(tenant_id: str, status: int = 200, *, invite_error: str | None = None,
@@ -120,26 +116,13 @@ def home(tenant_id):
 # --- create, edit ---
 def _render_form(tenant_id: str, *, group=None, status: int = 200, error: str | None = None,
                  name: str | None = None, permissions=None):
-    s = services()
-    with s.db.read() as session:
-        tenant = s.memberships.tenant(session, tenant_id)
+    tenant = use_cases().tenant_admin.tenant(g.identity, tenant_id)
     if group is not None:
-        name = group["name"] if name is None else name
-        permissions = group["permissions"] if permissions is None else permissions
+        name = group.name if name is None else name
+        permissions = group.permissions if permissions is None else permissions
     return render_template("web/tenant_group_form.html", tenant=tenant, group=group,
                            error=error, name=name or "", checked=_checked(permissions or ()),
                            table=permission_table()), status
-
-
-def _group_view(tenant_id: str, group_id: str) -> dict:
-    """What the edit form shows of a group (read before the form is rendered)."""
-    s = services()
-    with s.db.read() as session:
-        group = s.guests.group(session, tenant_id, group_id)
-        guests = sum(m.kind == "guest" and m.group_id == group.id
-                     for m in s.memberships.list_for_tenant(session, tenant_id, utcnow()))
-        return {"id": group.id, "name": group.name, "permissions": list(group.permissions),
-                "guests": guests}
 
 
 @bp.get("/groups/new")
@@ -151,51 +134,42 @@ def new(tenant_id):
 @bp.post("/groups")
 @tenant_admin_required
 def create(tenant_id):
-    s = services()
     name = request.form.get("name", "")
     permissions = permissions_from_form(request.form)
     try:
-        with s.db.transaction() as session:
-            s.memberships.tenant(session, tenant_id)
-            group = s.guests.create_group(session, tenant_id, name, permissions,
-                                          by=g.identity.subject, now=utcnow())
-            shown = group.name
+        group = _groups().create(g.identity, tenant_id, name, permissions)
     except Forbidden:
         raise
     except DomainError as exc:
         status, message = explain(exc)
         return _render_form(tenant_id, status=status, error=message, name=name[:FIELD_MAX],
                             permissions=permissions)
-    flash(_("User group %(name)s was created.", name=shown), "success")
+    flash(_("User group %(name)s was created.", name=group.name), "success")
     return redirect(url_for("groups.home", tenant_id=tenant_id), 303)
 
 
 @bp.get("/groups/<group_id>")
 @tenant_admin_required
 def edit(tenant_id, group_id):
-    return _render_form(tenant_id, group=_group_view(tenant_id, group_id))
+    return _render_form(tenant_id, group=_groups().group(g.identity, tenant_id, group_id))
 
 
 @bp.post("/groups/<group_id>")
 @tenant_admin_required
 def update(tenant_id, group_id):
-    s = services()
-    current = _group_view(tenant_id, group_id)  # 404 for a group not of this tenant
+    current = _groups().group(g.identity, tenant_id, group_id)  # 404: not of this tenant
     name = request.form.get("name", "")
     permissions = permissions_from_form(request.form)
     try:
-        with s.db.transaction() as session:
-            group, narrowed = s.guests.update_group(
-                session, tenant_id, group_id, name=name, permissions=permissions,
-                by=g.identity.subject, now=utcnow())
-            shown = group.name
+        group, narrowed = _groups().update(g.identity, tenant_id, group_id, name=name,
+                                           permissions=permissions)
     except Forbidden:
         raise
     except DomainError as exc:
         status, message = explain(exc)
         return _render_form(tenant_id, group=current, status=status, error=message,
                             name=name[:FIELD_MAX], permissions=permissions)
-    message = _("User group %(name)s was saved.", name=shown)
+    message = _("User group %(name)s was saved.", name=group.name)
     if narrowed:
         message += " " + ngettext(
             "%(num)s token family of its guests had wider rights and was narrowed: those "
@@ -210,25 +184,21 @@ def update(tenant_id, group_id):
 @bp.get("/groups/<group_id>/delete")
 @tenant_admin_required
 def delete_confirm(tenant_id, group_id):
-    s = services()
-    group = _group_view(tenant_id, group_id)
-    with s.db.read() as session:
-        tenant = s.memberships.tenant(session, tenant_id)
-        pending = sum(i.group_id == group_id
-                      for i in s.guests.invitations(session, tenant_id, utcnow()))
-    details = [(_("User group"), group["name"]),
-               (_("Permissions"), ", ".join(describe_permissions(group["permissions"]))
+    group = _groups().group(g.identity, tenant_id, group_id)
+    tenant = use_cases().tenant_admin.tenant(g.identity, tenant_id)
+    details = [(_("User group"), group.name),
+               (_("Permissions"), ", ".join(describe_permissions(group.permissions))
                 or _("none"))]
-    if group["guests"] or pending:
+    if group.guests or group.pending_invitations:
         explanation = _("Guest users still have this user group (%(guests)s) or open "
                         "invitations name it (%(invitations)s). It can only be deleted once "
                         "they are removed and the invitations withdrawn.",
-                        guests=group["guests"], invitations=pending)
+                        guests=group.guests, invitations=group.pending_invitations)
     else:
         explanation = _("The user group is deleted for good. No guest user has it.")
     return render_template(
         "web/confirm.html", tenant=tenant, membership=None, details=details,
-        title=_("Delete user group %(name)s?", name=group["name"]), explanation=explanation,
+        title=_("Delete user group %(name)s?", name=group.name), explanation=explanation,
         action=url_for("groups.delete", tenant_id=tenant_id, group_id=group_id),
         confirm_label=_("Delete user group"), back=url_for("groups.home", tenant_id=tenant_id),
         hidden={})
@@ -237,18 +207,16 @@ def delete_confirm(tenant_id, group_id):
 @bp.post("/groups/<group_id>/delete")
 @tenant_admin_required
 def delete(tenant_id, group_id):
-    s = services()
-    name = _group_view(tenant_id, group_id)["name"]
     try:
-        with s.db.transaction() as session:
-            s.guests.delete_group(session, tenant_id, group_id, by=g.identity.subject,
-                                  now=utcnow())
+        deleted = _groups().delete(g.identity, tenant_id, group_id)
     except Forbidden:
         raise
     except DomainError as exc:  # still in use: say so on the overview, change nothing
+        if exc.kind == "not_found":
+            raise  # 404: not a group of this tenant
         status, message = explain(exc)
         return _render_overview(tenant_id, status, group_error=message)
-    flash(_("User group %(name)s was deleted.", name=name), "success")
+    flash(_("User group %(name)s was deleted.", name=deleted.name), "success")
     return redirect(url_for("groups.home", tenant_id=tenant_id), 303)
 
 
@@ -256,19 +224,14 @@ def delete(tenant_id, group_id):
 @bp.post("/invitations")
 @tenant_admin_required
 def invite(tenant_id):
-    s = services()
     group_id = request.form.get("group", "")
     subject = request.form.get("subject", "").strip() or None
     email = request.form.get("email", "").strip() or None
     values = {"group": group_id[:64], "subject": (subject or "")[:FIELD_MAX],
               "email": (email or "")[:FIELD_MAX]}
     try:
-        with s.db.transaction() as session:
-            tenant = s.memberships.tenant(session, tenant_id)
-            invitation = s.guests.invite(session, tenant, group_id=group_id, subject=subject,
-                                         email=email, by=g.identity.subject, now=utcnow())
-            group_name = s.guests.group(session, tenant_id, invitation.group_id).name
-            expires_at = invitation.expires_at
+        invitation = _groups().invite(g.identity, tenant_id, group_id=group_id,
+                                      subject=subject, email=email)
     except Forbidden:
         raise
     except DomainError as exc:
@@ -276,33 +239,21 @@ def invite(tenant_id):
         return _render_overview(tenant_id, status, invite_error=message, values=values)
     flash(_("%(invitee)s is invited as a guest user with the user group %(group)s until "
             "%(until)s. The advisor accepts the invitation on the page “My tenants” after "
-            "signing in.", invitee=subject or email, group=group_name, until=when(expires_at)),
-          "success")
+            "signing in.", invitee=subject or email, group=invitation.group_name,
+            until=when(invitation.expires_at)), "success")
     return redirect(url_for("groups.home", tenant_id=tenant_id) + "#invitations", 303)
-
-
-def _open_invitation(session, tenant_id: str, invitation_id: str):
-    for invitation in services().guests.invitations(session, tenant_id, utcnow()):
-        if invitation.id == invitation_id:
-            return invitation
-    raise NotFound("no such invitation in this tenant")
 
 
 @bp.get("/invitations/<invitation_id>/withdraw")
 @tenant_admin_required
 def withdraw_confirm(tenant_id, invitation_id):
-    s = services()
-    with s.db.read() as session:
-        tenant = s.memberships.tenant(session, tenant_id)
-        invitation = _open_invitation(session, tenant_id, invitation_id)
-        invitee = invitation.invitee_subject or invitation.invitee_email
-        group_name = s.guests.group(session, tenant_id, invitation.group_id).name
-        expires_at = invitation.expires_at
+    tenant = use_cases().tenant_admin.tenant(g.identity, tenant_id)
+    invitation = _groups().invitation(g.identity, tenant_id, invitation_id)
     return render_template(
         "web/confirm.html", tenant=tenant, membership=None,
-        details=[(_("Invited"), invitee), (_("User group"), group_name),
-                 (_("Valid until"), when(expires_at))],
-        title=_("Withdraw the invitation for %(invitee)s?", invitee=invitee),
+        details=[(_("Invited"), invitation.invitee), (_("User group"), invitation.group_name),
+                 (_("Valid until"), when(invitation.expires_at))],
+        title=_("Withdraw the invitation for %(invitee)s?", invitee=invitation.invitee),
         explanation=_("The invitation can no longer be accepted. You can invite the advisor "
                       "again at any time."),
         action=url_for("groups.withdraw", tenant_id=tenant_id, invitation_id=invitation_id),
@@ -313,10 +264,6 @@ def withdraw_confirm(tenant_id, invitation_id):
 @bp.post("/invitations/<invitation_id>/withdraw")
 @tenant_admin_required
 def withdraw(tenant_id, invitation_id):
-    s = services()
-    with s.db.transaction() as session:
-        s.memberships.tenant(session, tenant_id)
-        s.guests.withdraw(session, tenant_id, invitation_id, by=g.identity.subject,
-                          now=utcnow())
+    _groups().withdraw(g.identity, tenant_id, invitation_id)
     flash(_("The invitation was withdrawn."), "success")
     return redirect(url_for("groups.home", tenant_id=tenant_id) + "#invitations", 303)

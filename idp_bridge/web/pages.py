@@ -1,10 +1,12 @@
 """The web pages' shell: wiring (Flask-Babel, blueprints, headers), the start page, the
 language switch, error pages, and the checks every page shares.
 
-Pages enforce exactly the rights of the management API (``idp_bridge/api/views.py``): the
-same :class:`RoleMapper` checks on the signed-in identity, the same domain calls. A page
-refuses a wrong role with 403 before it changes anything; every state-changing form is a
-POST carrying a CSRF token (Flask-WTF), else 400.
+Pages enforce exactly the rights of the management API: they call the same application
+services (:mod:`idp_bridge.services`), which authorise the signed-in identity with the same
+:class:`~idp_bridge.services.authorization.Authorizer`. A page refuses a wrong role with 403
+before it reads or changes anything (the role decorators below ask the same authorizer
+first, so a page shows nothing of a tenant to others); every state-changing form is a POST
+carrying a CSRF token (Flask-WTF), else 400.
 """
 
 from __future__ import annotations
@@ -14,26 +16,29 @@ from urllib.parse import urlsplit
 
 from flask import current_app, g, redirect, render_template, request
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 
+from .. import surfaces
 from .auth import current_identity, login_required, safe_next
-from ..domain.text import unsafe_characters
-from .errors import (PAGE_BLUEPRINTS, STATUS_MESSAGES, deny, page_blueprint, problem_page,
-                     wants_page)
+from .errors import deny, page_blueprint, problem_page, wants_page
 from .i18n import LANGUAGES, init_babel, lang_cookie_name
 
-__all__ = ["init_app", "html_security_headers", "wants_page", "problem_page", "deny"]
+__all__ = ["blueprints", "init_app", "html_security_headers", "wants_page", "problem_page",
+           "deny"]
 
 bp = page_blueprint("pages", __name__, template_folder="templates", static_folder="static",
                     static_url_path="/static/web")
 
 
-def init_app(app, settings) -> None:
+def blueprints() -> tuple:
+    """The pages' blueprints (``create_app`` registers them as ``surfaces.PAGE``)."""
     from . import advisor, groups, support, tenant
+    from .auth import bp as auth_bp
 
+    return (bp, auth_bp, tenant.bp, groups.bp, advisor.bp, support.bp)
+
+
+def init_app(app, settings) -> None:
     init_babel(app, settings)
-    for blueprint in (bp, tenant.bp, groups.bp, advisor.bp, support.bp):
-        app.register_blueprint(blueprint)
     app.after_request(html_security_headers)
     app.context_processor(_page_context)
 
@@ -42,8 +47,13 @@ def services():
     return current_app.extensions["idp_bridge"]
 
 
+def use_cases():
+    return current_app.extensions["idp_bridge"].use_cases
+
+
 def _page_context() -> dict:
-    identity = current_identity() if request.blueprint in PAGE_BLUEPRINTS else None
+    identity = current_identity() if surfaces.of_endpoint(
+        current_app._get_current_object(), request.endpoint) == surfaces.PAGE else None
     return {"identity": identity, "nav": navigation(identity) if identity else [],
             "language_return": _language_return()}
 
@@ -59,28 +69,15 @@ def _language_return() -> str:
     return "/"
 
 
-def admin_tenants(identity) -> list[str]:
-    """Tenants whose admin group the identity is in (from the configured group pattern)."""
-    pattern = services().settings.tenant_admin_group
-    prefix, _sep, suffix = pattern.partition("{tenant}")
-    found = []
-    for group in sorted(services().roles.groups(identity)):
-        if group.startswith(prefix) and group.endswith(suffix) and len(group) > len(prefix + suffix):
-            tenant_id = group[len(prefix):len(group) - len(suffix)]
-            if "/" not in tenant_id and services().roles.check_tenant_admin(identity, tenant_id):
-                found.append(tenant_id)
-    return found
-
-
 def navigation(identity) -> list[tuple[str, str]]:
     """(label, path) of the pages this identity may open."""
-    roles = services().roles
+    authorize = use_cases().authorize
     items = []
-    for tenant_id in admin_tenants(identity):
+    for tenant_id in authorize.administered_tenants(identity):
         items.append((_("Help page %(tenant)s", tenant=tenant_id), f"/tenants/{tenant_id}/help"))
-    if roles.check_advisor(identity):
+    if authorize.is_advisor(identity):
         items.append((_("My tenants"), "/advisor"))
-    if roles.check_support_admin(identity):
+    if authorize.is_support_admin(identity):
         items.append((_("Support"), "/support"))
     return items
 
@@ -89,21 +86,11 @@ def navigation(identity) -> list[tuple[str, str]]:
 @bp.get("/")
 def index():
     identity = current_identity()
-    tenants = []
-    if identity is not None:
-        from sqlalchemy import select
-
-        from ..storage.models import Tenant
-
-        ids = admin_tenants(identity)
-        with services().db.read() as session:
-            names = dict(session.execute(select(Tenant.id, Tenant.name)
-                                         .where(Tenant.id.in_(ids))).all()) if ids else {}
-        tenants = [(t, names.get(t)) for t in ids]
-    return render_template("web/index.html", tenants=tenants,
-                           is_advisor=identity is not None and services().roles.check_advisor(identity),
-                           is_support=identity is not None
-                           and services().roles.check_support_admin(identity))
+    authorize = use_cases().authorize
+    return render_template("web/index.html",
+                           tenants=use_cases().tenant_admin.tenant_names(identity),
+                           is_advisor=authorize.is_advisor(identity),
+                           is_support=authorize.is_support_admin(identity))
 
 
 @bp.post("/language")
@@ -120,15 +107,15 @@ def language():
 
 
 # --- shared checks ---
-def role_required(check, message):
-    """``login_required`` plus a role check (``check(roles, identity, **view_args)``)."""
+def role_required(check):
+    """``login_required`` plus the services' authorization ``check(authorize, identity,
+    **view_args)``, which raises a ``Forbidden`` shown as the page of its code."""
 
     def decorator(view):
         @wraps(view)
         @login_required
         def wrapper(*args, **kwargs):
-            if not check(services().roles, g.identity, **kwargs):
-                deny(message(**kwargs) if callable(message) else str(message))
+            check(use_cases().authorize, g.identity, **kwargs)
             return view(*args, **kwargs)
 
         return wrapper
@@ -136,23 +123,11 @@ def role_required(check, message):
     return decorator
 
 
-def _refusal_for_tenant(tenant_id: str, **_kw) -> str:
-    # The tenant number comes from the address: named only when it looks like one (a link
-    # with control or bidirectional characters must not put its text on our page).
-    if 0 < len(tenant_id) <= 64 and tenant_id.isprintable() and not unsafe_characters(tenant_id):
-        return _("Only administrators of tenant %(tenant)s may open this page.", tenant=tenant_id)
-    return str(STATUS_MESSAGES[403])
-
-
 tenant_admin_required = role_required(
-    lambda roles, identity, tenant_id, **_kw: roles.check_tenant_admin(identity, tenant_id),
-    _refusal_for_tenant)
-advisor_required = role_required(
-    lambda roles, identity, **_kw: roles.check_advisor(identity),
-    _l("This page is for advisors. Your account has no advisor role."))
+    lambda authorize, identity, tenant_id, **_kw: authorize.tenant_admin(identity, tenant_id))
+advisor_required = role_required(lambda authorize, identity, **_kw: authorize.advisor(identity))
 support_admin_required = role_required(
-    lambda roles, identity, **_kw: roles.check_support_admin(identity),
-    _l("This page is for support administrators."))
+    lambda authorize, identity, **_kw: authorize.support_admin(identity))
 
 
 def html_security_headers(response):

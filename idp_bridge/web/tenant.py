@@ -12,60 +12,43 @@ from flask import (Response, flash, g, jsonify, redirect, render_template, reque
 from flask_babel import gettext as _
 from flask_babel import ngettext
 
-from ..domain.errors import InvalidInput
+from .. import surfaces
+from ..domain.errors import DomainError, Forbidden
+from ..notifications import MAX_RECIPIENTS
 from ..request_guard import parse_int
-from ..notifications import MAX_RECIPIENTS, parse_addresses
+from ..services.tenant_admin import LogQuery
 from ..storage.db import utcnow
-from ..storage.models import AccessCodeState
 from . import access_log
 from .auth import current_identity
-from .errors import deny, page_blueprint
+from .errors import deny, explain, page_blueprint
 from .i18n import current_language
-from .pages import services, tenant_admin_required
+from .pages import services, tenant_admin_required, use_cases
 from .rights import rights_table
 
 bp = page_blueprint("tenant", __name__, url_prefix="/tenants/<tenant_id>")
 RETURN_PAGES = {"help": "tenant.help", "users": "tenant.users", "groups": "groups.home"}
 
 
-def current_code(tenant_id: str, now):
-    """The tenant's current access code; a read transaction unless the tenant has no code
-    state yet (the help page is polled: no write lock every few seconds)."""
-    s = services()
-    with s.db.read() as session:
-        s.memberships.tenant(session, tenant_id)
-        if session.get(AccessCodeState, tenant_id) is not None:
-            return s.codes.current(session, tenant_id, now)
-    with s.db.transaction() as session:
-        return s.codes.current(session, tenant_id, now)
+def _admin():
+    return use_cases().tenant_admin
 
 
 def _live_state(tenant_id: str) -> dict:
     """What the help page shows and refreshes: the code and the advisors."""
-    s = services()
-    now = utcnow()
-    code = current_code(tenant_id, now)
-    with s.db.read() as session:
-        tenant = s.memberships.tenant(session, tenant_id)
-        members = s.memberships.list_for_tenant(session, tenant_id, now)
-        group_names = _group_names(session, tenant_id)
-        limit = s.settings.temporary_max_age_days
-        max_age_days = tenant.temporary_max_age_days or limit
+    state = _admin().help_state(g.identity, tenant_id)
+    members, code = state.members, state.code
+    group_names = {m.group_id: m.group_name for m in members if m.group_id}
     fingerprint = hashlib.sha256("|".join(
         [code.code] + [f"{m.id}/{m.kind}/{m.last_token_at}/{m.expires_at}/"
-                       f"{group_names.get(m.group_id, '')}" for m in members]
+                       f"{m.group_name or ''}" for m in members]
     ).encode()).hexdigest()[:16]
-    return {"tenant": tenant, "code": code, "now": now,
+    return {"tenant": state.tenant, "code": code, "now": state.now,
             "temporary": [m for m in members if m.kind == "temporary"],
             "permanent": [m for m in members if m.kind == "permanent"],
             "guests": [m for m in members if m.kind == "guest"], "group_names": group_names,
             "members": members, "fingerprint": fingerprint,
-            "max_age_days": max_age_days, "max_age_limit": limit}
-
-
-def _group_names(session, tenant_id: str) -> dict[str, str]:
-    """The tenant's user groups by id: guests are shown with their group's name."""
-    return {group.id: group.name for group in services().guests.groups(session, tenant_id)}
+            "max_age_days": state.tenant.temporary_max_age_days,
+            "max_age_limit": state.tenant.temporary_max_age_days_limit}
 
 
 def _render_help(tenant_id: str, *, errors: dict | None = None, status: int = 200,
@@ -84,15 +67,16 @@ def help_page(tenant_id):
 
 
 @bp.get("/status.json")
+@surfaces.answers_json
 def status(tenant_id):
     """What the help page's script polls: the code, its expiry, the advisor lists."""
-    identity = current_identity()
-    if identity is None:
+    g.identity = current_identity()
+    if g.identity is None:
         return jsonify(error="login_required"), 401
-    if not services().roles.check_tenant_admin(identity, tenant_id):
+    try:
+        state = _live_state(tenant_id)
+    except Forbidden:
         return jsonify(error="forbidden"), 403
-    g.identity = identity
-    state = _live_state(tenant_id)
     code = state["code"]
     return jsonify(
         code=code.display, expires_at=int(code.expires_at.timestamp()),
@@ -105,13 +89,10 @@ def status(tenant_id):
 @bp.get("/users")
 @tenant_admin_required
 def users(tenant_id):
-    s = services()
-    with s.db.read() as session:
-        tenant = s.memberships.tenant(session, tenant_id)
-        members = s.memberships.list_for_tenant(session, tenant_id, utcnow())
-        group_names = _group_names(session, tenant_id)
+    tenant = _admin().tenant(g.identity, tenant_id)
+    members = _admin().memberships_of(g.identity, tenant_id)
     return render_template("web/tenant_users.html", tenant=tenant, members=members,
-                           group_names=group_names)
+                           group_names={m.group_id: m.group_name for m in members if m.group_id})
 
 
 def _back(tenant_id: str) -> str:
@@ -121,17 +102,14 @@ def _back(tenant_id: str) -> str:
 @bp.get("/advisors/<membership_id>/remove")
 @tenant_admin_required
 def remove_confirm(tenant_id, membership_id):
-    s = services()
-    with s.db.read() as session:
-        tenant = s.memberships.tenant(session, tenant_id)
-        membership = s.memberships.get_for_tenant(session, tenant_id, membership_id)
-        group_names = _group_names(session, tenant_id)
-    details = [(_("User group"), group_names.get(membership.group_id, "–"))] \
+    tenant = _admin().tenant(g.identity, tenant_id)
+    membership = _admin().membership(g.identity, tenant_id, membership_id)
+    details = [(_("User group"), membership.group_name or "–")] \
         if membership.kind == "guest" else []
     return render_template(
         "web/confirm.html", tenant=tenant, membership=membership, details=details,
-        title=_("Remove %(name)s from tenant %(tenant)s?",
-                name=membership.advisor_name or membership.advisor_subject, tenant=tenant_id),
+        title=_("Remove %(name)s from tenant %(tenant)s?", name=membership.shown_name,
+                tenant=tenant_id),
         explanation=_("The guest user loses access at once: every token issued under this "
                       "access stops working, everywhere. To come back, the advisor needs a new "
                       "invitation.") if membership.kind == "guest" else
@@ -146,14 +124,9 @@ def remove_confirm(tenant_id, membership_id):
 @bp.post("/advisors/<membership_id>/remove")
 @tenant_admin_required
 def remove(tenant_id, membership_id):
-    s = services()
-    with s.db.transaction() as session:
-        membership = s.memberships.get_for_tenant(session, tenant_id, membership_id)
-        name = membership.advisor_name or membership.advisor_subject
-        s.memberships.end(session, membership, by=g.identity.subject, actor_role="tenant_admin",
-                          reason="removed_by_tenant", now=utcnow())
+    removed = _admin().remove(g.identity, tenant_id, membership_id)
     flash(_("%(name)s was removed from tenant %(tenant)s. All tokens of this access are "
-            "invalid.", name=name, tenant=tenant_id), "success")
+            "invalid.", name=removed.shown_name, tenant=tenant_id), "success")
     return redirect(_back(tenant_id), 303)
 
 
@@ -161,20 +134,18 @@ def remove(tenant_id, membership_id):
 @bp.post("/settings/max-age")
 @tenant_admin_required
 def set_max_age(tenant_id):
-    """Same rule as ``PATCH /api/tenants/<t>`` (:meth:`Memberships.set_temporary_max_age`):
-    1 to the configured maximum (a tenant may only shorten it); a shorter maximum applies to
-    the temporary advisors already in the tenant."""
-    s = services()
+    """Same rule as ``PATCH /api/tenants/<t>`` (:meth:`TenantAdmin.set_max_age`): 1 to the
+    configured maximum (a tenant may only shorten it); a shorter maximum applies to the
+    temporary advisors already in the tenant."""
     raw = request.form.get("temporary_max_age_days", "").strip()
-    days = parse_int(raw)  # None: refused below with the form's message
+    days = parse_int(raw)  # None: refused by the service with the form's message
     try:
-        with s.db.transaction() as session:
-            tenant = s.memberships.tenant(session, tenant_id)
-            ended = s.memberships.set_temporary_max_age(session, tenant, days, utcnow())
-    except InvalidInput:
-        return _render_help(tenant_id, status=400, values={"max_age": raw}, errors={
-            "max_age": _("Please enter a whole number of days from 1 to %(limit)s.",
-                         limit=s.settings.temporary_max_age_days)})
+        _tenant, ended = _admin().set_max_age(g.identity, tenant_id, days)
+    except Forbidden:
+        raise
+    except DomainError as exc:
+        return _render_help(tenant_id, status=explain(exc)[0], values={"max_age": raw},
+                            errors={"max_age": explain(exc)[1]})
     message = _("Temporary access now lasts at most %(days)s days.", days=days)
     if ended:
         message += " " + ngettext("%(num)s temporary access ended because it was older.",
@@ -187,21 +158,15 @@ def set_max_age(tenant_id):
 @bp.post("/settings/notifications")
 @tenant_admin_required
 def set_notifications(tenant_id):
-    s = services()
     raw = request.form.get("notification_emails", "")
     try:
-        addresses = parse_addresses(raw) if len(raw) <= 1000 else None
-        if addresses is None:
-            raise OverflowError
-    except ValueError as exc:
-        return _render_help(tenant_id, status=400, values={"emails": raw}, errors={
-            "emails": _("This is not an e-mail address: %(address)s", address=str(exc))})
-    except OverflowError:
-        return _render_help(tenant_id, status=400, values={"emails": raw}, errors={
-            "emails": _("Please enter at most %(count)s addresses.", count=MAX_RECIPIENTS)})
-    with s.db.transaction() as session:
-        tenant = s.memberships.tenant(session, tenant_id)
-        tenant.notification_emails = ", ".join(addresses) or None
+        addresses = _admin().set_notification_emails(g.identity, tenant_id, raw)
+    except Forbidden:
+        raise
+    except DomainError as exc:
+        status, message = explain(exc)
+        return _render_help(tenant_id, status=status, values={"emails": raw},
+                            errors={"emails": message})
     flash(_("Notifications go to: %(addresses)s", addresses=", ".join(addresses))
           if addresses else _("No e-mail notifications will be sent."), "success")
     return redirect(url_for("tenant.help", tenant_id=tenant_id) + "#notifications", 303)
@@ -209,13 +174,10 @@ def set_notifications(tenant_id):
 
 # --- access log ---
 def _log_events(tenant_id: str, filters, *, before_id=None, limit=None):
-    s = services()
-    with s.db.read() as session:
-        tenant = s.memberships.tenant(session, tenant_id)
-        events = access_log.query(session, tenant_id, filters, s.settings.web_timezone,
-                                  before_id=before_id, limit=limit or access_log.PAGE_SIZE)
-        names = access_log.known_names(session, tenant_id)
-    return tenant, events, names
+    return _admin().access_log(g.identity, tenant_id, LogQuery(
+        events=access_log.CATEGORIES.get(filters.category), advisor=filters.advisor,
+        since=filters.since, until=filters.until, before_id=before_id,
+        limit=limit or access_log.PAGE_SIZE))
 
 
 @bp.get("/log")

@@ -1,0 +1,73 @@
+"""The application services: one method per use case, between the entry points and the
+domain.
+
+Entry points — the management API (``idp_bridge/api/``), the web pages (``idp_bridge/web/``),
+the token endpoint (``idp_bridge/oauth/``) and the CLI — parse a request, call one method
+here and render its result; they open no transaction and query nothing. A method
+
+1. authorises its caller (:class:`~idp_bridge.services.authorization.Authorizer`: the
+   :class:`~idp_bridge.upstream.identity.RoleMapper` checks on the caller's
+   :class:`~idp_bridge.upstream.identity.UpstreamIdentity`),
+2. opens the unit of work (``db.transaction()`` / ``db.read()``),
+3. lets the domain decide and record, and
+4. returns plain values (:mod:`idp_bridge.services.values`) or raises a
+   :class:`~idp_bridge.domain.errors.DomainError` with a stable ``code``.
+
+Nothing here imports Flask (``tests/test_layering.py``).
+
+=====================  ==========================================================
+module                 use cases
+=====================  ==========================================================
+``tenant_admin``       tenant, max age, notification e-mails, access code, help page
+                       state, memberships, remove, audit events, access log
+``callers``            the API's caller from its bearer token
+``advisors``           my memberships, leave, my invitations, accept
+``support``            permanent advisors: list, assign, remove; support page lists
+``groups``             user groups CRUD, invitations: list, invite, withdraw
+``web_sign_in``        the pages' server-side sessions: start, find, end
+``tokens``             exchange, refresh, redeem (join), open tenant, RFC 7009,
+                       back-channel logout
+=====================  ==========================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .advisors import Advisors
+from .authorization import Authorizer
+from .callers import Callers
+from .groups import Groups
+from .support import Support
+from .tenant_admin import TenantAdmin
+from .web_sign_in import WebSignIn
+
+__all__ = ["Advisors", "Authorizer", "Callers", "Groups", "Support", "TenantAdmin", "UseCases",
+           "WebSignIn", "build_use_cases"]
+
+
+@dataclass(frozen=True)
+class UseCases:
+    """The management use cases of one app (the token use cases are ``TokenService``)."""
+
+    authorize: Authorizer
+    callers: Callers
+    tenant_admin: TenantAdmin
+    advisors: Advisors
+    support: Support
+    groups: Groups
+    web_sign_in: WebSignIn
+
+
+def build_use_cases(*, db, roles, validator, session_has_ended, memberships, codes, guests,
+                    web_sessions, tenant_admin_group: str, timezone: str) -> UseCases:
+    authorize = Authorizer(roles, tenant_admin_group=tenant_admin_group)
+    common = {"db": db, "authorize": authorize, "memberships": memberships}
+    return UseCases(
+        authorize=authorize,
+        callers=Callers(db=db, validator=validator, session_has_ended=session_has_ended),
+        tenant_admin=TenantAdmin(**common, codes=codes, guests=guests, timezone=timezone),
+        advisors=Advisors(**common, guests=guests),
+        support=Support(**common),
+        groups=Groups(**common, guests=guests),
+        web_sign_in=WebSignIn(db=db, web_sessions=web_sessions))

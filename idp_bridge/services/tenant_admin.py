@@ -1,0 +1,234 @@
+"""Use cases of a tenant's admins: the tenant and its settings, the access code, the
+advisors (list, remove), the audit events and the access log (DESIGN.md sections 1, 7, 8).
+
+Every method authorises the caller as an admin of ``tenant_id`` first, then reads or changes
+in one unit of work, and returns plain values (:mod:`idp_bridge.services.values`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import String, cast, or_, select
+
+from ..domain import audit
+from ..domain.access_codes import CurrentCode
+from ..domain.errors import InvalidInput
+from ..notifications import MAX_RECIPIENTS, parse_addresses
+from ..storage.db import utcnow
+from ..storage.models import AccessCodeState, AuditEvent, Membership, Tenant
+from .values import AuditEntry, MembershipInfo, TenantInfo
+
+
+class AddressRefused(InvalidInput):
+    """A notification address that is not an e-mail address; ``address`` is the entry (the
+    tenant admin's own input, shown back on the form that holds it)."""
+
+    code = "notification_address_invalid"
+
+    def __init__(self, address: str):
+        super().__init__("notification_emails holds an entry that is not an e-mail address")
+        self.address = address
+
+
+@dataclass(frozen=True)
+class HelpState:
+    """What the help page shows and refreshes: the tenant, its current code, its advisors."""
+
+    tenant: TenantInfo
+    code: CurrentCode
+    now: datetime
+    members: list[MembershipInfo]
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """Filters of the access log: audit event names, an advisor (name or subject, as
+    typed), a first and last day (in ``zone``), and the page (events older than
+    ``before_id``)."""
+
+    events: tuple[str, ...] | None = None
+    advisor: str | None = None
+    since: date | None = None
+    until: date | None = None
+    before_id: int | None = None
+    limit: int = 50
+
+
+class TenantAdmin:
+    def __init__(self, *, db, authorize, memberships, codes, guests, timezone: str):
+        self.db = db
+        self.authorize = authorize
+        self.memberships = memberships
+        self.codes = codes
+        self.guests = guests
+        self.timezone = timezone
+
+    @property
+    def max_age_limit(self) -> int:
+        return self.memberships.default_max_age_days
+
+    # --- the tenant ---
+    def tenant(self, caller, tenant_id: str) -> TenantInfo:
+        self.authorize.tenant_admin(caller, tenant_id)
+        with self.db.read() as session:
+            return TenantInfo.of(self.memberships.tenant(session, tenant_id), self.max_age_limit)
+
+    def tenant_names(self, caller) -> list[tuple[str, str | None]]:
+        """(id, name) of the tenants the caller administers (names of existing ones)."""
+        ids = self.authorize.administered_tenants(caller)
+        if not ids:
+            return []
+        with self.db.read() as session:
+            names = dict(session.execute(select(Tenant.id, Tenant.name)
+                                         .where(Tenant.id.in_(ids))).all())
+        return [(t, names.get(t)) for t in ids]
+
+    def set_max_age(self, caller, tenant_id: str, days) -> tuple[TenantInfo, int]:
+        """Shorten the maximum age of temporary access (1 to the configured maximum,
+        ``max_age_out_of_range`` else); returns the tenant and how many temporary
+        memberships ended because they are older."""
+        self.authorize.tenant_admin(caller, tenant_id)
+        with self.db.transaction() as session:
+            tenant = self.memberships.tenant(session, tenant_id)
+            ended = self.memberships.set_temporary_max_age(session, tenant, days, utcnow())
+            return TenantInfo.of(tenant, self.max_age_limit), ended
+
+    def set_notification_emails(self, caller, tenant_id: str, text: str | None) -> list[str]:
+        """Where the tenant's notifications go: addresses as entered (comma, semicolon,
+        space or line separated), at most :data:`MAX_RECIPIENTS`; returns them."""
+        self.authorize.tenant_admin(caller, tenant_id)
+        text = text or ""
+        if len(text) > 1000:
+            raise InvalidInput("notification_emails is too long", code="too_many_recipients")
+        try:
+            addresses = parse_addresses(text)
+        except OverflowError:
+            raise InvalidInput(f"notification_emails holds more than {MAX_RECIPIENTS} addresses",
+                               code="too_many_recipients") from None
+        except ValueError as exc:
+            raise AddressRefused(str(exc)) from None
+        with self.db.transaction() as session:
+            tenant = self.memberships.tenant(session, tenant_id)
+            tenant.notification_emails = ", ".join(addresses) or None
+        return addresses
+
+    # --- the access code ---
+    def access_code(self, caller, tenant_id: str) -> CurrentCode:
+        """The tenant's current access code. A read unless the tenant has no code state
+        yet: the help page polls it, and must not take a write lock every few seconds."""
+        self.authorize.tenant_admin(caller, tenant_id)
+        return self._current_code(tenant_id, utcnow())
+
+    def _current_code(self, tenant_id: str, now: datetime) -> CurrentCode:
+        with self.db.read() as session:
+            self.memberships.tenant(session, tenant_id)
+            if session.get(AccessCodeState, tenant_id) is not None:
+                return self.codes.current(session, tenant_id, now)
+        with self.db.transaction() as session:
+            return self.codes.current(session, tenant_id, now)
+
+    def help_state(self, caller, tenant_id: str) -> HelpState:
+        self.authorize.tenant_admin(caller, tenant_id)
+        now = utcnow()
+        code = self._current_code(tenant_id, now)
+        with self.db.read() as session:
+            tenant = self.memberships.tenant(session, tenant_id)
+            members = self._members(session, tenant_id, now)
+            return HelpState(TenantInfo.of(tenant, self.max_age_limit), code, now, members)
+
+    # --- advisors ---
+    def memberships_of(self, caller, tenant_id: str) -> list[MembershipInfo]:
+        """The tenant's live memberships (not ended, not past their maximum age), oldest
+        first, guests with their group's name."""
+        self.authorize.tenant_admin(caller, tenant_id)
+        with self.db.read() as session:
+            self.memberships.tenant(session, tenant_id)
+            return self._members(session, tenant_id, utcnow())
+
+    def membership(self, caller, tenant_id: str, membership_id: str) -> MembershipInfo:
+        """One live membership of the tenant (``unknown_membership``, ``membership_ended``)."""
+        self.authorize.tenant_admin(caller, tenant_id)
+        with self.db.read() as session:
+            self.memberships.tenant(session, tenant_id)
+            m = self.memberships.get_for_tenant(session, tenant_id, membership_id)
+            return MembershipInfo.of(m, group_name=self._group_names(session, tenant_id)
+                                     .get(m.group_id))
+
+    def remove(self, caller, tenant_id: str, membership_id: str) -> MembershipInfo:
+        """End a membership of the tenant: its grant and every token of it are revoked at
+        once (``removed_by_tenant``). Returns what it was."""
+        self.authorize.tenant_admin(caller, tenant_id)
+        with self.db.transaction() as session:
+            m = self.memberships.get_for_tenant(session, tenant_id, membership_id)
+            removed = MembershipInfo.of(m)
+            self.memberships.end(session, m, by=caller.subject, actor_role="tenant_admin",
+                                 reason="removed_by_tenant", now=utcnow())
+        return removed
+
+    def _members(self, session, tenant_id: str, now) -> list[MembershipInfo]:
+        names = self._group_names(session, tenant_id)
+        return [MembershipInfo.of(m, group_name=names.get(m.group_id))
+                for m in self.memberships.list_for_tenant(session, tenant_id, now)]
+
+    def _group_names(self, session, tenant_id: str) -> dict[str, str]:
+        return {group.id: group.name for group in self.guests.groups(session, tenant_id)}
+
+    # --- audit ---
+    def audit_events(self, caller, tenant_id: str, *, before_id: int | None = None,
+                     limit: int = 50, event: str | None = None) -> list[AuditEntry]:
+        """The tenant's audit events, newest first (``unknown_event`` for an event name
+        that is not one of :data:`idp_bridge.domain.audit.EVENTS`)."""
+        self.authorize.tenant_admin(caller, tenant_id)
+        if event is not None and event not in audit.EVENTS:
+            raise InvalidInput(f"unknown event; known: {', '.join(audit.EVENTS)}",
+                               code="unknown_event")
+        with self.db.read() as session:
+            self.memberships.tenant(session, tenant_id)
+            return [AuditEntry.of(r) for r in audit.query_events(
+                session, tenant_id, before_id=before_id, limit=limit, event=event)]
+
+    def access_log(self, caller, tenant_id: str,
+                   query: LogQuery) -> tuple[TenantInfo, list[AuditEntry], dict[str, str]]:
+        """The access log: the tenant, its filtered events (newest first) and the display
+        names of the subjects of its memberships."""
+        self.authorize.tenant_admin(caller, tenant_id)
+        with self.db.read() as session:
+            tenant = TenantInfo.of(self.memberships.tenant(session, tenant_id),
+                                   self.max_age_limit)
+            events = [AuditEntry.of(r) for r in session.scalars(
+                self._log_statement(tenant_id, query))]
+            names = dict(session.execute(
+                select(Membership.advisor_subject, Membership.advisor_name)
+                .where(Membership.tenant_id == tenant_id,
+                       Membership.advisor_name.is_not(None))).all())
+        return tenant, events, names
+
+    def _log_statement(self, tenant_id: str, query: LogQuery):
+        statement = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
+        if query.events:
+            statement = statement.where(AuditEvent.event.in_(query.events))
+        if query.advisor:
+            # The detail is JSON text: match the name as typed and as JSON escapes it.
+            patterns = {f"%{_like_escape(query.advisor)}%",
+                        f"%{_like_escape(json.dumps(query.advisor)[1:-1])}%"}
+            statement = statement.where(or_(*(
+                condition for pattern in patterns for condition in (
+                    AuditEvent.actor.ilike(pattern, escape="\\"),
+                    cast(AuditEvent.detail, String).ilike(pattern, escape="\\")))))
+        tz = ZoneInfo(self.timezone)
+        if query.since:
+            statement = statement.where(AuditEvent.at >= datetime.combine(query.since, time(), tz))
+        if query.until:
+            statement = statement.where(
+                AuditEvent.at < datetime.combine(query.until + timedelta(days=1), time(), tz))
+        if query.before_id is not None:
+            statement = statement.where(AuditEvent.id < query.before_id)
+        return statement.order_by(AuditEvent.id.desc()).limit(query.limit)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

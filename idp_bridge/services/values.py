@@ -1,0 +1,120 @@
+"""Plain values the application services return: frozen dataclasses, read before the unit
+of work closes, so that no view touches an ORM object (or lazy-loads through one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class TenantInfo:
+    id: str
+    name: str | None
+    #: The maximum age of temporary access in days that applies to this tenant.
+    temporary_max_age_days: int
+    #: The configured maximum (a tenant may only shorten it).
+    temporary_max_age_days_limit: int
+    notification_emails: str | None = None
+
+    @classmethod
+    def of(cls, tenant, limit: int) -> "TenantInfo":
+        return cls(id=tenant.id, name=tenant.name,
+                   temporary_max_age_days=tenant.temporary_max_age_days or limit,
+                   temporary_max_age_days_limit=limit,
+                   notification_emails=tenant.notification_emails)
+
+
+@dataclass(frozen=True)
+class MembershipInfo:
+    id: str
+    tenant_id: str
+    advisor_subject: str
+    advisor_name: str | None
+    kind: str
+    created_at: datetime
+    created_by: str | None
+    reason: str | None
+    expires_at: datetime | None
+    last_token_at: datetime | None
+    group_id: str | None
+    #: Filled where the caller needs them (the advisor's list, the support page).
+    tenant_name: str | None = None
+    group_name: str | None = None
+
+    @property
+    def shown_name(self) -> str:
+        return self.advisor_name or self.advisor_subject
+
+    @classmethod
+    def of(cls, m, *, tenant_name: str | None = None,
+           group_name: str | None = None) -> "MembershipInfo":
+        return cls(id=m.id, tenant_id=m.tenant_id, advisor_subject=m.advisor_subject,
+                   advisor_name=m.advisor_name, kind=m.kind, created_at=m.created_at,
+                   created_by=m.created_by, reason=m.reason, expires_at=m.expires_at,
+                   last_token_at=m.last_token_at, group_id=m.group_id,
+                   tenant_name=tenant_name, group_name=group_name)
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    id: str
+    tenant_id: str
+    name: str
+    permissions: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+    #: Guests that have the group, open invitations that name it (where counted).
+    guests: int = 0
+    pending_invitations: int = 0
+
+    @classmethod
+    def of(cls, group, *, guests: int = 0, pending_invitations: int = 0) -> "GroupInfo":
+        return cls(id=group.id, tenant_id=group.tenant_id, name=group.name,
+                   permissions=tuple(group.permissions), created_at=group.created_at,
+                   updated_at=group.updated_at, guests=guests,
+                   pending_invitations=pending_invitations)
+
+
+@dataclass(frozen=True)
+class InvitationInfo:
+    id: str
+    tenant_id: str
+    group_id: str
+    invitee_subject: str | None
+    invitee_email: str | None
+    created_by: str | None
+    created_at: datetime
+    expires_at: datetime
+    tenant_name: str | None = None
+    group_name: str | None = None
+
+    @property
+    def invitee(self) -> str | None:
+        return self.invitee_subject or self.invitee_email
+
+    @classmethod
+    def of(cls, i, *, tenant_name: str | None = None,
+           group_name: str | None = None) -> "InvitationInfo":
+        return cls(id=i.id, tenant_id=i.tenant_id, group_id=i.group_id,
+                   invitee_subject=i.invitee_subject, invitee_email=i.invitee_email,
+                   created_by=i.created_by, created_at=i.created_at, expires_at=i.expires_at,
+                   tenant_name=tenant_name, group_name=group_name)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: datetime
+    event: str
+    actor: str | None
+    actor_role: str | None
+    membership_id: str | None
+    client_id: str | None
+    detail: dict
+
+    @classmethod
+    def of(cls, row) -> "AuditEntry":
+        return cls(id=row.id, at=row.at, event=row.event, actor=row.actor,
+                   actor_role=row.actor_role, membership_id=row.membership_id,
+                   client_id=row.client_id, detail=dict(row.detail or {}))
