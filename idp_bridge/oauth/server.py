@@ -26,11 +26,10 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, select
-from sqlalchemy.exc import IntegrityError
 
 from ..domain.errors import DomainError
 from ..storage.db import StorageUnavailable, utcnow
-from ..storage.models import Client, SeenJti
+from ..storage.models import Client
 from ..upstream.oidc import SubjectTokenError, UpstreamUnavailable
 from .errors import InvalidTargetError, TemporarilyUnavailableError
 from .models import OAuthClient
@@ -263,11 +262,4 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         # Remember the jti for as long as the assertion could be presented again.
         remember_until = max(now + timedelta(minutes=10),
                              datetime.fromtimestamp(exp, timezone.utc) + timedelta(seconds=self.leeway))
-        try:
-            with self.server.db.transaction() as session:
-                if session.get(SeenJti, key) is not None:
-                    return False
-                session.add(SeenJti(key=key, expires_at=remember_until))
-        except IntegrityError:
-            return False
-        return True
+        return self.server.tokens.remember_assertion(key, remember_until)

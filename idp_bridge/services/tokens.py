@@ -62,7 +62,7 @@ from ..domain.memberships import plausible_id
 from ..domain.tokens import RefreshRejected
 from ..domain.upstream_sessions import record_logout
 from ..storage.db import utcnow
-from ..storage.models import TokenFamily
+from ..storage.models import SeenJti, TokenFamily
 from ..upstream.oidc import UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -289,6 +289,20 @@ class TokenService:
                                code="logout_token_replayed") from None
         log.info("back-channel logout: %d token families revoked", len(families))
         return len(families)
+
+    # --- client authentication ---
+    def remember_assertion(self, key: str, until) -> bool:
+        """Record the id of a client assertion (RFC 7523 section 3: an assertion is used
+        once) until it could no longer be presented; False if it was seen already (also
+        when a concurrent request recorded it first)."""
+        try:
+            with self.db.transaction() as session:
+                if session.get(SeenJti, key) is not None:
+                    return False
+                session.add(SeenJti(key=key, expires_at=until))
+        except IntegrityError:
+            return False
+        return True
 
     # --- helpers ---
     @contextmanager

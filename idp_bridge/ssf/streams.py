@@ -167,7 +167,11 @@ class Transmitter:
     # --- delivery ---
     def pending(self, stream_id: str, client_id: str, max_events: int, now: datetime,
                 *, touch: bool = True):
-        """(sets by jti, more available) for the stream; raises NotFound for others' streams."""
+        """(sets by jti, more available) for the stream; raises NotFound for others' streams.
+
+        The transaction only reads what is pending and records what is delivered; the SETs
+        are signed after it commits (no signing inside a write transaction). A delivery
+        recorded but then not sent is sent again on the next poll (at least once)."""
         horizon = now - self.relevance
         with self.db.transaction() as session:
             stream = self.stream(session, client_id, stream_id)
@@ -179,20 +183,22 @@ class Transmitter:
                 .where(Revocation.id > stream.start_after_id, Revocation.created_at > horizon,
                        Revocation.id.not_in(acked))
                 .order_by(Revocation.id).limit(max_events + 1)).all()
-            sets = {}
+            claims = {}
             if stream.verification_id is not None and max_events > 0:
                 jti = self.event_id("v", stream.stream_id, stream.verification_id)
-                sets[jti] = rfc8417.sign_set(self.keyring, rfc8417.verification_claims(
+                claims[jti] = rfc8417.verification_claims(
                     stream.stream_id, stream.verification_state, issuer=self.issuer,
-                    audience=client_id, jti=jti))
-            delivered = rows[:max(0, max_events - len(sets))]
+                    audience=client_id, jti=jti)
+            delivered = rows[:max(0, max_events - len(claims))]
             for revocation in delivered:
                 jti = self.event_id("r", stream.stream_id, revocation.id)
-                sets[jti] = rfc8417.sign_set(self.keyring, rfc8417.revocation_claims(
-                    revocation, issuer=self.issuer, audience=client_id, jti=jti))
+                claims[jti] = rfc8417.revocation_claims(
+                    revocation, issuer=self.issuer, audience=client_id, jti=jti)
             if delivered:
                 self._delivered_through(session, stream, max(r.id for r in delivered))
-            return sets, len(rows) + (stream.verification_id is not None) > len(sets)
+            more = len(rows) + (stream.verification_id is not None) > len(claims)
+        sets = {jti: rfc8417.sign_set(self.keyring, body) for jti, body in claims.items()}
+        return sets, more
 
     @staticmethod
     def _delivered_through(session, stream: SsfStream, top: int) -> None:
