@@ -138,8 +138,17 @@ def openapi_document(issuer: str) -> dict:
                 "schema": {"$ref": "#/components/schemas/Error"}}}}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error", "error_description"],
-                          "properties": {"error": {"type": "string"},
-                                         "error_description": {"type": "string"}}},
+                          "properties": {
+                              "error": {"type": "string"},
+                              "error_description": {"type": "string"},
+                              "error_code": {
+                                  "type": "string", "pattern": "^[a-z][a-z_]*$",
+                                  "description": "The refusal's stable machine code "
+                                                 "(e.g. unknown_tenant, not_tenant_admin, "
+                                                 "group_in_use); present on every refusal of "
+                                                 "a use case; absent when the bearer token "
+                                                 "is refused (401) or cannot be checked "
+                                                 "(503)."}}},
                 "AccessCode": {"type": "object", "required": ["code", "tenant", "expires_at"],
                                "properties": {"code": {"type": "string",
                                                        "pattern": "^[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$"},
