@@ -216,6 +216,14 @@ class TokenIssuer:
         row = session.get(RefreshToken, hash_token(token)) if token and len(token) <= 512 else None
         return session.get(TokenFamily, row.sid) if row is not None else None
 
+    def refresh_token_owner(self, session, token: str):
+        """(client_id, subject) of the family of a presented refresh token, or None: the
+        token endpoint's first look, one prepared statement (no ORM)."""
+        if not token or len(token) > 512:
+            return None
+        return session.connection().execute(_REFRESH_OWNER,
+                                            {"token_hash": hash_token(token)}).first()
+
     def refresh_token_state(self, session, token: str, now: datetime) -> "RefreshTokenState | None":
         """Whether a presented refresh token is active (not rotated, not expired, its family
         and grant live) and what introspection tells of it; None if it is not ours."""
@@ -247,6 +255,12 @@ _REFRESH_LOOKUP = (
            Membership.kind, Membership.group_id)
     .join(TokenFamily, TokenFamily.sid == RefreshToken.sid)
     .join(Membership, Membership.id == TokenFamily.membership_id)
+    .where(RefreshToken.token_hash == bindparam("token_hash"))
+)
+
+_REFRESH_OWNER = (
+    select(TokenFamily.client_id, TokenFamily.subject)
+    .join(RefreshToken, RefreshToken.sid == TokenFamily.sid)
     .where(RefreshToken.token_hash == bindparam("token_hash"))
 )
 

@@ -175,13 +175,13 @@ class TokenService:
         (``refresh_invalid``) and another client's (``refresh_wrong_client``) are refused
         here, without a write; the token endpoint runs this while validating."""
         with self.db.read() as session:
-            family = self.issuer.find_refresh_family(session, refresh_token)
-            if family is None:
-                raise RefreshRejected("refresh_token is invalid")
-            if family.client_id != client_id:
-                raise RefreshRejected("refresh_token was issued to another client",
-                                      code="refresh_wrong_client")
-            return Presented(refresh_token, client_id, family.subject)
+            owner = self.issuer.refresh_token_owner(session, refresh_token)
+        if owner is None:
+            raise RefreshRejected("refresh_token is invalid")
+        if owner.client_id != client_id:
+            raise RefreshRejected("refresh_token was issued to another client",
+                                  code="refresh_wrong_client")
+        return Presented(refresh_token, client_id, owner.subject)
 
     def rotate(self, presented: Presented, *, scope: list[str] | None) -> IssuedTokens:
         """The refresh of a token that passed :meth:`present_refresh_token`: the upstream account
