@@ -1,12 +1,21 @@
 """Shared fixtures: a real development OpenID provider on loopback, and a bridge app on a
-fresh SQLite database per test (keys and secrets generated at test time)."""
+fresh database per test (keys and secrets generated at test time).
+
+Two loops (README "Tests"): ``pytest -m "not slow"`` is the inner loop, SQLite only, no server
+or subprocess; plain ``pytest`` (CI) runs everything on SQLite and PostgreSQL. What makes a
+test slow, and how a test that cannot depend on the database runs once, is below under
+"backends" and "the slow marker".
+"""
 
 from __future__ import annotations
 
 import itertools
 import secrets
+import shutil
+import sys
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
@@ -33,11 +42,16 @@ class ServerThread:
     def __init__(self, app):
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         self.port = self.server.server_port
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
 
     def __enter__(self):
         self.thread.start()
         return self
+
+    def _serve(self):
+        # shutdown() waits for the loop to notice; the default 0.5 s poll made every
+        # teardown of a served app cost half a second.
+        self.server.serve_forever(poll_interval=0.02)
 
     def __exit__(self, *exc):
         self.server.shutdown()
@@ -58,8 +72,62 @@ def upstream():
         yield provider
 
 
+# --- backends -------------------------------------------------------------------------------
+# A test that uses a bridge (the fixtures app, client, bridge, settings, new_database_url) runs
+# once per backend: on SQLite (the embedded default) and on PostgreSQL, which is slow (a real
+# server). A test whose outcome cannot depend on the database -- a document built from the
+# settings, a refusal before anything is read or stored -- says so with
+# ``@pytest.mark.db_independent`` and runs on SQLite only.
+
 BACKENDS = ("sqlite", "postgresql")
 _built_apps: list = []
+#: Databases handed out migrated and seeded (copies of a template): URL -> the seed's secrets.
+_seeded: dict[str, "Seed"] = {}
+
+
+def pytest_generate_tests(metafunc):
+    if "backend" in metafunc.fixturenames:
+        once = metafunc.definition.get_closest_marker("db_independent") is not None
+        metafunc.parametrize("backend", [
+            pytest.param(name, marks=pytest.mark.slow) if name == "postgresql" else name
+            for name in (BACKENDS[:1] if once else BACKENDS)], indirect=True)
+
+
+class Seed:
+    """What every test database starts with: the two test tenants and the two test clients.
+    The client secrets are generated when the session's template is made."""
+
+    def __init__(self, db):
+        add_tenant(db, TENANT, "Muster GmbH")
+        add_tenant(db, OTHER_TENANT, "Beispiel AG")
+        self.secret = add_client(db, CLIENT_ID)
+        self.rs_secret = add_client(db, RS_CLIENT_ID, roles=("introspect", "receiver"))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> tuple[Path, Seed]:
+    """One migrated and seeded SQLite database per session; each test gets a copy of the
+    file instead of running the migrations again."""
+    path = tmp_path_factory.mktemp("template") / "bridge.sqlite"
+    db = Database(f"sqlite:///{path}")
+    db.upgrade()
+    seed = Seed(db)
+    with db.engine.connect() as connection:
+        # Everything into the main file, so that copying that one file copies the database.
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.dispose()
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        assert not side.exists() or side.stat().st_size == 0, f"{side} left after checkpoint"
+    return path, seed
+
+
+def copy_of_template(template: tuple[Path, Seed], target: Path) -> str:
+    path, seed = template
+    shutil.copyfile(path, target)
+    url = f"sqlite:///{target}"
+    _seeded[url] = seed
+    return url
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +144,16 @@ def postgres():
 
 
 @pytest.fixture(scope="session")
+def postgres_seeded(postgres) -> tuple[str, Seed]:
+    """A second PostgreSQL template: bridge_template (migrated) plus the seed.
+    (bridge_template itself stays empty for the tests that seed their own.)"""
+    db = Database(postgres.create_database("bridge_seeded", template="bridge_template"))
+    seed = Seed(db)
+    db.dispose()  # CREATE DATABASE ... TEMPLATE needs the template without connections
+    return "bridge_seeded", seed
+
+
+@pytest.fixture(scope="session")
 def redis_server():
     from services import RedisServer
 
@@ -84,22 +162,26 @@ def redis_server():
     server.close()
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture
 def backend(request):
-    """Every test using the bridge runs on the embedded default and on PostgreSQL."""
+    """The backend of this run of the test (parametrized by pytest_generate_tests above)."""
     return request.param
 
 
 @pytest.fixture
 def new_database_url(backend, tmp_path, request):
-    """Factory of fresh, migrated databases of the current backend."""
+    """Factory of fresh databases of the current backend, migrated and seeded (Seed)."""
     count = itertools.count()
 
     def make() -> str:
         if backend == "sqlite":
-            return f"sqlite:///{tmp_path / f'bridge-{next(count)}.sqlite'}"
+            template = request.getfixturevalue("sqlite_template")
+            return copy_of_template(template, tmp_path / f"bridge-{next(count)}.sqlite")
         server = request.getfixturevalue("postgres")
-        return server.create_database(f"t_{uuid.uuid4().hex[:16]}", template="bridge_template")
+        template, seed = request.getfixturevalue("postgres_seeded")
+        url = server.create_database(f"t_{uuid.uuid4().hex[:16]}", template=template)
+        _seeded[url] = seed
+        return url
 
     return make
 
@@ -128,17 +210,47 @@ def make_settings(database_url: str, upstream) -> Settings:
     }, environ={})
 
 
+def _compile_url_builders_on_first_use() -> None:
+    """Making an app compiles two URL-builder functions per route (werkzeug generates and
+    compiles Python for each): about 70 ms for the bridge's routes, most of what a test spends
+    outside its own requests, and nearly all of it for builders that no request of that test
+    uses. In the tests each builder is compiled when first called, by werkzeug's own code, so
+    URLs come out exactly as in production; only when the work is done changes."""
+    from werkzeug.routing.rules import Rule
+
+    compile_builder = Rule._compile_builder
+    if getattr(compile_builder, "on_first_use", False):
+        return
+
+    def on_first_use(rule, append_unknown=True):
+        compiled = []
+
+        def builder(bound_rule, *args, **kwargs):
+            if not compiled:
+                compiled.append(compile_builder(bound_rule, append_unknown).__get__(bound_rule))
+            return compiled[0](*args, **kwargs)
+
+        return builder
+
+    on_first_use.on_first_use = True
+    Rule._compile_builder = on_first_use
+
+
+_compile_url_builders_on_first_use()
+
+
 def build_app(settings: Settings):
+    """The bridge on ``settings.database_url``: migrated and seeded here unless the database
+    is a copy of a template (new_database_url), which is both already."""
     db = Database(settings.database_url)
-    db.upgrade()
+    seed = _seeded.get(settings.database_url)
+    if seed is None:
+        db.upgrade()
+        seed = Seed(db)
     app = create_app(settings, database=db)
     _built_apps.append(app)
-    add_tenant(db, TENANT, "Muster GmbH")
-    add_tenant(db, OTHER_TENANT, "Beispiel AG")
-    secret = add_client(db, CLIENT_ID)
-    rs_secret = add_client(db, RS_CLIENT_ID, roles=("introspect", "receiver"))
-    app.config["TEST_CLIENT_SECRET"] = secret
-    app.config["TEST_RS_SECRET"] = rs_secret
+    app.config["TEST_CLIENT_SECRET"] = seed.secret
+    app.config["TEST_RS_SECRET"] = seed.rs_secret
     return app
 
 
@@ -233,12 +345,9 @@ class Bridge:
 # --- helpers for the domain and storage tests (appended) ---
 
 @pytest.fixture
-def migrated_db(tmp_path):
-    """A fresh migrated SQLite database with the two test tenants, without an app."""
-    db = Database(f"sqlite:///{tmp_path / 'domain.sqlite'}")
-    db.upgrade()
-    add_tenant(db, TENANT, "Muster GmbH")
-    add_tenant(db, OTHER_TENANT, "Beispiel AG")
+def migrated_db(tmp_path, sqlite_template):
+    """A fresh migrated SQLite database with the seed (Seed: tenants, clients), without an app."""
+    db = Database(copy_of_template(sqlite_template, tmp_path / "domain.sqlite"))
     yield db
     db.dispose()
 
@@ -320,6 +429,39 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "keycloak: runs against a real Keycloak 26 started once per session by the "
         "keycloak fixture (tests/keycloak_server.py)")
+    sys.addaudithook(_refuse_processes_in_fast_tests)
+
+
+# --- the slow marker ---------------------------------------------------------------------------
+# ``slow`` marks every test that starts a server or a subprocess: PostgreSQL (the postgresql
+# backend), Redis, Keycloak, oidc-provider, Chromium, gunicorn, the CLI, a Python child process.
+# ``pytest -m "not slow"`` leaves them out; plain ``pytest`` runs them. So that the inner loop
+# stays free of them, a test that is not marked slow and starts a process fails (threads serving
+# a WSGI app on loopback, like ServerThread, are fine).
+
+_PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn",
+                             "os.spawn", "os.system", "os.exec"})
+_fast_test: list = [None]  # node id of the running test when it is not marked slow
+
+
+class StartsAProcess(BaseException):
+    """Not an Exception, so that no ``except Exception`` turns it into a skip or a retry."""
+
+
+def _refuse_processes_in_fast_tests(event, args):
+    if event in _PROCESS_EVENTS and _fast_test[0] is not None:
+        raise StartsAProcess(f"{_fast_test[0]} starts a process ({event} {args[0]!r}) "
+                             "but is not marked slow (pytest.mark.slow)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _fast_test[0] = None if item.get_closest_marker("slow") else item.nodeid
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item):
+    _fast_test[0] = None  # session fixtures (servers of slow tests) may stop theirs here
 
 
 @pytest.fixture(scope="session")

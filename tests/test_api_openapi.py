@@ -9,6 +9,8 @@ from openapi_spec_validator import validate
 
 from scopes.catalog import ADVISOR_PROFILE, AREAS, advisor_scopes
 
+pytestmark = pytest.mark.db_independent  # the document and the fixed profile
+
 _CONVERTER = re.compile(r"<(?:[a-z_]+(?:\([^)]*\))?:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
 
 

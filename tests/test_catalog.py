@@ -119,6 +119,7 @@ def test_areas_with_secrets_declare_what_read_excludes(key):
     assert all(isinstance(item, str) and item.strip() for item in excludes)
 
 
+@pytest.mark.slow
 def test_scopes_package_imports_nothing_from_idp_bridge():
     script = ("import scopes, scopes.catalog, sys; "
               "bad = [m for m in sys.modules if m.startswith('idp_bridge')]; "
@@ -173,6 +174,7 @@ def test_reference_scan_detects_dependencies(source):
     assert _idp_bridge_references(source)
 
 
+@pytest.mark.slow
 def test_scopes_package_imports_no_flask():
     script = "import scopes, sys; assert 'flask' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,

@@ -150,6 +150,7 @@ def state(bridge) -> tuple:
     return (*counts, revoked, rotated)
 
 
+@pytest.mark.db_independent
 @pytest.mark.parametrize("endpoint", list(ENDPOINTS))
 @pytest.mark.parametrize("credentials", [c[1] for c in REFUSED], ids=[c[0] for c in REFUSED])
 def test_more_than_one_method_or_client_is_refused(setup, endpoint, credentials):

@@ -18,6 +18,8 @@ TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 CLI = [sys.executable, "-m", "idp_bridge.cli"]
 
+pytestmark = pytest.mark.slow  # every test runs the CLI in a subprocess
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -14,6 +14,7 @@ ISSUER = "http://127.0.0.1:8000"
 WELL_KNOWN = ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"]
 
 
+@pytest.mark.db_independent
 @pytest.mark.parametrize("path", WELL_KNOWN)
 def test_metadata_document(client, path):
     response = client.get(path)
@@ -35,11 +36,13 @@ def test_metadata_document(client, path):
     assert doc["access_token_signing_alg_values_supported"] == ["ES256"]
 
 
+@pytest.mark.db_independent
 def test_both_documents_agree(client):
     first, second = (client.get(path).json for path in WELL_KNOWN)
     assert first == second
 
 
+@pytest.mark.db_independent
 def test_metadata_endpoints_are_served(bridge):
     """Every advertised endpoint answers at the path the document names."""
     doc = bridge.client.get(WELL_KNOWN[0]).json

@@ -733,6 +733,7 @@ def test_guard_errors_are_one_family():
     assert (InsufficientScope.error, InsufficientScope.status_code) == ("insufficient_scope", 403)
 
 
+@pytest.mark.slow
 def test_import_needs_neither_idp_bridge_nor_flask():
     code = ("import scopes.guard, sys; "
             "assert not any(m.startswith('idp_bridge') for m in sys.modules), 'idp_bridge'; "

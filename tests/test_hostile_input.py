@@ -68,6 +68,7 @@ def assert_refused(response, status: int, error: str, *echo: str):
 
 
 # --- error descriptions: the RFC 6749 set, never the input ------------------------------
+@pytest.mark.db_independent
 @pytest.mark.parametrize("value", [QUOTE, BACKSLASH, UMLAUT, RLO, NEWLINE, "a'b\"c\\d",
                                    "Müller \u202egnp.exe", "x" * 5000])
 @pytest.mark.parametrize("field,error", [
@@ -83,6 +84,7 @@ def test_token_exchange_with_hostile_parameters(bridge, unchanged, field, error,
     assert_refused(response, 400, error, f"{value}x{value}")
 
 
+@pytest.mark.db_independent
 @pytest.mark.parametrize("char", UNSAFE)
 def test_token_exchange_refuses_reason_with_control_or_bidi_characters(bridge, unchanged, char):
     bridge.join("bob")  # a member: without the check, the exchange would mint tokens
@@ -119,6 +121,7 @@ def test_safe_description_replaces_and_cuts():
 
 
 # --- integer query parameters -----------------------------------------------------------
+@pytest.mark.db_independent
 @pytest.mark.parametrize("query", [
     f"before={10 ** 23}", "before=-1", "before=0", "before=abc", "before=1e3", "before=١٢",
     "before=%205", "before=1_0", f"before={2 ** 63}", f"before={MAX_QUERY_INT + 1}",
@@ -147,6 +150,7 @@ def test_parse_int(value, expected):
     assert parse_int(value) == expected
 
 
+@pytest.mark.db_independent
 @pytest.mark.parametrize("query,message", [
     (f"before={10 ** 23}", "The page address is not valid."),
     ("before=-5", "The page address is not valid."),
@@ -166,6 +170,7 @@ def test_access_log_page_refuses_out_of_range_parameters(app, bridge, unchanged,
 
 
 # --- JSON bodies of the wrong type --------------------------------------------------------
+@pytest.mark.db_independent
 @pytest.mark.parametrize("path_suffix,method,body", [
     ("groups", "post", {"name": ["a"], "permissions": []}),
     ("groups", "post", {"name": {"a": 1}, "permissions": []}),
@@ -209,6 +214,7 @@ def test_invitation_fields_refuse_control_and_bidi_characters(bridge, unchanged,
     assert_refused(response, 400, "invalid_request", value)
 
 
+@pytest.mark.db_independent
 @pytest.mark.parametrize("name", [f"Carol{RLO}", "Car\x85ol", "Carol\u2066x\u2069", 5, ["C"]])
 def test_permanent_advisor_name_is_checked_text(bridge, unchanged, name):
     unchanged()
@@ -217,6 +223,7 @@ def test_permanent_advisor_name_is_checked_text(bridge, unchanged, name):
     assert_refused(response, 400, "invalid_request", str(name))
 
 
+@pytest.mark.db_independent
 @pytest.mark.parametrize("body,error", [
     ({"delivery": ["urn:ietf:rfc:8936"]}, "invalid_request"),
     ({"delivery": "urn:ietf:rfc:8936"}, "invalid_request"),
@@ -260,6 +267,7 @@ def test_verify_refuses_wrong_state(bridge, unchanged, state):
 
 
 # --- the door: NUL, lone surrogates, broken JSON ------------------------------------------
+@pytest.mark.db_independent
 @pytest.mark.parametrize("raw", [
     b'{"name": "a\\u0000b", "permissions": []}',
     b'{"name": "a\\ud800b", "permissions": []}',
@@ -279,6 +287,7 @@ def test_json_bodies_the_door_refuses(bridge, unchanged, raw):
     assert_refused(response, 400, "invalid_request")
 
 
+@pytest.mark.db_independent
 @pytest.mark.parametrize("path", [
     f"/api/tenants/{TENANT}/groups/a%00b",
     f"/api/tenants/{TENANT}/invitations/%00",
@@ -292,6 +301,7 @@ def test_nul_in_api_paths(bridge, unchanged, path):
     assert_refused(response, 400, "invalid_request")
 
 
+@pytest.mark.db_independent
 @pytest.mark.parametrize("pairs", [
     [("tenant", "100\x0042")], [("scope", "\x00")], [("reason", "a\x00")],
     [("x\x00", "1")],

@@ -36,7 +36,7 @@ from conftest import (
 from idp_bridge.app import services
 from scopes.catalog import advisor_scopes
 
-pytestmark = pytest.mark.keycloak
+pytestmark = [pytest.mark.keycloak, pytest.mark.slow]
 
 PROFILE = " ".join(advisor_scopes())
 REDIRECT_URI = "http://127.0.0.1:8765/callback"  # never served: the test reads the redirect

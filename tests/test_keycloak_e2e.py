@@ -43,7 +43,7 @@ from idp_bridge.storage.db import utcnow
 from idp_bridge.storage.models import Membership, OutboxItem
 from test_keycloak import login_with_form, unverified_claims
 
-pytestmark = pytest.mark.keycloak
+pytestmark = [pytest.mark.keycloak, pytest.mark.slow]
 
 ADVISORS = f"/tenants/{TENANT}/advisors"
 OTHER_ADVISORS = f"/tenants/{OTHER_TENANT}/advisors"

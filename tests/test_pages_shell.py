@@ -8,6 +8,8 @@ import pytest
 from conftest import TENANT, build_app
 from test_pages_helpers import DE, EN, csrf_token, signed_in, text_of
 
+pytestmark = pytest.mark.db_independent  # what every page shares, whatever is stored
+
 
 @pytest.mark.parametrize("user,links", [
     ("anna", ["/tenants/10042/help"]),

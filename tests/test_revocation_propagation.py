@@ -140,6 +140,7 @@ def test_receiver_offline_during_removal_catches_up(served):
         guard.stop_revocation_listener()
 
 
+@pytest.mark.slow
 def test_ten_receiver_processes_all_reject_after_one_removal(served):
     issuer, bridge = served
     receivers = [subprocess.Popen(

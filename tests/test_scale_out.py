@@ -139,6 +139,7 @@ def pg_bridge(postgres, upstream):
     return Bridge(app, app.test_client(), upstream)
 
 
+@pytest.mark.slow
 def test_postgres_down_answers_503_and_recovers(pg_bridge, postgres):
     bridge = pg_bridge
     tokens = bridge.join("bob")
@@ -180,6 +181,7 @@ def redis_bridges(pg_bridge, redis_server):
         b.services.fanout.stop()
 
 
+@pytest.mark.slow
 def test_wrong_guesses_are_limited_across_processes(redis_bridges):
     first, second = redis_bridges
     code = first.current_code()
@@ -194,6 +196,7 @@ def test_wrong_guesses_are_limited_across_processes(redis_bridges):
     assert "too many" in limited.json["error_description"]
 
 
+@pytest.mark.slow
 def test_long_poll_on_one_process_wakes_for_removal_on_another(redis_bridges):
     first, second = redis_bridges
     auth = (RS_CLIENT_ID, first.rs_secret)
@@ -214,6 +217,7 @@ def test_long_poll_on_one_process_wakes_for_removal_on_another(redis_bridges):
     assert len(result["sets"]) == 1
 
 
+@pytest.mark.slow
 def test_redis_down_neither_stops_redemption_nor_revocation(redis_bridges, redis_server):
     """Redis only wakes long polls early: guess limits live in the database."""
     first, second = redis_bridges
@@ -258,6 +262,7 @@ def _wait(url):
     pytest.fail(f"{url} did not come up")
 
 
+@pytest.mark.slow
 def test_removal_survives_a_killed_process(pg_bridge, upstream):
     from services import free_port
 

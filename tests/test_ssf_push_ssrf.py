@@ -147,6 +147,7 @@ BAD_ENDPOINTS = [
 ]
 
 
+@pytest.mark.db_independent
 @pytest.mark.parametrize("url", BAD_ENDPOINTS)
 def test_internal_and_malformed_push_endpoints_are_refused(bridge, resolver, url):
     resolver.answers.update({"internal.example": ["10.1.2.3"],
@@ -177,6 +178,7 @@ def test_changing_a_stream_to_an_internal_endpoint_is_refused(bridge, resolver, 
     assert bridge.client.get(f"/ssf/stream?stream_id={stream_id}", auth=auth).json == before
 
 
+@pytest.mark.db_independent
 @pytest.mark.parametrize("header", ["Bearer a\r\nX-Injected: 1", "Bearer a\nb", "\u00e4bc",
                                     " Bearer leading-space", "Bearer x\x00", "x" * 4001])
 def test_authorization_headers_must_be_header_values(bridge, resolver, header):

@@ -155,6 +155,7 @@ def exchange(bridge: Bridge, token: str, token_type=ACCESS_TOKEN_TYPE, code=None
                            code=code or bridge.current_code())
 
 
+@pytest.mark.db_independent
 @pytest.mark.parametrize("make", [c[1] for c in REFUSED], ids=[c[0] for c in REFUSED])
 def test_refused_at_the_token_endpoint_and_nothing_changes(bridge, make):
     code = bridge.current_code()
@@ -174,6 +175,7 @@ def test_well_formed_tokens_are_accepted(bridge, make):
     assert family_count(bridge) == 1
 
 
+@pytest.mark.db_independent
 @pytest.mark.parametrize("make", [c[1] for c in REFUSED], ids=[c[0] for c in REFUSED])
 def test_refused_at_the_management_api(bridge, make):
     """The API authorises by the same validator: anna's token, changed the same way."""
@@ -233,6 +235,7 @@ ID_REFUSED = [
 ]
 
 
+@pytest.mark.db_independent
 @pytest.mark.parametrize("make", [c[1] for c in ID_REFUSED], ids=[c[0] for c in ID_REFUSED])
 def test_id_tokens_refused_and_nothing_changes(id_bridge, make):
     code = id_bridge.current_code()

@@ -68,6 +68,7 @@ def edit_signed_in_user(client, edit) -> None:
         session.get(WebSession, row.id).claims = claims
 
 
+@pytest.mark.db_independent
 def test_authorization_request_uses_pkce_state_and_nonce(client, upstream):
     url = start_login(client)
     assert url.startswith(upstream.issuer + "/authorize?")
@@ -107,6 +108,7 @@ def test_roles_come_from_the_upstream_tokens(client, app):
         assert set(session) <= {"web_session", "_permanent", "csrf_token"}, set(session)
 
 
+@pytest.mark.db_independent
 @pytest.mark.parametrize("next_path", ["//evil.example/x", "https://evil.example/", "/\\evil.example",
                                        "javascript:alert(1)", "/%0d%0aSet-Cookie:x=y"])
 def test_no_open_redirect_after_sign_in(client, next_path):
@@ -117,6 +119,7 @@ def test_no_open_redirect_after_sign_in(client, next_path):
     assert "evil.example" not in location or location.startswith("/%")
 
 
+@pytest.mark.db_independent
 def test_wrong_state_is_refused(client):
     callback = provider_redirect(start_login(client))
     parts = urlsplit(callback)
@@ -127,6 +130,7 @@ def test_wrong_state_is_refused(client):
     assert "Signed in as" not in client.get("/").text
 
 
+@pytest.mark.db_independent
 def test_callback_in_another_browser_is_refused(app, client):
     callback = provider_redirect(start_login(client))
     parts = urlsplit(callback)
@@ -135,6 +139,7 @@ def test_callback_in_another_browser_is_refused(app, client):
     assert response.status_code == 400
 
 
+@pytest.mark.db_independent
 def test_provider_error_is_shown(client):
     start_login(client)
     response = client.get("/auth/callback", query_string={"error": "access_denied", "state": "x"})
@@ -149,12 +154,14 @@ def test_logout_needs_csrf_token(client):
     assert "Signed in as bob" in client.get("/").text
 
 
+@pytest.mark.db_independent
 def test_pages_cannot_be_framed(client):
     page = client.get("/")
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     assert page.headers["X-Frame-Options"] == "DENY"
 
 
+@pytest.mark.db_independent
 def test_session_cookie_is_hardened(client):
     response = client.get("/login")
     cookie = response.headers["Set-Cookie"]

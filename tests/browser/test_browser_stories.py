@@ -18,7 +18,7 @@ from browser_live import TIMEOUT, screenshot, sign_in
 from conftest import RS_CLIENT_ID
 from idp_bridge.devidp import DEMO_USERS
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TENANT = "10042"
 CODE_RE = re.compile(r"^[0-9A-Z]{4}-[0-9A-Z]{4}$")
