@@ -101,7 +101,8 @@ def test_importing_domain_and_services_loads_no_flask():
         "import importlib, json, sys\n"
         f"for name in {modules!r}:\n"
         "    importlib.import_module(name)\n"
-        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {FLASK_MODULES!r})))\n"
+        f"loaded = [m for m in sys.modules if m.split('.')[0] in {FLASK_MODULES!r}]\n"
+        "print(json.dumps(sorted(loaded)))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                             text=True, timeout=120, check=False)

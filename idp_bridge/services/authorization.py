@@ -15,7 +15,8 @@ from ..domain.errors import Forbidden
 class Authorizer:
     def __init__(self, roles, *, tenant_admin_group: str):
         self.roles = roles
-        #: The group pattern of tenant admins, with ``{tenant}`` (e.g. ``/tenants/{tenant}/admins``).
+        #: The group pattern of tenant admins, with ``{tenant}``
+        #: (e.g. ``/tenants/{tenant}/admins``).
         self.tenant_admin_group = tenant_admin_group
 
     def tenant_admin(self, caller, tenant_id: str) -> None:
