@@ -1,8 +1,8 @@
 """Shared fixtures: a real development OpenID provider on loopback, and a bridge app on a
 fresh database per test (keys and secrets generated at test time).
 
-Two loops (README "Tests"): ``pytest -m "not slow"`` is the inner loop, SQLite only, no server
-or subprocess; plain ``pytest`` (CI) runs everything on SQLite and PostgreSQL. What makes a
+Two loops (README "Tests"): ``pytest -m "not slow" -n auto`` is the inner loop, SQLite only, no
+server or subprocess; plain ``pytest`` (CI) runs everything on SQLite and PostgreSQL. What makes a
 test slow, and how a test that cannot depend on the database runs once, is below under
 "backends" and "the slow marker".
 """
