@@ -135,7 +135,7 @@ class BridgeProcess:
     """The bridge under gunicorn on loopback, its upstream being the Keycloak of this run."""
 
     def __init__(self, kc: KeycloakServer, workers: int):
-        from idp_bridge.admin import add_client, add_tenant
+        from idp_bridge.services.operator import add_client, add_tenant
         from idp_bridge.storage.db import Database
 
         self.workdir = Path(tempfile.mkdtemp(prefix="idp-bridge-bench-kc-"))

@@ -50,7 +50,7 @@ class ServedBridge:
         self.process = None
 
     def __enter__(self) -> "ServedBridge":
-        from idp_bridge.admin import add_client, add_tenant
+        from idp_bridge.services.operator import add_client, add_tenant
         from idp_bridge.storage.db import Database
 
         threading.Thread(target=self._idp.serve_forever, daemon=True).start()

@@ -104,14 +104,13 @@ def keys():
 def keys_rotate(obj, alg):
     """Create a new signing key; the old one stays published until its tokens expired."""
     from .domain.keys import KeyRing
-    from .storage.db import utcnow
+    from .services.operator import rotate_signing_key
 
     settings = _settings(obj)
     database = _database(settings)
     ring = KeyRing(database, settings.key_encryption_key, alg or settings.signing_alg,
                    settings.access_token_lifetime)
-    with database.transaction() as session:
-        kid = ring.create(session, utcnow(), alg)
+    kid = rotate_signing_key(database, ring, alg)
     click.echo(f"new signing key {kid} is active; running bridges pick it up within 10 s")
 
 
@@ -132,7 +131,7 @@ def tenants():
 @click.argument("name")
 @click.pass_obj
 def tenants_add(obj, tenant_id, name):
-    from .admin import add_tenant
+    from .services.operator import add_tenant
     from .domain.errors import DomainError
 
     try:
@@ -156,7 +155,7 @@ def clients():
 @click.pass_obj
 def clients_add(obj, client_id, roles, jwks_file):
     """Register a confidential client; prints its secret once."""
-    from .admin import add_client
+    from .services.operator import add_client
     from .domain.errors import DomainError
 
     jwks = json.loads(Path(jwks_file).read_text()) if jwks_file else None
@@ -179,15 +178,16 @@ def memberships():
 @click.pass_obj
 def memberships_expire(obj):
     """End temporary memberships past their maximum age (run periodically)."""
-    from .domain.memberships import Memberships
-    from .storage.db import utcnow
+    from .app import create_app, services
+    from .services.operator import expire_memberships
 
-    settings = _settings(obj)
-    database = _database(settings)
-    m = Memberships(default_max_age_days=settings.temporary_max_age_days,
-                    reason_max_length=settings.reason_max_length)
-    with database.transaction() as session:
-        count = m.expire_due(session, utcnow())
+    # The app's wiring, so that the sweep queues the Keycloak mirror and the tenant admins'
+    # notifications and wakes other processes (Redis) like the maintenance loop does.
+    built = services(create_app(_settings(obj)))
+    try:
+        count = expire_memberships(built.db, built.memberships)
+    finally:
+        built.db.dispose()
     click.echo(f"{count} memberships expired")
 
 
@@ -224,7 +224,7 @@ EXAMPLE_RS = Path(__file__).resolve().parents[1] / "deploy" / "example-resource-
 
 def _ensure_client(database, client_id: str, secret_variable: str, **kwargs):
     """Seed a demo client; returns (secret, whether the secret must be printed)."""
-    from .admin import add_client
+    from .services.operator import add_client
     from .domain.errors import Conflict
 
     secret = os.environ.get(secret_variable)
@@ -257,7 +257,7 @@ def demo(obj, port, idp_port, rs_port, workers):
     127.0.0.1 with demo data."""
     from werkzeug.serving import make_server
 
-    from .admin import add_tenant
+    from .services.operator import add_tenant
     from .app import create_app, services
     from .domain.errors import Conflict
 

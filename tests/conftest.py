@@ -21,7 +21,7 @@ import pytest
 from cryptography.fernet import Fernet
 from werkzeug.serving import make_server
 
-from idp_bridge.admin import add_client, add_tenant
+from idp_bridge.services.operator import add_client, add_tenant
 from idp_bridge.app import create_app, services
 from idp_bridge.devidp import DEMO_USERS, DevProvider
 from idp_bridge.settings import Settings

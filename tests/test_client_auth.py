@@ -18,7 +18,7 @@ from joserfc.jwk import ECKey
 from sqlalchemy import func, select
 
 from conftest import ACCESS_TOKEN_TYPE, CLIENT_ID, RS_CLIENT_ID, TENANT, TOKEN_EXCHANGE
-from idp_bridge.admin import add_client
+from idp_bridge.services.operator import add_client
 from idp_bridge.storage import models
 
 KEY_CLIENT = "key-console"

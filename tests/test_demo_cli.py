@@ -13,6 +13,10 @@ import time
 import pytest
 import requests
 from cryptography.fernet import Fernet
+from sqlalchemy import select
+
+from idp_bridge.storage.db import Database
+from idp_bridge.storage.models import AuditEvent, NotificationItem, Revocation
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -182,6 +186,25 @@ def operator_env(tmp_path):
     }
 
 
+def _expired_membership(database_url: str, tenant_id: str) -> str:
+    from datetime import timedelta
+
+    from idp_bridge.domain.memberships import Memberships
+    from idp_bridge.storage.db import utcnow
+    from idp_bridge.storage.models import Tenant
+
+    db = Database(database_url)
+    try:
+        with db.transaction() as session:
+            created = utcnow() - timedelta(days=40)
+            membership = Memberships(default_max_age_days=30, reason_max_length=200).create(
+                session, session.get(Tenant, tenant_id), subject="bob", name="bob",
+                kind="temporary", created_by="bob", actor_role="advisor", now=created)
+            return membership.grant_id
+    finally:
+        db.dispose()
+
+
 def test_operator_commands(operator_env):
     assert "latest schema" in cli("db", "upgrade", env=operator_env).stdout
     cli("db", "upgrade", env=operator_env)  # idempotent
@@ -193,6 +216,26 @@ def test_operator_commands(operator_env):
     first = cli("keys", "rotate", env=operator_env).stdout
     second = cli("keys", "rotate", env=operator_env).stdout
     assert first.split()[3] != second.split()[3]
+    assert "0 memberships expired" in cli("memberships", "expire", env=operator_env).stdout
+    # A temporary membership past its maximum age ends through the revocation path: the
+    # grant on the feed, the audit event.
+    grant_id = _expired_membership(operator_env["IDP_BRIDGE_DATABASE_URL"], "10042")
+    webhook = {**operator_env, "IDP_BRIDGE_WEBHOOK_URL": "https://hooks.example/advisors",
+               "IDP_BRIDGE_WEBHOOK_SECRET": secrets.token_urlsafe(32)}
+    assert "1 memberships expired" in cli("memberships", "expire", env=webhook).stdout
+    db = Database(operator_env["IDP_BRIDGE_DATABASE_URL"])
+    try:
+        with db.read() as session:
+            [revocation] = session.scalars(select(Revocation)).all()
+            assert (revocation.kind, revocation.value, revocation.reason) == (
+                "grant", grant_id, "expired")
+            assert session.scalars(select(AuditEvent).where(
+                AuditEvent.event == "membership.ended")).one().detail["reason"] == "expired"
+            # ... and the tenant admins' notification is queued like the maintenance loop's.
+            [item] = session.scalars(select(NotificationItem)).all()
+            assert (item.channel, item.event, item.tenant_id) == ("webhook", "advisor.expired", "10042")
+    finally:
+        db.dispose()
     assert "0 memberships expired" in cli("memberships", "expire", env=operator_env).stdout
     assert len(cli("keys", "new-kek").stdout.strip()) == 44
 

@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 
 from conftest import (ACCESS_TOKEN_TYPE, CLIENT_ID, OTHER_TENANT, TENANT, TOKEN_EXCHANGE,
                       Bridge, _built_apps, active_memberships, audit_events, wrong_code)
-from idp_bridge.admin import add_tenant
+from idp_bridge.services.operator import add_tenant
 from idp_bridge.app import create_app
 from idp_bridge.storage.db import utcnow
 from idp_bridge.storage.models import AuditEvent, CodeGuess, CodeGuesser

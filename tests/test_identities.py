@@ -22,7 +22,7 @@ from sqlalchemy import func, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from conftest import TENANT, active_memberships
-from idp_bridge.admin import add_tenant
+from idp_bridge.services.operator import add_tenant
 from idp_bridge.domain.errors import Conflict, NotFound
 from idp_bridge.domain.guests import name_key
 from idp_bridge.storage.db import Database, utcnow

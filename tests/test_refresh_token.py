@@ -17,7 +17,7 @@ from conftest import (
     post_form,
     verify_access_token,
 )
-from idp_bridge.admin import add_client
+from idp_bridge.services.operator import add_client
 from idp_bridge.storage.db import utcnow
 from idp_bridge.storage.models import Membership, RefreshToken
 from scopes.catalog import advisor_scopes

@@ -136,7 +136,7 @@ def test_bad_stream_requests(feed, body, error):
 
 
 def test_another_receivers_stream_is_not_found(feed, bridge, stream_id):
-    from idp_bridge.admin import add_client
+    from idp_bridge.services.operator import add_client
 
     secret = add_client(bridge.services.db, "rs-2", roles=("receiver",))
     for response in (feed.poll(stream_id, auth=("rs-2", secret)),

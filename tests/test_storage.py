@@ -13,7 +13,7 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from conftest import OTHER_TENANT, TENANT, dump_database
-from idp_bridge.admin import add_client
+from idp_bridge.services.operator import add_client
 from idp_bridge.domain.keys import KeyDecryptionFailed, KeyRing
 from idp_bridge.domain.memberships import Memberships
 from idp_bridge.storage.db import Database

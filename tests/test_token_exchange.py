@@ -414,7 +414,7 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 @pytest.fixture
 def key_client(bridge):
     """A client authenticating with private_key_jwt (RFC 7523); returns a signer of assertions."""
-    from idp_bridge.admin import add_client
+    from idp_bridge.services.operator import add_client
 
     key = ECKey.generate_key("P-256", private=True, auto_kid=True)
     add_client(bridge.services.db, "key-console", auth_method="private_key_jwt",
@@ -551,7 +551,7 @@ def test_one_code_opens_the_tenant_once_under_concurrency(bridge):
 
 
 def test_disabled_client_is_refused(bridge):
-    from idp_bridge.admin import add_client
+    from idp_bridge.services.operator import add_client
     from idp_bridge.storage.models import Client
 
     secret = add_client(bridge.services.db, "retired-console")

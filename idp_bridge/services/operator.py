@@ -1,13 +1,14 @@
-"""Operator actions shared by the CLI, the demo and the tests: tenants and clients."""
+"""Operator use cases shared by the CLI, the demo and the tests: tenants, clients, signing
+keys, the expiry sweep. Each opens its own unit of work; the CLI calls nothing below them."""
 
 from __future__ import annotations
 
 import secrets
 
-from .domain.errors import Conflict, InvalidInput
-from .oauth.models import hash_secret
-from .storage.db import utcnow
-from .storage.models import Client, Tenant
+from ..domain.errors import Conflict, InvalidInput
+from ..oauth.models import hash_secret
+from ..storage.db import utcnow
+from ..storage.models import Client, Tenant
 
 CLIENT_ROLES = ("exchange", "introspect", "receiver")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
@@ -50,3 +51,17 @@ def add_client(db, client_id: str, *, name: str | None = None, secret: str | Non
                            auth_method=auth_method, jwks=jwks, roles=" ".join(roles),
                            created_at=utcnow(), disabled_at=None))
     return secret
+
+
+def rotate_signing_key(db, keyring, alg: str | None = None) -> str:
+    """Create a new signing key (the old one stays published until its tokens expired);
+    returns its ``kid``."""
+    with db.transaction() as session:
+        return keyring.create(session, utcnow(), alg)
+
+
+def expire_memberships(db, memberships) -> int:
+    """End every temporary membership past its maximum age, through the revocation path
+    (feed event, audit, mirror and notification outboxes); returns how many ended."""
+    with db.transaction() as session:
+        return memberships.expire_due(session, utcnow())
