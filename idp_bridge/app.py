@@ -194,7 +194,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
                           accounts=mirror, app_client_id=settings.app_client_id,
                           default_audience=settings.default_audience)
     server = BridgeAuthorizationServer(
-        db=db, tokens=tokens, validator=validator, issuer=settings.issuer,
+        tokens=tokens, validator=validator, issuer=settings.issuer,
         audiences=settings.audiences, default_audience=settings.default_audience,
         resources=settings.resource_map)
     server.register_grant(TokenExchangeGrant)

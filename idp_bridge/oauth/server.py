@@ -25,11 +25,9 @@ from authlib.oauth2.rfc6749.errors import (
 )
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc.jwk import KeySet
-from sqlalchemy import bindparam, select
 
 from ..domain.errors import DomainError
 from ..storage.db import StorageUnavailable, utcnow
-from ..storage.models import Client
 from ..upstream.oidc import SubjectTokenError, UpstreamUnavailable
 from .errors import InvalidTargetError, TemporarilyUnavailableError
 from .models import OAuthClient
@@ -38,10 +36,9 @@ NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 
 
 class BridgeAuthorizationServer(AuthorizationServer):
-    def __init__(self, *, db, tokens, validator, issuer: str, audiences, default_audience: str,
+    def __init__(self, *, tokens, validator, issuer: str, audiences, default_audience: str,
                  resources: dict[str, str]):
         super().__init__()
-        self.db = db
         #: The token use cases (:class:`idp_bridge.services.tokens.TokenService`).
         self.tokens = tokens
         self.validator = validator
@@ -71,13 +68,10 @@ class BridgeAuthorizationServer(AuthorizationServer):
 
     def _load_client(self, client_id):
         try:
-            with self.db.read() as session:
-                row = session.connection().execute(_CLIENT_LOOKUP, {"client_id": client_id}).first()
-        except StorageUnavailable as exc:
-            raise TemporarilyUnavailableError(description=str(exc)) from None
-        if row is None or row.disabled_at is not None:
-            return None
-        return OAuthClient(row)
+            row = self.tokens.find_client(client_id)
+        except StorageUnavailable:
+            raise TemporarilyUnavailableError(description="the database is unreachable") from None
+        return None if row is None else OAuthClient(row)
 
     def authenticate_client(self, request, methods, endpoint="token"):
         """Authlib's client authentication, behind RFC 6749 sections 2.3 and 2.3.1: one
@@ -220,12 +214,6 @@ def _unverified_assertion_subject(assertion) -> str | None:
         return None
     subject = payload.get("sub") if isinstance(payload, dict) else None
     return subject if isinstance(subject, str) else None
-
-
-_CLIENT_LOOKUP = select(
-    Client.client_id, Client.secret_hash, Client.auth_method, Client.jwks, Client.roles,
-    Client.disabled_at,
-).where(Client.client_id == bindparam("client_id"))
 
 
 #: Client assertions may live at most this long (RFC 7523 asks for short-lived assertions).

@@ -54,6 +54,7 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from ..domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
@@ -62,7 +63,7 @@ from ..domain.memberships import plausible_id
 from ..domain.tokens import RefreshRejected
 from ..domain.upstream_sessions import record_logout
 from ..storage.db import utcnow
-from ..storage.models import SeenJti, TokenFamily
+from ..storage.models import Client, SeenJti, TokenFamily
 from ..upstream.oidc import UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,15 @@ class TokenService:
         self.accounts = accounts
         self.app_client_id = app_client_id
         self.default_audience = default_audience
+
+    # --- clients (Authlib's query_client) ---
+    def find_client(self, client_id: str):
+        """The registered client ``client_id`` (its id, secret hash, auth method, JWK set,
+        roles), or None when unknown or disabled. One prepared statement: the token
+        endpoint caches the answer for a few seconds."""
+        with self.db.read() as session:
+            row = session.connection().execute(_CLIENT_LOOKUP, {"client_id": client_id}).first()
+        return None if row is None or row.disabled_at is not None else row
 
     # --- the token endpoint ---
     def admit(self, *, identity, tenant_id: str, access_code: str | None,
@@ -354,3 +364,9 @@ class TokenService:
                                                actor="system", actor_role="system", now=utcnow())
         except Exception:
             log.exception("could not revoke a token family whose access token was not signed")
+
+
+_CLIENT_LOOKUP = select(
+    Client.client_id, Client.secret_hash, Client.auth_method, Client.jwks, Client.roles,
+    Client.disabled_at,
+).where(Client.client_id == bindparam("client_id"))
