@@ -33,10 +33,11 @@ def setup(bridge):
     add_client(bridge.services.db, KEY_CLIENT, auth_method="private_key_jwt",
                jwks={"keys": [key.as_dict(private=False)]})
 
-    def assertion(sub=KEY_CLIENT):
+    def assertion(sub=KEY_CLIENT, jti=None):
         now = int(time.time())
         claims = {"iss": sub, "sub": sub, "aud": "http://127.0.0.1:8000/token",
-                  "jti": secrets.token_urlsafe(12), "iat": now, "exp": now + 60}
+                  "jti": secrets.token_urlsafe(12) if jti is None else jti,
+                  "iat": now, "exp": now + 60}
         return jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key)
 
     tokens = {CLIENT_ID: bridge.join("bob")}
@@ -180,3 +181,29 @@ def test_one_method_is_accepted(setup, endpoint, owner, credentials):
         assert response.json["active"] is True and response.json["client_id"] == owner
     elif endpoint != "revoke":
         assert response.json["access_token"]
+
+
+def _counts(bridge):
+    with bridge.services.db.read() as session:
+        return {model.__name__: session.scalar(select(func.count()).select_from(model))
+                for model in (models.TokenFamily, models.RefreshToken, models.SeenJti)}
+
+
+@pytest.mark.parametrize("jti", ["a\x00b", "a|b", 12345, ["x"], "", "j" * 256],
+                         ids=["nul", "pipe", "number", "list", "empty", "too-long"])
+def test_client_assertion_jti_is_a_string_remembered_once(setup, jti):
+    """A jti is a string (RFC 7519 4.1.7) remembered as a structured (client, jti) pair: a
+    second use is refused; a jti that is not a bounded string is refused at once. Refused
+    requests mint and remember nothing."""
+    bridge, assertion, _ = setup
+    token = assertion(jti=jti)
+    pairs = [("client_assertion_type", ASSERTION_TYPE), ("client_assertion", token)]
+    if isinstance(jti, str) and 0 < len(jti) <= 255:
+        first = send(bridge, "/token", exchange_body(bridge), pairs=pairs)
+        assert first.status_code == 200, first.json
+    before = _counts(bridge)
+    again = send(bridge, "/token", exchange_body(bridge), pairs=pairs)
+    # Failed assertions are 400 (RFC 6749 5.2 demands 401 only for the Authorization header).
+    assert again.status_code == 400, again.json
+    assert again.json["error"] == "invalid_client"
+    assert _counts(bridge) == before

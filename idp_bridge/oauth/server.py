@@ -241,7 +241,11 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return KeySet.import_key_set(client.jwks)
 
     def validate_jti(self, claims, jti):
-        key = hashlib.sha256(f"client-assertion\x00{claims['sub']}\x00{jti}".encode()).hexdigest()
+        if not isinstance(jti, str) or not jti or len(jti) > 255:
+            return False  # RFC 7519 4.1.7: a case-sensitive string
+        # Structured, never joined: the pair (client, jti) as a JSON array.
+        key = hashlib.sha256(json.dumps(["client-assertion", claims["sub"], jti]).encode()
+                             ).hexdigest()
         now = utcnow()
         exp = claims.get("exp")
         if not isinstance(exp, (int, float)) or exp > now.timestamp() + MAX_ASSERTION_SECONDS:
