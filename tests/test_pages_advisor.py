@@ -136,8 +136,11 @@ def test_leave_asks_first_then_ends_the_grant(bob, bridge):
 
 def test_leave_is_only_for_own_memberships(app, bob, bridge):
     bridge.join("carol")
-    assert bob.get(f"/advisor/tenants/{TENANT}/leave").status_code == 404
-    assert post_form_page(bob, f"/advisor/tenants/{TENANT}/leave").status_code == 404
+    # bob has no access here: back to his page with a message (issue 12, item 5), not a
+    # 404 page; carol's membership is untouched.
+    for response in (bob.get(f"/advisor/tenants/{TENANT}/leave"),
+                     post_form_page(bob, f"/advisor/tenants/{TENANT}/leave")):
+        assert response.status_code == 303 and response.headers["Location"] == "/advisor"
     assert bob.post(f"/advisor/tenants/{TENANT}/leave").status_code == 400  # no CSRF token
     anna = signed_in(app, "anna")
     assert post_form_page(anna, f"/advisor/tenants/{TENANT}/leave").status_code == 403
@@ -168,8 +171,9 @@ def test_open_hands_tenant_scoped_tokens_to_the_application(with_app):
     assert f'<form id="handoff-form" method="post" action="{target}"' in response.text
     fields = _hidden_fields(response.text)
     assert set(fields) == {"access_token", "token_type", "expires_in", "scope", "refresh_token",
-                           "tenant"}
+                           "tenant", "tenant_name", "advisor_name", "lang"}
     assert fields["tenant"] == TENANT and fields["token_type"] == "Bearer"
+    assert fields["tenant_name"] == "Muster GmbH" and fields["lang"] == "en"
     assert "payments:read" in fields["scope"].split()
     introspection = with_app.introspect(fields["access_token"]).json
     assert introspection["active"] is True
@@ -192,15 +196,16 @@ def test_open_hands_tenant_scoped_tokens_to_the_application(with_app):
 def test_open_is_refused_without_membership_or_role(with_app):
     client = signed_in(with_app.app, "bob")
     response = post_form_page(client, f"/advisor/tenants/{TENANT}/open", headers=EN)
-    assert response.status_code == 400
-    assert "You have no access to this tenant (any more)." in text_of(response)
-    assert "handoff-form" not in response.text
+    # No membership: back to the advisor page with a message (issue 12, item 5).
+    assert response.status_code == 303 and response.headers["Location"] == "/advisor"
+    assert f"Your access to tenant {TENANT} has ended." in text_of(
+        client.get("/advisor", headers=EN))
     anna = signed_in(with_app.app, "anna")
     assert post_form_page(anna, f"/advisor/tenants/{TENANT}/open").status_code == 403
     with_app.join("bob")
     assert client.post(f"/advisor/tenants/{TENANT}/open").status_code == 400  # no CSRF token
     other = post_form_page(client, f"/advisor/tenants/{OTHER_TENANT}/open")
-    assert other.status_code == 400 and "handoff-form" not in other.text
+    assert other.status_code == 303 and "handoff-form" not in other.text
 
 
 def test_open_needs_a_configured_application(bob, bridge):

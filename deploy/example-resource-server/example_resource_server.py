@@ -9,13 +9,17 @@ secrets, PayPal credentials, ...) exist in the data but are never returned. ``ev
 bridge's "Open" button on the advisor page (its ``app_url`` setting) posts the tenant-scoped
 tokens there, like an OAuth 2.0 Form Post response. The page checks the access token with the
 same guard (signature, audience, revocation, and bound to the tenant in the URL) and shows
-the areas the token may read, with their data. It never shows the tokens themselves.
+the areas the token may read, with their data. It never shows the tokens themselves. It is
+what an advisor sees first, so it looks like the bridge's pages: the bridge's stylesheet, the
+tenant's and the advisor's names, times in local time (``RS_TIMEZONE``), the bridge's
+language, and a way back to the advisor page.
 
 It installs only the resource-server part with its Flask adapter (``pip install
 './guard[flask]'``: the distribution idp-bridge-guard), and imports nothing from the bridge.
 Run: ``python example_resource_server.py`` with ``RS_ISSUER`` (the bridge), ``RS_CLIENT_ID``
 / ``RS_CLIENT_SECRET`` (a receiver client of the revocation feed) and optionally
-``RS_AUDIENCE`` (default ``konfipay-api``), ``RS_PORT``.
+``RS_AUDIENCE`` (default ``konfipay-api``), ``RS_PORT``, ``RS_TIMEZONE`` (default
+``Europe/Berlin``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import hashlib
 import os
 import random
 import threading
-from datetime import datetime, timezone
+from datetime import datetime
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from flask import Flask, abort, g, jsonify, render_template_string, request
 
@@ -64,40 +70,125 @@ def public_view(area: str, record: dict) -> dict:
     return {key: value for key, value in record.items() if key not in hidden}
 
 
+#: The page's texts in the bridge's two languages (the language the bridge's page had).
+TEXTS = {
+    "en": {
+        "title": "Tenant %(tenant)s",
+        "back": "Back to my tenants",
+        "signed_in": "Signed in as advisor %(name)s (%(kind)s) until %(until)s.",
+        "kinds": {"temporary": "temporary access", "permanent": "permanent access",
+                  "guest": "guest access"},
+        "opened": "Opened at %(time)s.",
+        "scope": "Scope",
+        "areas": "Areas this access may read",
+        "nothing": "This token may read no area of the tenant.",
+        "never": "Never shown: %(items)s.",
+        "id": "ID", "label": "Label", "amount": "Amount (cents)",
+        "rejected": "The access token was rejected: %(reason)s",
+        "rejected_hint": "Please open the tenant again from your page at the advisor access.",
+        "brand": "konfipay application (example)",
+        "footer": "Example application standing for konfipay, served by the example resource "
+                  "server. Times are shown in %(zone)s.",
+        "time": "%H:%M",
+    },
+    "de": {
+        "title": "Mandant %(tenant)s",
+        "back": "Zurück zu meinen Mandanten",
+        "signed_in": "Angemeldet als Kundenberater %(name)s (%(kind)s) bis %(until)s.",
+        "kinds": {"temporary": "temporärer Zugriff", "permanent": "permanenter Zugriff",
+                  "guest": "Gastzugriff"},
+        "opened": "Geöffnet um %(time)s.",
+        "scope": "Scope",
+        "areas": "Bereiche, die dieser Zugriff lesen darf",
+        "nothing": "Dieses Token darf keinen Bereich des Mandanten lesen.",
+        "never": "Nie angezeigt: %(items)s.",
+        "id": "ID", "label": "Bezeichnung", "amount": "Betrag (Cent)",
+        "rejected": "Das Zugriffstoken wurde abgelehnt: %(reason)s",
+        "rejected_hint": "Bitte öffnen Sie den Mandanten erneut von Ihrer Seite im "
+                         "Kundenberater-Zugriff.",
+        "brand": "konfipay-Anwendung (Beispiel)",
+        "footer": "Beispielanwendung für konfipay, bereitgestellt vom Beispiel-Ressourcenserver. "
+                  "Zeiten in der Zeitzone %(zone)s.",
+        "time": "%H:%M Uhr",
+    },
+}
+#: What ``read`` excludes, in German (the catalog names them in English).
+EXCLUDES_DE = {
+    "online banking PINs": "Online-Banking-PINs",
+    "access credentials of the bank connection": "Zugangsdaten der Bankverbindung",
+    "EBICS private keys": "private EBICS-Schlüssel",
+    "key passwords": "Schlüsselpasswörter",
+    "INI/HIA letters": "INI/HIA-Briefe",
+    "signing credentials": "Signaturzugangsdaten",
+    "release (signature) actions": "Freigaben (Unterschriften)",
+    "PayPal API credentials": "PayPal-API-Zugangsdaten",
+    "client secrets": "Client-Geheimnisse",
+    "licence keys": "Lizenzschlüssel",
+    "passwords": "Passwörter",
+    "password reset links": "Links zum Zurücksetzen von Passwörtern",
+    "second-factor secrets": "Geheimnisse des zweiten Faktors",
+    "API client secrets": "Geheimnisse der API-Clients",
+    "API keys": "API-Schlüssel",
+    "webhook signing secrets": "Signaturgeheimnisse der Webhooks",
+    "SMTP passwords": "SMTP-Passwörter",
+}
+DISPLAY_MAX = 255
+
 #: The application page after "Open": what the handed-over token may read, with the data.
-#: (Flask autoescapes templates rendered from strings.)
+#: It looks like the bridge's pages because it uses the bridge's own stylesheet (a
+#: stylesheet from the bridge's origin, allowed by the page's CSP; no inline style or
+#: script). (Flask autoescapes templates rendered from strings.)
 OPEN_PAGE = """<!doctype html>
-<html lang="en">
+<html lang="{{ lang }}">
 <head>
   <meta charset="utf-8">
   <meta name="viewport" content="width=device-width, initial-scale=1">
-  <title>konfipay · tenant {{ tenant }}</title>
+  <title>{{ t.title|format(tenant=tenant) }}{% if tenant_name %} ({{ tenant_name }}){% endif %} · konfipay</title>
+  <link rel="stylesheet" href="{{ stylesheet }}">
 </head>
 <body>
-  <header><h1>konfipay · tenant {{ tenant }}</h1></header>
-  <main>
+  <header class="top">
+    <div class="wrap top-inner">
+      <span class="brand">{{ t.brand }}</span>
+      <div class="tools">
+        {% if advisor_name %}<span class="user" id="advisor">{{ advisor_name }}</span>{% endif %}
+        <a class="button small" id="back" href="{{ back_url }}">{{ t.back }}</a>
+      </div>
+    </div>
+  </header>
+  <main id="main" class="wrap">
+    <h1 id="tenant">{{ t.title|format(tenant=tenant) }}{% if tenant_name %} <span class="hint">({{ tenant_name }})</span>{% endif %}</h1>
   {% if error %}
-    <p id="status" role="alert">The access token was rejected: {{ error }}</p>
+    <section class="card">
+      <p id="status" class="error-box" role="alert">{{ t.rejected|format(reason=error) }}</p>
+      <p>{{ t.rejected_hint }}</p>
+      <p><a class="button" href="{{ back_url }}">{{ t.back }}</a></p>
+    </section>
   {% else %}
+    <section class="card code-card">
     {% if claims %}
-    <p id="status">Signed in as advisor {{ claims.sub }} ({{ claims.membership }} access)
-      until {{ expires }}.</p>
-    <p>Scope: <code id="scope">{{ claims.scope }}</code></p>
+      <p id="status" class="lead">{{ t.signed_in|format(name=advisor_name or claims.sub,
+          kind=t.kinds.get(claims.membership, claims.membership), until=expires) }}</p>
+      <p class="hint" id="opened">{{ t.opened|format(time=opened) }}</p>
+      <p class="hint">{{ t.scope }}: <code id="scope">{{ claims.scope }}</code></p>
     {% endif %}
-    <nav aria-label="Areas"><ul id="areas">
-      {% for area in readable %}<li><a href="#{{ area.key }}">{{ area.name_en }}</a>
-        <span lang="de">({{ area.name_de }})</span></li>{% endfor %}
-    </ul></nav>
-    {% if not readable %}<p id="nothing">This token may read no area of the tenant.</p>{% endif %}
+      <nav aria-labelledby="areas-heading">
+        <h2 id="areas-heading">{{ t.areas }}</h2>
+        <ul id="areas" class="subnav">
+        {% for area in readable %}<li><a href="#{{ area.key }}">{{ names[area.key] }}</a></li>{% endfor %}
+        </ul>
+      </nav>
+      {% if not readable %}<p id="nothing" class="empty">{{ t.nothing }}</p>{% endif %}
+    </section>
     {% for area in readable %}
-    <section id="{{ area.key }}" data-area="{{ area.key }}">
-      <h2>{{ area.name_en }}</h2>
-      {% if area.read_excludes %}<p>Never shown: {{ area.read_excludes|join(", ") }}.</p>{% endif %}
-      <table>
-        <thead><tr><th>ID</th><th>Label</th><th>Amount (cents)</th></tr></thead>
+    <section class="card" id="{{ area.key }}" data-area="{{ area.key }}" aria-labelledby="{{ area.key }}-heading">
+      <h2 id="{{ area.key }}-heading">{{ names[area.key] }}</h2>
+      {% if excludes[area.key] %}<p class="hint">{{ t.never|format(items=excludes[area.key]|join(", ")) }}</p>{% endif %}
+      <table class="stack">
+        <thead><tr><th scope="col">{{ t.id }}</th><th scope="col">{{ t.label }}</th><th scope="col">{{ t.amount }}</th></tr></thead>
         <tbody>
         {% for item in data[area.key] %}
-          <tr><td>{{ item.id }}</td><td>{{ item.label }}</td><td>{{ item.amount_cents }}</td></tr>
+          <tr><td data-label="{{ t.id }}">{{ item.id }}</td><td data-label="{{ t.label }}">{{ item.label }}</td><td data-label="{{ t.amount }}">{{ item.amount_cents }}</td></tr>
         {% endfor %}
         </tbody>
       </table>
@@ -105,14 +196,37 @@ OPEN_PAGE = """<!doctype html>
     {% endfor %}
   {% endif %}
   </main>
+  <footer class="wrap">{{ t.footer|format(zone=zone) }}</footer>
 </body>
 </html>
 """
 
 
-def open_page_response(guard: TokenGuard, tenant: str):
+def display_text(value) -> str:
+    """A name the bridge's page handed over with the tokens, for display only: printable
+    (no control or direction-changing characters) and bounded, else nothing."""
+    if not isinstance(value, str) or not value.isprintable():
+        return ""
+    return value.strip()[:DISPLAY_MAX]
+
+
+def page_language() -> str:
+    chosen = request.form.get("lang")
+    if chosen in TEXTS:
+        return chosen
+    return request.accept_languages.best_match(tuple(TEXTS)) or "en"
+
+
+def open_page_response(guard: TokenGuard, tenant: str, *, bridge_url: str | None = None,
+                       zone: str = "Europe/Berlin"):
     """``POST /tenants/<tenant>/open``: validate the posted access token for this tenant and
-    show the areas it may read (a tenant in the URL that the token is not for: 401)."""
+    show the areas it may read (a tenant in the URL that the token is not for: 401).
+
+    Around the data: the tenant's and the advisor's names as the bridge's page handed them
+    over (display text; nothing here is decided by them, and nothing is shown unless the
+    token is valid), the token's end in local time, and the way back to the bridge's
+    advisor page."""
+    bridge_url = (bridge_url or guard.issuer).rstrip("/")
     token = request.form.get("access_token", "")
     readable, data, claims, error = [], {}, {}, None
     for area in AREAS:
@@ -121,24 +235,44 @@ def open_page_response(guard: TokenGuard, tenant: str):
         except InsufficientScope:  # a valid token, just not for this area
             continue
         except InvalidToken as exc:  # forged, expired, revoked, or for another tenant
-            readable, data, error = [], {}, exc.description
+            readable, data, claims, error = [], {}, {}, exc.description
             break
         readable.append(area)
         data[area.key] = [public_view(area.key, r) for r in sample_records(tenant, area.key)]
+    lang = page_language()
+    texts = TEXTS[lang]
+    local = ZoneInfo(zone)
     expires = ""
     if isinstance(claims.get("exp"), (int, float)):
-        expires = datetime.fromtimestamp(claims["exp"], timezone.utc).strftime("%H:%M:%S UTC")
-    body = render_template_string(OPEN_PAGE, tenant=tenant, claims=claims, readable=readable,
-                                  data=data, error=error, expires=expires)
+        expires = datetime.fromtimestamp(claims["exp"], local).strftime(texts["time"])
+    german = lang == "de"
+    names = {a.key: a.name_de if german else a.name_en for a in AREAS}
+    excludes = {a.key: [EXCLUDES_DE.get(i, i) if german else i for i in a.read_excludes]
+                for a in AREAS}
+    valid = error is None and bool(claims)
+    body = render_template_string(
+        OPEN_PAGE, tenant=tenant, claims=claims, readable=readable, data=data, error=error,
+        expires=expires, opened=datetime.now(local).strftime(texts["time"]), zone=zone,
+        lang=lang, t=texts, names=names, excludes=excludes,
+        tenant_name=display_text(request.form.get("tenant_name")) if valid else "",
+        advisor_name=display_text(request.form.get("advisor_name")) if valid else "",
+        stylesheet=f"{bridge_url}/static/web/app.css", back_url=f"{bridge_url}/advisor")
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(bridge_url))
     return body, 401 if error else 200, {
         "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
         "Referrer-Policy": "no-referrer",
-        "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; "
-                                   "base-uri 'none'; form-action 'none'"}
+        "Content-Security-Policy": f"default-src 'none'; style-src {origin}; "
+                                   "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"}
 
 
-def create_app(guard: TokenGuard) -> Flask:
+def create_app(guard: TokenGuard, *, bridge_url: str | None = None,
+               zone: str | None = None) -> Flask:
+    """The example resource server; ``bridge_url`` (default: the guard's issuer) is where
+    the Open page takes its stylesheet and its way back from, ``zone`` (default
+    ``RS_TIMEZONE``, else Europe/Berlin) the time zone it shows times in."""
     app = Flask(__name__)
+    zone = zone or os.environ.get("RS_TIMEZONE", "Europe/Berlin")
+    ZoneInfo(zone)  # an unknown zone fails at start, not on the first page
     reports: dict[str, list] = {}
     lock = threading.Lock()
 
@@ -169,7 +303,7 @@ def create_app(guard: TokenGuard) -> Flask:
 
     @app.post("/tenants/<tenant>/open")
     def open_tenant(tenant):
-        return open_page_response(guard, tenant)
+        return open_page_response(guard, tenant, bridge_url=bridge_url, zone=zone)
 
     @app.get("/healthz")
     def healthz():

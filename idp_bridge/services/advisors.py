@@ -9,10 +9,23 @@ changes its own memberships.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from ..domain.errors import NotFound
 from ..storage.db import utcnow
 from ..storage.models import Tenant, UserGroup
 from .values import InvitationInfo, MembershipInfo, TenantInfo
+
+
+@dataclass(frozen=True)
+class AdvisorStatus:
+    """What the advisor's page polls (:meth:`Advisors.status`): the caller's live
+    memberships and open invitations, read at ``now``."""
+
+    now: datetime
+    memberships: tuple[MembershipInfo, ...]
+    invitations: tuple[InvitationInfo, ...]
 
 
 class Advisors:
@@ -30,6 +43,20 @@ class Advisors:
                                       group_name=_name(session, UserGroup, m.group_id))
                     for m in self.memberships.list_for_advisor(session, caller.subject,
                                                                utcnow())]
+
+    def status(self, caller) -> AdvisorStatus:
+        """The caller's live memberships and open invitations in one read, for the page's
+        script: a membership missing here has ended (removed, left, expired), so the page
+        takes back its "Open" button."""
+        self.authorize.advisor(caller)
+        now = utcnow()
+        with self.db.read() as session:
+            memberships = tuple(
+                MembershipInfo.of(m, tenant_name=_name(session, Tenant, m.tenant_id))
+                for m in self.memberships.list_for_advisor(session, caller.subject, now))
+            invitations = tuple(InvitationInfo.of(i)
+                                for i in self.guests.my_invitations(session, caller, now))
+        return AdvisorStatus(now=now, memberships=memberships, invitations=invitations)
 
     def my_membership(self, caller, tenant_id: str) -> tuple[MembershipInfo, TenantInfo]:
         """The caller's live membership of ``tenant_id`` (``no_membership``)."""

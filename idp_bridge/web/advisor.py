@@ -20,16 +20,33 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlsplit
 
-from flask import flash, g, redirect, render_template, request, url_for
+from flask import flash, g, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
+from .. import surfaces
 from ..domain.errors import DomainError, Forbidden
+from .auth import current_identity
 from .errors import deny, explain, page_blueprint
+from .i18n import current_language
 from .pages import advisor_required, services, use_cases
-from .rights import rights_table
+from .rights import rights_summary, rights_table
 
 bp = page_blueprint("advisor", __name__, url_prefix="/advisor")
 TENANT_FIELD_MAX = 64
+#: Refusals meaning "this advisor has no live access to this tenant (any more)": a page
+#: left open while the tenant removed the advisor, or the access expired or was left in
+#: another tab. The advisor lands back on its page with a message, not on an error page.
+ACCESS_ENDED = frozenset({"not_member", "membership_expired", "no_membership"})
+
+
+def _access_ended(exc: DomainError, tenant_id: str):
+    """The friendly answer to a stale button for a tenant whose access ended, else None.
+    Only codes raised after the tenant was found (so ``tenant_id`` names a real tenant)."""
+    if exc.code not in ACCESS_ENDED:
+        return None
+    flash(_("Your access to tenant %(tenant)s has ended. If you need access again, please "
+            "ask the tenant.", tenant=tenant_id), "error")
+    return redirect(url_for("advisor.home"), 303)
 
 
 def _advisors():
@@ -41,12 +58,13 @@ def _render(status: int = 200, *, error: str | None = None, values: dict | None 
     memberships = _advisors().my_memberships(g.identity)
     invitations = _advisors().my_invitations(g.identity)
     settings = services().settings
+    rights = rights_table()
     return render_template(
         "web/advisor.html", memberships=[(m, m.tenant_name) for m in memberships],
         group_names={m.group_id: m.group_name for m in memberships if m.group_id},
         invitations=[(i, i.tenant_name, i.group_name) for i in invitations],
         invitation_error=invitation_error, error=error, values=values or {},
-        rights=rights_table(), can_open=bool(settings.app_url),
+        rights=rights, rights_summary=rights_summary(rights), can_open=bool(settings.app_url),
         reason_max=settings.reason_max_length), status
 
 
@@ -54,6 +72,26 @@ def _render(status: int = 200, *, error: str | None = None, values: dict | None 
 @advisor_required
 def home():
     return _render()
+
+
+@bp.get("/status.json")
+@surfaces.answers_json
+def status():
+    """What the advisor page's script polls: the live memberships (a row missing here has
+    ended: the script takes its buttons back) and the open invitations."""
+    g.identity = current_identity()
+    if g.identity is None:
+        return jsonify(error="login_required"), 401
+    try:
+        state = _advisors().status(g.identity)
+    except Forbidden:
+        return jsonify(error="forbidden"), 403
+    return jsonify(
+        now=int(state.now.timestamp()),
+        memberships=[{"id": m.id, "tenant": m.tenant_id, "kind": m.kind,
+                      "expires_at": int(m.expires_at.timestamp()) if m.expires_at else None}
+                     for m in state.memberships],
+        invitations=[i.id for i in state.invitations])
 
 
 @bp.post("/join")
@@ -101,7 +139,13 @@ def accept(invitation_id):
 @bp.get("/tenants/<tenant_id>/leave")
 @advisor_required
 def leave_confirm(tenant_id):
-    membership, tenant = _advisors().my_membership(g.identity, tenant_id)
+    try:
+        membership, tenant = _advisors().my_membership(g.identity, tenant_id)
+    except DomainError as exc:
+        ended = _access_ended(exc, tenant_id)
+        if ended is None:
+            raise
+        return ended
     return render_template(
         "web/confirm.html", tenant=tenant, membership=membership,
         title=_("Leave tenant %(tenant)s (%(name)s)?", tenant=tenant_id, name=tenant.name),
@@ -114,7 +158,13 @@ def leave_confirm(tenant_id):
 @bp.post("/tenants/<tenant_id>/leave")
 @advisor_required
 def leave(tenant_id):
-    _advisors().leave(g.identity, tenant_id)
+    try:
+        _advisors().leave(g.identity, tenant_id)
+    except DomainError as exc:
+        ended = _access_ended(exc, tenant_id)
+        if ended is None:
+            raise
+        return ended
     flash(_("You have left tenant %(tenant)s. Your access has ended.", tenant=tenant_id),
           "success")
     return redirect(url_for("advisor.home"), 303)
@@ -125,15 +175,31 @@ def leave(tenant_id):
 def open_tenant(tenant_id):
     """Refusals are error pages by code: a guest whose user group has no permissions gets
     ``no_permissions`` (403), an unreachable identity provider ``upstream_unavailable``
-    (503), as the token endpoint answers ``invalid_scope`` / 503."""
+    (503), as the token endpoint answers ``invalid_scope`` / 503. An access that has ended
+    meanwhile (a stale "Open" button) leads back to the advisor page with a message.
+
+    Besides the tokens the form carries what the application shows around them: the
+    tenant's and the advisor's names as the bridge stores them, and the page's language.
+    They are display text only; what the application may do follows from the access token
+    it validates."""
     settings = services().settings
     if not settings.app_url:
         deny(_("No application is configured to open tenants in."), 404)
-    issued = services().tokens.open_tenant(identity=g.identity, tenant_id=tenant_id)
+    try:
+        membership, tenant = _advisors().my_membership(g.identity, tenant_id)
+        issued = services().tokens.open_tenant(identity=g.identity, tenant_id=tenant_id)
+    except DomainError as exc:
+        ended = _access_ended(exc, tenant_id)
+        if ended is None:
+            raise
+        return ended
     target = settings.app_url.replace("{tenant}", quote(tenant_id, safe=""))
     parts = urlsplit(target)
     g.form_action_origin = f"{parts.scheme}://{parts.netloc}"
     fields = {"access_token": issued.access_token, "token_type": "Bearer",
               "expires_in": str(issued.expires_in), "scope": issued.scope,
-              "refresh_token": issued.refresh_token, "tenant": tenant_id}
-    return render_template("web/handoff.html", target=target, fields=fields, tenant_id=tenant_id)
+              "refresh_token": issued.refresh_token, "tenant": tenant_id,
+              "tenant_name": tenant.name or "", "advisor_name": membership.shown_name,
+              "lang": current_language()}
+    return render_template("web/handoff.html", target=target, fields=fields, tenant_id=tenant_id,
+                           tenant_name=tenant.name)

@@ -189,19 +189,26 @@ def delete_confirm(tenant_id, group_id):
     details = [(_("User group"), group.name),
                (_("Permissions"), ", ".join(describe_permissions(group.permissions))
                 or _("none"))]
+    back = url_for("groups.home", tenant_id=tenant_id)
     if group.guests or group.pending_invitations:
-        explanation = _("Guest users still have this user group (%(guests)s) or open "
-                        "invitations name it (%(invitations)s). It can only be deleted once "
-                        "they are removed and the invitations withdrawn.",
-                        guests=group.guests, invitations=group.pending_invitations)
-    else:
-        explanation = _("The user group is deleted for good. No guest user has it.")
+        # Deleting would only be refused (group_in_use): no button, the reason and the way
+        # to what blocks it.
+        details += [(_("Guest users"), str(group.guests)),
+                     (_("Open invitations"), str(group.pending_invitations))]
+        return render_template(
+            "web/confirm.html", tenant=tenant, membership=None, details=details, blocked=True,
+            title=_("User group %(name)s cannot be deleted yet", name=group.name),
+            explanation=_("Guest users still have this user group or open invitations name "
+                          "it. Remove those guest users and withdraw the invitations first; "
+                          "then it can be deleted."),
+            back=back + ("#guests" if group.guests else "#invitations"),
+            back_label=_("Back to user groups and guests"))
     return render_template(
         "web/confirm.html", tenant=tenant, membership=None, details=details,
-        title=_("Delete user group %(name)s?", name=group.name), explanation=explanation,
+        title=_("Delete user group %(name)s?", name=group.name),
+        explanation=_("The user group is deleted for good. No guest user has it."),
         action=url_for("groups.delete", tenant_id=tenant_id, group_id=group_id),
-        confirm_label=_("Delete user group"), back=url_for("groups.home", tenant_id=tenant_id),
-        hidden={})
+        confirm_label=_("Delete user group"), back=back, hidden={})
 
 
 @bp.post("/groups/<group_id>/delete")
@@ -248,7 +255,20 @@ def invite(tenant_id):
 @tenant_admin_required
 def withdraw_confirm(tenant_id, invitation_id):
     tenant = use_cases().tenant_admin.tenant(g.identity, tenant_id)
-    invitation = _groups().invitation(g.identity, tenant_id, invitation_id)
+    try:
+        invitation = _groups().invitation(g.identity, tenant_id, invitation_id)
+    except DomainError as exc:
+        if exc.code != "unknown_invitation":
+            raise
+        # Accepted, withdrawn or expired meanwhile (or never ours): withdrawing can only
+        # fail, so no button, the reason and the way back (404, as before).
+        return render_template(
+            "web/confirm.html", tenant=tenant, membership=None, blocked=True,
+            title=_("This invitation is no longer open"),
+            explanation=_("There is nothing to withdraw: the invitation was accepted, "
+                          "withdrawn or has expired, or it does not exist."),
+            back=url_for("groups.home", tenant_id=tenant_id) + "#invitations",
+            back_label=_("Back to user groups and guests")), 404
     return render_template(
         "web/confirm.html", tenant=tenant, membership=None,
         details=[(_("Invited"), invitation.invitee), (_("User group"), invitation.group_name),

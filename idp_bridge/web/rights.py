@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 from scopes.catalog import AREAS, PAYMENTS, TENANT_ADMINISTRATION, advisor_scopes
@@ -45,6 +46,8 @@ class RightsRow:
     access: str
     scopes: tuple[str, ...]
     excludes: tuple[str, ...]
+    #: Read and change (``area:write`` in the profile), not only read.
+    full: bool = False
 
 
 def rights_table() -> list[tuple[str, list[RightsRow]]]:
@@ -59,5 +62,19 @@ def rights_table() -> list[tuple[str, list[RightsRow]]]:
         groups.setdefault(area.group, []).append(RightsRow(
             key=area.key, name=area.name_de if german else area.name_en, access=str(access),
             scopes=scopes,
-            excludes=tuple(str(EXCLUSIONS.get(item, item)) for item in area.read_excludes)))
+            excludes=tuple(str(EXCLUSIONS.get(item, item)) for item in area.read_excludes),
+            full=full))
     return [(str(GROUP_NAMES.get(group, group)), rows) for group, rows in groups.items()]
+
+
+def rights_summary(table: list[tuple[str, list[RightsRow]]]) -> str:
+    """One sentence for the collapsed rights table, from the same rows: read everywhere,
+    and where the profile also changes (evaluation:write: Auswertung)."""
+    rows = [row for _group, rows in table for row in rows]
+    full = [row.name for row in rows if row.full]
+    if full:
+        return _("Read access to all %(count)s functional areas, also changing in: %(areas)s. "
+                 "Secrets such as PINs, keys and passwords are never included.",
+                 count=len(rows), areas=", ".join(full))
+    return _("Read access to all %(count)s functional areas. Secrets such as PINs, keys and "
+             "passwords are never included.", count=len(rows))

@@ -9,8 +9,8 @@ from datetime import timezone
 
 from flask import (Response, flash, g, jsonify, redirect, render_template, request,
                    url_for)
+from flask_babel import format_time, ngettext
 from flask_babel import gettext as _
-from flask_babel import ngettext
 
 from .. import surfaces
 from ..domain.errors import DomainError, Forbidden
@@ -23,7 +23,7 @@ from .auth import current_identity
 from .errors import deny, explain, page_blueprint
 from .i18n import current_language
 from .pages import services, tenant_admin_required, use_cases
-from .rights import rights_table
+from .rights import rights_summary, rights_table
 
 bp = page_blueprint("tenant", __name__, url_prefix="/tenants/<tenant_id>")
 RETURN_PAGES = {"help": "tenant.help", "users": "tenant.users", "groups": "groups.home"}
@@ -54,8 +54,10 @@ def _live_state(tenant_id: str) -> dict:
 def _render_help(tenant_id: str, *, errors: dict | None = None, status: int = 200,
                  values: dict | None = None):
     state = _live_state(tenant_id)
+    rights = rights_table()
     return render_template(
-        "web/tenant_help.html", **state, rights=rights_table(), errors=errors or {},
+        "web/tenant_help.html", **state, rights=rights, rights_summary=rights_summary(rights),
+        errors=errors or {},
         values=values or {}, email_enabled=services().notifications.smtp is not None,
         max_recipients=MAX_RECIPIENTS), status
 
@@ -80,6 +82,8 @@ def status(tenant_id):
     code = state["code"]
     return jsonify(
         code=code.display, expires_at=int(code.expires_at.timestamp()),
+        # The page's "(until HH:MM)", formatted as the page formats it (language, zone).
+        expires_at_text=format_time(code.expires_at, "short"),
         now=int(state["now"].timestamp()), fingerprint=state["fingerprint"],
         temporary_html=render_template("web/_temporary.html", **state),
         permanent_html=render_template("web/_permanent.html", **state),
@@ -103,7 +107,20 @@ def _back(tenant_id: str) -> str:
 @tenant_admin_required
 def remove_confirm(tenant_id, membership_id):
     tenant = _admin().tenant(g.identity, tenant_id)
-    membership = _admin().membership(g.identity, tenant_id, membership_id)
+    try:
+        membership = _admin().membership(g.identity, tenant_id, membership_id)
+    except DomainError as exc:
+        if exc.code != "membership_ended":
+            raise
+        # A link from a page left open: removing can only fail, so no button, the reason
+        # and the way back (409, as the removal itself would answer).
+        return render_template(
+            "web/confirm.html", tenant=tenant, membership=None, blocked=True,
+            title=_("This access has already ended"),
+            explanation=_("There is nothing to remove: this advisor's access to the tenant has "
+                          "already ended (removed, left or expired), and every token issued "
+                          "under it stopped working then."),
+            back=_back(tenant_id), back_label=_("Back to the list")), 409
     details = [(_("User group"), membership.group_name or "–")] \
         if membership.kind == "guest" else []
     return render_template(

@@ -1,7 +1,11 @@
 /* idp-bridge pages: comfort only. Every page works without this script (CSP: script-src
    'self', so no inline scripts). What it adds:
-   - help page: countdown to the next code, copy button, live refresh of the code and the
-     advisor and guest lists by polling the page's small JSON status endpoint every few seconds;
+   - help page: countdown to the next code, copy button, live refresh of the code, its
+     "(until HH:MM)" and the advisor and guest lists by polling the page's small JSON status
+     endpoint every few seconds;
+   - advisor page: polls its status endpoint too; a tenant whose access has ended (removed,
+     left elsewhere, expired) loses its "Open" and "Leave" buttons and says so; new tenants
+     or invitations show a note with a reload link;
    - hand-over page: submits the form to the application at once. */
 (function () {
   "use strict";
@@ -62,6 +66,7 @@
     var offset = Number(live.getAttribute("data-now")) - Date.now() / 1000;
     var codeElement = document.getElementById("access-code");
     var countdown = document.getElementById("countdown");
+    var until = document.getElementById("code-until");
     var busy = false, stopped = false, lastPoll = 0;
 
     var replace = function (id, html) {
@@ -97,6 +102,9 @@
           if (!data) return;
           offset = data.now - Date.now() / 1000;
           expiresAt = data.expires_at;
+          if (until && data.expires_at_text && until.textContent !== data.expires_at_text) {
+            until.textContent = data.expires_at_text;
+          }
           if (data.fingerprint === fingerprint) return;
           fingerprint = data.fingerprint;
           if (codeElement && codeElement.textContent !== data.code) {
@@ -124,6 +132,79 @@
     lastPoll = Date.now();
     window.setInterval(tick, 1000);
     document.addEventListener("visibilitychange", function () { if (!document.hidden) poll(); });
+  }
+
+  /* Advisor page: take back the buttons of tenants whose access has ended. */
+  var advisorLive = document.querySelector("[data-advisor-status-url]");
+  if (advisorLive) {
+    var statusUrl = advisorLive.getAttribute("data-advisor-status-url");
+    var advisorBusy = false, advisorStopped = false, advisorLastPoll = Date.now();
+    var shownInvitations = Array.prototype.map.call(
+      document.querySelectorAll("[data-invitation]"),
+      function (row) { return row.getAttribute("data-invitation"); });
+
+    var endRow = function (row) {
+      row.classList.add("ended");
+      row.removeAttribute("data-membership");
+      var actions = row.querySelector("td.actions");
+      if (actions) {
+        var label = document.createElement("span");
+        label.className = "badge ended";
+        label.textContent = actions.getAttribute("data-ended-label");
+        actions.textContent = "";
+        actions.appendChild(label);
+      }
+      announce(row.getAttribute("data-ended-text"));
+    };
+
+    var pollAdvisor = function () {
+      if (advisorBusy || advisorStopped) return;
+      advisorBusy = true;
+      advisorLastPoll = Date.now();
+      window.fetch(statusUrl, {credentials: "same-origin", cache: "no-store",
+                               headers: {"Accept": "application/json"}})
+        .then(function (response) {
+          if (response.status === 401 || response.status === 403) {
+            advisorStopped = true;
+            var banner = document.getElementById("signed-out");
+            if (banner) banner.hidden = false;
+            announce(advisorLive.getAttribute("data-text-signed-out"));
+            return null;
+          }
+          return response.ok ? response.json() : null;
+        })
+        .then(function (data) {
+          if (!data) return;
+          var liveIds = {}, added = false;
+          data.memberships.forEach(function (m) { liveIds[m.id] = true; });
+          var rows = document.querySelectorAll("tr[data-membership]");
+          var shown = {};
+          Array.prototype.forEach.call(rows, function (row) {
+            var id = row.getAttribute("data-membership");
+            shown[id] = true;
+            if (!liveIds[id]) endRow(row);
+          });
+          data.memberships.forEach(function (m) { if (!shown[m.id]) added = true; });
+          data.invitations.forEach(function (id) {
+            if (shownInvitations.indexOf(id) < 0) added = true;
+          });
+          var note = document.getElementById("advisor-changed");
+          if (added && note && note.hidden) {
+            note.hidden = false;
+            announce(note.textContent.trim());
+          }
+        })
+        .catch(function () { /* offline for a moment: the next poll tries again */ })
+        .then(function () { advisorBusy = false; });
+    };
+
+    window.setInterval(function () {
+      var interval = document.hidden ? POLL_MS * 5 : POLL_MS;
+      if (Date.now() - advisorLastPoll >= interval) pollAdvisor();
+    }, 1000);
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden) pollAdvisor();
+    });
   }
 
   /* Hand-over to the application: submit at once (the button stays for no-script). */
