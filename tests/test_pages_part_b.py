@@ -430,7 +430,7 @@ def test_the_open_page_looks_like_the_product(example):
     assert "<script" not in html and "style=" not in html and "<style" not in html
     assert 'class="top"' in html and 'class="card' in html and 'class="stack"' in html
     # Tenant and advisor names, local time (13:05 UTC is 14:05 in Berlin), a way back.
-    assert '<h1 id="tenant">Tenant 10042 <span class="hint">(Muster GmbH)</span></h1>' in html
+    assert '<h1 id="tenant-title">Tenant 10042 <span class="hint">(Muster GmbH)</span></h1>' in html
     assert '<span class="user" id="advisor">Bob Advisor</span>' in html
     assert "Signed in as advisor Bob Advisor (temporary access) until 14:05." in html
     assert "Times are shown in Europe/Berlin." in html

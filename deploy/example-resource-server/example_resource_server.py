@@ -157,7 +157,7 @@ OPEN_PAGE = """<!doctype html>
     </div>
   </header>
   <main id="main" class="wrap">
-    <h1 id="tenant">{{ t.title|format(tenant=tenant) }}{% if tenant_name %} <span class="hint">({{ tenant_name }})</span>{% endif %}</h1>
+    <h1 id="tenant-title">{{ t.title|format(tenant=tenant) }}{% if tenant_name %} <span class="hint">({{ tenant_name }})</span>{% endif %}</h1>
   {% if error %}
     <section class="card">
       <p id="status" class="error-box" role="alert">{{ t.rejected|format(reason=error) }}</p>
