@@ -313,12 +313,20 @@ def _wait_ready(url: str, topology: Topology, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def topology(keycloak, postgres, postgres_seeded, redis_server):
-    from services import free_port, unavailable
+def nginx() -> str:
+    """Debian's nginx; without it the tests fail with the reason when CI is set, else skip."""
+    from services import unavailable
 
-    nginx = nginx_binary()
-    if nginx is None:
+    found = nginx_binary()
+    if found is None:
         unavailable("nginx is not installed (Debian package nginx; .ci/run installs it)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def topology(nginx, keycloak, postgres, postgres_seeded, redis_server):
+    from services import free_port
+
     template, seed = postgres_seeded
     database_url = postgres.create_database(f"topology_{uuid.uuid4().hex[:12]}", template=template)
     # nginx's workers run as nobody when the tests run as root: the folder must be readable.
