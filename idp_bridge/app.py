@@ -21,6 +21,7 @@ from .domain.exchange import AdvisorExchange, GuessLimiter
 from .domain.guests import Guests
 from .domain.keys import KeyRing
 from .domain.memberships import Memberships
+from .domain.people import People
 from .domain.revocation import Revocations
 from .domain.tokens import TokenIssuer
 from .domain.upstream_sessions import session_has_ended
@@ -36,7 +37,7 @@ from .oauth.rfc8414 import server_metadata
 from .oauth.rfc8693 import TokenExchangeGrant
 from .oauth.refresh_token import RefreshTokenGrant
 from .oauth.server import BridgeAuthorizationServer
-from .services import UseCases, build_use_cases
+from .services import SignIns, UseCases, build_use_cases
 from .services.tokens import TokenService
 from .settings import Settings
 from .ssf.egress import PushPolicy
@@ -44,6 +45,7 @@ from .ssf.rfc8935 import Pusher
 from .ssf.streams import Transmitter
 from .storage.db import Database, StorageUnavailable, utcnow
 from .upstream import RoleMapper, SubjectTokenValidator, UpstreamUnavailable
+from .upstream.directory import KeycloakDirectory, SignInDirectory
 from .upstream.keycloak import KeycloakAdmin, KeycloakMirror, MirrorWorker
 from .web import auth as web_auth
 from .web import pages as web_pages
@@ -149,13 +151,19 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
                            window_seconds=settings.code_guess_window[1],
                            code_ttl_seconds=settings.code_ttl_seconds)
     mirror = None
+    people = People()
+    directory = SignInDirectory(db=db, people=people)
     if settings.keycloak_admin:
+        keycloak = KeycloakAdmin.from_issuer(
+            settings.upstream_issuer, client_id=settings.keycloak_client_id,
+            client_secret=settings.keycloak_client_secret,
+            timeout=settings.upstream_timeout_seconds)
         mirror = KeycloakMirror(db=db, advisor_group=settings.keycloak_advisor_group,
                                 cache_seconds=settings.keycloak_account_cache_seconds,
-                                admin=KeycloakAdmin.from_issuer(
-                                    settings.upstream_issuer, client_id=settings.keycloak_client_id,
-                                    client_secret=settings.keycloak_client_secret,
-                                    timeout=settings.upstream_timeout_seconds))
+                                admin=keycloak)
+        directory = KeycloakDirectory(keycloak, roles_claim=settings.roles_claim,
+                                      advisor_role=settings.advisor_role,
+                                      support_admin_role=settings.support_admin_role)
     notifications = Notifications(
         db=db, issuer=settings.issuer, timezone=settings.web_timezone,
         smtp=SmtpConfig(host=settings.smtp_host, port=settings.smtp_port,
@@ -190,9 +198,10 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     exchange = AdvisorExchange(
         codes=codes, memberships=memberships, issuer=issuer, roles=roles, guesses=guesses,
         mfa_required=settings.mfa_required, upstream_sessions=session_has_ended)
+    sign_ins = SignIns(people=people, roles=roles)
     tokens = TokenService(db=db, policy=exchange, issuer=issuer, memberships=memberships,
                           accounts=mirror, app_client_id=settings.app_client_id,
-                          default_audience=settings.default_audience)
+                          default_audience=settings.default_audience, sign_ins=sign_ins)
     server = BridgeAuthorizationServer(
         tokens=tokens, validator=validator, issuer=settings.issuer,
         audiences=settings.audiences, default_audience=settings.default_audience,
@@ -227,7 +236,8 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     app.extensions["idp_bridge"].use_cases = build_use_cases(
         db=db, roles=roles, validator=validator, session_has_ended=session_has_ended,
         memberships=memberships, codes=codes, guests=guests,
-        web_sessions=app.extensions["idp_bridge"].web_sessions,
+        web_sessions=app.extensions["idp_bridge"].web_sessions, people=people,
+        directory=directory, sign_ins=sign_ins,
         tenant_admin_group=settings.tenant_admin_group, timezone=settings.web_timezone)
 
     from .api import bp as api_bp

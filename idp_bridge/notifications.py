@@ -41,6 +41,7 @@ import requests
 from sqlalchemy import or_, select, update
 
 from .background import Loop
+from .domain.people import People
 from .storage.db import utcnow
 from .storage.models import Membership, NotificationItem, Tenant
 
@@ -149,10 +150,17 @@ class Notifications:
         if event is None:
             return
         tenant = session.get(Tenant, membership.tenant_id)
+        actor = membership.ended_by if change == "ended" else membership.created_by
+        # Names from the directory's rows (never text a client typed); else the name the
+        # advisor's own sign-in gave, else the subject (what the e-mail then shows).
+        labels = People.labels(session, [membership.advisor_subject, actor])
+        advisor_name = labels.get(membership.advisor_subject) or (
+            membership.advisor_name if membership.kind != "permanent" else None)
         facts = {
             "event_id": str(uuid.uuid4()), "type": event, "at": _iso(now),
             "tenant": membership.tenant_id, "tenant_name": tenant.name if tenant else None,
-            "advisor": membership.advisor_subject, "advisor_name": membership.advisor_name,
+            "advisor": membership.advisor_subject, "advisor_name": advisor_name,
+            "actor": actor, "actor_name": labels.get(actor) if actor else None,
             "kind": membership.kind, "reason": membership.reason,
             "since": _iso(membership.created_at), "expires_at": _iso(membership.expires_at),
             "end_reason": membership.end_reason if change == "ended" else None,

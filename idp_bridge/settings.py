@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from urllib.parse import urlparse
@@ -329,6 +330,10 @@ def _validate(s: Settings) -> None:
             raise SettingsError("keycloak_client_secret", "is required when keycloak_admin is on")
         if "{tenant}" not in s.keycloak_advisor_group:
             raise SettingsError("keycloak_advisor_group", "must contain the placeholder {tenant}")
+        if not re.fullmatch(r"realm_access\.roles|resource_access\.[^.]+\.roles", s.roles_claim):
+            raise SettingsError("roles_claim", "must be realm_access.roles or "
+                                "resource_access.<client>.roles when keycloak_admin is on (the "
+                                "directory asks Keycloak for those roles)")
     if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError("redis_url", "must be a redis:// or rediss:// URL")
     if s.log_format not in ("json", "text"):

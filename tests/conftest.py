@@ -25,7 +25,8 @@ from idp_bridge.services.operator import add_client, add_tenant
 from idp_bridge.app import create_app, services
 from idp_bridge.devidp import DEMO_USERS, DevProvider
 from idp_bridge.settings import Settings
-from idp_bridge.storage.db import Database
+from idp_bridge.domain.people import People, person_from_claims
+from idp_bridge.storage.db import Database, utcnow
 
 TENANT = "10042"
 OTHER_TENANT = "20077"
@@ -94,14 +95,29 @@ def pytest_generate_tests(metafunc):
 
 
 class Seed:
-    """What every test database starts with: the two test tenants and the two test clients.
-    The client secrets are generated when the session's template is made."""
+    """What every test database starts with: the two test tenants, the two test clients, and
+    the development provider's people as if each had signed in once (what the fallback
+    directory knows; tests of unknown people use other subjects). The client secrets are
+    generated when the session's template is made."""
 
     def __init__(self, db):
         add_tenant(db, TENANT, "Muster GmbH")
         add_tenant(db, OTHER_TENANT, "Beispiel AG")
         self.secret = add_client(db, CLIENT_ID)
         self.rs_secret = add_client(db, RS_CLIENT_ID, roles=("introspect", "receiver"))
+        with db.transaction() as session:
+            for username in DEMO_USERS:
+                People().record(session, demo_person(username), utcnow(), signed_in=True)
+
+
+def demo_person(username: str):
+    """The person a sign-in of the development provider's ``username`` records."""
+    user = DEMO_USERS[username]
+    roles = user.get("realm_roles", [])
+    return person_from_claims(user["sub"], {
+        "preferred_username": username, "name": user["name"], "email": user["email"],
+        }, advisor="advisor" in roles,
+        support_admin="support-admin" in roles)
 
 
 @pytest.fixture(scope="session")

@@ -100,7 +100,7 @@ def test_memberships_list_after_join(bridge):
     [m] = response.json["memberships"]
     assert m["tenant"] == TENANT
     assert m["advisor"] == BOB
-    assert m["advisor_name"] == "bob"
+    assert m["advisor_name"] == "Bob Advisor"  # the directory's name (bob's sign-in)
     assert m["kind"] == "temporary"
     assert m["reason"] == "Ticket 4711"
     since = parse_time(m["since"])

@@ -120,11 +120,12 @@ def test_joining_sends_a_german_and_english_mail(notifying, smtp_server):
     sender, recipients, message = smtp_server.messages[0]
     assert sender == "advisors@konfipay.example"
     assert recipients == ["it@muster.example", "anna@muster.example"]
-    assert message["Subject"] == ("Kundenberater bob ist Mandant 10042 beigetreten / "
-                                  "Advisor bob joined tenant 10042")
+    # The name is the directory's (here: bob's sign-in), not the username.
+    assert message["Subject"] == ("Kundenberater Bob Advisor ist Mandant 10042 beigetreten / "
+                                  "Advisor Bob Advisor joined tenant 10042")
     assert message["Auto-Submitted"] == "auto-generated"
     body = message.get_content()
-    assert "der Kundenberater bob ist am" in body and "Mandanten 10042 (Muster GmbH)" in body
+    assert "der Kundenberater Bob Advisor ist am" in body and "Mandanten 10042 (Muster GmbH)" in body
     assert "Angegebener Grund: Ticket 4711" in body and "Reason given: Ticket 4711" in body
     assert "http://127.0.0.1:8000/tenants/10042/help" in body
     assert "-- English --" in body
@@ -154,7 +155,7 @@ def test_leaving_and_removal_are_told(notifying, smtp_server, action, event, wor
 def test_permanent_assignment_is_told_once(notifying, smtp_server):
     notifying.join("carol")
     response = notifying.api("put", f"/api/tenants/{TENANT}/permanent-advisors/{CAROL}",
-                             user="sam", json={"name": "Carol Advisor"})
+                             user="sam")
     assert response.status_code == 201
     # The superseded temporary access is not reported as a removal: the assignment says it.
     assert [i.event for i in outbox(notifying)] == ["advisor.joined",
@@ -223,7 +224,7 @@ def test_signed_webhook_with_retries(bridge_with, webhook):
     data = payload["data"]
     assert data["event_id"] == message_id  # the same id on every attempt: receivers dedupe
     assert (data["tenant"], data["tenant_name"], data["advisor_name"], data["reason"]) == (
-        TENANT, "Muster GmbH", "bob", "Ticket 4711")
+        TENANT, "Muster GmbH", "Bob Advisor", "Ticket 4711")
     assert "recipients" not in data and WEBHOOK_SECRET not in body.decode()
 
 

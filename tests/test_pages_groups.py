@@ -281,26 +281,26 @@ def test_invite_by_subject_and_by_email_then_withdraw(anna, bridge):
                               {"group": group["id"], "subject": BOB, "email": ""}, headers=EN)
     assert response.status_code == 303
     assert response.headers["Location"] == f"{PAGE}#invitations"
-    assert (f"{BOB} is invited as a guest user with the user group Berater Zahlungsverkehr"
+    assert ("Bob Advisor is invited as a guest user with the user group Berater Zahlungsverkehr"
             in text_of(anna.get(PAGE, headers=EN)))
     post_form_page(anna, f"/tenants/{TENANT}/invitations",
-                   {"group": group["id"], "subject": " ", "email": "Carol@Advisors.example"})
+                   {"group": group["id"], "subject": "", "email": "Carol@Advisors.example"})
     invitations = open_invitations(bridge)
     assert [(i.invitee_subject, i.invitee_email) for i in invitations] == [
         (BOB, None), (None, "carol@advisors.example")]
     assert all(i.expires_at - i.created_at == timedelta(days=7) for i in invitations)
     page = anna.get(PAGE, headers=EN)
     text = text_of(page)
-    assert "Carol@Advisors.example is invited as a guest user" in text
+    assert "carol@advisors.example is invited as a guest user" in text
     table = page.text.split('id="open-invitations"')[1].split("</table>")[0]
-    assert BOB in table and "carol@advisors.example" in table
+    assert "Bob Advisor" in table and BOB not in table and "carol@advisors.example" in table
     assert "Berater Zahlungsverkehr" in table and "in 7 days" in text_of_html(table)
     assert "0 guests" in text and "2 open invitations" in text
 
     first = invitations[0].id
     confirm = anna.get(f"/tenants/{TENANT}/invitations/{first}/withdraw", headers=EN)
     assert confirm.status_code == 200
-    assert f"Withdraw the invitation for {BOB}?" in text_of(confirm)
+    assert "Withdraw the invitation for Bob Advisor?" in text_of(confirm)
     assert len(open_invitations(bridge)) == 2  # asking changes nothing
     response = post_form_page(anna, f"/tenants/{TENANT}/invitations/{first}/withdraw",
                               headers=EN)
@@ -325,20 +325,24 @@ def test_invitation_texts_in_german(anna, bridge):
     post_form_page(anna, f"/tenants/{TENANT}/invitations", {"group": group["id"],
                                                              "subject": BOB}, headers=DE)
     text = text_of(anna.get(PAGE, headers=DE))
-    assert f"{BOB} ist bis" in text and "als Gastbenutzer mit der Benutzergruppe" in text
+    assert "Bob Advisor ist bis" in text and "als Gastbenutzer mit der Benutzergruppe" in text
     assert "Einladen" in text and "Gültig bis" in text and "Zurückziehen" in text
     first = open_invitations(bridge)[0].id
     confirm = text_of(anna.get(f"/tenants/{TENANT}/invitations/{first}/withdraw", headers=DE))
-    assert f"Einladung für {BOB} zurückziehen?" in confirm
+    assert "Einladung für Bob Advisor zurückziehen?" in confirm
     assert "Einladung zurückziehen" in confirm
 
 
 @pytest.mark.parametrize("fields,status,message", [
     ({"subject": BOB, "email": "bob@advisors.example"}, 400,
-     "Please enter the advisor's user ID or the e-mail address (one of them, not both)."),
-    ({}, 400, "Please enter the advisor's user ID or the e-mail address"),
+     "Please choose the advisor from the matches or enter an e-mail address (one of them, "
+     "not both)."),
+    ({}, 400, "Please choose the advisor from the matches or enter an e-mail address"),
     ({"email": "not-an-address"}, 400, "This is not an e-mail address."),
-    ({"subject": "x" * 300}, 400, "The user ID has 1 to 255 printable characters."),
+    ({"subject": "x" * 300}, 400, "Please choose the advisor from the matches of the search."),
+    ({"subject": "00000000-0000-4000-8000-00000000beef"}, 404,
+     "The directory knows no such person."),
+    ({"subject": DEMO_USERS["eve"]["sub"]}, 400, "This person does not hold the advisor role."),
     ({"subject": BOB, "group": NIL}, 404, "This user group does not exist (any more)."),
     ({"subject": BOB, "group": ""}, 404, "This user group does not exist (any more)."),
 ])
@@ -476,29 +480,30 @@ def test_guests_are_shown_with_their_group_and_can_be_removed(anna, bridge):
     tokens = bridge.exchange("bob").json
     help_page = anna.get(f"/tenants/{TENANT}/help", headers=EN)
     guests = help_page.text.split('id="guest-users"')[1].split("</section>")[0]
-    assert "bob" in guests and "Berater Zahlungsverkehr" in guests and "guest" in guests
+    assert "Bob Advisor" in guests and "Berater Zahlungsverkehr" in guests and "guest" in guests
     membership_id = active_memberships(bridge)[0].id
     assert f"/tenants/{TENANT}/advisors/{membership_id}/remove?from=help" in guests
     temporary = help_page.text.split('id="temporary-advisors"')[1].split("</section>")[0]
-    assert "bob" not in temporary
+    assert "Bob" not in temporary
     german = text_of(anna.get(f"/tenants/{TENANT}/help", headers=DE))
-    assert re.search(r"Gastbenutzer .* bob Gast Berater Zahlungsverkehr", german)
-    assert "Aus Mandant entfernen (bob)" in german
+    assert re.search(r"Gastbenutzer .* Bob Advisor Gast Berater Zahlungsverkehr", german)
+    assert "Aus Mandant entfernen (Bob Advisor)" in german
     status = anna.get(f"/tenants/{TENANT}/status.json").json
     assert "Berater Zahlungsverkehr" in status["guests_html"]
 
     users = text_of(anna.get(f"/tenants/{TENANT}/users", headers=DE))
-    assert re.search(r"bob .* Kundenberater Gast Benutzergruppe: Berater Zahlungsverkehr", users)
+    assert re.search(r"Bob Advisor .* Kundenberater Gast Benutzergruppe: Berater Zahlungsverkehr",
+                     users)
     assert "Aus Mandant entfernen" in users
     overview = anna.get(PAGE, headers=EN)
     listed = overview.text.split('id="guests"')[1]
-    assert "bob" in listed and "Berater Zahlungsverkehr" in listed
+    assert "Bob Advisor" in listed and "Berater Zahlungsverkehr" in listed
     assert "1 guest" in text_of(overview)
 
     confirm = anna.get(f"/tenants/{TENANT}/advisors/{membership_id}/remove?from=groups",
                        headers=EN)
     text = text_of(confirm)
-    assert "Remove bob from tenant" in text and "User group Berater Zahlungsverkehr" in text
+    assert "Remove Bob Advisor from tenant" in text and "User group Berater Zahlungsverkehr" in text
     assert "the advisor needs a new invitation" in text
     removed = post_form_page(anna, f"/tenants/{TENANT}/advisors/{membership_id}/remove",
                              {"from": "groups"}, headers=EN)

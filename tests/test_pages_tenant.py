@@ -50,13 +50,13 @@ def test_help_page_shows_code_tenant_and_rights(anna, bridge):
 def test_help_page_lists_temporary_and_permanent_advisors(anna, bridge):
     bridge.join("bob", reason="Ticket 4711")
     post = bridge.api("put", f"/api/tenants/{TENANT}/permanent-advisors/"
-                      f"{DEMO_USERS['carol']['sub']}", user="sam", json={"name": "Carol Advisor"})
+                      f"{DEMO_USERS['carol']['sub']}", user="sam")
     assert post.status_code == 201
     page = anna.get(f"/tenants/{TENANT}/help")
     temporary = page.text.split('id="temporary-advisors"')[1].split('id="rights-heading"')[0]
     permanent = page.text.split('id="permanent-advisors"')[1]
-    assert "bob" in temporary and "Ticket 4711" in temporary and "Carol" not in temporary
-    assert "Carol Advisor" in permanent and "bob" not in permanent
+    assert "Bob Advisor" in temporary and "Ticket 4711" in temporary and "Carol" not in temporary
+    assert "Carol Advisor" in permanent and "Bob" not in permanent
     # The permanent advisors come after the rights table: the lower part of the page.
     assert page.text.index('id="permanent-advisors"') > page.text.index('id="rights-heading"')
     for m in active_memberships(bridge):
@@ -130,7 +130,7 @@ def test_remove_asks_first_then_ends_the_grant(anna, bridge):
     confirm = anna.get(f"{path}?from=users", headers=EN)
     assert confirm.status_code == 200
     text = text_of(confirm)
-    assert f"Remove bob from tenant {TENANT}?" in text and "Ticket 4711" in text
+    assert f"Remove Bob Advisor from tenant {TENANT}?" in text and "Ticket 4711" in text
     assert 'name="from" value="users"' in confirm.text
     assert len(active_memberships(bridge)) == 1  # asking changes nothing
     response = post_form_page(anna, path, {"from": "users"}, headers=EN)
@@ -139,7 +139,7 @@ def test_remove_asks_first_then_ends_the_grant(anna, bridge):
     assert active_memberships(bridge) == []
     assert bridge.introspect(tokens["access_token"]).json == {"active": False}
     followed = anna.get(response.headers["Location"], headers=EN)
-    assert f"bob was removed from tenant {TENANT}." in text_of(followed)
+    assert f"Bob Advisor was removed from tenant {TENANT}." in text_of(followed)
     # Removing again: a clear 409 page, nothing else happens.
     again = post_form_page(anna, path, headers=EN)
     assert again.status_code == 409
@@ -182,8 +182,7 @@ def test_membership_of_another_tenant_cannot_be_removed_here(anna, bridge):
 
 
 def test_permanent_advisor_can_be_removed_from_the_help_page(anna, bridge):
-    bridge.api("put", f"/api/tenants/{TENANT}/permanent-advisors/{BOB}", user="sam",
-               json={"name": "Bob Advisor"})
+    bridge.api("put", f"/api/tenants/{TENANT}/permanent-advisors/{BOB}", user="sam")
     membership_id = active_memberships(bridge)[0].id
     response = post_form_page(anna, f"/tenants/{TENANT}/advisors/{membership_id}/remove")
     assert response.status_code == 303
@@ -195,12 +194,12 @@ def test_permanent_advisor_can_be_removed_from_the_help_page(anna, bridge):
 def test_user_list_marks_advisors(anna, bridge):
     bridge.join("bob")
     bridge.api("put", f"/api/tenants/{TENANT}/permanent-advisors/{DEMO_USERS['carol']['sub']}",
-               user="sam", json={"name": "Carol Advisor"})
+               user="sam")
     page = anna.get(f"/tenants/{TENANT}/users", headers=EN)
     assert page.status_code == 200
     text = text_of(page)
     assert "anna (you) Tenant administrator" in text
-    assert re.search(r"bob .* Advisor temporary", text)
+    assert re.search(r"Bob Advisor .* Advisor temporary", text)
     assert re.search(r"Carol Advisor .* Advisor permanent", text)
     assert text.count("Remove from tenant") == 2
     german = text_of(anna.get(f"/tenants/{TENANT}/users", headers=DE))
@@ -317,7 +316,7 @@ def test_access_log_tells_who_did_what(anna, bridge):
     assert "bob joined with the access code (temporary access)." in text
     assert "Tokens issued for the application advisor-console." in text
     assert "bob was removed from the tenant. you (anna)" in text
-    assert "carol (advisor)" in text
+    assert "Carol Advisor (advisor)" in text
     assert "New access code: the previous one was redeemed." in text
     assert text.index("bob was removed") < text.index("bob joined")  # newest first
 

@@ -474,8 +474,7 @@ def test_private_key_jwt_client_has_no_secret(bridge, key_client):
 
 
 def test_permanent_advisor_exchanges_without_code(bridge):
-    response = bridge.api("put", f"/api/tenants/{TENANT}/permanent-advisors/{BOB}", user="sam",
-                          json={"name": "Bob Advisor"})
+    response = bridge.api("put", f"/api/tenants/{TENANT}/permanent-advisors/{BOB}", user="sam")
     assert response.status_code == 201, response.json
     code = bridge.current_code()
     response = bridge.exchange("bob")

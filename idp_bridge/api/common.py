@@ -115,6 +115,12 @@ def membership_json(m) -> dict:
     }
 
 
+def person_json(person) -> dict:
+    """A person of the directory: the subject to use, and what identifies them to a reader."""
+    return {"subject": person.subject, "name": person.name, "username": person.username,
+            "email": person.email}
+
+
 def group_json(group) -> dict:
     return {"id": group.id, "tenant": group.tenant_id, "name": group.name,
             "permissions": list(group.permissions), "created_at": iso(group.created_at),
@@ -124,6 +130,7 @@ def group_json(group) -> dict:
 def invitation_json(invitation) -> dict:
     return {"id": invitation.id, "tenant": invitation.tenant_id, "group": invitation.group_id,
             "invitee_subject": invitation.invitee_subject,
+            "invitee_name": invitation.invitee_name,
             "invitee_email": invitation.invitee_email, "created_by": invitation.created_by,
             "created_at": iso(invitation.created_at), "expires_at": iso(invitation.expires_at)}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..domain.audit import EVENTS
+from ..domain.people import SEARCH_LIMIT_MAX, SEARCH_MAX, SEARCH_MIN
 from ..request_guard import MAX_QUERY_INT
 
 _ERROR = {"$ref": "#/components/responses/Error"}
@@ -64,15 +65,27 @@ def openapi_document(issuer: str) -> dict:
                 "Permanent advisors of the tenant", "support admin",
                 ok={"200": _json("MembershipList")}, params=["tenant"])},
             "/api/tenants/{tenant_id}/permanent-advisors/{advisor_subject}": {
-                "put": _op("Assign a permanent advisor", "support admin",
-                           ok={"200": _json("Membership", "Already assigned"),
-                               "201": _json("Membership", "Assigned")},
-                           params=["tenant", "advisor_subject"],
-                           body={"type": "object", "properties": {"name": {"type": "string"}}},
-                           errors=(400, 401, 403, 404, 409)),
+                "put": {**_op("Assign a permanent advisor: an enabled person of the directory "
+                              "with the advisor role (unknown 404 person_unknown, disabled 409 "
+                              "person_disabled, no advisor role 400 person_not_advisor); the "
+                              "name comes from the directory", "support admin",
+                              ok={"200": _json("Membership", "Already assigned"),
+                                  "201": _json("Membership", "Assigned")},
+                              params=["tenant", "advisor_subject"],
+                              errors=(400, 401, 403, 404, 409, 503)),
+                        "requestBody": {"required": False, "content": {"application/json": {
+                            "schema": {"type": "object", "additionalProperties": False}}}}},
                 "delete": _op("Remove a permanent advisor", "support admin", ok=no_content,
                               params=["tenant", "advisor_subject"]),
             },
+            "/api/directory/advisors": {"get": _op(
+                "Advisors of the directory whose name, username or e-mail matches q",
+                "support admin", ok={"200": _json("PeopleFound")}, params=["q", "search_limit"],
+                errors=(400, 401, 403, 503))},
+            "/api/tenants/{tenant_id}/directory/advisors": {"get": _op(
+                "Advisors of the directory matching q, to invite one as a guest",
+                "tenant admin", ok={"200": _json("PeopleFound")},
+                params=["tenant", "q", "search_limit"], errors=(400, 401, 403, 404, 503))},
             "/api/me/memberships": {"get": _op("My tenants", "advisor",
                                                ok={"200": _json("MembershipList")}, errors=(401, 403))},
             "/api/me/memberships/{tenant_id}": {"delete": _op(
@@ -133,10 +146,23 @@ def openapi_document(issuer: str) -> dict:
                 "limit": {"name": "limit", "in": "query",
                           "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
                 "event": {"name": "event", "in": "query", "schema": {"enum": list(EVENTS)}},
+                "q": {"name": "q", "in": "query", "required": True,
+                      "schema": {"type": "string", "minLength": SEARCH_MIN, "maxLength": SEARCH_MAX}},
+                "search_limit": {"name": "limit", "in": "query", "schema": {
+                    "type": "integer", "minimum": 1, "maximum": SEARCH_LIMIT_MAX, "default": 10}},
             },
             "responses": {"Error": {"description": "Error", "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/Error"}}}}},
             "schemas": {
+                "PeopleFound": {"type": "object", "required": ["source", "people"], "properties": {
+                    "source": {"enum": ["keycloak", "sign_ins"], "description":
+                               "keycloak: everyone of the realm; sign_ins: people who signed "
+                               "in here before (no directory of the identity provider)"},
+                    "people": {"type": "array", "items": {"$ref": "#/components/schemas/Person"}}}},
+                "Person": {"type": "object", "required": ["subject"], "properties": {
+                    "subject": {"type": "string"}, "name": {"type": ["string", "null"]},
+                    "username": {"type": ["string", "null"]},
+                    "email": {"type": ["string", "null"]}}},
                 "Error": {"type": "object", "required": ["error", "error_description"],
                           "properties": {
                               "error": {"type": "string"},
@@ -182,6 +208,7 @@ def openapi_document(issuer: str) -> dict:
                 "Invitation": {"type": "object", "properties": {
                     "id": {"type": "string"}, "tenant": {"type": "string"},
                     "group": {"type": "string"}, "invitee_subject": {"type": ["string", "null"]},
+                    "invitee_name": {"type": ["string", "null"]},
                     "invitee_email": {"type": ["string", "null"]},
                     "created_by": {"type": "string"},
                     "created_at": {"type": "string", "format": "date-time"},

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from flask import g, jsonify
+from flask import g, jsonify, request
 
-from .common import authenticated, bp, json_body, membership_json, use_cases
+from ..domain.errors import InvalidInput
+from .common import authenticated, bp, json_body, membership_json, only, person_json, use_cases
 
 
 def _support():
@@ -22,9 +23,15 @@ def permanent_list(tenant_id):
 @bp.put("/tenants/<tenant_id>/permanent-advisors/<path:advisor_subject>")
 @authenticated
 def permanent_assign(tenant_id, advisor_subject):
+    """The subject must be an enabled advisor of the directory; the name shown comes from
+    the directory (a ``name`` in the body is refused: it would be text a client typed)."""
     use_cases().authorize.support_admin(g.identity)
-    name = json_body().get("name")
-    membership, created = _support().assign(g.identity, tenant_id, advisor_subject, name)
+    body = json_body()
+    if "name" in body:
+        raise InvalidInput("name is not accepted: the directory names the advisor",
+                           code="name_from_directory")
+    only(body, set())
+    membership, created = _support().assign(g.identity, tenant_id, advisor_subject)
     return jsonify(membership_json(membership)), 201 if created else 200
 
 
@@ -33,3 +40,30 @@ def permanent_assign(tenant_id, advisor_subject):
 def permanent_remove(tenant_id, advisor_subject):
     _support().remove(g.identity, tenant_id, advisor_subject)
     return "", 204
+
+
+@bp.get("/directory/advisors")
+@authenticated
+def directory_advisors():
+    """Support admins: advisors of the directory matching ``q`` (name, username, e-mail)."""
+    found = use_cases().directory.advisors_for_support(g.identity, request.args.get("q"),
+                                                       limit=_limit())
+    return jsonify(source=found.source, people=[person_json(p) for p in found.people])
+
+
+@bp.get("/tenants/<tenant_id>/directory/advisors")
+@authenticated
+def tenant_directory_advisors(tenant_id):
+    """A tenant's admins: advisors matching ``q``, to invite one as a guest."""
+    found = use_cases().directory.advisors_for_tenant(g.identity, tenant_id,
+                                                      request.args.get("q"), limit=_limit())
+    return jsonify(source=found.source, people=[person_json(p) for p in found.people])
+
+
+def _limit() -> int:
+    raw = request.args.get("limit")
+    if raw is None:
+        return 10
+    if not raw.isdigit() or len(raw) > 3:
+        raise InvalidInput("limit must be 1 to 20", code="limit_out_of_range")
+    return int(raw)

@@ -236,8 +236,8 @@ class Guests:
                            code="already_member_as_advisor")
         membership = self.memberships.create(
             session, tenant, subject=identity.subject, name=identity.username, kind="guest",
-            created_by=identity.subject, actor_role="advisor", now=now,
-            reason=f"invitation {invitation.id}", group_id=group.id)
+            created_by=identity.subject, actor_role="advisor", now=now, group_id=group.id,
+            detail={"invitation": invitation.id, "invited_by": invitation.created_by})
         invitation.accepted_at, invitation.membership_id = now, membership.id
         return membership
 

@@ -102,7 +102,9 @@ class Memberships:
     # --- lifecycle ---
     def create(self, session, tenant: Tenant, *, subject: str, name: str | None, kind: str,
                created_by: str, actor_role: str, now: datetime, reason: str | None = None,
-               client_id: str | None = None, group_id: str | None = None) -> Membership:
+               client_id: str | None = None, group_id: str | None = None,
+               detail: dict | None = None) -> Membership:
+        """A new active membership; ``detail`` adds to its audit event."""
         assert kind in KINDS
         assert (kind == "guest") == (group_id is not None), "guests, and only guests, have a group"
         membership = Membership(
@@ -120,7 +122,8 @@ class Memberships:
             listener(session, "created", membership, now)
         audit.record(session, "membership.created", now, tenant_id=tenant.id, actor=created_by,
                      actor_role=actor_role, membership_id=membership.id, client_id=client_id,
-                     advisor=subject, advisor_name=name, kind=kind, reason=reason)
+                     advisor=subject, advisor_name=name, kind=kind, reason=reason,
+                     **(detail or {}))
         return membership
 
     def end(self, session, membership: Membership, *, by: str, actor_role: str, reason: str,

@@ -23,6 +23,7 @@ module                 use cases
 ``callers``            the API's caller from its bearer token
 ``advisors``           my memberships, leave, my invitations, accept
 ``support``            permanent advisors: list, assign, remove; support page lists
+``directory``          search advisors (support, tenant admins), resolve a chosen subject
 ``groups``             user groups CRUD, invitations: list, invite, withdraw
 ``web_sign_in``        the pages' server-side sessions: start, find, end
 ``tokens``             exchange, refresh, redeem (join), open tenant, RFC 7009,
@@ -37,13 +38,14 @@ from dataclasses import dataclass
 from .advisors import Advisors
 from .authorization import Authorizer
 from .callers import Callers
+from .directory import PeopleDirectory, SignIns
 from .groups import Groups
 from .support import Support
 from .tenant_admin import TenantAdmin
 from .web_sign_in import WebSignIn
 
-__all__ = ["Advisors", "Authorizer", "Callers", "Groups", "Support", "TenantAdmin", "UseCases",
-           "WebSignIn", "build_use_cases"]
+__all__ = ["Advisors", "Authorizer", "Callers", "Groups", "PeopleDirectory", "SignIns", "Support",
+           "TenantAdmin", "UseCases", "WebSignIn", "build_use_cases"]
 
 
 @dataclass(frozen=True)
@@ -57,17 +59,23 @@ class UseCases:
     support: Support
     groups: Groups
     web_sign_in: WebSignIn
+    directory: PeopleDirectory
 
 
 def build_use_cases(*, db, roles, validator, session_has_ended, memberships, codes, guests,
-                    web_sessions, tenant_admin_group: str, timezone: str) -> UseCases:
+                    web_sessions, people, directory, sign_ins: SignIns,
+                    tenant_admin_group: str, timezone: str) -> UseCases:
     authorize = Authorizer(roles, tenant_admin_group=tenant_admin_group)
     common = {"db": db, "authorize": authorize, "memberships": memberships}
+    found = PeopleDirectory(**common, directory=directory, people=people)
     return UseCases(
         authorize=authorize,
-        callers=Callers(db=db, validator=validator, session_has_ended=session_has_ended),
-        tenant_admin=TenantAdmin(**common, codes=codes, guests=guests, timezone=timezone),
+        callers=Callers(db=db, validator=validator, session_has_ended=session_has_ended,
+                        sign_ins=sign_ins),
+        tenant_admin=TenantAdmin(**common, codes=codes, guests=guests, people=people,
+                                 timezone=timezone),
         advisors=Advisors(**common, guests=guests),
-        support=Support(**common),
-        groups=Groups(**common, guests=guests),
-        web_sign_in=WebSignIn(db=db, web_sessions=web_sessions))
+        support=Support(**common, directory=found, people=people),
+        groups=Groups(**common, guests=guests, directory=found, people=people),
+        web_sign_in=WebSignIn(db=db, web_sessions=web_sessions, sign_ins=sign_ins),
+        directory=found)

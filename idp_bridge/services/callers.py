@@ -5,12 +5,15 @@ signature stays valid until it expires."""
 
 from __future__ import annotations
 
+from ..storage.db import utcnow
 from ..upstream.oidc import ACCESS_TOKEN, SubjectTokenError
 
 
 class Callers:
-    def __init__(self, *, db, validator, session_has_ended):
+    def __init__(self, *, db, validator, session_has_ended, sign_ins=None):
         self.db = db
+        #: Records callers for the directory (at most hourly per person and process).
+        self.sign_ins = sign_ins
         self.validator = validator
         #: ``session_has_ended(session, identity)`` -> True after an upstream logout.
         self.session_has_ended = session_has_ended
@@ -25,4 +28,7 @@ class Callers:
             ended = self.session_has_ended(session, identity)
         if ended:
             raise SubjectTokenError("the upstream session of this token has ended")
+        if self.sign_ins is not None and self.sign_ins.needs_recording(identity):
+            with self.db.transaction() as session:
+                self.sign_ins.seen(session, identity, utcnow())
         return identity

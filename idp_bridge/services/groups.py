@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..domain.errors import NotFound
 from ..storage.db import utcnow
-from .values import GroupInfo, InvitationInfo, MembershipInfo, TenantInfo
+from .values import GroupInfo, InvitationInfo, MembershipInfo, TenantInfo, named, named_invitations
 
 
 @dataclass(frozen=True)
@@ -22,11 +22,16 @@ class GroupsOverview:
 
 
 class Groups:
-    def __init__(self, *, db, authorize, memberships, guests):
+    def __init__(self, *, db, authorize, memberships, guests, directory, people):
         self.db = db
         self.authorize = authorize
         self.memberships = memberships
         self.guests = guests
+        self.directory = directory
+        self.people = people
+
+    def _labels(self, session, subjects) -> dict[str, str]:
+        return self.people.labels(session, [s for s in subjects if s])
 
     def _tenant(self, session, tenant_id: str) -> TenantInfo:
         return TenantInfo.of(self.memberships.tenant(session, tenant_id),
@@ -53,6 +58,10 @@ class Groups:
                       if m.kind == "guest"]
             invitations = [InvitationInfo.of(i, group_name=names.get(i.group_id))
                            for i in self.guests.invitations(session, tenant_id, now)]
+            labels = self._labels(session, [m.advisor_subject for m in guests]
+                                  + [i.invitee_subject for i in invitations])
+            guests = named(guests, labels)
+            invitations = named_invitations(invitations, labels)
         counted = [GroupInfo.of(g, guests=sum(m.group_id == g.id for m in guests),
                                 pending_invitations=sum(i.group_id == g.id for i in invitations))
                    for g in groups]
@@ -103,8 +112,10 @@ class Groups:
         self.authorize.tenant_admin(caller, tenant_id)
         with self.db.read() as session:
             self.memberships.tenant(session, tenant_id)
-            return [InvitationInfo.of(i)
-                    for i in self.guests.invitations(session, tenant_id, utcnow())]
+            found = [InvitationInfo.of(i)
+                     for i in self.guests.invitations(session, tenant_id, utcnow())]
+            return named_invitations(found, self._labels(
+                session, [i.invitee_subject for i in found]))
 
     def invitation(self, caller, tenant_id: str, invitation_id: str) -> InvitationInfo:
         """One open invitation of the tenant (``unknown_invitation``), with its group's name."""
@@ -113,21 +124,31 @@ class Groups:
             self.memberships.tenant(session, tenant_id)
             for i in self.guests.invitations(session, tenant_id, utcnow()):
                 if i.id == invitation_id:
-                    return InvitationInfo.of(
+                    found = InvitationInfo.of(
                         i, group_name=self.guests.group(session, tenant_id, i.group_id).name)
+                    return named_invitations([found], self._labels(
+                        session, [i.invitee_subject]))[0]
         raise NotFound("no such invitation in this tenant", code="unknown_invitation")
 
     def invite(self, caller, tenant_id: str, *, group_id, subject=None,
                email=None) -> InvitationInfo:
-        """Invite an advisor (by subject or by e-mail address) as a guest user with a group;
-        the invitation is open for :data:`~idp_bridge.domain.guests.INVITATION_DAYS` days."""
+        """Invite an advisor as a guest user with a group — by subject (resolved by the
+        directory: an enabled person with the advisor role) or by e-mail address (accepted
+        only with that address verified at the identity provider); the invitation is open
+        for :data:`~idp_bridge.domain.guests.INVITATION_DAYS` days."""
         self.authorize.tenant_admin(caller, tenant_id)
+        person = None
+        if subject is not None and email is None:
+            person = self.directory.advisor(subject)
         with self.db.transaction() as session:
             tenant = self.memberships.tenant(session, tenant_id)
+            if person is not None:
+                self.directory.remember(session, person)
             invitation = self.guests.invite(session, tenant, group_id=group_id, subject=subject,
                                             email=email, by=caller.subject, now=utcnow())
-            return InvitationInfo.of(invitation, group_name=self.guests.group(
+            found = InvitationInfo.of(invitation, group_name=self.guests.group(
                 session, tenant_id, invitation.group_id).name)
+            return named_invitations([found], self._labels(session, [subject]))[0]
 
     def withdraw(self, caller, tenant_id: str, invitation_id: str) -> None:
         self.authorize.tenant_admin(caller, tenant_id)

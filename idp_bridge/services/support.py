@@ -1,56 +1,56 @@
 """Use cases of support admins: permanent advisors (assign after agreeing it with the
-tenant, list, remove) and the lists of the support page (DESIGN.md section 1)."""
+tenant, list, remove) and the lists of the support page (DESIGN.md section 1).
+
+An assigned advisor is a person of the directory (:class:`~idp_bridge.services.directory.
+PeopleDirectory`): the subject stored is one the directory resolved to an enabled advisor,
+and the name shown is the directory's, never text the support admin typed."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from ..domain.errors import InvalidInput, NotFound
+from ..domain.errors import NotFound
 from ..domain.memberships import plausible_id
-from ..domain.text import check_text
 from ..storage.db import utcnow
 from ..storage.models import Membership, Tenant
-from .values import MembershipInfo, TenantInfo
-
-#: How many advisors the bridge has seen the support page suggests.
-KNOWN_ADVISORS_SHOWN = 200
-NAME_MAX = 255
-SUBJECT_MAX = 255
+from .values import MembershipInfo, TenantInfo, named
 
 
 class Support:
-    def __init__(self, *, db, authorize, memberships):
+    def __init__(self, *, db, authorize, memberships, directory, people):
         self.db = db
         self.authorize = authorize
         self.memberships = memberships
+        self.directory = directory
+        self.people = people
+
+    def _named(self, session, infos):
+        return named(infos, self.people.labels(session, [i.advisor_subject for i in infos]))
 
     def permanent_advisors(self, caller, tenant_id: str) -> list[MembershipInfo]:
         self.authorize.support_admin(caller)
         with self.db.read() as session:
             self.memberships.tenant(session, tenant_id)
-            return [MembershipInfo.of(m)
-                    for m in self.memberships.list_for_tenant(session, tenant_id, utcnow())
-                    if m.kind == "permanent"]
+            return self._named(session, [
+                MembershipInfo.of(m)
+                for m in self.memberships.list_for_tenant(session, tenant_id, utcnow())
+                if m.kind == "permanent"])
 
-    def assign(self, caller, tenant_id: str, subject: str,
-               name: str | None = None) -> tuple[MembershipInfo, bool]:
-        """Make ``subject`` a permanent advisor of the tenant; returns (membership,
-        created). An active temporary membership is superseded; a guest must be removed
-        first (``advisor_is_guest``)."""
+    def assign(self, caller, tenant_id: str, subject) -> tuple[MembershipInfo, bool]:
+        """Make the advisor ``subject`` (resolved by the directory: an enabled person with
+        the advisor role) a permanent advisor of the tenant; returns (membership, created).
+        An active temporary membership is superseded; a guest must be removed first
+        (``advisor_is_guest``)."""
         self.authorize.support_admin(caller)
-        if name is not None and (not isinstance(name, str) or not 0 < len(name) <= NAME_MAX):
-            raise InvalidInput(f"name must be a string of 1 to {NAME_MAX} characters",
-                               code="name_invalid")
-        name = check_text(name, field="name", max_length=NAME_MAX)  # shown to the tenant
-        if not isinstance(subject, str) or not 0 < len(subject) <= SUBJECT_MAX \
-                or not subject.isprintable():
-            raise InvalidInput(f"advisor subject must be 1 to {SUBJECT_MAX} printable characters",
-                               code="advisor_subject_invalid")
+        person = self.directory.advisor(subject)
         with self.db.transaction() as session:
             tenant = self.memberships.tenant(session, tenant_id)
+            self.directory.remember(session, person)
             membership, created = self.memberships.assign_permanent(
-                session, tenant, subject=subject, name=name, by=caller.subject, now=utcnow())
-            return MembershipInfo.of(membership, tenant_name=tenant.name), created
+                session, tenant, subject=person.subject, name=person.display, by=caller.subject,
+                now=utcnow())
+            info = MembershipInfo.of(membership, tenant_name=tenant.name)
+            return self._named(session, [info])[0], created
 
     def remove(self, caller, tenant_id: str, subject: str) -> MembershipInfo:
         """End the permanent assignment of ``subject`` to the tenant
@@ -70,7 +70,7 @@ class Support:
     def _end(self, session, caller, m) -> MembershipInfo:
         if m is None or m.kind != "permanent" or m.ended_at is not None:
             raise _not_permanent()
-        removed = MembershipInfo.of(m)
+        removed = self._named(session, [MembershipInfo.of(m)])[0]
         self.memberships.end(session, m, by=caller.subject, actor_role="support_admin",
                              reason="removed_by_support", now=utcnow())
         return removed
@@ -83,7 +83,7 @@ class Support:
             if m is None:
                 raise _not_permanent()
             tenant = self.memberships.tenant(session, m.tenant_id)
-            return (MembershipInfo.of(m, tenant_name=tenant.name),
+            return (self._named(session, [MembershipInfo.of(m, tenant_name=tenant.name)])[0],
                     TenantInfo.of(tenant, self.memberships.default_max_age_days))
 
     @staticmethod
@@ -104,18 +104,8 @@ class Support:
         if tenant_filter:
             statement = statement.where(Membership.tenant_id == tenant_filter)
         with self.db.read() as session:
-            return [MembershipInfo.of(m, tenant_name=name)
-                    for m, name in session.execute(statement).all()]
-
-    def known_advisors(self, caller) -> list[tuple[str, str | None]]:
-        """Advisors the bridge has seen (subject, latest name), for the form's suggestions."""
-        self.authorize.support_admin(caller)
-        with self.db.read() as session:
-            rows = session.execute(
-                select(Membership.advisor_subject, func.max(Membership.advisor_name))
-                .where(Membership.kind.in_(("temporary", "permanent")))
-                .group_by(Membership.advisor_subject).limit(KNOWN_ADVISORS_SHOWN)).all()
-        return sorted(((s, n) for s, n in rows), key=lambda row: (row[1] or row[0]).lower())
+            return self._named(session, [MembershipInfo.of(m, tenant_name=name)
+                                         for m, name in session.execute(statement).all()])
 
 
 def _not_permanent() -> NotFound:

@@ -20,7 +20,7 @@ from ..domain.errors import InvalidInput
 from ..notifications import MAX_RECIPIENTS, parse_addresses
 from ..storage.db import utcnow
 from ..storage.models import AccessCodeState, AuditEvent, Membership, Tenant
-from .values import AuditEntry, MembershipInfo, TenantInfo
+from .values import AuditEntry, MembershipInfo, TenantInfo, named
 
 
 class AddressRefused(InvalidInput):
@@ -59,13 +59,17 @@ class LogQuery:
 
 
 class TenantAdmin:
-    def __init__(self, *, db, authorize, memberships, codes, guests, timezone: str):
+    def __init__(self, *, db, authorize, memberships, codes, guests, people, timezone: str):
         self.db = db
         self.authorize = authorize
         self.memberships = memberships
         self.codes = codes
         self.guests = guests
+        self.people = people
         self.timezone = timezone
+
+    def _named(self, session, infos: list[MembershipInfo]) -> list[MembershipInfo]:
+        return named(infos, self.people.labels(session, [i.advisor_subject for i in infos]))
 
     @property
     def max_age_limit(self) -> int:
@@ -155,8 +159,8 @@ class TenantAdmin:
         with self.db.read() as session:
             self.memberships.tenant(session, tenant_id)
             m = self.memberships.get_for_tenant(session, tenant_id, membership_id)
-            return MembershipInfo.of(m, group_name=self._group_names(session, tenant_id)
-                                     .get(m.group_id))
+            return self._named(session, [MembershipInfo.of(
+                m, group_name=self._group_names(session, tenant_id).get(m.group_id))])[0]
 
     def remove(self, caller, tenant_id: str, membership_id: str) -> MembershipInfo:
         """End a membership of the tenant: its grant and every token of it are revoked at
@@ -164,15 +168,16 @@ class TenantAdmin:
         self.authorize.tenant_admin(caller, tenant_id)
         with self.db.transaction() as session:
             m = self.memberships.get_for_tenant(session, tenant_id, membership_id)
-            removed = MembershipInfo.of(m)
+            removed = self._named(session, [MembershipInfo.of(m)])[0]
             self.memberships.end(session, m, by=caller.subject, actor_role="tenant_admin",
                                  reason="removed_by_tenant", now=utcnow())
         return removed
 
     def _members(self, session, tenant_id: str, now) -> list[MembershipInfo]:
         names = self._group_names(session, tenant_id)
-        return [MembershipInfo.of(m, group_name=names.get(m.group_id))
-                for m in self.memberships.list_for_tenant(session, tenant_id, now)]
+        return self._named(session, [
+            MembershipInfo.of(m, group_name=names.get(m.group_id))
+            for m in self.memberships.list_for_tenant(session, tenant_id, now)])
 
     def _group_names(self, session, tenant_id: str) -> dict[str, str]:
         return {group.id: group.name for group in self.guests.groups(session, tenant_id)}
@@ -193,32 +198,54 @@ class TenantAdmin:
 
     def access_log(self, caller, tenant_id: str,
                    query: LogQuery) -> tuple[TenantInfo, list[AuditEntry], dict[str, str]]:
-        """The access log: the tenant, its filtered events (newest first) and the display
-        names of the subjects of its memberships."""
+        """The access log: the tenant, its filtered events (newest first) and what to call
+        the people they name (actors, advisors, invitees), from the directory's rows; the
+        name an advisor's own sign-in gave where the directory knows nobody."""
         self.authorize.tenant_admin(caller, tenant_id)
         with self.db.read() as session:
             tenant = TenantInfo.of(self.memberships.tenant(session, tenant_id),
                                    self.max_age_limit)
             events = [AuditEntry.of(r) for r in session.scalars(
-                self._log_statement(tenant_id, query))]
+                self._log_statement(session, tenant_id, query))]
             names = dict(session.execute(
                 select(Membership.advisor_subject, Membership.advisor_name)
-                .where(Membership.tenant_id == tenant_id,
+                .where(Membership.tenant_id == tenant_id, Membership.kind != "permanent",
                        Membership.advisor_name.is_not(None))).all())
+            mentioned = set()
+            for e in events:
+                mentioned.update(v for v in (e.actor, e.detail.get("advisor"),
+                                             e.detail.get("invitee"), e.detail.get("invited_by"))
+                                 if isinstance(v, str))
+            names.update(self.people.labels(session, mentioned))
         return tenant, events, names
 
-    def _log_statement(self, tenant_id: str, query: LogQuery):
+    def _log_statement(self, session, tenant_id: str, query: LogQuery):
         statement = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
         if query.events:
             statement = statement.where(AuditEvent.event.in_(query.events))
         if query.advisor:
-            # The detail is JSON text: match the name as typed and as JSON escapes it.
-            patterns = {f"%{_like_escape(query.advisor)}%",
-                        f"%{_like_escape(json.dumps(query.advisor)[1:-1])}%"}
-            statement = statement.where(or_(*(
-                condition for pattern in patterns for condition in (
-                    AuditEvent.actor.ilike(pattern, escape="\\"),
-                    cast(AuditEvent.detail, String).ilike(pattern, escape="\\")))))
+            # By name, username, e-mail or subject: the people it names (directory rows and
+            # names of this tenant's memberships), then every event of theirs — token events
+            # name the advisor only by membership — and events whose text mentions it.
+            subjects = set(self.people.subjects_matching(session, query.advisor))
+            pattern = f"%{_like_escape(query.advisor)}%"
+            subjects.update(session.scalars(select(Membership.advisor_subject).where(
+                Membership.tenant_id == tenant_id, or_(
+                    Membership.advisor_subject == query.advisor,
+                    Membership.advisor_name.ilike(pattern, escape="\\")))))
+            memberships = select(Membership.id).where(
+                Membership.tenant_id == tenant_id,
+                Membership.advisor_subject.in_(sorted(subjects))) if subjects else None
+            patterns = {pattern, f"%{_like_escape(json.dumps(query.advisor)[1:-1])}%"}
+            conditions = [condition for p in patterns for condition in (
+                AuditEvent.actor.ilike(p, escape="\\"),
+                cast(AuditEvent.detail, String).ilike(p, escape="\\"))]
+            if subjects:
+                conditions += [AuditEvent.actor.in_(sorted(subjects)),
+                               AuditEvent.membership_id.in_(memberships)]
+                conditions += [cast(AuditEvent.detail, String).like(
+                    f"%{_like_escape(json.dumps(s))}%", escape="\\") for s in sorted(subjects)[:50]]
+            statement = statement.where(or_(*conditions))
         tz = ZoneInfo(self.timezone)
         if query.since:
             statement = statement.where(AuditEvent.at >= datetime.combine(query.since, time(), tz))

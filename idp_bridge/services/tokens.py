@@ -121,8 +121,11 @@ class TokenService:
     """
 
     def __init__(self, *, db, policy, issuer, memberships, accounts=None,
-                 app_client_id: str | None = None, default_audience: str | None = None):
+                 app_client_id: str | None = None, default_audience: str | None = None,
+                 sign_ins=None):
         self.db = db
+        #: Records who signed in (:class:`~idp_bridge.services.directory.SignIns`).
+        self.sign_ins = sign_ins
         self.policy = policy
         self.issuer = issuer
         self.memberships = memberships
@@ -161,6 +164,7 @@ class TokenService:
         signing_key = self.issuer.signing_key()
         now = utcnow()
         with self._unit_of_work() as session:
+            self._seen(session, identity, now)
             pending, failure = self.policy.issue(
                 session, identity=identity, client_id=client_id, tenant_id=admitted.tenant_id,
                 candidate=admitted.candidate, reason=admitted.reason, scope=scope,
@@ -250,6 +254,7 @@ class TokenService:
         self._check_account(identity.subject)
         now = utcnow()
         with self._unit_of_work() as session:
+            self._seen(session, identity, now)
             membership, tenant, failure = self.policy.join(
                 session, identity=identity, tenant_id=tenant_id, candidate=candidate,
                 reason=reason, via=via, now=now)
@@ -315,6 +320,10 @@ class TokenService:
         return True
 
     # --- helpers ---
+    def _seen(self, session, identity, now) -> None:
+        if self.sign_ins is not None:
+            self.sign_ins.seen(session, identity, now)
+
     @contextmanager
     def _unit_of_work(self):
         """``db.transaction()`` where the one expected constraint violation — two

@@ -3,7 +3,7 @@ of work closes, so that no view touches an ORM object (or lazy-loads through one
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 
@@ -89,9 +89,12 @@ class InvitationInfo:
     tenant_name: str | None = None
     group_name: str | None = None
 
+    #: What the directory calls the invited subject (None: unknown, or invited by e-mail).
+    invitee_name: str | None = None
+
     @property
     def invitee(self) -> str | None:
-        return self.invitee_subject or self.invitee_email
+        return self.invitee_name or self.invitee_subject or self.invitee_email
 
     @classmethod
     def of(cls, i, *, tenant_name: str | None = None,
@@ -118,3 +121,16 @@ class AuditEntry:
         return cls(id=row.id, at=row.at, event=row.event, actor=row.actor,
                    actor_role=row.actor_role, membership_id=row.membership_id,
                    client_id=row.client_id, detail=dict(row.detail or {}))
+
+
+def named(infos, labels: dict[str, str]) -> list:
+    """``infos`` (memberships) with ``advisor_name`` set to what the directory calls each
+    advisor (:meth:`~idp_bridge.domain.people.People.labels`); where it cannot tell, the
+    name stays what the advisor's own sign-in said (or None: pages then show the subject)."""
+    return [replace(i, advisor_name=labels[i.advisor_subject])
+            if i.advisor_subject in labels else i for i in infos]
+
+
+def named_invitations(infos, labels: dict[str, str]) -> list:
+    return [replace(i, invitee_name=labels.get(i.invitee_subject)) if i.invitee_subject else i
+            for i in infos]

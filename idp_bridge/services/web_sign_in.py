@@ -8,14 +8,18 @@ from ..storage.db import utcnow
 
 
 class WebSignIn:
-    def __init__(self, *, db, web_sessions):
+    def __init__(self, *, db, web_sessions, sign_ins=None):
         self.db = db
         self.web_sessions = web_sessions
+        self.sign_ins = sign_ins
 
     def start(self, *, issuer: str, subject: str, upstream_sid: str | None, claims: dict,
               id_token: str | None) -> str:
-        """Record a sign-in; returns the handle for the cookie."""
+        """Record a sign-in (the session, and the person for the directory); returns the
+        handle for the cookie."""
         with self.db.transaction() as session:
+            if self.sign_ins is not None:
+                self.sign_ins.seen_page_sign_in(session, subject, claims, utcnow())
             return self.web_sessions.start(session, issuer=issuer, subject=subject,
                                            upstream_sid=upstream_sid, claims=claims,
                                            id_token=id_token, now=utcnow())

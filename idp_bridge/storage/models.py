@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -399,3 +400,30 @@ class WebSession(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
     ended_at: Mapped[datetime | None]
     ended_reason: Mapped[str | None] = mapped_column(String(40))
+
+
+class Person(Base):
+    """Someone of the upstream identity provider as the bridge last learnt of them: at a
+    sign-in (their token's claims) or from the directory (Keycloak's admin API). Pages, the
+    access log, e-mails and webhooks name people from here, never from text a client sent."""
+
+    __tablename__ = "people"
+
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    username: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320))
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: False once the directory said the account is disabled (a sign-in proves it enabled).
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: Roles as last seen (sign-in token or directory): who the fallback directory offers.
+    advisor: Mapped[bool] = mapped_column(Boolean, default=False)
+    support_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: ``sign_in`` or ``directory``: where the current values came from.
+    source: Mapped[str] = mapped_column(String(20))
+    #: The name as compared (NFKC, case-folded): two people sharing it are told apart.
+    name_key: Mapped[str | None] = mapped_column(String(300), index=True)
+    #: Name, username and e-mail as compared, for the fallback directory's search.
+    search_key: Mapped[str] = mapped_column(String(1000))
+    last_sign_in_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]

@@ -100,6 +100,52 @@ class KeycloakAdmin:
             raise KeycloakUnavailable(f"Keycloak answered {response.status_code} for a user")
         return "active" if response.json().get("enabled", False) else "disabled"
 
+    def user(self, user_id: str) -> dict | None:
+        """The user representation (``username``, ``firstName``, ``lastName``, ``email``,
+        ``emailVerified``, ``enabled``), or None when Keycloak knows no such user."""
+        response = self._call("GET", f"/users/{quote(user_id, safe='')}")
+        if response.status_code in (400, 404):
+            return None
+        if response.status_code != 200:
+            raise KeycloakUnavailable(f"Keycloak answered {response.status_code} for a user")
+        return _json_object(response)
+
+    def search_users(self, text: str, *, limit: int) -> list[dict]:
+        """Users whose username, first or last name or e-mail starts with ``text``
+        (Keycloak's ``search``; its operators ``*`` and ``"`` are the caller's to remove)."""
+        response = self._call("GET", "/users", params={
+            "search": text, "max": limit, "first": 0, "briefRepresentation": "true"})
+        if response.status_code != 200:
+            raise KeycloakUnavailable(f"Keycloak answered {response.status_code} to a search")
+        body = response.json()
+        return [u for u in body if isinstance(u, dict)] if isinstance(body, list) else []
+
+    def realm_roles(self, user_id: str) -> set[str]:
+        """The user's effective realm roles (direct, through groups and composites)."""
+        response = self._call("GET", f"/users/{quote(user_id, safe='')}/role-mappings/realm/composite",
+                              params={"briefRepresentation": "true"})
+        if response.status_code == 404:
+            return set()
+        if response.status_code != 200:
+            raise KeycloakUnavailable(f"Keycloak answered {response.status_code} for roles")
+        return _role_names(response)
+
+    def client_roles(self, user_id: str, client_id: str) -> set[str]:
+        """The user's effective roles of the client ``client_id`` (its clientId)."""
+        response = self._call("GET", "/clients", params={"clientId": client_id, "max": 2})
+        clients = response.json() if response.status_code == 200 else []
+        if not isinstance(clients, list) or len(clients) != 1 or not isinstance(clients[0], dict):
+            return set()
+        internal = str(clients[0].get("id", ""))
+        response = self._call(
+            "GET", f"/users/{quote(user_id, safe='')}/role-mappings/clients/"
+                   f"{quote(internal, safe='')}/composite")
+        if response.status_code == 404:
+            return set()
+        if response.status_code != 200:
+            raise KeycloakUnavailable(f"Keycloak answered {response.status_code} for roles")
+        return _role_names(response)
+
     # --- groups ---
     def group_id(self, path: str, *, create: bool) -> str | None:
         response = self._call("GET", f"/group-by-path/{quote(path.strip('/'), safe='/')}")
@@ -137,6 +183,24 @@ class KeycloakAdmin:
         if response.status_code not in (204, 200):
             raise KeycloakUnavailable(
                 f"Keycloak answered {response.status_code} to a group change")
+
+
+def _json_object(response) -> dict | None:
+    try:
+        body = response.json()
+    except ValueError:
+        raise KeycloakUnavailable("Keycloak answered something that is not JSON") from None
+    return body if isinstance(body, dict) else None
+
+
+def _role_names(response) -> set[str]:
+    try:
+        body = response.json()
+    except ValueError:
+        raise KeycloakUnavailable("Keycloak answered something that is not JSON") from None
+    if not isinstance(body, list):
+        return set()
+    return {r["name"] for r in body if isinstance(r, dict) and isinstance(r.get("name"), str)}
 
 
 class KeycloakMirror:

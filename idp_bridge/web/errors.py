@@ -97,9 +97,15 @@ PAGE_MESSAGES = {
     "advisor_is_guest": _l("This advisor is a guest user of the tenant. Remove the guest "
                            "access first."),
     "not_permanent_advisor": _l("This advisor is not a permanent advisor of the tenant."),
-    "advisor_subject_invalid": _l("Please enter the tenant number and the advisor's user ID (1 "
-                                  "to 255 characters)."),
-    "name_invalid": _l("The name may have at most 255 characters."),
+    "advisor_subject_invalid": _l("Please choose the advisor from the matches of the search."),
+    # the directory (services/directory.py)
+    "person_unknown": _l("The directory knows no such person. Please search again and choose "
+                         "from the matches."),
+    "person_disabled": _l("This person's account is disabled at the identity provider."),
+    "person_not_advisor": _l("This person does not hold the advisor role."),
+    "directory_unavailable": _l("The directory cannot be reached right now. Please try again."),
+    "search_text_invalid": _l("Type at least two characters of the name or e-mail address."),
+    "name_from_directory": _l("The name is taken from the directory; it cannot be set here."),
     "max_age_out_of_range": lambda _exc: _(
         "Please enter a whole number of days from 1 to %(limit)s.", limit=_max_age_limit()),
     "notification_address_invalid": lambda exc: _(
@@ -122,9 +128,9 @@ PAGE_MESSAGES = {
     "group_in_use": _l("This user group cannot be deleted: guest users still have it, or open "
                        "invitations name it. Remove those guests or withdraw the invitations "
                        "first."),
-    "invitee_ambiguous": _l("Please enter the advisor's user ID or the e-mail address (one of "
-                            "them, not both)."),
-    "invitee_subject_invalid": _l("The user ID has 1 to 255 printable characters."),
+    "invitee_ambiguous": _l("Please choose the advisor from the matches or enter an e-mail "
+                            "address (one of them, not both)."),
+    "invitee_subject_invalid": _l("Please choose the advisor from the matches of the search."),
     "invitee_email_invalid": _l("This is not an e-mail address."),
     "unknown_invitation": _l("This invitation does not exist."),
     "invitation_not_open": _l("This invitation is no longer open: it was accepted, withdrawn or "

@@ -21,12 +21,14 @@ from flask_babel import ngettext
 
 from scopes.catalog import AREAS
 
+from .. import surfaces
 from ..domain.errors import DomainError, Forbidden
 from ..domain.guests import INVITATION_DAYS
 from .errors import explain, page_blueprint
 from .i18n import current_language, when
 from .pages import tenant_admin_required, use_cases
 from .rights import GROUP_NAMES
+from .people import people_json, search_people
 
 bp = page_blueprint("groups", __name__, url_prefix="/tenants/<tenant_id>")
 FIELD_MAX = 320
@@ -102,9 +104,23 @@ def _overview(tenant_id: str) -> dict:
 
 def _render_overview(tenant_id: str, status: int = 200, *, invite_error: str | None = None,
                      group_error: str | None = None, values: dict | None = None):
+    values = dict(values or {})
+    query = values.get("q") if "q" in values else (request.args.get("q") or "").strip()[:100]
+    values["q"] = query
+    found, search_error = search_people(lambda text: use_cases().directory.advisors_for_tenant(
+        g.identity, tenant_id, text), query)
     return render_template("web/tenant_groups.html", **_overview(tenant_id),
                            invite_error=invite_error, group_error=group_error,
-                           values=values or {}), status
+                           found=found, search_error=search_error,
+                           source=use_cases().directory.source, values=values), status
+
+
+@bp.get("/groups/directory.json")
+@surfaces.answers_json
+def directory(tenant_id):
+    """The invitation form's type-ahead: advisors matching ``q``."""
+    return people_json(lambda text: use_cases().directory.advisors_for_tenant(
+        g.identity, tenant_id, text))
 
 
 @bp.get("/groups", endpoint="home")
@@ -232,10 +248,10 @@ def delete(tenant_id, group_id):
 @tenant_admin_required
 def invite(tenant_id):
     group_id = request.form.get("group", "")
-    subject = request.form.get("subject", "").strip() or None
+    subject = request.form.get("subject", "") or None
     email = request.form.get("email", "").strip() or None
     values = {"group": group_id[:64], "subject": (subject or "")[:FIELD_MAX],
-              "email": (email or "")[:FIELD_MAX]}
+              "email": (email or "")[:FIELD_MAX], "q": request.form.get("q", "").strip()[:100]}
     try:
         invitation = _groups().invite(g.identity, tenant_id, group_id=group_id,
                                       subject=subject, email=email)
@@ -246,7 +262,7 @@ def invite(tenant_id):
         return _render_overview(tenant_id, status, invite_error=message, values=values)
     flash(_("%(invitee)s is invited as a guest user with the user group %(group)s until "
             "%(until)s. The advisor accepts the invitation on the page “My tenants” after "
-            "signing in.", invitee=subject or email, group=invitation.group_name,
+            "signing in.", invitee=invitation.invitee, group=invitation.group_name,
             until=when(invitation.expires_at)), "success")
     return redirect(url_for("groups.home", tenant_id=tenant_id) + "#invitations", 303)
 

@@ -1,15 +1,21 @@
 """The support page: assign a permanent advisor to a tenant (after agreeing it with the
 tenant), list the assignments, remove one. Support admins only, as in the API: the same
-:class:`~idp_bridge.services.support.Support` use cases."""
+:class:`~idp_bridge.services.support.Support` use cases.
+
+The advisor is found in the directory by name or e-mail (``?q=``, and as you type through
+``directory.json``) and chosen from the matches; the form sends the chosen subject, which the
+service resolves again — nobody types or reads a subject id."""
 
 from __future__ import annotations
 
-from flask import flash, g, redirect, render_template, request, url_for
+from flask import flash, g, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
+from .. import surfaces
 from ..domain.errors import DomainError, Forbidden
 from .errors import explain, page_blueprint
 from .pages import support_admin_required, use_cases
+from .people import people_json, search_people
 
 bp = page_blueprint("support", __name__, url_prefix="/support")
 
@@ -20,11 +26,23 @@ def _support():
 
 def _render(status: int = 200, *, error: str | None = None, values: dict | None = None):
     tenant_filter = (request.args.get("tenant") or "").strip()[:64] or None
+    values = dict(values or {})
+    query = values.get("q") if "q" in values else (request.args.get("q") or "").strip()[:100]
+    values["q"] = query
+    found, search_error = search_people(
+        lambda text: use_cases().directory.advisors_for_support(g.identity, text), query)
     return render_template("web/support.html",
                            assignments=_support().assignments(g.identity, tenant_filter),
-                           known=_support().known_advisors(g.identity),
+                           found=found, search_error=search_error,
+                           source=use_cases().directory.source,
                            tenant_filter=tenant_filter, error=error,
-                           values=values or {}), status
+                           values=values), status
+
+
+@bp.get("/directory.json")
+@surfaces.answers_json
+def directory():
+    return people_json(lambda text: use_cases().directory.advisors_for_support(g.identity, text))
 
 
 @bp.get("")
@@ -37,14 +55,14 @@ def home():
 @support_admin_required
 def assign():
     tenant_id = request.form.get("tenant", "").strip()
-    subject = request.form.get("advisor", "").strip()
-    name = request.form.get("name", "").strip() or None
-    values = {"tenant": tenant_id[:64], "advisor": subject[:255], "name": (name or "")[:255]}
+    subject = request.form.get("advisor", "")
+    values = {"tenant": tenant_id[:64], "advisor": subject[:255],
+              "q": request.form.get("q", "").strip()[:100]}
     if not tenant_id or not subject:
         return _render(400, values=values, error=_(
-            "Please enter the tenant number and the advisor's user ID (1 to 255 characters)."))
+            "Please enter the tenant number and choose the advisor from the matches."))
     try:
-        membership, created = _support().assign(g.identity, tenant_id, subject, name)
+        membership, created = _support().assign(g.identity, tenant_id, subject)
     except Forbidden:
         raise
     except DomainError as exc:
