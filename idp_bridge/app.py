@@ -19,7 +19,7 @@ from .domain.access_codes import AccessCodes
 from .domain.errors import DomainError
 from .domain.exchange import AdvisorExchange, GuessLimiter
 from .domain.guests import Guests
-from .domain.keys import KeyRing
+from .domain.keys import KeyDecryptionFailed, KeyRing
 from .domain.memberships import Memberships
 from .domain.people import People
 from .domain.revocation import Revocations
@@ -307,6 +307,19 @@ def _register_error_handlers(app: Flask) -> None:
             return web_pages.problem_page(503, exc)
         return jsonify(error="temporarily_unavailable",
                        error_description="the database is unreachable"), 503
+
+    @app.errorhandler(KeyDecryptionFailed)
+    def signing_keys_locked(exc):
+        # The key-encryption key does not open the signing keys: nothing can be signed, and
+        # /readyz says not ready. The answer names no key; the log names the setting.
+        log.error("%s", exc)
+        if web_pages.wants_page():
+            return web_pages.problem_page(503, exc)
+        response = jsonify(error="temporarily_unavailable",
+                           error_description="the signing keys are unavailable")
+        response.headers["Retry-After"] = "5"
+        response.headers["Cache-Control"] = "no-store"
+        return response, 503
 
     @app.errorhandler(UpstreamUnavailable)
     def upstream_down(exc):

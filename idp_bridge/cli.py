@@ -1,10 +1,19 @@
-"""The ``idp-bridge`` command: serve, demo, database, keys, tenants and clients."""
+"""The ``idp-bridge`` command: serve, demo, doctor, database, keys, tenants and clients.
+
+A command that cannot do its work stops before it changes anything, with one line naming
+the setting or option to fix: ``serve`` creates no file when it refuses (no database file,
+no ``instance/`` folder), and every command that uses the signing keys first checks that the
+key-encryption key opens them.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -19,11 +28,23 @@ from .settings import DEMO_SECRET_PREFIX, Settings, SettingsError
 DEMO_TENANT = ("10042", "Muster GmbH")
 DEMO_CLIENT = "advisor-console"
 DEMO_RS_CLIENT = "example-resource-server"
+#: The start-up error of a key-encryption key that does not open the stored signing keys.
+KEK_MISMATCH = str(SettingsError(
+    "key_encryption_key", "does not decrypt the signing keys stored in the database: set the "
+    "key they were made with (only if it is lost: idp-bridge keys rotate --recover)"))
 
 
 def _settings(ctx_overrides: dict) -> Settings:
     try:
         return Settings.load(ctx_overrides)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _database_url(obj: dict) -> str:
+    """Only the database URL, for the commands that need nothing else."""
+    try:
+        return Settings.load_database_url(obj)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -34,11 +55,67 @@ def _database(settings: Settings):
     return Database(settings.database_url)
 
 
+def _migrated_database(url: str):
+    """The database at ``url`` if its schema is at the latest revision; otherwise a one-line
+    error, and nothing is created (a missing SQLite file stays missing)."""
+    from .doctor import migration_level, safe_database_url
+    from .storage.db import Database
+
+    try:
+        level = migration_level(url)
+    except Exception as exc:  # the driver's errors: refused, unknown host, authentication
+        raise click.ClickException(
+            f"the database {safe_database_url(url)} does not answer ({type(exc).__name__}); "
+            "check IDP_BRIDGE_DATABASE_URL and the database server") from None
+    problem = level.problem()
+    if problem is not None:
+        raise click.ClickException(f"{problem}; run: idp-bridge db upgrade")
+    return Database(url)
+
+
+def _key_ring(settings: Settings, database, *, create: bool = False):
+    """The signing keys, checked: stops the command when the key-encryption key does not
+    open them. ``create``: make the first key if there is none (one process, before any
+    worker starts, so that workers never race to make it)."""
+    from .domain.keys import KeyDecryptionFailed, KeyRing
+    from .storage.db import utcnow
+
+    ring = KeyRing(database, settings.key_encryption_key, settings.signing_alg,
+                   settings.access_token_lifetime)
+    try:
+        if create:
+            with database.transaction() as session:
+                ring.ensure(session, utcnow())
+        ring.check()
+    except KeyDecryptionFailed:
+        raise click.ClickException(KEK_MISMATCH) from None
+    return ring
+
+
+def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``host:port`` now (with address reuse, as servers
+    bind, so that connections of a previous run in TIME_WAIT do not count)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _port_in_use(port: int, server: str, flag: str) -> click.ClickException:
+    return click.ClickException(f"port {port} is in use: the {server} cannot listen on it; "
+                                f"choose another port with {flag}")
+
+
 @click.group()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="TOML settings file (default: $IDP_BRIDGE_CONFIG).")
 @click.option("--database-url", help="SQLAlchemy database URL (default: $IDP_BRIDGE_DATABASE_URL).")
-@click.option("--redis-url", help="Redis URL for shared rate limits and revocation wake-ups "
+@click.option("--redis-url", help="Redis URL for revocation wake-ups across processes "
                                   "(default: $IDP_BRIDGE_REDIS_URL).")
 @click.pass_context
 def main(ctx, config_file, database_url, redis_url):
@@ -57,9 +134,13 @@ def main(ctx, config_file, database_url, redis_url):
 def serve(obj, host, port, workers):
     """Run the bridge with gunicorn (the database must be migrated: `idp-bridge db upgrade`)."""
     settings = _settings(obj)
-    db = _database(settings)
-    if not db.is_current():
-        raise click.ClickException("the database is not migrated; run: idp-bridge db upgrade")
+    if not _port_is_free(port, host):
+        raise _port_in_use(port, "bridge", "--port")
+    database = _migrated_database(settings.database_url)
+    try:
+        _key_ring(settings, database, create=True)
+    finally:
+        database.dispose()  # no connection may be shared with the forked workers
     from .ops import configure_logging
     from .wsgi import GunicornApplication
 
@@ -76,6 +157,26 @@ def gunicorn_options(bind: str, workers: int) -> dict:
             "accesslog": None, "errorlog": "-"}
 
 
+# --- doctor ---
+@main.command()
+@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 60),
+              help="Seconds each outbound check may take.")
+@click.pass_obj
+def doctor(obj, timeout):
+    """Check this installation: settings, database schema, signing keys, upstream provider,
+    Redis, Keycloak admin access, push destinations. One line each (OK, FAIL with the fix,
+    SKIP); exits 1 if any check fails. Changes nothing and prints no secret."""
+    from .doctor import FAIL, run_checks
+
+    checks = run_checks(obj, timeout=timeout)
+    for check in checks:
+        click.echo(check.line())
+    failed = sum(check.status == FAIL for check in checks)
+    click.echo(f"{failed} of {len(checks)} checks failed" if failed
+               else f"all {len(checks)} checks passed or were skipped")
+    sys.exit(1 if failed else 0)
+
+
 # --- database ---
 @main.group()
 def db():
@@ -85,9 +186,10 @@ def db():
 @db.command("upgrade")
 @click.pass_obj
 def db_upgrade(obj):
-    """Apply all migrations."""
-    settings = _settings(obj)
-    _database(settings).upgrade()
+    """Apply all migrations (needs only the database URL)."""
+    from .storage.db import Database
+
+    Database(_database_url(obj)).upgrade()
     click.echo("database is at the latest schema")
 
 
@@ -100,16 +202,24 @@ def keys():
 @keys.command("rotate")
 @click.option("--alg", type=click.Choice(["ES256", "RS256"]), default=None,
               help="Algorithm of the new key (default: the signing_alg setting).")
+@click.option("--recover", is_flag=True,
+              help="The key-encryption key of the stored keys is lost: make a new key "
+                   "encrypted with the configured one anyway (every bridge must use it then).")
 @click.pass_obj
-def keys_rotate(obj, alg):
+def keys_rotate(obj, alg, recover):
     """Create a new signing key; the old one stays published until its tokens expired."""
     from .domain.keys import KeyRing
     from .services.operator import rotate_signing_key
 
     settings = _settings(obj)
-    database = _database(settings)
-    ring = KeyRing(database, settings.key_encryption_key, alg or settings.signing_alg,
-                   settings.access_token_lifetime)
+    database = _migrated_database(settings.database_url)
+    if recover:
+        ring = KeyRing(database, settings.key_encryption_key, alg or settings.signing_alg,
+                       settings.access_token_lifetime)
+    else:
+        # A new key under another key-encryption key would be unreadable to the running
+        # bridges: rotating is refused like a start.
+        ring = _key_ring(settings, database)
     kid = rotate_signing_key(database, ring, alg)
     click.echo(f"new signing key {kid} is active; running bridges pick it up within 10 s")
 
@@ -131,11 +241,12 @@ def tenants():
 @click.argument("name")
 @click.pass_obj
 def tenants_add(obj, tenant_id, name):
+    """Add a tenant (needs only the database URL)."""
     from .services.operator import add_tenant
     from .domain.errors import DomainError
 
     try:
-        add_tenant(_database(_settings(obj)), tenant_id, name)
+        add_tenant(_migrated_database(_database_url(obj)), tenant_id, name)
     except DomainError as exc:
         raise click.ClickException(exc.description) from None
     click.echo(f"tenant {tenant_id} ({name}) added")
@@ -154,13 +265,14 @@ def clients():
               help="Public JWK set: authenticate with private_key_jwt instead of a secret.")
 @click.pass_obj
 def clients_add(obj, client_id, roles, jwks_file):
-    """Register a confidential client; prints its secret once."""
+    """Register a confidential client; prints its secret once (needs only the database URL)."""
     from .services.operator import add_client
     from .domain.errors import DomainError
 
     jwks = json.loads(Path(jwks_file).read_text()) if jwks_file else None
     try:
-        secret = add_client(_database(_settings(obj)), client_id, roles=roles, jwks=jwks,
+        secret = add_client(_migrated_database(_database_url(obj)), client_id, roles=roles,
+                            jwks=jwks,
                             auth_method="private_key_jwt" if jwks else "client_secret_basic")
     except DomainError as exc:
         raise click.ClickException(exc.description) from None
@@ -181,9 +293,10 @@ def memberships_expire(obj):
     from .app import create_app, services
     from .services.operator import expire_memberships
 
+    settings = _settings(obj)
     # The app's wiring, so that the sweep queues the Keycloak mirror and the tenant admins'
     # notifications and wakes other processes (Redis) like the maintenance loop does.
-    built = services(create_app(_settings(obj)))
+    built = services(create_app(settings, database=_migrated_database(settings.database_url)))
     try:
         count = expire_memberships(built.db, built.memberships)
     finally:
@@ -207,11 +320,13 @@ def keycloak_reconcile(obj):
     settings = _settings(obj)
     if not settings.keycloak_admin:
         raise click.ClickException("Keycloak admin is off; set IDP_BRIDGE_KEYCLOAK_ADMIN=true")
-    mirror = services(create_app(settings)).mirror
+    built = services(create_app(settings, database=_migrated_database(settings.database_url)))
     try:
-        changes = mirror.reconcile()
+        changes = built.mirror.reconcile()
     except UpstreamUnavailable as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        built.db.dispose()
     for line in changes:
         click.echo(line)
     click.echo(f"{len(changes)} changes")
@@ -220,18 +335,26 @@ def keycloak_reconcile(obj):
 # --- demo ---
 EXAMPLE_RS = Path(__file__).resolve().parents[1] / "deploy" / "example-resource-server" / \
     "example_resource_server.py"
+DEMO_SECRET_VARIABLES = ("IDP_BRIDGE_DEMO_CLIENT_SECRET", "IDP_BRIDGE_DEMO_RS_SECRET")
+#: Set on a feed poll's environ by _FeedPollEvents: how many events the answer carried.
+POLL_EVENTS = "idp_bridge.demo.poll_events"
+log = logging.getLogger("idp_bridge.demo")
+
+
+class _Stop(BaseException):
+    """SIGTERM or SIGHUP: unwind like Ctrl-C, so that the demo cleans up after itself."""
 
 
 def _ensure_client(database, client_id: str, secret_variable: str, **kwargs):
-    """Seed a demo client; returns (secret, whether the secret must be printed)."""
+    """Seed a demo client: (secret or None when unknown, whether the secret must be printed)."""
     from .services.operator import add_client
     from .domain.errors import Conflict
 
-    secret = os.environ.get(secret_variable)
+    secret = os.environ.get(secret_variable) or None
     try:
         return add_client(database, client_id, secret=secret, **kwargs), secret is None
     except Conflict:
-        return secret, False  # an existing database keeps the client it had
+        return secret, False  # an existing database keeps the client (and secret) it had
 
 
 def _load_example_resource_server():
@@ -241,6 +364,109 @@ def _load_example_resource_server():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _development_provider():
+    try:
+        from .devidp import DevProvider
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.devidp":
+            raise
+        # The development OpenID provider is not part of the wheel (pyproject.toml).
+        raise click.ClickException(
+            "the demo runs from a source checkout only (pip install -e '.[bridge]'): the "
+            "development OpenID provider is not part of the installed package") from None
+    return DevProvider
+
+
+def _request_handler(label: str):
+    """Werkzeug's request handler with one short line per request: the server, method,
+    path (never the query string, which may carry codes) and status. Feed polls, which a
+    resource server repeats every 15 s, are logged only when they carried events."""
+    from urllib.parse import urlsplit
+
+    from werkzeug.serving import WSGIRequestHandler
+
+    class DemoRequestHandler(WSGIRequestHandler):
+        def log_request(self, code="-", size="-"):
+            path = urlsplit(getattr(self, "path", "") or "").path
+            path = path.translate(self._control_char_table)
+            events = getattr(self, "environ", {}).get(POLL_EVENTS)
+            if events is not None:
+                if not events:
+                    log.debug("%s: %s %s %s (no events)", label, self.command, path, code)
+                    return
+                log.info("%s: %s %s %s (%d event%s)", label, self.command, path, code, events,
+                         "" if events == 1 else "s")
+                return
+            log.info("%s: %s %s %s", label, getattr(self, "command", "-"), path, code)
+
+    return DemoRequestHandler
+
+
+class _FeedPollEvents:
+    """WSGI middleware of the demo's bridge: counts the events of each feed poll's answer
+    (POST /ssf/poll/…) for the request log."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("REQUEST_METHOD") != "POST" or \
+                not environ.get("PATH_INFO", "").startswith("/ssf/poll/"):
+            return self.app(environ, start_response)
+        answer = self.app(environ, start_response)
+        try:
+            body = b"".join(answer)
+        finally:
+            if hasattr(answer, "close"):
+                answer.close()
+        try:
+            sets = json.loads(body).get("sets")
+            environ[POLL_EVENTS] = len(sets) if isinstance(sets, dict) else 0
+        except (ValueError, AttributeError):
+            pass
+        return [body]
+
+
+def _serve_in_thread(cleanup: contextlib.ExitStack, port: int, app, label: str,
+                     server: str, flag: str):
+    from werkzeug.serving import make_server
+
+    try:
+        httpd = make_server("127.0.0.1", port, app, threaded=True,
+                            request_handler=_request_handler(label))
+    except OSError:  # taken since the check at the start
+        raise _port_in_use(port, server, flag) from None
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    cleanup.callback(httpd.server_close)
+    cleanup.callback(httpd.shutdown)
+    return httpd
+
+
+def _remove_folder(path: str) -> None:
+    """Remove the demo's temporary folder, the last step of its clean-up. A request thread
+    still finishing (a feed long poll checks the database every 50 ms until its 15 s are up)
+    may reopen the database meanwhile: retry until the folder is gone. Such a thread finds
+    no database then, and the demo, which is ending, logs nothing more."""
+    import time
+
+    logging.disable(logging.CRITICAL)
+    deadline = time.monotonic() + 5
+    while os.path.exists(path) and time.monotonic() < deadline:
+        shutil.rmtree(path, ignore_errors=True)
+        if os.path.exists(path):
+            time.sleep(0.02)
+
+
+def _configure_demo_logging() -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel("INFO")
+    for chatty in ("werkzeug", "alembic"):  # request lines are ours; migrations are quiet
+        logging.getLogger(chatty).setLevel("WARNING")
 
 
 @main.command()
@@ -254,27 +480,54 @@ def _load_example_resource_server():
 @click.pass_obj
 def demo(obj, port, idp_port, rs_port, workers):
     """Run the bridge, a development OpenID provider and the example resource server on
-    127.0.0.1 with demo data."""
-    from werkzeug.serving import make_server
+    127.0.0.1 with demo data. Without --database-url the data lives in a temporary folder,
+    removed when the demo stops (Ctrl-C, SIGTERM)."""
+    provider_class = _development_provider()
+    for variable in DEMO_SECRET_VARIABLES:
+        if 0 < len(os.environ.get(variable, "")) < 32:
+            raise click.ClickException(f"{variable} must have at least 32 characters (it is a "
+                                       "client secret); unset it and the demo makes one")
+    servers = [(port, "bridge", "--port"), (idp_port, "development OpenID provider", "--idp-port")]
+    if rs_port:
+        servers.append((rs_port, "example resource server", "--rs-port"))
+    if len({number for number, _, _ in servers}) != len(servers):
+        raise click.ClickException("--port, --idp-port and --rs-port must be different ports")
+    for number, server, flag in servers:
+        if not _port_is_free(number):
+            raise _port_in_use(number, server, flag)
+    _configure_demo_logging()
 
+    def stop(signum, _frame):
+        signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the clean-up
+        raise _Stop()
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with contextlib.ExitStack() as cleanup:
+            _run_demo(obj, cleanup, provider_class, port, idp_port, rs_port, workers)
+            while True:
+                signal.pause()
+    except (KeyboardInterrupt, _Stop):
+        pass
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _run_demo(obj, cleanup: contextlib.ExitStack, provider_class, port, idp_port, rs_port,
+              workers) -> None:
+    """Start everything; each started part registers its stop on ``cleanup`` (which runs
+    them in reverse on the way out, the temporary folder's removal last)."""
     from .services.operator import add_tenant
     from .app import create_app, services
     from .domain.errors import Conflict
 
-    try:
-        from .devidp import DevProvider
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.devidp":
-            raise
-        # The development OpenID provider is not part of the wheel (pyproject.toml).
-        raise click.ClickException(
-            "the demo runs from a source checkout only (pip install -e '.[bridge]'): the "
-            "development OpenID provider is not part of the installed package") from None
-
     database_url = obj.get("database_url")
     if not database_url:
         workdir = tempfile.mkdtemp(prefix="idp-bridge-demo-")
+        cleanup.callback(_remove_folder, workdir)
         database_url = f"sqlite:///{workdir}/demo.sqlite"
+    given_kek = os.environ.get("IDP_BRIDGE_KEY_ENCRYPTION_KEY")
     idp_issuer = f"http://127.0.0.1:{idp_port}"
     issuer = f"http://127.0.0.1:{port}"
     settings = _settings({
@@ -284,8 +537,7 @@ def demo(obj, port, idp_port, rs_port, workers):
         "database_url": database_url,
         "secret_key": os.environ.get("IDP_BRIDGE_SECRET_KEY")
         or DEMO_SECRET_PREFIX + secrets.token_urlsafe(32),
-        "key_encryption_key": os.environ.get("IDP_BRIDGE_KEY_ENCRYPTION_KEY")
-        or Fernet.generate_key().decode(),
+        "key_encryption_key": given_kek or Fernet.generate_key().decode(),
         "upstream_issuer": idp_issuer,
         "redis_url": obj.get("redis_url"),
         "log_format": "text",
@@ -295,13 +547,15 @@ def demo(obj, port, idp_port, rs_port, workers):
             "app_client_id": DEMO_CLIENT} if rs_port else {}),
     })
     database = _database(settings)
+    cleanup.callback(database.dispose)
     database.upgrade()
+    _key_ring(settings, database, create=True)  # a database with keys of another KEK stops here
 
-    provider = DevProvider(idp_issuer, mode="demo")
-    servers = [make_server("127.0.0.1", idp_port, provider.create_app(), threaded=True)]
-    threading.Thread(target=servers[0].serve_forever, daemon=True).start()
+    provider = provider_class(idp_issuer, mode="demo")
+    _serve_in_thread(cleanup, idp_port, provider.create_app(), "openid-provider",
+                     "development OpenID provider", "--idp-port")
 
-    app = create_app(settings, database=database)  # also makes the first signing key
+    app = create_app(settings, database=database)
     try:
         add_tenant(database, *DEMO_TENANT)
     except Conflict:
@@ -312,7 +566,6 @@ def demo(obj, port, idp_port, rs_port, workers):
     rs_secret, print_rs = _ensure_client(database, DEMO_RS_CLIENT, "IDP_BRIDGE_DEMO_RS_SECRET",
                                          name="Example resource server",
                                          roles=("receiver", "introspect"))
-    bridge_process = None
     if workers > 1:
         # Several processes, as in production: gunicorn in a child process.
         import multiprocessing
@@ -324,22 +577,22 @@ def demo(obj, port, idp_port, rs_port, workers):
         bridge_process = multiprocessing.get_context("fork").Process(
             target=lambda: GunicornApplication(settings, options).run(), daemon=True)
         bridge_process.start()
-        _wait_for_port(port)
+        cleanup.callback(bridge_process.join, 20)
+        cleanup.callback(bridge_process.terminate)
+        _wait_for_port(port, bridge_process)
     else:
         services(app).start_background()
-        bridge_server = make_server("127.0.0.1", port, app, threaded=True)
-        threading.Thread(target=bridge_server.serve_forever, daemon=True).start()
-        servers.append(bridge_server)
+        cleanup.callback(services(app).stop_background)
+        _serve_in_thread(cleanup, port, _FeedPollEvents(app), "bridge", "bridge", "--port")
 
-    guard = None
     if rs_port:
         example = _load_example_resource_server()
         guard = example.TokenGuard(issuer, settings.default_audience)
         if rs_secret:
             guard.start_revocation_listener(DEMO_RS_CLIENT, rs_secret)
-        rs_server = make_server("127.0.0.1", rs_port, example.create_app(guard), threaded=True)
-        threading.Thread(target=rs_server.serve_forever, daemon=True).start()
-        servers.append(rs_server)
+            cleanup.callback(guard.stop_revocation_listener)
+        _serve_in_thread(cleanup, rs_port, example.create_app(guard), "resource-server",
+                         "example resource server", "--rs-port")
 
     click.echo(f"idp-bridge demo (database {database.url.render_as_string(hide_password=True)}"
                + (f", Redis {settings.redis_url}" if settings.redis_url else "")
@@ -349,6 +602,10 @@ def demo(obj, port, idp_port, rs_port, workers):
     if rs_port:
         click.echo(f"  resource server:   http://127.0.0.1:{rs_port}/tenants/10042/payments  (example)")
         click.echo(f"  application:       {settings.app_url}  (\"Open\" on {issuer}/advisor)")
+        if not rs_secret:
+            click.echo("  (the resource server does not hear the revocation feed: its client "
+                       "exists in this database; start the demo with IDP_BRIDGE_DEMO_RS_SECRET "
+                       "set to the secret printed when it was made)")
     click.echo(f"  tenant:            {DEMO_TENANT[0]} ({DEMO_TENANT[1]}), admin: anna")
     click.echo("  advisors:          bob, carol   support admin: sam")
     for client_id, secret, shown, variable in (
@@ -357,34 +614,28 @@ def demo(obj, port, idp_port, rs_port, workers):
         if shown:
             click.echo(f"  client:            {client_id}, secret {secret}")
             click.echo(f"  export {variable}={secret}")
-        else:
+        elif secret:
             click.echo(f"  client:            {client_id}, secret from {variable}")
+        else:
+            click.echo(f"  client:            {client_id}, already in this database (its "
+                       f"secret was printed when it was made: set {variable})")
+    if obj.get("database_url") and not given_kek:
+        # A kept database needs the same key next time, or its signing keys stay locked.
+        click.echo("  to run the demo on this database again, keep its key-encryption key:")
+        click.echo(f"  export IDP_BRIDGE_KEY_ENCRYPTION_KEY={settings.key_encryption_key}")
     click.echo("Upstream tokens for the demo users: idp-bridge demo-token bob")
     sys.stdout.flush()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if guard is not None:
-            guard.stop_revocation_listener()
-        if bridge_process is None:
-            services(app).stop_background()
-        for server in servers:
-            server.shutdown()
-        if bridge_process is not None:
-            bridge_process.terminate()
-            bridge_process.join(20)
 
 
-def _wait_for_port(port: int, timeout: float = 30.0) -> None:
+def _wait_for_port(port: int, process=None, timeout: float = 30.0) -> None:
     import socket
     import time
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and not process.is_alive():
+            raise click.ClickException(f"the bridge did not start on port {port} (its "
+                                       "processes ended; see the lines above)")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return

@@ -1,5 +1,5 @@
-"""Operations endpoints: liveness, readiness (database and Redis), Prometheus metrics,
-request ids and structured JSON logs without secrets."""
+"""Operations endpoints: liveness, readiness (database, signing keys and Redis), Prometheus
+metrics, request ids and structured JSON logs without secrets."""
 
 from __future__ import annotations
 
@@ -23,8 +23,24 @@ def healthz():
     return jsonify(status="ok")
 
 
+#: Why a check is not ok, for the operator reading /readyz (never a value or a secret).
+REASONS = {
+    ("database", "unreachable"): "the database does not answer",
+    ("signing_keys", "undecryptable"): "IDP_BRIDGE_KEY_ENCRYPTION_KEY does not decrypt the "
+    "signing keys stored in the database: set the key they were made with",
+    ("signing_keys", "missing"): "there is no active signing key: run idp-bridge keys rotate",
+    ("redis", "unreachable"): "Redis (IDP_BRIDGE_REDIS_URL) does not answer",
+}
+
+
 @bp.get("/readyz")
 def readyz():
+    """Ready when this process can answer token requests: the database answers, the
+    key-encryption key opens the active signing key and Redis (if configured) answers.
+    Otherwise 503 with the failed checks and why (a load balancer takes the process out)."""
+    from .domain.keys import KeyDecryptionFailed
+    from .storage.db import StorageUnavailable
+
     s = current_app.extensions["idp_bridge"]
     checks = {}
     try:
@@ -33,10 +49,26 @@ def readyz():
         checks["database"] = "ok"
     except Exception:
         checks["database"] = "unreachable"
+    if checks["database"] == "ok":
+        try:
+            s.keys.signing_key()  # cached; re-read when another process rotated
+            checks["signing_keys"] = "ok"
+        except KeyDecryptionFailed:
+            checks["signing_keys"] = "undecryptable"
+        except StorageUnavailable:
+            checks["database"] = "unreachable"
+        except RuntimeError:
+            checks["signing_keys"] = "missing"
     if s.fanout is not None:
         checks["redis"] = "ok" if s.fanout.ping() else "unreachable"
     ready = all(value == "ok" for value in checks.values())
-    return jsonify(status="ready" if ready else "not_ready", checks=checks), 200 if ready else 503
+    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    if not ready:
+        body["reasons"] = {name: REASONS[(name, value)] for name, value in checks.items()
+                           if value != "ok"}
+    response = jsonify(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response, 200 if ready else 503
 
 
 @bp.get("/metrics")

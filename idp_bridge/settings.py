@@ -164,6 +164,24 @@ class Settings:
     @classmethod
     def load(cls, overrides: dict | None = None, environ=None) -> "Settings":
         """Build settings from defaults, config file, environment and ``overrides``."""
+        known = {f.name: f for f in fields(cls)}
+        values = cls._sources(overrides, environ)
+        return cls(**{name: _coerce(known[name], value) for name, value in values.items()})
+
+    @classmethod
+    def load_database_url(cls, overrides: dict | None = None, environ=None) -> str:
+        """Only ``database_url``, from the same sources as :meth:`load`, for the commands that
+        need nothing else (``db upgrade``): the other settings are neither required nor
+        validated, but unknown or retired names are refused as always."""
+        values = cls._sources(overrides, environ)
+        url = str(values.get("database_url", cls.database_url))
+        if "://" not in url:
+            raise SettingsError("database_url", "must be a SQLAlchemy database URL")
+        return url
+
+    @classmethod
+    def _sources(cls, overrides: dict | None, environ) -> dict:
+        """The raw values given by the config file, the environment and ``overrides``."""
         environ = os.environ if environ is None else environ
         values: dict = {}
         path = (overrides or {}).get("config_file") or environ.get("IDP_BRIDGE_CONFIG")
@@ -194,7 +212,7 @@ class Settings:
                 raise SettingsError(name, _unknown(name, "unknown setting"))
             if value is not None:
                 values[name] = value
-        return cls(**{name: _coerce(known[name], value) for name, value in values.items()})
+        return values
 
 
 #: IDP_BRIDGE_* variables that are not settings (read by the CLI and the demo).

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -21,6 +22,7 @@ from idp_bridge.storage.models import AuditEvent, NotificationItem, Revocation
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 CLI = [sys.executable, "-m", "idp_bridge.cli"]
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow  # every test runs the CLI in a subprocess
 
@@ -43,7 +45,7 @@ def cli(*args, env=None, check=True):
 def demo(tmp_path):
     port, idp_port, rs_port = free_port(), free_port(), free_port()
     secret = secrets.token_urlsafe(32)
-    env = {**os.environ, "IDP_BRIDGE_DEMO_CLIENT_SECRET": secret}
+    env = _demo_env(tmp_path, IDP_BRIDGE_DEMO_CLIENT_SECRET=secret)
     proc = subprocess.Popen(CLI + ["demo", "--port", str(port), "--idp-port", str(idp_port),
                                    "--rs-port", str(rs_port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -68,45 +70,7 @@ def demo(tmp_path):
         output, _ = proc.communicate()
     # The secret came from the environment, so the demo must not print it.
     assert secret not in output
-
-
-def test_readme_story(demo):
-    base, auth = demo["base"], ("advisor-console", demo["secret"])
-    anna = cli("demo-token", "anna", "--idp-port", str(demo["idp_port"])).stdout.strip()
-    bob = cli("demo-token", "bob", "--idp-port", str(demo["idp_port"])).stdout.strip()
-    code = requests.get(f"{base}/api/tenants/10042/access-code",
-                        headers={"Authorization": f"Bearer {anna}"}).json()["code"]
-    response = requests.post(f"{base}/token", auth=auth, data={
-        "grant_type": TOKEN_EXCHANGE, "subject_token": bob,
-        "subject_token_type": ACCESS_TOKEN_TYPE, "tenant": "10042", "access_code": code,
-        "reason": "Ticket 4711"})
-    assert response.status_code == 200, response.text
-    tokens = response.json()
-    assert requests.post(f"{base}/introspect", auth=auth,
-                         data={"token": tokens["access_token"]}).json()["active"] is True
-    bob_at = {"Authorization": f"Bearer {tokens['access_token']}"}
-    payments = requests.get(f"{demo['rs']}/tenants/10042/payments", headers=bob_at)
-    assert payments.status_code == 200, payments.text
-    assert payments.json()["items"]
-    members = requests.get(f"{base}/api/tenants/10042/memberships",
-                           headers={"Authorization": f"Bearer {anna}"}).json()["memberships"]
-    assert [m["reason"] for m in members] == ["Ticket 4711"]
-    removed = requests.delete(f"{base}/api/tenants/10042/memberships/{members[0]['id']}",
-                              headers={"Authorization": f"Bearer {anna}"})
-    assert removed.status_code == 204
-    assert requests.post(f"{base}/introspect", auth=auth,
-                         data={"token": tokens["access_token"]}).json() == {"active": False}
-    deadline = time.monotonic() + 20  # the resource server hears it on the revocation feed
-    while requests.get(f"{demo['rs']}/tenants/10042/payments", headers=bob_at).status_code == 200:
-        assert time.monotonic() < deadline, "the resource server still accepts a revoked token"
-        time.sleep(0.05)
-    rejected = requests.get(f"{demo['rs']}/tenants/10042/payments", headers=bob_at)
-    assert rejected.status_code == 401 and rejected.json()["error"] == "invalid_token"
-    refresh = requests.post(f"{base}/token", auth=auth, data={
-        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
-    assert refresh.status_code == 400
-    assert refresh.json() == {"error": "invalid_grant",
-                              "error_description": "the membership of this refresh_token has ended"}
+    assert _demo_folders(tmp_path) == []  # its temporary folder went with it
 
 
 def _web_sign_in(base: str, user: str, next_path: str) -> tuple[requests.Session, str]:
@@ -246,14 +210,197 @@ def test_operator_commands(operator_env):
     ("IDP_BRIDGE_KEY_ENCRYPTION_KEY", "short", "IDP_BRIDGE_KEY_ENCRYPTION_KEY"),
     ("IDP_BRIDGE_UPSTREAM_ALGORITHMS", "HS256", "IDP_BRIDGE_UPSTREAM_ALGORITHMS"),
 ])
-def test_bad_settings_stop_the_start(operator_env, key, value, message):
-    result = cli("db", "upgrade", env={**operator_env, key: value}, check=False)
+def test_bad_settings_stop_the_start(operator_env, tmp_path, key, value, message):
+    before = sorted(tmp_path.iterdir())
+    result = cli("serve", "--port", str(free_port()), env={**operator_env, key: value},
+                 check=False)
     assert result.returncode != 0
-    assert message in result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+    assert sorted(tmp_path.iterdir()) == before  # refusing to start creates nothing
 
 
-def test_serve_refuses_unmigrated_database(operator_env):
+def test_serve_refuses_unmigrated_database(operator_env, tmp_path):
     result = cli("serve", "--port", str(free_port()), env=operator_env, check=False)
     assert result.returncode != 0
     assert "idp-bridge db upgrade" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no database file was made
+
+
+def test_serve_refusing_creates_no_files(operator_env, tmp_path):
+    """The default database (sqlite:///instance/...) relative to the working folder: neither
+    the folder nor the file appears when serve refuses."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in operator_env.items() if k != "IDP_BRIDGE_DATABASE_URL"}
+    result = subprocess.run(CLI + ["serve", "--port", str(free_port())], cwd=work,
+                            capture_output=True, text=True, timeout=60, env={
+                                **{k: v for k, v in os.environ.items()
+                                   if not k.startswith("IDP_BRIDGE_")}, **env,
+                                "PYTHONPATH": str(ROOT)})
+    assert result.returncode != 0
+    assert result.stderr.strip() == ("Error: the database does not exist; run: "
+                                     "idp-bridge db upgrade")
+    assert list(work.iterdir()) == []
+
+
+def test_serve_refuses_a_schema_behind_the_migrations(operator_env):
+    from sqlalchemy import text
+
+    cli("db", "upgrade", env=operator_env)
+    db = Database(operator_env["IDP_BRIDGE_DATABASE_URL"])
+    try:
+        with db.engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    finally:
+        db.dispose()
+    result = cli("serve", "--port", str(free_port()), env=operator_env, check=False)
+    assert result.returncode != 0
+    assert "schema is at revision 0001" in result.stderr
+    assert "run: idp-bridge db upgrade" in result.stderr
+
+
+def test_db_upgrade_needs_only_the_database_url(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_BRIDGE_")}
+    url = f"sqlite:///{tmp_path}/only.sqlite"
+    result = subprocess.run(CLI + ["--database-url", url, "db", "upgrade"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for command in (["tenants", "add", "10042", "Muster GmbH"], ["clients", "add", "console"]):
+        added = subprocess.run(CLI + ["--database-url", url] + command, env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert added.returncode == 0, added.stderr
+    # ... while a typo in a variable name is still refused.
+    typo = subprocess.run(CLI + ["--database-url", url, "db", "upgrade"],
+                          env={**env, "IDP_BRIDGE_DATABASE_ULR": url},
+                          capture_output=True, text=True, timeout=60)
+    assert typo.returncode != 0 and "IDP_BRIDGE_DATABASE_ULR" in typo.stderr
+
+
+# --- a key-encryption key that does not open the signing keys ---
+
+def _signing_keys(database_url: str) -> list[str]:
+    from idp_bridge.storage.models import SigningKey
+
+    db = Database(database_url)
+    try:
+        with db.read() as session:
+            return sorted(session.scalars(select(SigningKey.kid)).all())
+    finally:
+        db.dispose()
+
+
+def test_a_wrong_key_encryption_key_stops_every_command_that_needs_keys(operator_env):
+    cli("db", "upgrade", env=operator_env)
+    cli("keys", "rotate", env=operator_env)
+    keys = _signing_keys(operator_env["IDP_BRIDGE_DATABASE_URL"])
+    wrong = {**operator_env, "IDP_BRIDGE_KEY_ENCRYPTION_KEY": Fernet.generate_key().decode()}
+    for command in (["serve", "--port", str(free_port())], ["keys", "rotate"]):
+        result = cli(*command, env=wrong, check=False)
+        assert result.returncode != 0, command
+        assert result.stderr.startswith("Error: setting IDP_BRIDGE_KEY_ENCRYPTION_KEY "), \
+            result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+        assert wrong["IDP_BRIDGE_KEY_ENCRYPTION_KEY"] not in result.stderr
+    assert _signing_keys(operator_env["IDP_BRIDGE_DATABASE_URL"]) == keys  # nothing changed
+    # The demo on that database (a key-encryption key of its own) stops the same way.
+    demo = cli("--database-url", operator_env["IDP_BRIDGE_DATABASE_URL"], "demo",
+               "--port", str(free_port()), "--idp-port", str(free_port()), "--rs-port", "0",
+               env={k: v for k, v in operator_env.items() if k != "IDP_BRIDGE_KEY_ENCRYPTION_KEY"},
+               check=False)
+    assert demo.returncode != 0
+    assert "Error: setting IDP_BRIDGE_KEY_ENCRYPTION_KEY " in demo.stderr
+    assert "Traceback" not in demo.stderr
+    # A lost key-encryption key: --recover makes a new active key under the new one.
+    recovered = cli("keys", "rotate", "--recover", env=wrong)
+    assert "is active" in recovered.stdout
+    assert len(_signing_keys(operator_env["IDP_BRIDGE_DATABASE_URL"])) == len(keys) + 1
+    assert cli("keys", "rotate", env=wrong).returncode == 0
+
+
+# --- the demo: its folder, its errors, its log ---
+
+def _demo_env(tmp_path, **extra):
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir(exist_ok=True)
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("IDP_BRIDGE_")},
+            "TMPDIR": str(tmpdir), **extra}
+
+
+def _demo_folders(tmp_path):
+    return sorted((tmp_path / "tmp").glob("idp-bridge-demo-*"))
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_the_demo_removes_its_folder_when_stopped(tmp_path, stop):
+    port = free_port()
+    proc = subprocess.Popen(CLI + ["demo", "--port", str(port), "--idp-port", str(free_port()),
+                                   "--rs-port", str(free_port())],
+                            env=_demo_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/readyz", proc)
+        assert len(_demo_folders(tmp_path)) == 1
+        proc.send_signal(stop)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert _demo_folders(tmp_path) == []
+    assert "Traceback" not in output
+
+
+def _wait_for(url, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("demo did not start:\n" + proc.stdout.read())
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("taken,server,flag", [
+    ("--port", "bridge", "--port"),
+    ("--idp-port", "development OpenID provider", "--idp-port"),
+    ("--rs-port", "example resource server", "--rs-port"),
+])
+def test_a_port_in_use_is_a_one_line_error_naming_server_and_flag(tmp_path, taken, server, flag):
+    with socket.socket() as occupant:
+        occupant.bind(("127.0.0.1", 0))
+        occupant.listen()
+        busy = occupant.getsockname()[1]
+        ports = {"--port": free_port(), "--idp-port": free_port(), "--rs-port": free_port()}
+        ports[taken] = busy
+        result = subprocess.run(CLI + ["demo"] + [x for pair in ports.items() for x in
+                                                  (pair[0], str(pair[1]))],
+                                env=_demo_env(tmp_path), capture_output=True, text=True,
+                                timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip() == (f"Error: port {busy} is in use: the {server} cannot listen "
+                                     f"on it; choose another port with {flag}")
+    assert _demo_folders(tmp_path) == []
+
+
+@pytest.mark.parametrize("variable,value,message", [
+    ("IDP_BRIDGE_DEMO_CLIENT_SECRET", "short", "IDP_BRIDGE_DEMO_CLIENT_SECRET must have at "
+     "least 32 characters"),
+    ("IDP_BRIDGE_DEMO_RS_SECRET", "x" * 31, "IDP_BRIDGE_DEMO_RS_SECRET must have at least 32"),
+    ("IDP_BRIDGE_SECRET_KEY", "too-short", "setting IDP_BRIDGE_SECRET_KEY (secret_key): is "
+     "required and must be at least 32 characters"),
+])
+def test_a_short_demo_secret_is_a_one_line_error(tmp_path, variable, value, message):
+    result = subprocess.run(CLI + ["demo", "--port", str(free_port()), "--idp-port",
+                                   str(free_port()), "--rs-port", str(free_port())],
+                            env=_demo_env(tmp_path, **{variable: value}), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and message in error[0], result.stderr
+    assert "Traceback" not in result.stderr and value not in result.stderr
+    assert _demo_folders(tmp_path) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+from conftest import Bridge, active_memberships
 from idp_bridge.ops import JsonFormatter
 
 
@@ -12,7 +13,8 @@ def test_health_and_readiness(client):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json == {"status": "ready", "checks": {"database": "ok"}}
+    assert ready.json == {"status": "ready", "checks": {"database": "ok", "signing_keys": "ok"}}
+    assert ready.headers["Cache-Control"] == "no-store"
 
 
 def test_readiness_reports_an_unreachable_database(app, client, monkeypatch):
@@ -25,6 +27,42 @@ def test_readiness_reports_an_unreachable_database(app, client, monkeypatch):
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json["checks"]["database"] == "unreachable"
+    assert ready.json["reasons"] == {"database": "the database does not answer"}
+
+
+def test_a_key_encryption_key_that_does_not_open_the_signing_keys(settings, bridge):
+    """Another process started with another key-encryption key (a typo, a lost key): it
+    cannot sign, so it is not ready, and nothing that needs the keys answers 500 or
+    issues anything."""
+    from cryptography.fernet import Fernet
+
+    from conftest import build_app
+
+    bridge.join("bob")  # the first app made the signing key and a membership
+    members = len(active_memberships(bridge))
+    other_kek = Fernet.generate_key().decode()
+    locked = build_app(settings.replace(key_encryption_key=other_kek))
+    client = locked.test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json["status"] == "not_ready"
+    assert ready.json["checks"] == {"database": "ok", "signing_keys": "undecryptable"}
+    assert "IDP_BRIDGE_KEY_ENCRYPTION_KEY does not decrypt" in ready.json["reasons"]["signing_keys"]
+    jwks = client.get("/jwks")
+    assert jwks.status_code == 503
+    assert jwks.json == {"error": "temporarily_unavailable",
+                         "error_description": "the signing keys are unavailable"}
+    assert jwks.headers["Cache-Control"] == "no-store"
+    exchange = Bridge(locked, client, bridge.upstream).exchange("carol", code=bridge.current_code())
+    assert exchange.status_code == 503
+    assert exchange.json["error"] == "temporarily_unavailable"
+    assert "access_token" not in exchange.json
+    assert len(active_memberships(bridge)) == members  # carol did not join
+    for answer in (ready, jwks, exchange):
+        assert other_kek not in answer.get_data(as_text=True)
+        assert settings.key_encryption_key not in answer.get_data(as_text=True)
+    # The right key opens them again: the same database is ready for the first app.
+    assert bridge.client.get("/readyz").status_code == 200
 
 
 def test_metrics_count_token_requests_and_revocations(bridge):

@@ -361,3 +361,30 @@ def test_a_retired_setting_says_why():
 def test_dev_provider_refuses_outside_demo_and_test(mode):
     with pytest.raises(DevProviderRefused):
         DevProvider("https://sso.example", mode=mode)
+
+
+# --- the database URL alone (db upgrade, tenants add, clients add) ---
+
+def test_the_database_url_alone_needs_no_other_setting(tmp_path):
+    assert Settings.load_database_url({}, environ={}) == Settings.database_url
+    assert Settings.load_database_url(
+        {}, environ={"IDP_BRIDGE_DATABASE_URL": "postgresql://bridge@db/bridge"}
+    ) == "postgresql://bridge@db/bridge"
+    config = write_toml(tmp_path, 'database_url = "sqlite:///from-file.sqlite"\n')
+    assert Settings.load_database_url({"config_file": str(config)}, environ={}) == \
+        "sqlite:///from-file.sqlite"
+    # The CLI option wins, as for every setting; other settings may be wrong or missing.
+    assert Settings.load_database_url(
+        {"config_file": str(config), "database_url": "sqlite:///option.sqlite"},
+        environ={"IDP_BRIDGE_ISSUER": "not a url"}) == "sqlite:///option.sqlite"
+
+
+@pytest.mark.parametrize("environ, key", [
+    ({"IDP_BRIDGE_DATABASE_ULR": "sqlite:///x.sqlite"}, "IDP_BRIDGE_DATABASE_ULR"),
+    ({"IDP_BRIDGE_RATELIMIT_STORAGE_URI": "redis://r"}, "IDP_BRIDGE_RATELIMIT_STORAGE_URI"),
+    ({"IDP_BRIDGE_DATABASE_URL": "bridge.sqlite"}, "IDP_BRIDGE_DATABASE_URL"),
+])
+def test_the_database_url_alone_still_refuses_typos_and_bad_urls(environ, key):
+    with pytest.raises(SettingsError) as caught:
+        Settings.load_database_url({}, environ=environ)
+    assert key in str(caught.value)

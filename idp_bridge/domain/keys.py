@@ -133,6 +133,13 @@ class KeyRing:
     def invalidate(self) -> None:
         self._loaded_at = 0.0
 
+    def check(self) -> None:
+        """Read the keys now: KeyDecryptionFailed when the key-encryption key does not open
+        the active signing key (start-up checks of the CLI, ``idp-bridge doctor``). Without
+        any key there is nothing to open: the first one is made with this key."""
+        with self._lock:
+            self._load()
+
 
 def _import_private(pem: bytes, alg: str):
     return (ECKey if alg.startswith("ES") else RSAKey).import_key(pem)
