@@ -47,8 +47,17 @@ def unavailable(reason: str):
     pytest.skip(f"browser unavailable (set CI=1 to make this a failure): {reason}")
 
 
+#: The one running browser of this test process. Every test module imports the ``browser``
+#: fixture, so pytest holds one session fixture per module; Playwright's sync API runs only
+#: once per thread, so the later ones share the first one's browser.
+_RUNNING: list = []
+
+
 @pytest.fixture(scope="session")
 def browser():
+    if _RUNNING:
+        yield _RUNNING[0]
+        return
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
         unavailable(f"no Chromium at {CHROMIUM}")
     try:
@@ -57,8 +66,12 @@ def browser():
         unavailable("the Python package playwright is not installed")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+        _RUNNING.append(browser)
+        try:
+            yield browser
+        finally:
+            _RUNNING.clear()
+            browser.close()
 
 
 def _load_example_resource_server():
