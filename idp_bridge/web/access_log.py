@@ -94,7 +94,7 @@ def actor_label(event: AuditEntry, names: dict[str, str], me) -> str:
     if me is not None and event.actor == me.subject:
         return _("you (%(name)s)", name=me.username)
     name = names.get(event.actor)
-    if not name and event.actor_role == "advisor":
+    if not name and event.actor_role == "advisor" and (event.detail or {}).get("kind") != "permanent":
         name = (event.detail or {}).get("advisor_name")
     role = ROLE_LABELS.get(event.actor_role or "", event.actor_role or "")
     if name:
@@ -107,18 +107,26 @@ def actor_label(event: AuditEntry, names: dict[str, str], me) -> str:
 def describe(event: AuditEntry, names: dict[str, str]) -> str:
     """What happened, in one sentence of the reader's language."""
     d = event.detail or {}
-    advisor = d.get("advisor_name") or names.get(d.get("advisor") or event.actor or "") \
-        or d.get("advisor") or event.actor or "?"
     kind = d.get("kind")
+    subject = d.get("advisor") or event.actor or ""
+    # The directory's name first. A name recorded in the event is used only where it came
+    # from the advisor's own sign-in: a permanent assignment's was typed by support.
+    recorded = d.get("advisor_name") if kind != "permanent" else None
+    advisor = names.get(subject) or recorded or subject or "?"
     if event.event == "membership.created":
         if kind == "permanent":
             text = _("%(advisor)s was assigned as a permanent advisor.", advisor=advisor)
         elif kind == "guest":
             text = _("%(advisor)s joined as a guest user.", advisor=advisor)
+            inviter = d.get("invited_by")
+            if isinstance(inviter, str) and inviter:
+                text += " " + _("Invited by %(name)s.", name=names.get(inviter) or inviter)
         else:
             text = _("%(advisor)s joined with the access code (temporary access).", advisor=advisor)
-        if d.get("reason"):
-            text += " " + _("Reason: %(reason)s", reason=d["reason"])
+        reason = d.get("reason")
+        # Guests joined before names came from the directory recorded "invitation <id>".
+        if reason and not (kind == "guest" and str(reason).startswith("invitation ")):
+            text += " " + _("Reason: %(reason)s", reason=reason)
         return text
     if event.event == "membership.ended":
         reason = d.get("reason")
@@ -155,7 +163,9 @@ def describe(event: AuditEntry, names: dict[str, str]) -> str:
         return _("A token request was rejected.")
     if event.event == "invitation.changed":
         if d.get("change") == "created":
-            return _("%(invitee)s was invited as a guest user.", invitee=d.get("invitee") or "?")
+            invitee = d.get("invitee") or "?"
+            return _("%(invitee)s was invited as a guest user.",
+                     invitee=names.get(invitee) or invitee)
         return _("A guest invitation was withdrawn.")
     if event.event == "group.changed":
         name = d.get("name") or "?"
