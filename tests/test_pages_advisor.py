@@ -45,7 +45,7 @@ def test_redeem_with_a_reason_then_see_the_tenant(bob, bridge):
     page = bob.get("/advisor", headers=EN)
     text = text_of(page)
     assert f"You now have access to tenant {TENANT} (Muster GmbH)." in text
-    row = re.search(rf'<tr data-tenant="{TENANT}">.*?</tr>', page.text, flags=re.S).group(0)
+    row = re.search(rf'<tr data-tenant="{TENANT}"[^>]*>.*?</tr>', page.text, flags=re.S).group(0)
     assert "temporary" in row and "Muster GmbH" in row and "Leave" in row
     member = active_memberships(bridge)[0]
     assert (member.advisor_subject, member.reason, member.kind) == (BOB, "Ticket 4711", "temporary")
@@ -272,7 +272,7 @@ def test_invitations_are_listed_and_accepted(bob, bridge):
     assert (f"You are now a guest user of tenant {TENANT} (Muster GmbH) with the user group "
             "Berater Zahlungsverkehr.") in text
     assert "data-invitation=" not in page.text
-    mine = re.search(rf'<tr data-tenant="{TENANT}">.*?</tr>', page.text, flags=re.S).group(0)
+    mine = re.search(rf'<tr data-tenant="{TENANT}"[^>]*>.*?</tr>', page.text, flags=re.S).group(0)
     assert "guest" in mine and "User group: Berater Zahlungsverkehr" in mine
     # the guest's tokens carry the group's permissions
     tokens = bridge.exchange("bob")
