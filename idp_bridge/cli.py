@@ -600,7 +600,8 @@ def _run_demo(obj, cleanup: contextlib.ExitStack, provider_class, port, idp_port
     click.echo(f"  bridge:            {issuer}")
     click.echo(f"  OpenID provider:   {idp_issuer}  (development only)")
     if rs_port:
-        click.echo(f"  resource server:   http://127.0.0.1:{rs_port}/tenants/10042/payments  (example)")
+        click.echo(f"  resource server:   http://127.0.0.1:{rs_port}/tenants/10042/payments"
+                   "  (example)")
         click.echo(f"  application:       {settings.app_url}  (\"Open\" on {issuer}/advisor)")
         if not rs_secret:
             click.echo("  (the resource server does not hear the revocation feed: its client "

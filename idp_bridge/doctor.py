@@ -248,8 +248,8 @@ def check_upstream(settings: Settings, *, timeout: float = 5.0) -> Check:
             response = http.get(settings.discovery_url, timeout=timeout)
         except requests.RequestException as exc:
             return Check(name, FAIL, f"discovery {where} unreachable ({_kind(exc)})",
-                         "check IDP_BRIDGE_UPSTREAM_ISSUER (or _UPSTREAM_DISCOVERY_URL) and "
-                         "that the provider is reachable from this host")
+                         "check IDP_BRIDGE_UPSTREAM_ISSUER (or IDP_BRIDGE_UPSTREAM_DISCOVERY_URL) "
+                         "and that the provider is reachable from this host")
         metadata = _json_object(response)
         if response.status_code != 200 or metadata is None:
             return Check(name, FAIL, f"discovery {where} answered {response.status_code} "
@@ -316,9 +316,9 @@ def check_keycloak_admin(settings: Settings, *, timeout: float = 5.0) -> Check:
     except KeycloakUnavailable as exc:
         return Check("keycloak admin", FAIL, f"realm {admin.realm} at "
                      f"{safe_url(admin.base_url)}: {exc}",
-                     "check IDP_BRIDGE_KEYCLOAK_CLIENT_ID and _KEYCLOAK_CLIENT_SECRET, and that "
-                     "the client's service account has the realm-management roles view-users, "
-                     "query-groups and manage-users (deploy/keycloak/README.md)")
+                     "check IDP_BRIDGE_KEYCLOAK_CLIENT_ID and IDP_BRIDGE_KEYCLOAK_CLIENT_SECRET, "
+                     "and that the client's service account has the realm-management roles "
+                     "view-users, query-groups and manage-users (deploy/keycloak/README.md)")
     return Check("keycloak admin", OK, f"service account {settings.keycloak_client_id} of "
                  f"realm {admin.realm} reads users and groups")
 

@@ -404,3 +404,45 @@ def test_a_short_demo_secret_is_a_one_line_error(tmp_path, variable, value, mess
     assert len(error) == 1 and message in error[0], result.stderr
     assert "Traceback" not in result.stderr and value not in result.stderr
     assert _demo_folders(tmp_path) == []
+
+
+def test_the_demo_request_log(caplog):
+    """One line per request: server, method, path without the query string, status; feed
+    polls only when they carried events (a resource server repeats them every 15 s)."""
+    import logging
+
+    import threading
+
+    from flask import Flask, jsonify
+    from werkzeug.serving import make_server
+
+    from idp_bridge import cli as cli_module
+
+    app = Flask("feed")
+    answers = iter([{"sets": {}}, {"sets": {"jti-1": "x.y.z", "jti-2": "x.y.z"}}])
+
+    @app.post("/ssf/poll/<stream_id>")
+    def poll(stream_id):
+        return jsonify({**next(answers), "moreAvailable": False})
+
+    @app.get("/auth/callback")
+    def callback():
+        return "signed in"
+
+    server = make_server("127.0.0.1", 0, cli_module._FeedPollEvents(app), threaded=True,
+                         request_handler=cli_module._request_handler("bridge"))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
+    caplog.set_level(logging.INFO, logger="idp_bridge.demo")
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        assert requests.post(f"{base}/ssf/poll/s1", json={}).json()["sets"] == {}
+        assert len(requests.post(f"{base}/ssf/poll/s1", json={}).json()["sets"]) == 2
+        assert requests.get(f"{base}/auth/callback?code=secret-code&state=s").text == "signed in"
+    finally:
+        server.shutdown()
+        thread.join(5)
+    lines = [r.getMessage() for r in caplog.records if r.name == "idp_bridge.demo"
+             and r.levelno >= logging.INFO]
+    assert lines == ["bridge: POST /ssf/poll/s1 200 (2 events)",
+                     "bridge: GET /auth/callback 200"]

@@ -161,7 +161,8 @@ def fresh_shell_env(tmp_path: Path, *, installed: bool = True, **extra) -> dict:
 def run(script: str, cwd: Path, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
     result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{script}\nexit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, \
+        f"{script}\nexit {result.returncode}\n{result.stdout}\n{result.stderr}"
     return result
 
 
@@ -212,7 +213,8 @@ class Background:
         while _group_alive(group):
             if time.monotonic() > deadline:
                 os.killpg(group, signal.SIGKILL)
-                pytest.fail(f"processes of the block did not stop on SIGTERM:\n{self.output()[-3000:]}")
+                pytest.fail("processes of the block did not stop on SIGTERM:\n"
+                            + self.output()[-3000:])
             time.sleep(0.05)
         self._log.close()
 
