@@ -26,7 +26,11 @@ class FakeKeycloak:
     def __init__(self):
         self.down = False
         self.groups = {}  # path -> {"id", "members": set()}
-        self.users = {sub: {"enabled": True} for sub in (u["sub"] for u in DEMO_USERS.values())}
+        self.users = {user["sub"]: {
+            "enabled": True, "username": name, "firstName": user["name"].split()[0],
+            "lastName": user["name"].split()[1], "email": user["email"], "emailVerified": True}
+            for name, user in DEMO_USERS.items()}
+        self.roles = {user["sub"]: set(user["realm_roles"]) for user in DEMO_USERS.values()}
         self.calls = []
         app = Flask("fake-keycloak")
 
@@ -86,6 +90,22 @@ class FakeKeycloak:
             if uid not in self.users:
                 return "", 404
             return jsonify(id=uid, **self.users[uid])
+
+        @app.get("/admin/realms/konfipay/users")
+        def search():
+            # Keycloak's search: a prefix of username, first or last name or e-mail.
+            text = request.args.get("search", "").lower()
+            size = int(request.args.get("max", 100))
+            found = [{"id": uid, **u} for uid, u in sorted(self.users.items())
+                     if any(str(u.get(k, "")).lower().startswith(text)
+                            for k in ("username", "firstName", "lastName", "email"))]
+            return jsonify(found[:size])
+
+        @app.get("/admin/realms/konfipay/users/<uid>/role-mappings/realm/composite")
+        def realm_roles(uid):
+            if uid not in self.users:
+                return "", 404
+            return jsonify([{"name": r} for r in sorted(self.roles.get(uid, ()))])
 
         self.app = app
 

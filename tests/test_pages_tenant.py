@@ -199,7 +199,8 @@ def test_user_list_marks_advisors(anna, bridge):
     assert page.status_code == 200
     text = text_of(page)
     assert "anna (you) Tenant administrator" in text
-    assert re.search(r"Bob Advisor .* Advisor temporary", text)
+    assert "Bob Advisor bob@advisors.example Advisor temporary" in text
+    assert DEMO_USERS["bob"]["sub"] not in text  # nobody reads a subject id
     assert re.search(r"Carol Advisor .* Advisor permanent", text)
     assert text.count("Remove from tenant") == 2
     german = text_of(anna.get(f"/tenants/{TENANT}/users", headers=DE))

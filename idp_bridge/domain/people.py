@@ -206,11 +206,12 @@ class People:
         return found
 
     @staticmethod
-    def labels(session, subjects) -> dict[str, str]:
+    def labels(session, subjects, known: dict[str, PersonInfo] | None = None) -> dict[str, str]:
         """What to call each of ``subjects`` that the bridge knows: the name, and where
         another person (anyone the bridge knows) shares it, the e-mail address or username
-        in parentheses. Unknown subjects are absent (the caller shows the subject)."""
-        people = People.get_many(session, subjects)
+        in parentheses. Unknown subjects are absent (the caller shows the subject).
+        ``known``: the rows of ``subjects`` when the caller has read them already."""
+        people = known if known is not None else People.get_many(session, subjects)
         keys = {name_key(p.name) for p in people.values() if p.name}
         shared = set()
         if keys:

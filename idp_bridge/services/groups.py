@@ -58,10 +58,9 @@ class Groups:
                       if m.kind == "guest"]
             invitations = [InvitationInfo.of(i, group_name=names.get(i.group_id))
                            for i in self.guests.invitations(session, tenant_id, now)]
-            labels = self._labels(session, [m.advisor_subject for m in guests]
-                                  + [i.invitee_subject for i in invitations])
-            guests = named(guests, labels)
-            invitations = named_invitations(invitations, labels)
+            guests = named(session, self.people, guests)
+            invitations = named_invitations(invitations, self._labels(
+                session, [i.invitee_subject for i in invitations]))
         counted = [GroupInfo.of(g, guests=sum(m.group_id == g.id for m in guests),
                                 pending_invitations=sum(i.group_id == g.id for i in invitations))
                    for g in groups]

@@ -25,7 +25,7 @@ class Support:
         self.people = people
 
     def _named(self, session, infos):
-        return named(infos, self.people.labels(session, [i.advisor_subject for i in infos]))
+        return named(session, self.people, infos)
 
     def permanent_advisors(self, caller, tenant_id: str) -> list[MembershipInfo]:
         self.authorize.support_admin(caller)

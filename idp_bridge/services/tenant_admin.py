@@ -69,7 +69,7 @@ class TenantAdmin:
         self.timezone = timezone
 
     def _named(self, session, infos: list[MembershipInfo]) -> list[MembershipInfo]:
-        return named(infos, self.people.labels(session, [i.advisor_subject for i in infos]))
+        return named(session, self.people, infos)
 
     @property
     def max_age_limit(self) -> int:

@@ -41,6 +41,9 @@ class MembershipInfo:
     #: Filled where the caller needs them (the advisor's list, the support page).
     tenant_name: str | None = None
     group_name: str | None = None
+    #: The advisor's e-mail address (else username) as the directory knows it: what tells
+    #: a person apart where a name is not enough (the user list).
+    advisor_contact: str | None = None
 
     @property
     def shown_name(self) -> str:
@@ -123,12 +126,22 @@ class AuditEntry:
                    client_id=row.client_id, detail=dict(row.detail or {}))
 
 
-def named(infos, labels: dict[str, str]) -> list:
+def named(session, people, infos) -> list:
     """``infos`` (memberships) with ``advisor_name`` set to what the directory calls each
-    advisor (:meth:`~idp_bridge.domain.people.People.labels`); where it cannot tell, the
-    name stays what the advisor's own sign-in said (or None: pages then show the subject)."""
-    return [replace(i, advisor_name=labels[i.advisor_subject])
-            if i.advisor_subject in labels else i for i in infos]
+    advisor (:meth:`~idp_bridge.domain.people.People.labels`) and ``advisor_contact`` to
+    their e-mail address or username; where it cannot tell, the name stays what the
+    advisor's own sign-in said (or None: pages then show the subject)."""
+    subjects = [i.advisor_subject for i in infos]
+    known = people.get_many(session, subjects)
+    labels = people.labels(session, subjects, known=known)
+    named_infos = []
+    for i in infos:
+        person = known.get(i.advisor_subject)
+        if person is not None:
+            i = replace(i, advisor_name=labels[i.advisor_subject],
+                        advisor_contact=person.email or person.username)
+        named_infos.append(i)
+    return named_infos
 
 
 def named_invitations(infos, labels: dict[str, str]) -> list:
