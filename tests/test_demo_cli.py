@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import socket
@@ -208,6 +209,7 @@ def test_operator_commands(operator_env):
     ("IDP_BRIDGE_SECRET_KEY", "demo-" + "x" * 40, "IDP_BRIDGE_SECRET_KEY"),
     ("IDP_BRIDGE_ISSUER", "http://bridge.example", "IDP_BRIDGE_ISSUER"),
     ("IDP_BRIDGE_KEY_ENCRYPTION_KEY", "short", "IDP_BRIDGE_KEY_ENCRYPTION_KEY"),
+    ("IDP_BRIDGE_KEY_ENCRYPTION_KEY", "", "IDP_BRIDGE_KEY_ENCRYPTION_KEY"),  # missing
     ("IDP_BRIDGE_UPSTREAM_ALGORITHMS", "HS256", "IDP_BRIDGE_UPSTREAM_ALGORITHMS"),
 ])
 def test_bad_settings_stop_the_start(operator_env, tmp_path, key, value, message):
@@ -446,3 +448,40 @@ def test_the_demo_request_log(caplog):
              and r.levelno >= logging.INFO]
     assert lines == ["bridge: POST /ssf/poll/s1 200 (2 events)",
                      "bridge: GET /auth/callback 200"]
+
+
+def _start_demo(args, env, log):
+    """Start the demo, wait for the end of its banner (everything runs), stop it; its output."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(CLI + args + ["demo", "--port", str(free_port()), "--idp-port",
+                                              str(free_port()), "--rs-port", str(free_port())],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while "Upstream tokens for the demo users" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("demo did not start:\n" + log.read_text())
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    output = log.read_text()
+    assert proc.returncode == 0, output
+    return output
+
+
+def test_the_demo_on_a_kept_database_says_what_to_keep(tmp_path):
+    """With --database-url the data stays (no temporary folder): the demo prints the
+    key-encryption key it made, and a second run with that key finds its clients, whose
+    secrets it cannot know."""
+    url = f"sqlite:///{tmp_path}/kept.sqlite"
+    first = _start_demo(["--database-url", url], _demo_env(tmp_path), tmp_path / "first.log")
+    kek = re.search(r"^  export IDP_BRIDGE_KEY_ENCRYPTION_KEY=(\S+)$", first, re.MULTILINE)
+    assert kek, first
+    assert "export IDP_BRIDGE_DEMO_CLIENT_SECRET=" in first
+    second = _start_demo(["--database-url", url], _demo_env(
+        tmp_path, IDP_BRIDGE_KEY_ENCRYPTION_KEY=kek.group(1)), tmp_path / "second.log")
+    assert "IDP_BRIDGE_KEY_ENCRYPTION_KEY=" not in second  # it was given this time
+    assert ("client:            advisor-console, already in this database (its secret was "
+            "printed when it was made: set IDP_BRIDGE_DEMO_CLIENT_SECRET)") in second
+    assert "the resource server does not hear the revocation feed" in second
+    assert _demo_folders(tmp_path) == []
