@@ -48,7 +48,8 @@ def new_context(browser, locale="en-GB", **kwargs):
 
 def test_story_code_join_live_refresh_remove_and_permanent_advisor(browser, live):
     check = expect()
-    anna_context, bob_context, sam_context = (new_context(browser) for _ in range(3))
+    anna_context, bob_context, sam_context, carol_context = (
+        new_context(browser) for _ in range(4))
     try:
         # anna (tenant admin) sees the code on the help page.
         anna = sign_in(anna_context, live.url, "anna", f"/tenants/{TENANT}/help")
@@ -74,7 +75,7 @@ def test_story_code_join_live_refresh_remove_and_permanent_advisor(browser, live
 
         # anna's page shows bob without a reload, and the code has changed (single use).
         temporary = anna.locator("#temporary-advisors")
-        check(temporary).to_contain_text("bob")
+        check(temporary).to_contain_text("Bob Advisor")
         check(temporary).to_contain_text("Ticket 4711: onboarding")
         check(code_box).not_to_have_text(first_code)
         check(code_box).to_have_text(CODE_RE)
@@ -90,16 +91,20 @@ def test_story_code_join_live_refresh_remove_and_permanent_advisor(browser, live
         screenshot(bob, "application-opened")
         token = live.handed_over[-1]["access_token"]
         assert live.handed_over[-1]["tenant"] == TENANT
-        bob.go_back()
+        # The application's way back (going back in history would land on the hand-over
+        # page, a POST answer that is never cached).
+        bob.get_by_role("link", name=re.compile("Back to my tenants")).click()
+        check(bob.locator(f"#my-tenants tr[data-tenant='{TENANT}']")).to_be_visible()
 
         # anna removes bob after confirming.
-        anna.get_by_role("link", name="Remove from tenant (bob)").click()
+        anna.get_by_role("link", name="Remove from tenant (Bob Advisor)").click()
         check(anna.get_by_role("heading", level=1)).to_have_text(
-            f"Remove bob from tenant {TENANT}?")
+            f"Remove Bob Advisor from tenant {TENANT}?")
         screenshot(anna, "remove-confirmation-en", commit=True)
         anna.get_by_role("button", name="Remove from tenant").click()
-        check(anna.get_by_role("status")).to_contain_text(f"bob was removed from tenant {TENANT}")
-        check(anna.locator("#temporary-advisors")).not_to_contain_text("bob")
+        check(anna.get_by_role("status")).to_contain_text(
+            f"Bob Advisor was removed from tenant {TENANT}")
+        check(anna.locator("#temporary-advisors")).not_to_contain_text("Bob")
 
         # bob's tenant list no longer has it, and his token is rejected everywhere.
         bob.goto(f"{live.url}/advisor")
@@ -115,10 +120,20 @@ def test_story_code_join_live_refresh_remove_and_permanent_advisor(browser, live
             "the resource server rejects the removed advisor's token")
 
         # sam (support admin) assigns a permanent advisor; anna sees it in the lower part.
+        # carol has signed in here once: without a directory of the identity provider, the
+        # bridge knows the people who signed in. sam finds her by typing "car".
+        sign_in(carol_context, live.url, "carol", "/advisor")
         sam = sign_in(sam_context, live.url, "sam", "/support")
+        check(sam.locator("#directory-source")).to_contain_text("signed in to this service before")
+        sam.get_by_label("Find the advisor").press_sequentially("car", delay=50)
+        choices = sam.locator("#advisor-choices")
+        check(choices.get_by_role("radio")).to_have_count(1)  # as typed, no page load
+        check(choices).to_contain_text("Carol Advisor · carol@advisors.example")
+        check(choices.get_by_role("radio", name=re.compile("Carol Advisor"))).to_be_checked()
+        check(choices).not_to_contain_text("Bob")  # bob matches no "car"
+        assert DEMO_USERS["carol"]["sub"] not in sam.locator("main").inner_text()
         sam.get_by_label("Tenant number", exact=True).first.fill(TENANT)
-        sam.get_by_label("Advisor's user ID").fill(DEMO_USERS["carol"]["sub"])
-        sam.get_by_label("Name shown to the tenant").fill("Carol Advisor")
+        screenshot(sam, "support-assign-search-en", commit=True)
         sam.get_by_role("button", name="Assign").click()
         check(sam.get_by_role("status")).to_contain_text(
             f"Carol Advisor is now a permanent advisor of tenant {TENANT}")
@@ -136,19 +151,21 @@ def test_story_code_join_live_refresh_remove_and_permanent_advisor(browser, live
         screenshot(anna, "user-list-en", commit=True)
         anna.get_by_role("link", name="Access log").click()
         log = anna.locator("main table")
-        check(log).to_contain_text("bob joined with the access code (temporary access). "
+        check(log).to_contain_text("Bob Advisor joined with the access code (temporary access). "
                                    "Reason: Ticket 4711: onboarding")
-        check(log).to_contain_text("bob was removed from the tenant.")
+        check(log).to_contain_text("Bob Advisor was removed from the tenant.")
         check(log).to_contain_text("Carol Advisor was assigned as a permanent advisor.")
+        check(log).to_contain_text("Sam Support (support admin)")
+        assert DEMO_USERS["sam"]["sub"][:8] not in log.inner_text()
         screenshot(anna, "access-log-en", commit=True)
         with anna.expect_download() as download_info:
             anna.get_by_role("link", name="Download as CSV").click()
         download = download_info.value
         assert download.suggested_filename.startswith(f"access-log-{TENANT}-")
         text = open(download.path(), encoding="utf-8-sig").read()
-        assert "bob was removed from the tenant." in text
+        assert "Bob Advisor was removed from the tenant." in text
     finally:
-        for context in (anna_context, bob_context, sam_context):
+        for context in (anna_context, bob_context, sam_context, carol_context):
             context.close()
 
 
@@ -171,12 +188,21 @@ def test_story_guest_user_with_a_user_group(browser, live):
             "User group Berater Zahlungsverkehr was created.")
         check(anna.locator("#groups")).to_contain_text("Bank accounts: read and change")
 
+        # bob signed in here before; anna finds him by name (here without a script: the
+        # search button) and invites him.
         bob_subject = DEMO_USERS["bob"]["sub"]
+        earlier = new_context(browser)
+        sign_in(earlier, live.url, "bob", "/advisor")
+        earlier.close()
+        anna.get_by_label("Find the advisor").fill("Bob")
+        anna.locator("#invitations").get_by_role("button", name="Search").click()
+        anna.locator("#invite-choices").get_by_role(
+            "radio", name=re.compile("Bob Advisor")).check()
         anna.get_by_label("User group", exact=True).select_option(label="Berater Zahlungsverkehr")
-        anna.get_by_label("Advisor's user ID").fill(bob_subject)
         anna.get_by_role("button", name="Invite", exact=True).click()
-        check(anna.get_by_role("status")).to_contain_text("is invited as a guest user")
-        check(anna.locator("#open-invitations")).to_contain_text(bob_subject)
+        check(anna.get_by_role("status")).to_contain_text("Bob Advisor is invited as a guest user")
+        check(anna.locator("#open-invitations")).to_contain_text("Bob Advisor")
+        assert bob_subject not in anna.locator("main").inner_text()
         screenshot(anna, "user-groups-en")
         anna.get_by_role("link", name="Help page", exact=True).click()
         check(anna.locator("#guest-users")).to_contain_text("No advisor is a guest user")
@@ -194,9 +220,9 @@ def test_story_guest_user_with_a_user_group(browser, live):
 
         # anna's help page lists bob as a guest with his group, without a reload.
         guests = anna.locator("#guest-users")
-        check(guests).to_contain_text("bob")
+        check(guests).to_contain_text("Bob Advisor")
         check(guests).to_contain_text("Berater Zahlungsverkehr")
-        check(guests.get_by_role("link", name="Remove from tenant (bob)")).to_be_visible()
+        check(guests.get_by_role("link", name="Remove from tenant (Bob Advisor)")).to_be_visible()
 
         # The application sees exactly the group's rights.
         row.get_by_role("button", name=re.compile("Open")).click()
@@ -263,7 +289,7 @@ def test_german_advisor_joins_with_the_keyboard_only(browser, live):
         check(bob.locator(f"#my-tenants tr[data-tenant='{TENANT}']")).to_contain_text("temporär")
         screenshot(bob, "advisor-page-de", commit=True)
         check(anna.locator("#temporary-advisors")).to_contain_text("Rückruf wegen EBICS")
-        check(anna.get_by_role("link", name="Aus Mandant entfernen (bob)")).to_be_visible()
+        check(anna.get_by_role("link", name="Aus Mandant entfernen (Bob Advisor)")).to_be_visible()
 
         # A wrong code: a clear message in German, nothing joined.
         bob.get_by_label("Mandantennummer").fill("20077")
