@@ -312,6 +312,9 @@ class Notifications:
                 lines.append(t["reason"].format(reason=_one_line(p["reason"])))
         if p["type"] == "advisor.removed" and p.get("end_reason") in t:
             lines.append(t[p["end_reason"]])
+        if p.get("actor_name") and p["type"] in ("advisor.permanent_assigned", "advisor.removed") \
+                and p.get("actor") != p.get("advisor"):
+            lines.append(t["by"].format(name=_one_line(p["actor_name"])))
         lines += ["", t["footer"], p["help_page"], "", t["auto"]]
         return subject, "\n".join(lines)
 
@@ -336,6 +339,7 @@ TEXTS = {
                                 "Mandanten {tenant} ist am {when} abgelaufen.",
         "expires": "Der Zugriff endet spätestens am {when}.",
         "reason": "Angegebener Grund: {reason}",
+        "by": "Durchgeführt von: {name}",
         "removed_by_tenant": "Entfernt von einem Mandanten-Administrator.",
         "removed_by_support": "Entfernt vom Support.",
         "upstream_account_ended": "Das Benutzerkonto des Kundenberaters wurde deaktiviert.",
@@ -362,6 +366,7 @@ TEXTS = {
                                 "expired on {when}.",
         "expires": "The access ends on {when} at the latest.",
         "reason": "Reason given: {reason}",
+        "by": "Done by: {name}",
         "removed_by_tenant": "Removed by a tenant admin.",
         "removed_by_support": "Removed by support.",
         "upstream_account_ended": "The advisor's user account was disabled.",

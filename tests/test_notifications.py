@@ -163,6 +163,21 @@ def test_permanent_assignment_is_told_once(notifying, smtp_server):
     assert deliver(notifying) == 2
     subject = smtp_server.messages[-1][2]["Subject"]
     assert subject.startswith("Permanenter Kundenberater Carol Advisor für Mandant 10042")
+    # The support admin is named (from the directory), in both languages.
+    body = smtp_server.messages[-1][2].get_content()
+    assert "Durchgeführt von: Sam Support" in body and "Done by: Sam Support" in body
+    assert DEMO_USERS["sam"]["sub"] not in body
+
+
+def test_a_webhook_names_advisor_and_actor_from_the_directory(bridge_with, webhook):
+    receiver = webhook(statuses=[200])
+    bridge = bridge_with(webhook_url=receiver.url, webhook_secret=WEBHOOK_SECRET)
+    assert bridge.api("put", f"/api/tenants/{TENANT}/permanent-advisors/{CAROL}",
+                      user="sam").status_code == 201
+    assert deliver(bridge) == 1
+    data = json.loads(receiver.requests[-1][1])["data"]
+    assert (data["advisor"], data["advisor_name"]) == (CAROL, "Carol Advisor")
+    assert (data["actor"], data["actor_name"]) == (DEMO_USERS["sam"]["sub"], "Sam Support")
 
 
 def test_expiry_found_by_the_exchange_is_told(notifying, smtp_server):
