@@ -27,7 +27,8 @@ from typing import Protocol
 from ..domain.people import SEARCH_LIMIT_MAX, People, PersonInfo, plain
 from .keycloak import KeycloakAdmin
 
-#: Effective roles of a user, reused this long (a search asks for each result).
+#: Effective roles of a user, reused this long by searches (a search asks for each result);
+#: resolving a subject before something is stored always asks.
 ROLE_CACHE_SECONDS = 30.0
 _RESOURCE_ACCESS = re.compile(r"^resource_access\.([^.]+)\.roles$")
 
@@ -109,13 +110,15 @@ class KeycloakDirectory:
         user = self.admin.user(subject)
         if user is None or user.get("id") != subject:
             return None
-        return self._person(user)
+        # What is stored follows from this answer: the roles as Keycloak has them now, never
+        # a search's cached ones (a role taken away must not be assignable for a while).
+        return self._person(user, fresh=True)
 
-    def _person(self, user: dict) -> PersonInfo | None:
+    def _person(self, user: dict, *, fresh: bool = False) -> PersonInfo | None:
         subject = user.get("id")
         if not isinstance(subject, str) or not 0 < len(subject) <= 255:
             return None
-        roles = self._effective_roles(subject)
+        roles = self._effective_roles(subject, fresh=fresh)
         given, family = plain(user.get("firstName")), plain(user.get("lastName"))
         name = plain(" ".join(part for part in (given, family) if part)) if (given or family) \
             else None
@@ -127,10 +130,10 @@ class KeycloakDirectory:
             enabled=user.get("enabled") is True, advisor=self.advisor_role in roles,
             support_admin=self.support_admin_role in roles, source="directory")
 
-    def _effective_roles(self, subject: str) -> set[str]:
+    def _effective_roles(self, subject: str, *, fresh: bool = False) -> set[str]:
         now = time.monotonic()
         with self._lock:
-            cached = self._role_cache.get(subject)
+            cached = None if fresh else self._role_cache.get(subject)
             if cached is not None and now - cached[1] < ROLE_CACHE_SECONDS:
                 return cached[0]
         roles = self._roles(subject)
