@@ -6,6 +6,11 @@
 - Errors follow RFC 6750 section 3.1: :class:`InvalidToken` (401 ``invalid_token``),
   :class:`InsufficientScope` (403 ``insufficient_scope``); :meth:`TokenGuard.require` turns
   them into responses with a ``WWW-Authenticate: Bearer`` challenge for Flask views.
+- Step-up (RFC 9470): a route may require how (``acr``) and how recently (``auth_time``) the
+  user authenticated: :class:`AuthenticationRequirement`, ``require(..., acr_values=,
+  max_age=)``, 401 :class:`InsufficientUserAuthentication` with ``acr_values``/``max_age``.
+- Discovery by clients (RFC 9728): :class:`ResourceMetadata` builds the protected resource
+  metadata; a guard made with ``resource_metadata=`` names it in every challenge.
 - Revocation (DESIGN.md section 8, docs/revocation-feed.md): a receiver of the bridge's Shared
   Signals stream, polling (RFC 8936) for CAEP ``session-revoked`` Security Event Tokens
   (RFC 8417) that name a revoked ``grant_id`` or ``sid``.
@@ -20,7 +25,9 @@ One job per module:
 ``introspection``      the RFC 7662 fallback while the feed is unhealthy
 ``feed``               the SSF receiver thread (RFC 8936 poll, RFC 8417 SETs, CAEP)
 ``bearer``             RFC 6750: the errors, the ``Authorization`` header, the challenge
-``flask_adapter``      ``require`` and ``error_response`` for Flask views (the only Flask import)
+``step_up``            RFC 9470: ``acr``/``auth_time`` requirements, ``insufficient_user_authentication``
+``resource_metadata``  RFC 9728: the protected resource metadata, its URL, ``resource_metadata``
+``flask_adapter``      ``require``, ``error_response``, the metadata routes (the only Flask import)
 =====================  ======================================================================
 
 This package imports nothing from ``idp_bridge`` and needs ``cryptography`` and ``requests``
@@ -31,9 +38,12 @@ from __future__ import annotations
 
 from .bearer import GuardError, InsufficientScope, InvalidRequest, InvalidToken, bearer_token
 from .feed import POLL_DELIVERY, SESSION_REVOKED, SET_TYPES
+from .resource_metadata import WELL_KNOWN_PATH, ResourceMetadata
 from .revocation import REVOCATION_KINDS
+from .step_up import AuthenticationRequirement, InsufficientUserAuthentication
 from .validation import ACCESS_TOKEN_TYPES, TokenGuard
 
 __all__ = ["ACCESS_TOKEN_TYPES", "POLL_DELIVERY", "REVOCATION_KINDS", "SESSION_REVOKED",
-           "SET_TYPES", "GuardError", "InsufficientScope", "InvalidRequest", "InvalidToken",
-           "TokenGuard", "bearer_token"]
+           "SET_TYPES", "WELL_KNOWN_PATH", "AuthenticationRequirement", "GuardError",
+           "InsufficientScope", "InsufficientUserAuthentication", "InvalidRequest",
+           "InvalidToken", "ResourceMetadata", "TokenGuard", "bearer_token"]

@@ -21,6 +21,9 @@ class GuardError(Exception):
 
     error = "invalid_request"
     status_code = 400
+    #: Further auth-params of its challenge after ``error_description`` (``(name, value)``
+    #: pairs, such as RFC 9470's ``acr_values`` and ``max_age``).
+    challenge_params: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, description: str):
         super().__init__(description)
@@ -63,9 +66,11 @@ def bearer_token(header: str | None) -> str | None:
     return token
 
 
-def challenge(realm: str, error: GuardError | None = None) -> str:
+def challenge(realm: str, error: GuardError | None = None, *,
+              resource_metadata: str | None = None) -> str:
     """The ``WWW-Authenticate`` value for ``error`` (RFC 6750 section 3); ``None`` means no
-    credentials were sent: a bare challenge without an error code (section 3.1)."""
+    credentials were sent: a bare challenge without an error code (section 3.1).
+    ``resource_metadata`` is the URL of the resource's RFC 9728 metadata (section 5.1)."""
     parts = [f'realm="{_quoted(realm)}"']
     if error is not None:
         parts.append(f'error="{error.error}"')
@@ -73,6 +78,9 @@ def challenge(realm: str, error: GuardError | None = None) -> str:
         scope = getattr(error, "scope", None)
         if scope:
             parts.append(f'scope="{_quoted(scope)}"')
+        parts.extend(f'{name}="{_quoted(value)}"' for name, value in error.challenge_params)
+    if resource_metadata:
+        parts.append(f'resource_metadata="{_quoted(resource_metadata)}"')
     return "Bearer " + ", ".join(parts)
 
 

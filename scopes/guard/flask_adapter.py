@@ -1,9 +1,19 @@
-"""Flask adapter: a view decorator and RFC 6750 error responses for a :class:`TokenGuard`.
+"""Flask adapter: a view decorator, RFC 6750 error responses and RFC 9728 metadata routes.
 
 The only module of :mod:`scopes` that imports Flask (``pip install 'idp-bridge-guard[flask]'``).
 ``TokenGuard.require`` and ``TokenGuard.error_response`` delegate here; a resource server on
-another framework uses :meth:`TokenGuard.validate`, :func:`~scopes.guard.bearer.bearer_token`
-and :meth:`TokenGuard.challenge` the same way.
+another framework uses :meth:`TokenGuard.validate`,
+:meth:`AuthenticationRequirement.validate <scopes.guard.AuthenticationRequirement.validate>`,
+:func:`~scopes.guard.bearer.bearer_token` and :meth:`TokenGuard.challenge` the same way.
+
+- :func:`require`: a Bearer token valid for the route's scope and tenant and, when the route
+  asks for it, an authentication of the required kind and age (RFC 9470).
+- :func:`error_response`: the JSON error with its ``WWW-Authenticate`` challenge; when the
+  guard has ``resource_metadata``, the challenge names the metadata of the requested URL
+  (RFC 9728 section 5.1).
+- :func:`publish_resource_metadata`: ``GET /.well-known/oauth-protected-resource[/<path>]``
+  (RFC 9728 section 3) for the resource and for every URL of a route guarded by
+  :func:`require`.
 """
 
 from __future__ import annotations
@@ -11,18 +21,28 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
+from urllib.parse import quote
+
 import flask
 
-from .bearer import GuardError, bearer_token, challenge
+from .bearer import GuardError, bearer_token
+from .resource_metadata import WELL_KNOWN_PATH
+from .step_up import AuthenticationRequirement
 
 if TYPE_CHECKING:
     from .validation import TokenGuard
 
-__all__ = ["error_response", "require"]
+__all__ = ["error_response", "publish_resource_metadata", "require"]
+
+#: Set on the views :func:`require` makes: which metadata routes describe (RFC 9728).
+GUARDED_ATTRIBUTE = "scopes_guard_requirement"
 
 
-def require(guard: TokenGuard, scope: str, tenant_arg: str = "tenant"):
-    """View decorator: a Bearer token valid for ``scope`` on the view's tenant.
+def require(guard: TokenGuard, scope: str, tenant_arg: str = "tenant", *, acr_values=None,
+            max_age: int | None = None):
+    """View decorator: a Bearer token valid for ``scope`` on the view's tenant and, with
+    ``acr_values`` and/or ``max_age``, whose user authentication was one of ``acr_values``
+    at most ``max_age`` seconds ago (RFC 9470; else 401 ``insufficient_user_authentication``).
 
     The tenant is the view argument ``tenant_arg`` (a URL variable). On success the claims
     are on ``flask.g.token_claims`` and the tenant on ``flask.g.tenant``; otherwise the
@@ -30,6 +50,9 @@ def require(guard: TokenGuard, scope: str, tenant_arg: str = "tenant"):
     ``Authorization`` header is read (RFC 6750 section 2.1), never query or form.
     """
     guard._compile_scope(scope)  # an unknown scope fails here, at import time
+    step_up = None
+    if acr_values is not None or max_age is not None:
+        step_up = AuthenticationRequirement(acr_values, max_age)  # checked here too
 
     def decorator(view):
         @functools.wraps(view)
@@ -43,12 +66,15 @@ def require(guard: TokenGuard, scope: str, tenant_arg: str = "tenant"):
                 if token is None:
                     return error_response(guard, None)
                 claims = guard.validate(token, tenant=tenant, scope=scope)
+                if step_up is not None:
+                    step_up.validate(claims, leeway=guard.leeway)
             except GuardError as exc:
                 return error_response(guard, exc)
             flask.g.token_claims = claims
             flask.g.tenant = claims["tenant"]
             return view(*args, **kwargs)
 
+        setattr(wrapper, GUARDED_ATTRIBUTE, (scope, step_up))
         return wrapper
 
     return decorator
@@ -56,7 +82,8 @@ def require(guard: TokenGuard, scope: str, tenant_arg: str = "tenant"):
 
 def error_response(guard: TokenGuard, error: GuardError | None) -> flask.Response:
     """A Flask response for ``error``; ``None`` means no credentials were sent: 401 with a
-    bare challenge and no error code (RFC 6750 section 3.1)."""
+    bare challenge and no error code (RFC 6750 section 3.1). With the guard's
+    ``resource_metadata`` the challenge names the metadata of the requested URL."""
     if error is None:
         # No error code at all, in the challenge or the body (RFC 6750 section 3.1).
         response = flask.jsonify({"error_description": "a Bearer access token is required"})
@@ -64,6 +91,51 @@ def error_response(guard: TokenGuard, error: GuardError | None) -> flask.Respons
     else:
         response = flask.jsonify({"error": error.error, "error_description": error.description})
         response.status_code = error.status_code
-    response.headers["WWW-Authenticate"] = challenge(guard.realm, error)
+    resource = None
+    if guard.resource_metadata is not None:
+        # RFC 9728 section 3.3: the document a challenge points to must carry the very URL
+        # the client requested as its resource.
+        resource = guard.resource_metadata.resource_for(flask.request.path)
+    response.headers["WWW-Authenticate"] = guard.challenge(error, resource)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def publish_resource_metadata(app: flask.Flask, guard: TokenGuard) -> None:
+    """Serve the guard's RFC 9728 metadata (``guard.resource_metadata``) on ``app``: at the
+    resource identifier's well-known URL (section 3.1; path-suffixed when the identifier has
+    a path) and, for the challenges, at the well-known URL of every URL of a view guarded by
+    :func:`require` (404 for any other path). ``app`` serves the resource identifier's path
+    as its root; the well-known URLs are at the root of the host, so a proxy in front of a
+    mounted application routes ``/.well-known/oauth-protected-resource/<path>`` to it."""
+    metadata = guard.resource_metadata
+    if metadata is None:
+        raise ValueError("the guard has no resource_metadata to publish")
+    base = WELL_KNOWN_PATH + metadata.path
+
+    def document(rest: str = ""):
+        path = flask.request.path
+        resource = metadata.resource_at(path)
+        if resource is None or (rest and not _guarded(app, "/" + rest)):
+            return flask.jsonify({"error": "not_found"}), 404
+        response = flask.jsonify(metadata.document(resource))
+        response.headers["Cache-Control"] = f"public, max-age={metadata.max_age}"
+        response.headers["Access-Control-Allow-Origin"] = "*"  # public, for browser clients
+        return response
+
+    app.add_url_rule(base, "oauth_protected_resource", document, methods=["GET"])
+    app.add_url_rule(f"{base}/<path:rest>", "oauth_protected_resource_path", document,
+                     methods=["GET"])
+
+
+def _guarded(app: flask.Flask, path: str) -> bool:
+    """Whether ``path`` is the URL of a view made by :func:`require`, for any method.
+    (Matched through Flask's own routing, so that nothing but Flask is imported.)"""
+    methods = sorted({m for rule in app.url_map.iter_rules() for m in rule.methods or ()})
+    for method in methods:
+        with app.test_request_context(quote(path, safe="/:@!$&'()*+,;=-._~"), method=method):
+            rule = flask.request.url_rule
+        if rule is not None and hasattr(app.view_functions.get(rule.endpoint),
+                                        GUARDED_ATTRIBUTE):
+            return True
+    return False

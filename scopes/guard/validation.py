@@ -57,6 +57,9 @@ class TokenGuard:
     (default: a new ``requests.Session``). Nothing is fetched before the first validation or
     :meth:`discover`. The revocation listener always uses a session of its own, so that
     :meth:`stop_revocation_listener` can cut its long poll short.
+
+    ``resource_metadata`` (a :class:`~scopes.guard.resource_metadata.ResourceMetadata`)
+    makes every challenge name the resource's RFC 9728 metadata (``resource_metadata``).
     """
 
     def __init__(self, issuer: str, audience: str, *, algorithms=("ES256", "RS256"),
@@ -66,7 +69,7 @@ class TokenGuard:
                  jwks_refetch_interval: float = 5.0, realm: str | None = None,
                  max_token_length: int = 8192, http_timeout: float = 5.0,
                  poll_timeout: float = 35.0, backoff_initial: float = 0.2,
-                 backoff_max: float = 5.0):
+                 backoff_max: float = 5.0, resource_metadata=None):
         if not isinstance(issuer, str) or not issuer.startswith(("https://", "http://")):
             raise ValueError("issuer must be an http(s) URL")
         if not isinstance(audience, str) or not audience:
@@ -101,6 +104,7 @@ class TokenGuard:
         self.poll_timeout = poll_timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = max(backoff_max, backoff_initial)
+        self.resource_metadata = resource_metadata
         if http is None:
             http = load_requests().Session()
         self.http = http
@@ -207,12 +211,14 @@ class TokenGuard:
         """The issuer's metadata, once discovered."""
         return self.discovery.metadata
 
-    def require(self, scope: str, tenant_arg: str = "tenant"):
-        """Flask view decorator: a Bearer token valid for ``scope`` on the view's tenant
-        (:func:`scopes.guard.flask_adapter.require`; needs Flask)."""
+    def require(self, scope: str, tenant_arg: str = "tenant", *, acr_values=None,
+                max_age: int | None = None):
+        """Flask view decorator: a Bearer token valid for ``scope`` on the view's tenant,
+        and with ``acr_values``/``max_age`` an authentication of one of those kinds, at most
+        that many seconds ago (RFC 9470; :func:`scopes.guard.flask_adapter.require`)."""
         from .flask_adapter import require
 
-        return require(self, scope, tenant_arg)
+        return require(self, scope, tenant_arg, acr_values=acr_values, max_age=max_age)
 
     def error_response(self, error: GuardError | None):
         """A Flask response for ``error`` (:func:`scopes.guard.flask_adapter.error_response`);
@@ -221,9 +227,13 @@ class TokenGuard:
 
         return error_response(self, error)
 
-    def challenge(self, error: GuardError | None = None) -> str:
-        """The ``WWW-Authenticate`` value for ``error`` (RFC 6750 section 3)."""
-        return challenge(self.realm, error)
+    def challenge(self, error: GuardError | None = None, resource: str | None = None) -> str:
+        """The ``WWW-Authenticate`` value for ``error`` (RFC 6750 section 3); with
+        ``resource_metadata`` configured it names the RFC 9728 metadata of ``resource`` (the
+        URL the client requested; default: the configured resource identifier)."""
+        metadata = self.resource_metadata
+        return challenge(self.realm, error,
+                         resource_metadata=metadata.url(resource) if metadata else None)
 
     # --- revocation (scopes.guard.revocation) ---
     def revoke(self, kind: str, value: str, event_timestamp: float) -> bool:
