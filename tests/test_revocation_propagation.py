@@ -100,7 +100,8 @@ def test_example_resource_server(served):
     try:
         assert wait_until(lambda: guard.feed_healthy)
         rs = example.create_app(guard).test_client()
-        tokens = bridge.join("bob")
+        # A multi-factor sign-in: writing a report steps up (RFC 9470, tests/test_step_up.py).
+        tokens = bridge.join("bob", subject_token=bridge.upstream_token("bob", acr="2"))
         auth = {"Authorization": f"Bearer {tokens['access_token']}"}
         ebics = rs.get(f"/tenants/{TENANT}/ebics", headers=auth)
         assert ebics.status_code == 200

@@ -14,12 +14,23 @@ what an advisor sees first, so it looks like the bridge's pages: the bridge's st
 tenant's and the advisor's names, times in local time (``RS_TIMEZONE``), the bridge's
 language, and a way back to the advisor page.
 
+Writing an evaluation report (``evaluation:write``) needs a strong and recent sign-in (RFC
+9470 step-up): the token's ``acr`` one of ``RS_WRITE_ACR_VALUES`` (default ``2 mfa
+urn:konfipay:acr:mfa``, the bridge's ``mfa_acr_values``; empty: any) and its ``auth_time`` at
+most ``RS_WRITE_MAX_AGE`` seconds ago (default 900; empty: any age). Otherwise 401
+``insufficient_user_authentication`` with ``acr_values`` and ``max_age`` in the challenge.
+
+It publishes its RFC 9728 metadata at ``/.well-known/oauth-protected-resource`` (with the
+resource identifier's path appended when it has one) and for every guarded URL, and every
+challenge names it (``resource_metadata``). ``RS_RESOURCE`` is the resource identifier, the URL
+clients use (default ``http://127.0.0.1:<RS_PORT>``).
+
 It installs only the resource-server part with its Flask adapter (``pip install
 './guard[flask]'``: the distribution idp-bridge-guard), and imports nothing from the bridge.
 Run: ``python example_resource_server.py`` with ``RS_ISSUER`` (the bridge), ``RS_CLIENT_ID``
 / ``RS_CLIENT_SECRET`` (a receiver client of the revocation feed) and optionally
 ``RS_AUDIENCE`` (default ``konfipay-api``), ``RS_PORT``, ``RS_TIMEZONE`` (default
-``Europe/Berlin``).
+``Europe/Berlin``), ``RS_RESOURCE``, ``RS_WRITE_ACR_VALUES``, ``RS_WRITE_MAX_AGE``.
 """
 
 from __future__ import annotations
@@ -35,7 +46,13 @@ from zoneinfo import ZoneInfo
 from flask import Flask, abort, g, jsonify, render_template_string, request
 
 from scopes.catalog import AREAS, CATALOG
-from scopes.guard import InsufficientScope, InvalidToken, TokenGuard
+from scopes.guard import (AuthenticationRequirement, InsufficientScope, InvalidToken,
+                          ResourceMetadata, TokenGuard)
+from scopes.guard.flask_adapter import publish_resource_metadata
+
+#: ``evaluation:write`` by default: multi-factor (the bridge's ``mfa_acr_values``), 15 minutes.
+DEFAULT_WRITE_ACR_VALUES = "2 mfa urn:konfipay:acr:mfa"
+DEFAULT_WRITE_MAX_AGE = "900"
 
 #: Secret fields per area in the sample data; ``read`` never returns them.
 SECRET_FIELDS = {
@@ -265,14 +282,46 @@ def open_page_response(guard: TokenGuard, tenant: str, *, bridge_url: str | None
                                    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"}
 
 
+def write_requirement(environ=os.environ) -> AuthenticationRequirement | None:
+    """The step-up requirement of ``evaluation:write`` from ``RS_WRITE_ACR_VALUES`` (space
+    separated) and ``RS_WRITE_MAX_AGE`` (seconds); both empty: none. A bad value stops the
+    start with a message naming the variable."""
+    acr_values = environ.get("RS_WRITE_ACR_VALUES", DEFAULT_WRITE_ACR_VALUES).split()
+    max_age = environ.get("RS_WRITE_MAX_AGE", DEFAULT_WRITE_MAX_AGE).strip()
+    if max_age and not (max_age.isascii() and max_age.isdigit()):
+        raise ValueError("RS_WRITE_MAX_AGE must be a number of seconds (or empty)")
+    if not acr_values and not max_age:
+        return None
+    try:
+        return AuthenticationRequirement(acr_values, int(max_age) if max_age else None)
+    except ValueError as exc:
+        raise ValueError(f"RS_WRITE_ACR_VALUES: {exc}") from None
+
+
+def resource_metadata(issuer: str, resource: str) -> ResourceMetadata:
+    """The RFC 9728 metadata of this resource server at ``resource`` (its URL for clients),
+    whose tokens come from the bridge at ``issuer``."""
+    return ResourceMetadata(resource, authorization_servers=[issuer],
+                            resource_name="konfipay API (example)")
+
+
 def create_app(guard: TokenGuard, *, bridge_url: str | None = None,
-               zone: str | None = None) -> Flask:
+               zone: str | None = None,
+               write_step_up: AuthenticationRequirement | None | str = "environment") -> Flask:
     """The example resource server; ``bridge_url`` (default: the guard's issuer) is where
     the Open page takes its stylesheet and its way back from, ``zone`` (default
-    ``RS_TIMEZONE``, else Europe/Berlin) the time zone it shows times in."""
+    ``RS_TIMEZONE``, else Europe/Berlin) the time zone it shows times in, ``write_step_up``
+    the requirement of ``evaluation:write`` (default: :func:`write_requirement`, from the
+    environment; None: none). With the guard's ``resource_metadata`` it publishes it."""
     app = Flask(__name__)
     zone = zone or os.environ.get("RS_TIMEZONE", "Europe/Berlin")
     ZoneInfo(zone)  # an unknown zone fails at start, not on the first page
+    if write_step_up == "environment":
+        write_step_up = write_requirement()
+    step_up = {}
+    if write_step_up is not None:
+        step_up = {"acr_values": write_step_up.acr_values or None,
+                   "max_age": write_step_up.max_age}
     reports: dict[str, list] = {}
     lock = threading.Lock()
 
@@ -290,7 +339,7 @@ def create_app(guard: TokenGuard, *, bridge_url: str | None = None,
         app.add_url_rule(f"/tenants/<tenant>/{area.key}", view_func=make_read_view(area.key))
 
     @app.post("/tenants/<tenant>/evaluation/reports")
-    @guard.require("evaluation:write")
+    @guard.require("evaluation:write", **step_up)
     def create_report(tenant):
         body = request.get_json(silent=True)
         if not isinstance(body, dict) or not isinstance(body.get("title"), str) or \
@@ -309,15 +358,21 @@ def create_app(guard: TokenGuard, *, bridge_url: str | None = None,
     def healthz():
         return jsonify(status="ok", feed_healthy=guard.feed_healthy)
 
+    if guard.resource_metadata is not None:
+        publish_resource_metadata(app, guard)
     return app
 
 
 def main() -> None:
-    guard = TokenGuard(os.environ["RS_ISSUER"], os.environ.get("RS_AUDIENCE", "konfipay-api"))
-    guard.start_revocation_listener(os.environ["RS_CLIENT_ID"], os.environ["RS_CLIENT_SECRET"])
+    issuer = os.environ["RS_ISSUER"]
     port = int(os.environ.get("RS_PORT", "8002"))
+    resource = os.environ.get("RS_RESOURCE") or f"http://127.0.0.1:{port}"
+    guard = TokenGuard(issuer, os.environ.get("RS_AUDIENCE", "konfipay-api"),
+                       resource_metadata=resource_metadata(issuer, resource))
+    app = create_app(guard)  # a bad setting stops here, before the listener starts
+    guard.start_revocation_listener(os.environ["RS_CLIENT_ID"], os.environ["RS_CLIENT_SECRET"])
     try:
-        create_app(guard).run("127.0.0.1", port, threaded=True)
+        app.run("127.0.0.1", port, threaded=True)
     finally:
         guard.stop_revocation_listener()
 
