@@ -9,6 +9,8 @@
 - Step-up (RFC 9470): a route may require how (``acr``) and how recently (``auth_time``) the
   user authenticated: :class:`AuthenticationRequirement`, ``require(..., acr_values=,
   max_age=)``, 401 :class:`InsufficientUserAuthentication` with ``acr_values``/``max_age``.
+- DPoP (RFC 9449): :meth:`TokenGuard.validate_request` accepts ``Authorization: DPoP`` with a
+  proof of the key the token is bound to (``cnf.jkt``) and refuses such a token as Bearer.
 - Discovery by clients (RFC 9728): :class:`ResourceMetadata` builds the protected resource
   metadata; a guard made with ``resource_metadata=`` names it in every challenge.
 - Revocation (DESIGN.md section 8, docs/revocation-feed.md): a receiver of the bridge's Shared
@@ -25,6 +27,7 @@ One job per module:
 ``introspection``      the RFC 7662 fallback while the feed is unhealthy
 ``feed``               the SSF receiver thread (RFC 8936 poll, RFC 8417 SETs, CAEP)
 ``bearer``             RFC 6750: the errors, the ``Authorization`` header, the challenge
+``dpop``               RFC 9449: proofs (header, key, signature, claims), replay cache, nonces
 ``step_up``            RFC 9470: ``acr``/``auth_time`` requirements, ``insufficient_user_authentication``
 ``resource_metadata``  RFC 9728: the protected resource metadata, its URL, ``resource_metadata``
 ``flask_adapter``      ``require``, ``error_response``, the metadata routes (the only Flask import)
@@ -36,7 +39,8 @@ This package imports nothing from ``idp_bridge`` and needs ``cryptography`` and 
 
 from __future__ import annotations
 
-from .bearer import GuardError, InsufficientScope, InvalidRequest, InvalidToken, bearer_token
+from .bearer import (GuardError, InsufficientScope, InvalidDPoPProof, InvalidRequest, InvalidToken,
+                     UseDPoPNonce, authorization_credentials, bearer_token)
 from .feed import POLL_DELIVERY, SESSION_REVOKED, SET_TYPES
 from .resource_metadata import WELL_KNOWN_PATH, ResourceMetadata
 from .revocation import REVOCATION_KINDS
@@ -46,4 +50,5 @@ from .validation import ACCESS_TOKEN_TYPES, TokenGuard
 __all__ = ["ACCESS_TOKEN_TYPES", "POLL_DELIVERY", "REVOCATION_KINDS", "SESSION_REVOKED",
            "SET_TYPES", "WELL_KNOWN_PATH", "AuthenticationRequirement", "GuardError",
            "InsufficientScope", "InsufficientUserAuthentication", "InvalidRequest",
-           "InvalidToken", "ResourceMetadata", "TokenGuard", "bearer_token"]
+           "InvalidToken", "ResourceMetadata", "TokenGuard", "bearer_token",
+           "InvalidDPoPProof", "UseDPoPNonce", "authorization_credentials"]

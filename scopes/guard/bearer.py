@@ -5,14 +5,19 @@
   ``insufficient_scope``), one family under :class:`GuardError`.
 - :func:`bearer_token` reads the token from an ``Authorization: Bearer`` header (section 2.1;
   never from the query or the form).
-- :func:`challenge` builds the ``WWW-Authenticate: Bearer`` value (section 3).
+- :func:`challenge` builds the ``WWW-Authenticate: Bearer`` value (section 3), or with
+  ``scheme="DPoP"`` the ``DPoP`` one with its ``algs`` (RFC 9449 section 7.1).
+- RFC 9449's errors: :class:`InvalidDPoPProof` (401 ``invalid_dpop_proof``) and
+  :class:`UseDPoPNonce` (401 ``use_dpop_nonce``, with the nonce for the ``DPoP-Nonce``
+  header); :func:`authorization_credentials` reads either scheme (``Bearer`` or ``DPoP``).
 
 A web framework adapter (:mod:`scopes.guard.flask_adapter`) turns these into responses.
 """
 
 from __future__ import annotations
 
-__all__ = ["GuardError", "InsufficientScope", "InvalidRequest", "InvalidToken", "bearer_token",
+__all__ = ["GuardError", "InsufficientScope", "InvalidDPoPProof", "InvalidRequest",
+           "InvalidToken", "UseDPoPNonce", "authorization_credentials", "bearer_token",
            "challenge"]
 
 
@@ -52,6 +57,46 @@ class InsufficientScope(GuardError):
         self.scope = scope
 
 
+class InvalidDPoPProof(GuardError):
+    """RFC 9449 section 7.1: the ``DPoP`` proof is missing, malformed or does not hold (401,
+    challenged with the ``DPoP`` scheme)."""
+
+    error = "invalid_dpop_proof"
+    status_code = 401
+    scheme = "DPoP"
+
+
+class UseDPoPNonce(InvalidDPoPProof):
+    """RFC 9449 section 9: the proof must carry the resource server's nonce, ``nonce``
+    (sent in the ``DPoP-Nonce`` header of the answer)."""
+
+    error = "use_dpop_nonce"
+
+    def __init__(self, description: str, nonce: str):
+        super().__init__(description)
+        self.nonce = nonce
+
+
+#: The two schemes of an ``Authorization`` header the guard reads.
+SCHEMES = {"bearer": "Bearer", "dpop": "DPoP"}
+
+
+def authorization_credentials(header: str | None) -> tuple[str, str] | None:
+    """``(scheme, token)`` of an ``Authorization: Bearer`` or ``Authorization: DPoP`` header
+    (RFC 6750 section 2.1, RFC 9449 section 7.1; schemes are case-insensitive); None when
+    there is neither; :class:`InvalidRequest` when it is malformed."""
+    if not header:
+        return None
+    scheme, _, rest = header.strip().partition(" ")
+    name = SCHEMES.get(scheme.lower())
+    if name is None:
+        return None
+    token = rest.strip()
+    if not token or " " in token:
+        raise InvalidRequest(f"the Authorization header must be '{name} <token>'")
+    return name, token
+
+
 def bearer_token(header: str | None) -> str | None:
     """The token of an ``Authorization: Bearer`` header; None when there is no Bearer
     credential; :class:`InvalidRequest` when it is malformed (RFC 6750 section 2.1)."""
@@ -67,11 +112,16 @@ def bearer_token(header: str | None) -> str | None:
 
 
 def challenge(realm: str, error: GuardError | None = None, *,
-              resource_metadata: str | None = None) -> str:
+              resource_metadata: str | None = None, scheme: str = "Bearer",
+              algs=None) -> str:
     """The ``WWW-Authenticate`` value for ``error`` (RFC 6750 section 3); ``None`` means no
     credentials were sent: a bare challenge without an error code (section 3.1).
-    ``resource_metadata`` is the URL of the resource's RFC 9728 metadata (section 5.1)."""
+    ``resource_metadata`` is the URL of the resource's RFC 9728 metadata (section 5.1).
+    ``scheme="DPoP"`` with ``algs`` (the accepted proof algorithms) is RFC 9449 section 7.1's
+    challenge."""
     parts = [f'realm="{_quoted(realm)}"']
+    if algs:
+        parts.append(f'algs="{_quoted(" ".join(algs))}"')
     if error is not None:
         parts.append(f'error="{error.error}"')
         parts.append(f'error_description="{_quoted(error.description)}"')
@@ -81,7 +131,7 @@ def challenge(realm: str, error: GuardError | None = None, *,
         parts.extend(f'{name}="{_quoted(value)}"' for name, value in error.challenge_params)
     if resource_metadata:
         parts.append(f'resource_metadata="{_quoted(resource_metadata)}"')
-    return "Bearer " + ", ".join(parts)
+    return f"{scheme} " + ", ".join(parts)
 
 
 def _quoted(text: str) -> str:

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import flask
 
-from .bearer import GuardError, bearer_token
+from .bearer import GuardError, authorization_credentials
 from .resource_metadata import WELL_KNOWN_PATH
 from .step_up import AuthenticationRequirement
 
@@ -61,14 +61,21 @@ def require(guard: TokenGuard, scope: str, tenant_arg: str = "tenant", *, acr_va
                 raise TypeError(f"view {view.__name__} has no argument {tenant_arg!r} "
                                 f"to take the tenant from")
             tenant = kwargs[tenant_arg]
+            credentials = None
             try:
-                token = bearer_token(flask.request.headers.get("Authorization"))
-                if token is None:
+                # Bearer or DPoP (RFC 9449 section 7: the proof is checked with the request).
+                credentials = authorization_credentials(flask.request.headers.get("Authorization"))
+                if credentials is None:
                     return error_response(guard, None)
-                claims = guard.validate(token, tenant=tenant, scope=scope)
+                claims = guard.validate_request(
+                    *credentials, flask.request.headers.getlist("DPoP"),
+                    method=flask.request.method, path=flask.request.path, tenant=tenant,
+                    scope=scope)
                 if step_up is not None:
                     step_up.validate(claims, leeway=guard.leeway)
             except GuardError as exc:
+                if credentials is not None and credentials[0] == "DPoP":
+                    exc.scheme = "DPoP"  # challenged in the scheme the request used
                 return error_response(guard, exc)
             flask.g.token_claims = claims
             flask.g.tenant = claims["tenant"]
@@ -96,7 +103,11 @@ def error_response(guard: TokenGuard, error: GuardError | None) -> flask.Respons
         # RFC 9728 section 3.3: the document a challenge points to must carry the very URL
         # the client requested as its resource.
         resource = guard.resource_metadata.resource_for(flask.request.path)
-    response.headers["WWW-Authenticate"] = guard.challenge(error, resource)
+    for value in guard.challenges(error, resource):  # Bearer, and DPoP when accepted
+        response.headers.add("WWW-Authenticate", value)
+    nonce = getattr(error, "nonce", None)
+    if nonce is not None:  # RFC 9449 section 9: use_dpop_nonce names the nonce to use
+        response.headers["DPoP-Nonce"] = nonce
     response.headers["Cache-Control"] = "no-store"
     return response
 

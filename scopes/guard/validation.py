@@ -21,6 +21,16 @@ its choice to make, the guard does not consult the feed then.
 :meth:`TokenGuard.validate` is the hot path of every resource-server request: its checks are
 written out in one function, cheapest first, reading the verifier, the revocation tables and
 the feed state directly (bench/bench_guard.py holds it to the raw ES256 verify rate).
+
+DPoP (RFC 9449 section 7): :meth:`TokenGuard.validate_request` takes the whole request (the
+``Authorization`` scheme and token, the ``DPoP`` header values, method and path): a token
+bound to a key (``cnf.jkt``) is accepted only with ``Authorization: DPoP`` and one proof of
+that key for this method and URL (``dpop_url`` + path: the resource server's configured
+external URL, never the ``Host`` header) naming this token (``ath``), not seen before (a
+bounded in-memory replay cache shared by the process's threads), with the resource server's
+nonce when ``dpop_nonce_secret`` is set; a bound token sent as Bearer is refused
+(``invalid_token``), and with ``dpop_required`` so is every unbound token.
+bench/bench_dpop.py holds it to two raw ES256 verifies.
 """
 
 from __future__ import annotations
@@ -28,8 +38,13 @@ from __future__ import annotations
 import threading
 import time
 
+from urllib.parse import quote
+
 from ._http import load_requests
-from .bearer import GuardError, InsufficientScope, InvalidToken, challenge
+from .bearer import (GuardError, InsufficientScope, InvalidDPoPProof, InvalidToken, UseDPoPNonce,
+                     challenge)
+from .dpop import (SUPPORTED_DPOP_ALGORITHMS, DPoPError, DPoPNonceRequired, NonceSource,
+                   ProofVerifier, ReplayCache, normalize_htu)
 from .discovery import DiscoveryUnavailable, IssuerDiscovery, KeysUnavailable
 from .feed import RevocationListener
 from .introspection import Introspector
@@ -60,6 +75,14 @@ class TokenGuard:
 
     ``resource_metadata`` (a :class:`~scopes.guard.resource_metadata.ResourceMetadata`)
     makes every challenge name the resource's RFC 9728 metadata (``resource_metadata``).
+
+    DPoP (RFC 9449, :meth:`validate_request`): ``dpop_url`` is the resource server's external
+    base URL (proofs' ``htu`` is it plus the request path); without it DPoP-bound tokens are
+    refused. ``dpop_algorithms`` are the accepted proof algorithms (asymmetric only),
+    ``dpop_max_age`` / ``dpop_leeway`` how old / how far ahead a proof's ``iat`` may be,
+    ``dpop_replay_capacity`` how many proof ids the replay cache holds at most,
+    ``dpop_nonce_secret`` (bytes, shared by the resource server's processes) turns on
+    resource-server nonces, and ``dpop_required`` refuses tokens that are not DPoP-bound.
     """
 
     def __init__(self, issuer: str, audience: str, *, algorithms=("ES256", "RS256"),
@@ -69,7 +92,12 @@ class TokenGuard:
                  jwks_refetch_interval: float = 5.0, realm: str | None = None,
                  max_token_length: int = 8192, http_timeout: float = 5.0,
                  poll_timeout: float = 35.0, backoff_initial: float = 0.2,
-                 backoff_max: float = 5.0, resource_metadata=None):
+                 backoff_max: float = 5.0, resource_metadata=None,
+                 dpop_url: str | None = None,
+                 dpop_algorithms=("ES256", "PS256", "RS256", "EdDSA", "ES384"),
+                 dpop_max_age: float = 60.0, dpop_leeway: float = 10.0,
+                 dpop_replay_capacity: int = 100_000, dpop_nonce_secret: bytes | None = None,
+                 dpop_nonce_lifetime: float = 300.0, dpop_required: bool = False):
         if not isinstance(issuer, str) or not issuer.startswith(("https://", "http://")):
             raise ValueError("issuer must be an http(s) URL")
         if not isinstance(audience, str) or not audience:
@@ -105,6 +133,9 @@ class TokenGuard:
         self.backoff_initial = backoff_initial
         self.backoff_max = max(backoff_max, backoff_initial)
         self.resource_metadata = resource_metadata
+        self._configure_dpop(dpop_url, dpop_algorithms, dpop_max_age, dpop_leeway,
+                             dpop_replay_capacity, dpop_nonce_secret, dpop_nonce_lifetime,
+                             dpop_required)
         if http is None:
             http = load_requests().Session()
         self.http = http
@@ -200,6 +231,63 @@ class TokenGuard:
         if stale:
             self.introspection.validate(token)
         return claims
+
+    def validate_request(self, scheme: str, token, dpop=None, *, method: str, path: str,
+                         tenant, scope) -> dict:
+        """The claims of the request's token (``scheme`` ``Bearer`` or ``DPoP``, from
+        :func:`~scopes.guard.bearer.authorization_credentials`) if it may be used for
+        ``scope`` on ``tenant`` by this request: :meth:`validate`, then the DPoP rules of
+        the module docstring for the ``DPoP`` header values ``dpop`` (a list), the HTTP
+        ``method`` and ``path`` (as routed: decoded, without query). Raises
+        :class:`InvalidToken`, :class:`InsufficientScope`, :class:`InvalidDPoPProof` or
+        :class:`UseDPoPNonce`; each error's ``scheme`` says which challenge carries it."""
+        try:
+            claims = self.validate(token, tenant=tenant, scope=scope)
+            cnf = claims.get("cnf")
+            jkt = cnf.get("jkt") if type(cnf) is dict else None
+            if scheme != "DPoP":
+                if cnf is not None:
+                    raise InvalidToken("this token is bound to a DPoP key: send it as "
+                                       "'Authorization: DPoP' with a DPoP proof")
+                if self.dpop_required:
+                    raise InvalidToken("this resource server accepts only DPoP-bound tokens")
+                return claims
+            if type(jkt) is not str:
+                raise InvalidToken("the DPoP scheme needs a DPoP-bound token (cnf.jkt)")
+            verifier = self._dpop
+            if verifier is None:
+                raise InvalidDPoPProof("this resource server is not configured for DPoP")
+            url = self._dpop_base + quote(path, safe="/:@!$&'()*+,;=-._~%")
+            try:
+                proof = verifier.verify(dpop, method=method, url=url, access_token=token)
+            except DPoPNonceRequired as exc:
+                raise UseDPoPNonce(exc.description, exc.nonce) from None
+            except DPoPError as exc:
+                raise InvalidDPoPProof(exc.description) from None
+            if proof.jkt != jkt:
+                raise InvalidDPoPProof("the DPoP proof is signed by another key than the one "
+                                       "the token is bound to")
+            return claims
+        except GuardError as exc:
+            if scheme == "DPoP":
+                exc.scheme = "DPoP"
+            raise
+
+    def challenges(self, error: GuardError | None = None,
+                   resource: str | None = None) -> list[str]:
+        """The ``WWW-Authenticate`` values for ``error``: the Bearer challenge and, when the
+        guard accepts DPoP, the ``DPoP`` one with ``algs`` (RFC 9449 section 7.1); the error
+        goes in the challenge of the scheme the request used (``error.scheme``), the other
+        stays bare."""
+        if self._dpop is None:
+            return [self.challenge(error, resource)]
+        metadata = self.resource_metadata
+        url = metadata.url(resource) if metadata else None
+        dpop_error = error is not None and getattr(error, "scheme", "Bearer") == "DPoP"
+        bearer = challenge(self.realm, None if dpop_error else error, resource_metadata=url)
+        dpop = challenge(self.realm, error if dpop_error else None, resource_metadata=url,
+                         scheme="DPoP", algs=self.dpop_algorithms)
+        return [bearer, dpop]
 
     def discover(self) -> dict:
         """Fetch the issuer's metadata now (optional warm-up); raises :class:`InvalidToken`."""
@@ -302,6 +390,34 @@ class TokenGuard:
                 and time.monotonic() - self._feed_ok_at <= self.feed_staleness)
 
     # --- internals ---
+    def _configure_dpop(self, url, algorithms, max_age, leeway, capacity, nonce_secret,
+                        nonce_lifetime, required) -> None:
+        algorithms = tuple(algorithms)
+        unsupported = [a for a in algorithms if a not in SUPPORTED_DPOP_ALGORITHMS]
+        if not algorithms or unsupported:
+            raise ValueError(f"dpop_algorithms must be a non-empty subset of "
+                             f"{sorted(SUPPORTED_DPOP_ALGORITHMS)}; got {list(algorithms)}")
+        self.dpop_algorithms = algorithms
+        self.dpop_required = bool(required)
+        self._dpop = None
+        self._dpop_base = ""
+        if url is None:
+            if required or nonce_secret is not None:
+                raise ValueError("dpop_required and dpop_nonce_secret need dpop_url")
+            return
+        base = normalize_htu(url)
+        if base is None:
+            raise ValueError("dpop_url must be an absolute http(s) URL")
+        self._dpop_base = base.rstrip("/")
+        for name, value in (("dpop_max_age", max_age), ("dpop_leeway", leeway)):
+            if not isinstance(value, _NUMBER) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0")
+        nonces = NonceSource(nonce_secret, nonce_lifetime, label=b"dpop rs nonce") \
+            if nonce_secret is not None else None
+        self._dpop = ProofVerifier(algorithms, replay=ReplayCache(max_age + leeway, capacity),
+                                   max_age=max_age, leeway=leeway, nonces=nonces,
+                                   nonce_required=nonces is not None)
+
     def _compile_scope(self, scope) -> tuple:
         if not isinstance(scope, str):
             raise TypeError("scope must be a string such as 'evaluation:read'")
