@@ -513,6 +513,12 @@ func checkSessionRevoked(event, claims map[string]any, fail func(string, string,
 	if problem := localized(event["reason_admin"], true); problem != "" {
 		fail("session-revoked/reason_admin", "reason_admin %s (CAEP 1.0 §2; CAEP Interoperability Profile: MUST be non-empty)", problem)
 	}
+	// SSF §3.1.1: CAEP's existing event types MAY describe the subject in the event too.
+	if subject, present := event["subject"]; present {
+		for _, p := range checkSubject("events.session-revoked.subject", subject, true) {
+			fail("session-revoked/subject", "%s", p)
+		}
+	}
 	if reasonUser, present := event["reason_user"]; present {
 		if problem := localized(reasonUser, true); problem != "" {
 			fail("session-revoked/reason_user", "reason_user %s (CAEP 1.0 §2)", problem)
