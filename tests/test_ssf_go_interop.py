@@ -10,8 +10,9 @@ for a membership removal and for a token family revoked by refresh-token reuse, 
 ``stream-updated`` when it pauses and re-enables a stream itself. The SETs come from the poll
 endpoint and from a push receiver, and setcheck (discovering the keys through the issuer's
 ``ssf-configuration``) must find every one valid. Broken SETs (a tampered signature, ``sub``,
-``exp``, a wrong ``typ`` and more, signed by a key setcheck trusts so that only the broken rule
-can refuse them) must each be refused for exactly that rule: the check cannot pass vacuously.
+``exp``, a wrong ``typ``, HS256, a claim twice and more, signed by a key setcheck trusts so
+that only the broken rule can refuse them) must each be refused for exactly that rule: the
+check cannot pass vacuously.
 
 ``tests/interop_go/bin/setcheck`` is built by ``.ci/install-go-interop``; with ``CI`` set a
 missing Go toolchain or binary fails the test with the reason, otherwise it skips.
@@ -33,9 +34,9 @@ from pathlib import Path
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.errors import SecurityWarning
-from joserfc.jwk import RSAKey
+from joserfc.jwk import OctKey, RSAKey
 
 from conftest import RS_CLIENT_ID, TENANT, Bridge, ServerThread, build_app
 from idp_bridge.app import services
@@ -84,7 +85,8 @@ def setcheck() -> Path:
     except subprocess.TimeoutExpired:
         _unavailable(".ci/install-go-interop timed out")
     if done.returncode != 0 or not SETCHECK.is_file():
-        _unavailable(f".ci/install-go-interop failed: {(done.stderr or done.stdout).strip()[-800:]}")
+        output = (done.stderr or done.stdout).strip()[-800:]
+        _unavailable(f".ci/install-go-interop failed: {output}")
     return SETCHECK
 
 
@@ -389,6 +391,13 @@ def test_setcheck_refuses_broken_sets(served, setcheck, tmp_path):
             signed(verification, sub_id={"format": "opaque", "id": uuid.uuid4().hex}),
             "verification/sub_id"),
         "a 1024-bit key": (signed(base, signer=small), "key"),
+        "alg HS256": (jwt.encode({"alg": "HS256", "kid": key.kid, "typ": "secevent+jwt"},
+                                 {**base, "jti": uuid.uuid4().hex},
+                                 OctKey.generate_key(256), algorithms=["HS256"]), "alg"),
+        "a claim twice": (jws.serialize_compact(
+            {"alg": "RS256", "kid": key.kid, "typ": "secevent+jwt"},
+            json.dumps({**base, "jti": uuid.uuid4().hex})[:-1] + ', "iss": "x"}', key,
+            algorithms=["RS256"]), "claims-json"),
     }
     items = [{"label": label, "set": token, "stream_id": stream["stream_id"]}
              for label, (token, _) in cases.items()]
