@@ -263,8 +263,10 @@ def clients():
               type=click.Choice(["exchange", "introspect", "receiver"]))
 @click.option("--jwks-file", type=click.Path(exists=True, dir_okay=False),
               help="Public JWK set: authenticate with private_key_jwt instead of a secret.")
+@click.option("--dpop-required", is_flag=True,
+              help="Refuse this client's token requests without a DPoP proof (RFC 9449).")
 @click.pass_obj
-def clients_add(obj, client_id, roles, jwks_file):
+def clients_add(obj, client_id, roles, jwks_file, dpop_required):
     """Register a confidential client; prints its secret once (needs only the database URL)."""
     from .services.operator import add_client
     from .domain.errors import DomainError
@@ -272,11 +274,11 @@ def clients_add(obj, client_id, roles, jwks_file):
     jwks = json.loads(Path(jwks_file).read_text()) if jwks_file else None
     try:
         secret = add_client(_migrated_database(_database_url(obj)), client_id, roles=roles,
-                            jwks=jwks,
+                            jwks=jwks, dpop_required=dpop_required,
                             auth_method="private_key_jwt" if jwks else "client_secret_basic")
     except DomainError as exc:
         raise click.ClickException(exc.description) from None
-    click.echo(f"client {client_id} added")
+    click.echo(f"client {client_id} added" + (" (DPoP required)" if dpop_required else ""))
     if secret:
         click.echo(f"client secret (shown once): {secret}")
 
@@ -587,7 +589,9 @@ def _run_demo(obj, cleanup: contextlib.ExitStack, provider_class, port, idp_port
 
     if rs_port:
         example = _load_example_resource_server()
-        guard = example.TokenGuard(issuer, settings.default_audience)
+        guard = example.TokenGuard(issuer, settings.default_audience,
+                                   resource_metadata=example.resource_metadata(  # RFC 9728
+                                       issuer, f"http://127.0.0.1:{rs_port}"))
         if rs_secret:
             guard.start_revocation_listener(DEMO_RS_CLIENT, rs_secret)
             cleanup.callback(guard.stop_revocation_listener)
