@@ -194,7 +194,7 @@ def test_an_old_verification_id_does_not_acknowledge_a_newer_one(bridge, auth):
     from joserfc import jwt
     from joserfc.jwk import KeySet
 
-    keys = KeySet.import_key_set(bridge.client.get("/jwks").json)
-    claims = jwt.decode(sets[jti], keys, algorithms=["ES256"]).claims
+    keys = KeySet.import_key_set(bridge.client.get("/ssf/jwks").json)  # the feed's own keys
+    claims = jwt.decode(sets[jti], keys, algorithms=["RS256"]).claims
     assert claims["events"] == {VERIFICATION: {"state": "new"}}
     assert claims["jti"] == jti

@@ -31,6 +31,7 @@ from werkzeug.serving import make_server
 from conftest import RS_CLIENT_ID, TENANT, Bridge, ServerThread, build_app
 from idp_bridge.settings import Settings, SettingsError
 from idp_bridge.ssf.egress import PushPolicy, PushTargetRefused, is_public_address
+from idp_bridge.ssf.rfc8417 import SESSION_REVOKED
 from idp_bridge.storage.db import utcnow
 from idp_bridge.storage.models import SsfStream
 
@@ -335,8 +336,8 @@ def test_allow_list_is_honoured_at_registration_and_delivery(settings, upstream,
             session.add(SsfStream(stream_id="0" * 32, client_id=RS_CLIENT_ID,
                                   delivery_method=PUSH,
                                   endpoint_url=f"http://other.example:{bad.port}/events",
-                                  events_requested=[], start_after_id=0, created_at=utcnow(),
-                                  last_seen_at=utcnow()))
+                                  events_requested=[SESSION_REVOKED], start_after_id=0,
+                                  created_at=utcnow(), last_seen_at=utcnow()))
         revoke_one(bridge)
         assert bridge.services.pusher.deliver_once() == 2
     assert len(allowed.received) == 2

@@ -4,6 +4,12 @@ Rotation without downtime (DESIGN.md section 5): a new key signs from the moment
 created; the previous key stays in the JWK set until every token it signed has expired.
 Each process caches the keys and re-reads them at most every ``refresh_seconds``, so a
 rotation done by one process (or the CLI) reaches the others promptly.
+
+Each key has a ``purpose`` and every purpose is a ring of its own: ``token`` signs access
+tokens (published at /jwks); the revocation feed signs its Security Event Tokens with
+``set:RS256`` (a 2048-bit RSA key, CAEP interoperability profile) or ``set:ES256`` keys,
+published at /ssf/jwks only, so that no SET key can ever verify an access token and no
+access-token key a SET.
 """
 
 from __future__ import annotations
@@ -34,8 +40,9 @@ def generate_key(alg: str):
 
 class KeyRing:
     def __init__(self, db, key_encryption_key: str, alg: str, token_lifetime: int,
-                 refresh_seconds: float = 10.0):
+                 refresh_seconds: float = 10.0, purpose: str = "token"):
         self._db = db
+        self.purpose = purpose
         self._fernet = Fernet(key_encryption_key.encode())
         self.alg = alg
         self.token_lifetime = token_lifetime
@@ -55,17 +62,20 @@ class KeyRing:
         pem = key.as_pem(private=True)
         public = key.as_dict(private=False)
         public.update(kid=kid, alg=alg, use="sig")
-        for row in session.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None))):
+        for row in session.scalars(select(SigningKey).where(
+                SigningKey.retired_at.is_(None), SigningKey.purpose == self.purpose)):
             row.retired_at = now
         session.add(SigningKey(kid=kid, alg=alg, private_key=self._fernet.encrypt(pem),
-                               public_jwk=public, created_at=now, retired_at=None))
+                               public_jwk=public, created_at=now, retired_at=None,
+                               purpose=self.purpose))
         session.flush()
         self._loaded_at = 0.0
         return kid
 
     def ensure(self, session, now: datetime) -> None:
         """Create a first key if there is none."""
-        if session.scalars(select(SigningKey.kid).where(SigningKey.retired_at.is_(None))).first() is None:
+        if session.scalars(select(SigningKey.kid).where(
+                SigningKey.retired_at.is_(None), SigningKey.purpose == self.purpose)).first() is None:
             self.create(session, now)
 
     def _load(self) -> None:
@@ -77,7 +87,8 @@ class KeyRing:
         with self._db.read() as session:
             rows = session.scalars(
                 select(SigningKey).where(
-                    (SigningKey.retired_at.is_(None)) | (SigningKey.retired_at > horizon)
+                    (SigningKey.retired_at.is_(None)) | (SigningKey.retired_at > horizon),
+                    SigningKey.purpose == self.purpose,
                 ).order_by(SigningKey.created_at)
             ).all()
         active = None

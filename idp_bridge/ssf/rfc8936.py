@@ -4,6 +4,10 @@ A poll first records the acknowledgements it carries, then answers with what is 
 With ``returnImmediately: false`` and nothing pending it waits, and answers as soon as a
 revocation is committed (same process: at once; other processes: within the notifier's
 database check interval) or empty after ``long_poll_seconds``.
+
+The answer is ``{"sets": {...}}`` with ``"moreAvailable": true`` only when more SETs are
+waiting: section 2.3 defines the member for that case, and strict receivers (SGNL's
+caep.dev receiver) refuse a ``false`` one.
 """
 
 from __future__ import annotations
@@ -48,12 +52,16 @@ def poll(transmitter, notifier, *, stream_id: str, client_id: str, body, long_po
         # and logged for the operator.
         log.warning("receiver %s rejected SET %s: %s", client_id, jti[:100], str(error)[:200])
     if max_events == 0:
-        transmitter.pending(stream_id, client_id, 0, now)  # checks the stream, marks it seen
-        return {"sets": {}, "moreAvailable": False}
+        _, more = transmitter.pending(stream_id, client_id, 0, now)  # checks, marks it seen
+        return _answer({}, more)
     deadline = time.monotonic() + long_poll_seconds
     while True:
         sets, more = transmitter.pending(stream_id, client_id, max_events, utcnow())
         remaining = deadline - time.monotonic()
         if sets or immediately or remaining <= 0 or (stop is not None and stop.is_set()):
-            return {"sets": sets, "moreAvailable": more}
+            return _answer(sets, more)
         notifier.wait(lambda: transmitter.has_pending(stream_id, utcnow()), remaining, stop)
+
+
+def _answer(sets: dict, more: bool) -> dict:
+    return {"sets": sets, "moreAvailable": True} if more else {"sets": sets}

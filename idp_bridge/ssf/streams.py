@@ -1,16 +1,37 @@
-"""Receivers' streams and delivery bookkeeping.
+"""Receivers' streams (SSF 1.0 section 8) and delivery bookkeeping.
+
+Streams (section 8.1.1): created, read, updated (PATCH) and replaced (PUT), deleted.
+Receiver-supplied properties are ``delivery``, ``events_requested``, ``description`` and
+``set_signing_alg`` (this transmitter's extension: ``RS256``, the default, or ``ES256``);
+transmitter-supplied ones may be sent back but must match; any other property is refused
+(``400``). ``events_delivered`` is ``events_requested`` ∩ ``events_supported`` and is what
+delivery honours: a stream without ``session-revoked`` among them gets no revocations.
+Verification and Stream Updated events go to every stream (section 8.1.4, 8.1.5).
+
+Status (section 8.1.2): ``enabled``; ``paused``: nothing is transmitted and revocations are
+held (in order, for as long as they are relevant: an access-token lifetime plus leeway);
+``disabled``: nothing is transmitted and nothing held: what happened while disabled (and
+what was pending) is never delivered. When the transmitter itself pauses, disables or
+re-enables a stream (:meth:`Transmitter.change_status`, the operator's command), a Stream
+Updated event is queued first: it is the one event still delivered to a paused or disabled
+stream, until acknowledged.
+
+Subjects (section 8.1.3): every subject is in a stream by default (``default_subjects``
+ALL); a receiver may remove subjects (events matching one are not sent to that stream and
+are dropped, not held) and add them back.
 
 Pending events of a stream are the revocations still relevant (newer than the access-token
 lifetime plus leeway: older ones revoke only expired tokens) that the stream has not
 acknowledged. Delivery is at least once; receivers deduplicate by ``jti``.
 
-Event ids (``jti``) are ``r<revocation id>.<mac>`` and ``v<verification id>.<mac>``: the mac
-is an HMAC-SHA256 (key derived from the server secret) of (kind, stream, id), truncated to
-128 bits. They are the same on every redelivery to a stream, differ between streams, and
-cannot be predicted, so a receiver can acknowledge only events it was given: an
-acknowledgement counts only with a valid mac and for a revocation id not above the highest
-one delivered to the stream (``delivered_through_id``), a verification only while it is the
-stream's current one. Anything else is ignored (RFC 8936 section 2.4).
+Event ids (``jti``) are ``r<revocation id>.<mac>``, ``v<verification id>.<mac>`` and
+``u<stream update id>.<mac>``: the mac is an HMAC-SHA256 (key derived from the server secret)
+of (kind, stream, id), truncated to 128 bits. They are the same on every redelivery to a
+stream, differ between streams, and cannot be predicted, so a receiver can acknowledge only
+events it was given: an acknowledgement counts only with a valid mac and for a revocation id
+not above the highest one delivered to the stream (``delivered_through_id``), a verification
+or stream update only while it is the stream's current one. Anything else is ignored
+(RFC 8936 section 2.4).
 """
 
 from __future__ import annotations
@@ -18,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 import uuid
 from datetime import datetime, timedelta
@@ -31,29 +53,59 @@ from ..metrics import FEED_LAG
 from ..storage.models import Revocation, SsfAck, SsfStream
 from . import rfc8417
 from .egress import PushPolicy, PushTargetRefused
+from .set_keys import ALGORITHMS, DEFAULT_ALGORITHM
 
 POLL = "urn:ietf:rfc:8936"
 PUSH = "urn:ietf:rfc:8935"
-EVENTS = [rfc8417.SESSION_REVOKED, rfc8417.VERIFICATION]
+EVENTS = [rfc8417.SESSION_REVOKED, rfc8417.VERIFICATION, rfc8417.STREAM_UPDATED]
+STATUSES = ("enabled", "paused", "disabled")
 MAX_STREAMS_PER_CLIENT = 100
 IDLE_STREAM = timedelta(hours=1)
-_JTI = re.compile(r"^(r|v)(\d{1,18})\.([0-9a-f]{32})$")
+#: Seconds between two verification requests of a stream (SSF 8.1.1, 8.1.4.2: 429 sooner).
+MIN_VERIFICATION_INTERVAL = 30
+MAX_DESCRIPTION = 500
+MAX_REASON = 500
+MAX_EVENTS_REQUESTED = 32
+MAX_REMOVED_SUBJECTS = 1000
+MAX_SUBJECT_LENGTH = 2000
+_JTI = re.compile(r"^(r|v|u)(\d{1,18})\.([0-9a-f]{32})$")
 MAX_AUTHORIZATION_HEADER = 4000
 _HEADER_VALUE = re.compile(r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")
 
+RECEIVER_PROPERTIES = ("delivery", "events_requested", "description", "set_signing_alg")
+TRANSMITTER_PROPERTIES = ("stream_id", "iss", "aud", "events_supported", "events_delivered",
+                          "min_verification_interval", "inactivity_timeout")
+_DELIVERY_PROPERTIES = ("method", "endpoint_url", "authorization_header")
+#: Subject identifier formats (RFC 9493 section 3, SSF 3.5) a receiver may name.
+_SIMPLE_FORMATS = ("account", "aliases", "did", "email", "iss_sub", "jwt_id", "opaque",
+                   "phone_number", "saml_assertion_id", "uri", "ip-addresses")
+
+
+class TooManyRequests(Exception):
+    """A receiver asked again sooner than allowed (answered 429 with Retry-After)."""
+
+    def __init__(self, description: str, retry_after: int):
+        super().__init__(description)
+        self.description = description
+        self.retry_after = retry_after
+
 
 class Transmitter:
-    def __init__(self, *, db, keyring, issuer: str, key_encryption_key: str,
-                 relevance_seconds: int, event_id_key: bytes, push_policy: PushPolicy):
+    def __init__(self, *, db, set_keys, issuer: str, key_encryption_key: str,
+                 relevance_seconds: int, event_id_key: bytes, push_policy: PushPolicy,
+                 user_issuer: str | None = None,
+                 min_verification_interval: int = MIN_VERIFICATION_INTERVAL):
         self.db = db
-        self.keyring = keyring
+        self.set_keys = set_keys
         self.issuer = issuer.rstrip("/")
+        self.user_issuer = user_issuer
         self._fernet = Fernet(key_encryption_key.encode())
         self.relevance = timedelta(seconds=relevance_seconds)
         if len(event_id_key) < 32:
             raise ValueError("the event id key must have at least 256 bits")
         self._event_id_key = event_id_key
         self.push_policy = push_policy
+        self.min_verification_interval = min_verification_interval
 
     # --- event ids ---
     def _mac(self, kind: str, stream_id: str, number: int) -> str:
@@ -61,7 +113,8 @@ class Transmitter:
         return hmac.new(self._event_id_key, message, hashlib.sha256).hexdigest()[:32]
 
     def event_id(self, kind: str, stream_id: str, number: int) -> str:
-        """The jti of revocation (``r``) or verification (``v``) ``number`` on a stream."""
+        """The jti of revocation (``r``), verification (``v``) or stream update (``u``)
+        ``number`` on a stream."""
         return f"{kind}{number}.{self._mac(kind, stream_id, number)}"
 
     def _parse_event_id(self, stream_id: str, jti) -> tuple[str, int] | None:
@@ -73,23 +126,48 @@ class Transmitter:
             return None
         return kind, number
 
-    # --- streams ---
+    def _txn(self, *parts) -> str:
+        message = json.dumps(["txn", *parts]).encode()
+        return hmac.new(self._event_id_key, message, hashlib.sha256).hexdigest()[:32]
+
+    # --- stream configuration ---
+    def poll_url(self, stream_id: str) -> str:
+        return f"{self.issuer}/ssf/poll/{stream_id}"
+
+    @staticmethod
+    def delivered(requested) -> list[str]:
+        """``events_delivered``: the requested events this transmitter supports."""
+        return [e for e in EVENTS if e in (requested or [])]
+
     def configuration(self, stream: SsfStream) -> dict:
         endpoint = stream.endpoint_url if stream.delivery_method == PUSH else \
-            f"{self.issuer}/ssf/poll/{stream.stream_id}"
-        return {
+            self.poll_url(stream.stream_id)
+        config = {
             "stream_id": stream.stream_id, "iss": self.issuer, "aud": stream.client_id,
             "delivery": {"method": stream.delivery_method, "endpoint_url": endpoint},
-            "events_supported": EVENTS, "events_requested": stream.events_requested,
-            "events_delivered": [e for e in stream.events_requested if e in EVENTS],
-            "min_verification_interval": 0,
+            "events_supported": list(EVENTS), "events_requested": list(stream.events_requested),
+            "events_delivered": self.delivered(stream.events_requested),
+            "min_verification_interval": self.min_verification_interval,
+            "inactivity_timeout": int(IDLE_STREAM.total_seconds()),
+            "set_signing_alg": stream.set_signing_alg,
         }
+        if stream.description is not None:
+            config["description"] = stream.description
+        return config
 
-    def _delivery(self, delivery) -> tuple[str, str | None, bytes | None]:
+    def _delivery(self, delivery, stream_id: str | None) -> tuple[str, str | None, bytes | None]:
         if not isinstance(delivery, dict):
             raise InvalidInput("delivery must be an object with a method")
+        if any(name not in _DELIVERY_PROPERTIES for name in delivery):
+            raise InvalidInput("delivery has a property other than method, endpoint_url and "
+                               "authorization_header")
         method = delivery.get("method")
         if method == POLL:
+            url = delivery.get("endpoint_url")
+            if url is not None and (stream_id is None or url != self.poll_url(stream_id)):
+                raise InvalidInput("the transmitter supplies the endpoint_url of poll delivery")
+            if "authorization_header" in delivery:
+                raise InvalidInput("authorization_header is for push delivery only")
             return POLL, None, None
         if method == PUSH:
             url = delivery.get("endpoint_url")
@@ -108,20 +186,73 @@ class Transmitter:
             return PUSH, url, self._fernet.encrypt(header.encode()) if header else None
         raise InvalidInput(f"delivery method must be {POLL} or {PUSH}")
 
-    def create_stream(self, client_id: str, body: dict, now: datetime) -> dict:
-        method, url, header = self._delivery(body.get("delivery", {"method": POLL}))
-        requested = body.get("events_requested", EVENTS)
-        if not isinstance(requested, list) or not all(isinstance(e, str) for e in requested):
-            raise InvalidInput("events_requested must be a list of event type URIs")
+    @staticmethod
+    def _events_requested(value) -> list[str]:
+        if not isinstance(value, list) or len(value) > MAX_EVENTS_REQUESTED or \
+                not all(isinstance(e, str) and 0 < len(e) <= 500 for e in value):
+            raise InvalidInput("events_requested must be a list of at most "
+                               f"{MAX_EVENTS_REQUESTED} event type URIs")
+        return list(dict.fromkeys(value))  # unknown ones are kept and ignored (SSF 8.1.1)
+
+    @staticmethod
+    def _description(value) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise InvalidInput("description must be a string")
+        return value[:MAX_DESCRIPTION]  # SSF 8.1.1: the transmitter may truncate it
+
+    @staticmethod
+    def _algorithm(value) -> str:
+        if value not in ALGORITHMS:
+            raise InvalidInput(f"set_signing_alg must be one of {', '.join(ALGORITHMS)}")
+        return value
+
+    def _receiver_values(self, body: dict, stream_id: str | None, *, defaults: bool) -> dict:
+        """The receiver-supplied values of a create, update or replace request: only those
+        present (PATCH), or all with defaults for the missing ones (POST, PUT)."""
+        values = {}
+        if "delivery" in body or defaults:
+            (values["delivery_method"], values["endpoint_url"],
+             values["authorization_header"]) = self._delivery(
+                body.get("delivery", {"method": POLL}), stream_id)
+        if "events_requested" in body or defaults:
+            values["events_requested"] = self._events_requested(
+                body.get("events_requested", list(EVENTS)))
+        if "description" in body or defaults:
+            values["description"] = self._description(body.get("description"))
+        if "set_signing_alg" in body or defaults:
+            values["set_signing_alg"] = self._algorithm(
+                body.get("set_signing_alg", DEFAULT_ALGORITHM))
+        return values
+
+    @staticmethod
+    def _check_properties(body, allowed) -> dict:
+        if not isinstance(body, dict):
+            raise InvalidInput("the request body must be a JSON object")
+        if any(name not in allowed for name in body):
+            # Never the name itself: it is the caller's input.
+            raise InvalidInput("the request has a property this endpoint does not accept")
+        return body
+
+    def _check_transmitter_values(self, stream: SsfStream, body: dict) -> None:
+        """SSF 8.1.1.3, 8.1.1.4: transmitter-supplied properties sent back must match."""
+        expected = self.configuration(stream)
+        for name in TRANSMITTER_PROPERTIES:
+            if name in body and body[name] != expected[name]:
+                raise InvalidInput(f"{name} does not match the stream's value")
+
+    def create_stream(self, client_id: str, body, now: datetime) -> dict:
+        self._check_properties(body, RECEIVER_PROPERTIES)
+        values = self._receiver_values(body, None, defaults=True)
         with self.db.transaction() as session:
             count = session.execute(select(func.count()).select_from(SsfStream)
                                     .where(SsfStream.client_id == client_id)).scalar_one()
             if count >= MAX_STREAMS_PER_CLIENT:
                 raise Conflict(f"a receiver may have at most {MAX_STREAMS_PER_CLIENT} streams")
             stream = SsfStream(stream_id=uuid.uuid4().hex, client_id=client_id,
-                               delivery_method=method, endpoint_url=url,
-                               authorization_header=header, events_requested=requested,
-                               start_after_id=0, created_at=now, last_seen_at=now)
+                               start_after_id=0, created_at=now, last_seen_at=now,
+                               status="enabled", **values)
             session.add(stream)
             return self.configuration(stream)
 
@@ -132,22 +263,47 @@ class Transmitter:
             raise NotFound("no such stream")
         return stream
 
+    @staticmethod
+    def _stream_id(value) -> str:
+        if not isinstance(value, str) or not value:
+            raise InvalidInput("stream_id is required")
+        return value
+
     def list_streams(self, client_id: str) -> list[dict]:
         with self.db.read() as session:
             rows = session.scalars(select(SsfStream).where(SsfStream.client_id == client_id)
                                    .order_by(SsfStream.created_at)).all()
             return [self.configuration(s) for s in rows]
 
-    def get_stream(self, client_id: str, stream_id) -> dict:
-        with self.db.read() as session:
-            return self.configuration(self.stream(session, client_id, stream_id))
-
-    def update_stream(self, client_id: str, body: dict) -> dict:
+    def get_stream(self, client_id: str, stream_id, now: datetime) -> dict:
         with self.db.transaction() as session:
-            stream = self.stream(session, client_id, body.get("stream_id"))
-            if "delivery" in body:
-                stream.delivery_method, stream.endpoint_url, stream.authorization_header = \
-                    self._delivery(body["delivery"])
+            stream = self.stream(session, client_id, stream_id)
+            stream.last_seen_at = now  # SSF 8.1.1: management calls are activity
+            return self.configuration(stream)
+
+    def update_stream(self, client_id: str, body, now: datetime) -> dict:
+        """PATCH (SSF 8.1.1.3): the receiver-supplied properties present change."""
+        self._check_properties(body, RECEIVER_PROPERTIES + TRANSMITTER_PROPERTIES)
+        stream_id = self._stream_id(body.get("stream_id"))
+        return self._change(client_id, stream_id, body, now, replace=False)
+
+    def replace_stream(self, client_id: str, body, now: datetime) -> dict:
+        """PUT (SSF 8.1.1.4): missing receiver-supplied properties are deleted (defaults)."""
+        self._check_properties(body, RECEIVER_PROPERTIES + TRANSMITTER_PROPERTIES)
+        stream_id = self._stream_id(body.get("stream_id"))
+        return self._change(client_id, stream_id, body, now, replace=True)
+
+    def _change(self, client_id, stream_id, body, now, *, replace: bool) -> dict:
+        with self.db.read() as session:
+            self._check_transmitter_values(self.stream(session, client_id, stream_id), body)
+        # Checked outside the transaction: a push endpoint's check resolves its host.
+        values = self._receiver_values(body, stream_id, defaults=replace)
+        with self.db.transaction() as session:
+            stream = self.stream(session, client_id, stream_id)
+            self._check_transmitter_values(stream, body)
+            for name, value in values.items():
+                setattr(stream, name, value)
+            stream.last_seen_at = now
             return self.configuration(stream)
 
     def delete_stream(self, client_id: str, stream_id) -> None:
@@ -156,11 +312,122 @@ class Transmitter:
             session.execute(delete(SsfAck).where(SsfAck.stream_id == stream.stream_id))
             session.delete(stream)
 
-    def request_verification(self, client_id: str, stream_id, state, now: datetime) -> None:
+    # --- status (SSF 8.1.2) ---
+    @staticmethod
+    def _status(stream: SsfStream) -> dict:
+        status = {"stream_id": stream.stream_id, "status": stream.status}
+        if stream.status_reason:
+            status["reason"] = stream.status_reason
+        return status
+
+    def get_status(self, client_id: str, stream_id, now: datetime) -> dict:
+        with self.db.transaction() as session:
+            stream = self.stream(session, client_id, self._stream_id(stream_id))
+            stream.last_seen_at = now
+            return self._status(stream)
+
+    @staticmethod
+    def _reason(value) -> str | None:
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_REASON):
+            raise InvalidInput(f"reason must be a string of at most {MAX_REASON} characters")
+        return value or None
+
+    def update_status(self, client_id: str, body, now: datetime) -> dict:
+        """The receiver's Update Stream Status request (SSF 8.1.2.2)."""
+        self._check_properties(body, ("stream_id", "status", "reason"))
+        stream_id = self._stream_id(body.get("stream_id"))
+        status = body.get("status")
+        if status not in STATUSES:
+            raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")
+        reason = self._reason(body.get("reason"))
+        with self.db.transaction() as session:
+            stream = self.stream(session, client_id, stream_id)
+            self._set_status(session, stream, status, reason)
+            stream.last_seen_at = now
+            return self._status(stream)
+
+    def change_status(self, stream_id: str, status: str, reason: str | None,
+                      now: datetime) -> dict:
+        """The transmitter changes a stream's status on its own (the operator's command): a
+        Stream Updated event is queued before the stream stops (SSF 8.1.5)."""
+        if status not in STATUSES:
+            raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")
+        reason = self._reason(reason)
+        with self.db.transaction() as session:
+            stream = session.get(SsfStream, stream_id) if isinstance(stream_id, str) else None
+            if stream is None:
+                raise NotFound("no such stream")
+            if stream.status == status and stream.status_reason == reason:
+                return self._status(stream)
+            number = int(now.timestamp() * 1000)
+            stream.update_id = max(number, (stream.update_id or 0) + 1)
+            stream.update_status = status
+            self._set_status(session, stream, status, reason)
+            return self._status(stream)
+
+    @staticmethod
+    def _set_status(session, stream: SsfStream, status: str, reason: str | None) -> None:
+        if stream.status == "disabled" and status != "disabled":
+            # Nothing was held while disabled: start after everything that happened so far.
+            top = session.execute(select(func.max(Revocation.id))).scalar_one()
+            stream.start_after_id = max(stream.start_after_id, top or 0)
+        if status == "disabled":
+            stream.verification_id = None  # dropped, not held
+            stream.verification_state = None
+        stream.status = status
+        stream.status_reason = reason
+
+    # --- subjects (SSF 8.1.3) ---
+    def add_subject(self, client_id: str, body, now: datetime) -> None:
+        self._check_properties(body, ("stream_id", "subject", "verified"))
+        stream_id = self._stream_id(body.get("stream_id"))
+        subject = _check_subject(body.get("subject"))
+        if "verified" in body and not isinstance(body["verified"], bool):
+            raise InvalidInput("verified must be a boolean")
+        with self.db.transaction() as session:
+            stream = self.stream(session, client_id, stream_id)
+            removed = [s for s in (stream.removed_subjects or []) if s != subject]
+            stream.removed_subjects = removed or None
+            stream.last_seen_at = now
+
+    def remove_subject(self, client_id: str, body, now: datetime) -> None:
+        self._check_properties(body, ("stream_id", "subject"))
+        stream_id = self._stream_id(body.get("stream_id"))
+        subject = _check_subject(body.get("subject"))
+        with self.db.transaction() as session:
+            stream = self.stream(session, client_id, stream_id)
+            removed = list(stream.removed_subjects or [])
+            if subject == {"format": "opaque", "id": stream.stream_id}:
+                return  # the stream itself is always in it (SSF 8.1.4.1)
+            if subject not in removed:
+                if len(removed) >= MAX_REMOVED_SUBJECTS:
+                    raise InvalidInput(f"a stream can leave out at most {MAX_REMOVED_SUBJECTS} "
+                                       "subjects")
+                removed.append(subject)
+            stream.removed_subjects = removed
+            stream.last_seen_at = now
+
+    # --- verification (SSF 8.1.4) ---
+    def request_verification(self, client_id: str, body, now: datetime) -> None:
+        self._check_properties(body, ("stream_id", "state"))
+        stream_id = self._stream_id(body.get("stream_id"))
+        state = body.get("state")
         if state is not None and (not isinstance(state, str) or len(state) > 500):
             raise InvalidInput("state must be a string of at most 500 characters")
         with self.db.transaction() as session:
             stream = self.stream(session, client_id, stream_id)
+            last = stream.verification_requested_at
+            if last is not None and self.min_verification_interval > 0:
+                wait = (last + timedelta(seconds=self.min_verification_interval) - now)
+                if wait.total_seconds() > 0:
+                    raise TooManyRequests(
+                        f"at most one verification request every "
+                        f"{self.min_verification_interval} s",
+                        max(1, math.ceil(wait.total_seconds())))
+            stream.verification_requested_at = now
+            stream.last_seen_at = now
+            if stream.status == "disabled":
+                return  # accepted; a disabled stream transmits nothing and holds nothing
             stream.verification_state = state or ""
             stream.verification_id = int(now.timestamp() * 1000)
 
@@ -172,33 +439,79 @@ class Transmitter:
         The transaction only reads what is pending and records what is delivered; the SETs
         are signed after it commits (no signing inside a write transaction). A delivery
         recorded but then not sent is sent again on the next poll (at least once)."""
-        horizon = now - self.relevance
         with self.db.transaction() as session:
             stream = self.stream(session, client_id, stream_id)
             if touch:
                 stream.last_seen_at = now
-            acked = select(SsfAck.revocation_id).where(SsfAck.stream_id == stream.stream_id)
-            rows = session.scalars(
-                select(Revocation)
-                .where(Revocation.id > stream.start_after_id, Revocation.created_at > horizon,
-                       Revocation.id.not_in(acked))
-                .order_by(Revocation.id).limit(max_events + 1)).all()
-            claims = {}
-            if stream.verification_id is not None and max_events > 0:
+            claims, more = self._pending_claims(session, stream, max_events, now)
+            alg = stream.set_signing_alg
+        ring = self.set_keys.ring(alg)
+        sets = {jti: rfc8417.sign_set(ring, body) for jti, body in claims.items()}
+        return sets, more
+
+    def _pending_claims(self, session, stream: SsfStream, max_events: int, now: datetime):
+        claims: dict[str, dict] = {}
+        more = False
+        audience = stream.client_id
+        if stream.update_id is not None:
+            if max_events > len(claims):
+                jti = self.event_id("u", stream.stream_id, stream.update_id)
+                claims[jti] = rfc8417.stream_updated_claims(
+                    stream.stream_id, stream.update_status, stream.status_reason,
+                    issuer=self.issuer, audience=audience, jti=jti,
+                    txn=self._txn("u", stream.stream_id, stream.update_id))
+            else:
+                more = True
+        if stream.status != "enabled":
+            return claims, more
+        if stream.verification_id is not None:
+            if max_events > len(claims):
                 jti = self.event_id("v", stream.stream_id, stream.verification_id)
                 claims[jti] = rfc8417.verification_claims(
                     stream.stream_id, stream.verification_state, issuer=self.issuer,
-                    audience=client_id, jti=jti)
-            delivered = rows[:max(0, max_events - len(claims))]
-            for revocation in delivered:
-                jti = self.event_id("r", stream.stream_id, revocation.id)
-                claims[jti] = rfc8417.revocation_claims(
-                    revocation, issuer=self.issuer, audience=client_id, jti=jti)
-            if delivered:
-                self._delivered_through(session, stream, max(r.id for r in delivered))
-            more = len(rows) + (stream.verification_id is not None) > len(claims)
-        sets = {jti: rfc8417.sign_set(self.keyring, body) for jti, body in claims.items()}
-        return sets, more
+                    audience=audience, jti=jti,
+                    txn=self._txn("v", stream.stream_id, stream.verification_id))
+            else:
+                more = True
+        if rfc8417.SESSION_REVOKED not in self.delivered(stream.events_requested):
+            return claims, more
+        room = max_events - len(claims)
+        if room <= 0:
+            return claims, more or self._has_revocations(session, stream, now)
+        rows = session.scalars(
+            self._pending_revocations(stream, now).order_by(Revocation.id).limit(room + 1)).all()
+        delivered, skipped = [], []
+        for revocation in rows[:room]:
+            subjects = ({"format": "opaque", "id": revocation.value},
+                        rfc8417.revocation_subject(revocation, user_issuer=self.user_issuer))
+            if any(_matches(removed, s) for removed in stream.removed_subjects or []
+                   for s in subjects):
+                skipped.append(revocation.id)
+                continue
+            delivered.append(revocation)
+        for revocation in delivered:
+            jti = self.event_id("r", stream.stream_id, revocation.id)
+            claims[jti] = rfc8417.revocation_claims(
+                revocation, issuer=self.issuer, audience=audience, jti=jti,
+                txn=rfc8417.transaction_id(self._event_id_key, revocation),
+                user_issuer=self.user_issuer)
+        for revocation_id in skipped:
+            # A removed subject's events are dropped for this stream, not held.
+            session.add(SsfAck(stream_id=stream.stream_id, revocation_id=revocation_id,
+                               acked_at=now))
+        if delivered or skipped:
+            self._delivered_through(session, stream, max(r.id for r in rows[:room]))
+        return claims, more or len(rows) > room
+
+    def _pending_revocations(self, stream: SsfStream, now: datetime):
+        acked = select(SsfAck.revocation_id).where(SsfAck.stream_id == stream.stream_id)
+        return select(Revocation).where(
+            Revocation.id > stream.start_after_id, Revocation.created_at > now - self.relevance,
+            Revocation.id.not_in(acked))
+
+    def _has_revocations(self, session, stream: SsfStream, now: datetime) -> bool:
+        return session.execute(self._pending_revocations(stream, now).with_only_columns(
+            Revocation.id).limit(1)).first() is not None
 
     @staticmethod
     def _delivered_through(session, stream: SsfStream, top: int) -> None:
@@ -219,39 +532,44 @@ class Transmitter:
             stream = session.get(SsfStream, stream_id)
             if stream is None:
                 return True  # let the caller's next pending() report it
+            if stream.update_id is not None:
+                return True
+            if stream.status != "enabled":
+                return False
             if stream.verification_id is not None:
                 return True
-            acked = select(SsfAck.revocation_id).where(SsfAck.stream_id == stream_id)
-            return session.execute(select(Revocation.id).where(
-                Revocation.id > stream.start_after_id,
-                Revocation.created_at > now - self.relevance,
-                Revocation.id.not_in(acked)).limit(1)).first() is not None
+            if rfc8417.SESSION_REVOKED not in self.delivered(stream.events_requested):
+                return False
+            return self._has_revocations(session, stream, now)
 
     def acknowledge(self, stream_id: str, client_id: str, jtis, now: datetime) -> None:
         """Record acknowledgements of events delivered to this stream; unknown, foreign,
         forged and not yet delivered jtis are ignored (RFC 8936 2.4)."""
         if not isinstance(stream_id, str):
             return
-        ids, verifications = set(), set()
+        ids, others = set(), set()
         for jti in jtis:
             parsed = self._parse_event_id(stream_id, jti)
             if parsed is not None:
-                (ids if parsed[0] == "r" else verifications).add(parsed[1])
-        if not ids and not verifications:
+                (ids.add(parsed[1]) if parsed[0] == "r" else others.add(parsed))
+        if not ids and not others:
             return
         try:
-            self._record_acks(stream_id, client_id, ids, verifications, now)
+            self._record_acks(stream_id, client_id, ids, others, now)
         except IntegrityError:
             # Two concurrent polls acknowledged the same jti; the rows are there, which is
             # all an acknowledgement means.
             pass
 
-    def _record_acks(self, stream_id, client_id, ids, verifications, now) -> None:
+    def _record_acks(self, stream_id, client_id, ids, others, now) -> None:
         with self.db.transaction() as session:
             stream = self.stream(session, client_id, stream_id)
-            if stream.verification_id is not None and stream.verification_id in verifications:
+            if stream.verification_id is not None and ("v", stream.verification_id) in others:
                 stream.verification_id = None
                 stream.verification_state = None
+            if stream.update_id is not None and ("u", stream.update_id) in others:
+                stream.update_id = None
+                stream.update_status = None
             ceiling = stream.delivered_through_id
             ids = {i for i in ids if ceiling is not None and i <= ceiling}
             if not ids:
@@ -280,4 +598,34 @@ class Transmitter:
             if stream.authorization_header else None
 
 
-__all__ = ["POLL", "PUSH", "Transmitter"]
+def _check_subject(subject) -> dict:
+    """A subject identifier (RFC 9493) or complex subject (SSF 3.3) a receiver names."""
+    if not isinstance(subject, dict) or not isinstance(subject.get("format"), str):
+        raise InvalidInput("subject must be a subject identifier object with a format")
+    if len(json.dumps(subject)) > MAX_SUBJECT_LENGTH:
+        raise InvalidInput(f"subject must be at most {MAX_SUBJECT_LENGTH} characters of JSON")
+    if subject["format"] == "complex":
+        members = {k: v for k, v in subject.items() if k != "format"}
+        if not members or not all(isinstance(v, dict) and _is_simple(v) for v in members.values()):
+            raise InvalidInput("a complex subject needs subject identifiers as members")
+    elif not _is_simple(subject):
+        raise InvalidInput("subject has an unknown format or a member that is not a string")
+    return subject
+
+
+def _is_simple(subject: dict) -> bool:
+    return subject.get("format") in _SIMPLE_FORMATS and len(subject) > 1 and all(
+        isinstance(v, (str, list)) for v in subject.values())
+
+
+def _matches(removed: dict, subject: dict) -> bool:
+    """SSF 8.1.3.1: simple subjects match when identical; complex ones when every member is
+    identical where both define it. A complex subject sharing no member with the event's
+    matches nothing here (the spec's wording would let it match everything)."""
+    if removed.get("format") != "complex" or subject.get("format") != "complex":
+        return removed == subject
+    names = (set(removed) & set(subject)) - {"format"}
+    return bool(names) and all(removed[n] == subject[n] for n in names)
+
+
+__all__ = ["POLL", "PUSH", "STATUSES", "TooManyRequests", "Transmitter"]

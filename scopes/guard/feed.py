@@ -9,6 +9,13 @@ reported in ``setErrs`` (RFC 8936 section 2.4). Failures back off exponentially;
 survives anything. Every successful poll is reported through ``on_poll``, which is how the
 guard knows the feed is healthy (docs/revocation-feed.md).
 
+A Stream Updated event (SSF 1.0 section 8.1.5) saying the transmitter paused or disabled the
+stream makes the feed not current: polls are no longer reported through ``on_poll`` (so the
+guard falls back to introspection once the feed is stale) until one says it is enabled again.
+When the listener accepts only ES256 it asks for ES256-signed SETs (the transmitter's
+``set_signing_alg``); otherwise it takes the transmitter's default (RS256, CAEP
+interoperability profile).
+
 :meth:`RevocationListener.stop` cuts a long poll in flight short by shutting its socket down:
 the listener uses a ``requests`` session of its own whose connections it tracks.
 """
@@ -25,13 +32,15 @@ from .discovery import DiscoveryUnavailable, IssuerDiscovery, KeysUnavailable
 from .jws import JWSError, JWSVerifier
 from .revocation import RevocationSet
 
-__all__ = ["POLL_DELIVERY", "SESSION_REVOKED", "SET_TYPES", "RevocationListener"]
+__all__ = ["POLL_DELIVERY", "SESSION_REVOKED", "SET_TYPES", "STREAM_UPDATED",
+           "RevocationListener"]
 
 log = logging.getLogger("scopes.guard")
 
 SET_TYPES = ("secevent+jwt", "application/secevent+jwt")  # RFC 8417 section 2.3
 POLL_DELIVERY = "urn:ietf:rfc:8936"
 SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+STREAM_UPDATED = "https://schemas.openid.net/secevent/ssf/event-type/stream-updated"
 
 
 class _FeedError(Exception):
@@ -74,6 +83,9 @@ class RevocationListener:
         self._errors: dict[str, dict] = {}
         self._rejected: dict[str, int] = {}  # jti -> times reported in setErrs
         self._immediate = True
+        self._stream_id: str | None = None
+        #: The transmitter paused or disabled our stream (a Stream Updated event said so).
+        self.stream_stopped = False
         self.polls = 0
 
     @property
@@ -141,6 +153,9 @@ class RevocationListener:
         self._verifier = JWSVerifier(keys, self.algorithms, SET_TYPES, max_length=65536)
 
         body = {"delivery": {"method": POLL_DELIVERY}}
+        offered = config.get("set_signing_alg_values_supported")
+        if "RS256" not in self.algorithms and isinstance(offered, list) and "ES256" in offered:
+            body["set_signing_alg"] = "ES256"
         response = self._request("post", endpoint, json=body)
         if response.status_code == 409:  # our stream exists already: use it
             response = self._request("get", endpoint)
@@ -152,6 +167,8 @@ class RevocationListener:
         if not isinstance(poll_url, str) or not poll_url:
             raise _FeedError("the stream has no poll endpoint_url")
         self._poll_url = poll_url
+        self._stream_id = stream.get("stream_id")
+        self.stream_stopped = False
         self._immediate = True
         log.info("revocation feed: polling stream %s", stream.get("stream_id"))
 
@@ -173,10 +190,9 @@ class RevocationListener:
         if self._stop.is_set():
             raise _FeedError("stopping")
         self.polls += 1
-        # The acks and errors we sent were received; the feed is current as of now.
+        # The acks and errors we sent were received.
         self._ack.clear()
         self._errors.clear()
-        self._on_poll()
 
         retry = fresh = 0
         for jti, token in sets.items():
@@ -194,7 +210,10 @@ class RevocationListener:
                 self._rejected[jti] = seen + 1
                 fresh += seen == 0
         self.revocations.prune()
-        self._immediate = bool(document.get("moreAvailable"))
+        if not self.stream_stopped:
+            self._on_poll()  # the feed is current as of now
+        # RFC 8936 2.3: moreAvailable is sent only when true (absent: false).
+        self._immediate = document.get("moreAvailable") is True
         if retry:
             raise _FeedError(f"{retry} event(s) could not be verified yet (keys unavailable)")
         if sets and not fresh:
@@ -230,6 +249,14 @@ class RevocationListener:
         events = claims.get("events")
         if not isinstance(events, dict) or not events:
             return self._reject(jti, "invalid_request", "the SET has no events")
+        update = events.get(STREAM_UPDATED)
+        if isinstance(update, dict) and (claims.get("sub_id") or {}).get("id") == \
+                self._stream_id:
+            stopped = update.get("status") != "enabled"
+            if stopped != self.stream_stopped:
+                log.warning("revocation feed: the transmitter set the stream %s (%s)",
+                            str(update.get("status"))[:20], str(update.get("reason"))[:200])
+            self.stream_stopped = stopped
         event = events.get(SESSION_REVOKED)
         if event is not None:  # other events (verification, ...) need nothing but the ack
             subject = claims.get("sub_id")
