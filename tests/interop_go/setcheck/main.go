@@ -510,7 +510,7 @@ func checkSessionRevoked(event, claims map[string]any, fail func(string, string,
 	default:
 		fail("session-revoked/initiating_entity", "initiating_entity is missing or not admin, user, policy or system (CAEP 1.0 §2)")
 	}
-	if problem := localized(event["reason_admin"], true); problem != "" {
+	if problem := localized(event["reason_admin"]); problem != "" {
 		fail("session-revoked/reason_admin", "reason_admin %s (CAEP 1.0 §2; CAEP Interoperability Profile: MUST be non-empty)", problem)
 	}
 	// SSF §3.1.1: CAEP's existing event types MAY describe the subject in the event too.
@@ -520,7 +520,7 @@ func checkSessionRevoked(event, claims map[string]any, fail func(string, string,
 		}
 	}
 	if reasonUser, present := event["reason_user"]; present {
-		if problem := localized(reasonUser, true); problem != "" {
+		if problem := localized(reasonUser); problem != "" {
 			fail("session-revoked/reason_user", "reason_user %s (CAEP 1.0 §2)", problem)
 		}
 	}
@@ -534,12 +534,9 @@ func checkNoSubjectField(event map[string]any, name string, fail func(string, st
 }
 
 // localized: a JSON object of one or more BCP 47 language tag -> non-empty string.
-func localized(value any, required bool) string {
+func localized(value any) string {
 	if value == nil {
-		if required {
-			return "is missing"
-		}
-		return ""
+		return "is missing"
 	}
 	obj, ok := value.(map[string]any)
 	if !ok {
