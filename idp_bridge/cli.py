@@ -589,9 +589,9 @@ def _run_demo(obj, cleanup: contextlib.ExitStack, provider_class, port, idp_port
 
     if rs_port:
         example = _load_example_resource_server()
-        guard = example.TokenGuard(issuer, settings.default_audience,
-                                   resource_metadata=example.resource_metadata(  # RFC 9728
-                                       issuer, f"http://127.0.0.1:{rs_port}"))
+        guard = example.TokenGuard(issuer, settings.default_audience)
+        # RFC 9728: published by the example, named in its challenges.
+        guard.resource_metadata = example.resource_metadata(guard, f"http://127.0.0.1:{rs_port}")
         if rs_secret:
             guard.start_revocation_listener(DEMO_RS_CLIENT, rs_secret)
             cleanup.callback(guard.stop_revocation_listener)

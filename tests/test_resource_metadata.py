@@ -370,6 +370,46 @@ def test_without_metadata_challenges_are_unchanged(fake):
         publish_resource_metadata(app, guard)
 
 
+# --- consistent with the guard ---
+
+def test_for_guard_takes_the_issuer_and_the_dpop_settings(fake):
+    plain = ResourceMetadata.for_guard(TokenGuard(fake.issuer, AUDIENCE), RESOURCE)
+    assert plain.document()["authorization_servers"] == [fake.issuer]
+    assert "dpop_signing_alg_values_supported" not in plain.document()  # no DPoP accepted
+    assert plain.document()["dpop_bound_access_tokens_required"] is False
+    dpop = TokenGuard(fake.issuer, AUDIENCE, dpop_url=RESOURCE, dpop_algorithms=("ES256",),
+                      dpop_required=True)
+    document = ResourceMetadata.for_guard(dpop, RESOURCE).document()
+    assert document["dpop_signing_alg_values_supported"] == ["ES256"]
+    assert document["dpop_bound_access_tokens_required"] is True
+    assert_rfc9728(document, RESOURCE)
+    accepted = TokenGuard(fake.issuer, AUDIENCE, dpop_url=RESOURCE, dpop_algorithms=("ES256",
+                                                                                     "PS256"))
+    document = ResourceMetadata.for_guard(accepted, RESOURCE).document()
+    assert (document["dpop_signing_alg_values_supported"],
+            document["dpop_bound_access_tokens_required"]) == (["ES256", "PS256"], False)
+
+
+@pytest.mark.parametrize("guard_kwargs, metadata_kwargs", [
+    ({}, {"authorization_servers": ["https://other.example"]}),
+    ({}, {"dpop_signing_alg_values_supported": ["ES256"]}),        # the guard takes no DPoP
+    ({"dpop_url": RESOURCE, "dpop_algorithms": ("ES256",)},
+     {"dpop_signing_alg_values_supported": ["ES256", "PS256"]}),   # PS256 is not accepted
+    ({"dpop_url": RESOURCE, "dpop_required": True}, {}),           # says DPoP is optional
+    ({"dpop_url": RESOURCE}, {"dpop_signing_alg_values_supported": ["ES256"],
+                              "dpop_bound_access_tokens_required": True}),
+])
+def test_publishing_refuses_metadata_the_guard_contradicts(fake, guard_kwargs,
+                                                          metadata_kwargs):
+    guard = TokenGuard(fake.issuer, AUDIENCE, **guard_kwargs)
+    guard.resource_metadata = ResourceMetadata(
+        RESOURCE, **{"authorization_servers": [fake.issuer], **metadata_kwargs})
+    app = Flask("contradicted-rs")
+    with pytest.raises(ValueError, match="resource_metadata"):
+        publish_resource_metadata(app, guard)
+    assert not any(rule.rule.startswith(WELL_KNOWN_PATH) for rule in app.url_map.iter_rules())
+
+
 # --- the example resource server and the bridge ---
 
 def test_example_resource_server_publishes_its_metadata(fake, monkeypatch):
@@ -377,8 +417,8 @@ def test_example_resource_server_publishes_its_metadata(fake, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     example = load_example()
     resource = "http://127.0.0.1:8002"
-    guard = TokenGuard(fake.issuer, AUDIENCE,
-                       resource_metadata=example.resource_metadata(fake.issuer, resource))
+    guard = TokenGuard(fake.issuer, AUDIENCE)
+    guard.resource_metadata = example.resource_metadata(guard, resource)
     rs = example.create_app(guard).test_client()
     response = fetch(rs, f"{resource}{WELL_KNOWN_PATH}")
     assert response.status_code == 200
@@ -408,8 +448,8 @@ def test_a_client_finds_the_bridge_from_a_challenge(bridge, fake):
     metadata, whose issuer is that identifier (RFC 8414 section 3.3)."""
     issuer = "http://127.0.0.1:8000"  # the test bridge's issuer
     example = load_example()
-    guard = TokenGuard(issuer, AUDIENCE, resource_metadata=example.resource_metadata(
-        issuer, "http://127.0.0.1:8002"))
+    guard = TokenGuard(issuer, AUDIENCE)
+    guard.resource_metadata = example.resource_metadata(guard, "http://127.0.0.1:8002")
     rs = example.create_app(guard).test_client()
     challenged = rs.get(f"/tenants/{TENANT}/payments", base_url="http://127.0.0.1:8002")
     assert challenged.status_code == 401

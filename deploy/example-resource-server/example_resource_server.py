@@ -298,11 +298,10 @@ def write_requirement(environ=os.environ) -> AuthenticationRequirement | None:
         raise ValueError(f"RS_WRITE_ACR_VALUES: {exc}") from None
 
 
-def resource_metadata(issuer: str, resource: str) -> ResourceMetadata:
-    """The RFC 9728 metadata of this resource server at ``resource`` (its URL for clients),
-    whose tokens come from the bridge at ``issuer``."""
-    return ResourceMetadata(resource, authorization_servers=[issuer],
-                            resource_name="konfipay API (example)")
+def resource_metadata(guard: TokenGuard, resource: str) -> ResourceMetadata:
+    """The RFC 9728 metadata of this resource server at ``resource`` (its URL for clients):
+    the guard's issuer (the bridge) and DPoP settings; for ``guard.resource_metadata``."""
+    return ResourceMetadata.for_guard(guard, resource, resource_name="konfipay API (example)")
 
 
 def create_app(guard: TokenGuard, *, bridge_url: str | None = None,
@@ -367,8 +366,8 @@ def main() -> None:
     issuer = os.environ["RS_ISSUER"]
     port = int(os.environ.get("RS_PORT", "8002"))
     resource = os.environ.get("RS_RESOURCE") or f"http://127.0.0.1:{port}"
-    guard = TokenGuard(issuer, os.environ.get("RS_AUDIENCE", "konfipay-api"),
-                       resource_metadata=resource_metadata(issuer, resource))
+    guard = TokenGuard(issuer, os.environ.get("RS_AUDIENCE", "konfipay-api"))
+    guard.resource_metadata = resource_metadata(guard, resource)
     app = create_app(guard)  # a bad setting stops here, before the listener starts
     guard.start_revocation_listener(os.environ["RS_CLIENT_ID"], os.environ["RS_CLIENT_SECRET"])
     try:

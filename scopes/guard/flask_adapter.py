@@ -122,6 +122,16 @@ def publish_resource_metadata(app: flask.Flask, guard: TokenGuard) -> None:
     metadata = guard.resource_metadata
     if metadata is None:
         raise ValueError("the guard has no resource_metadata to publish")
+    # What the document promises must be what the guard does (ResourceMetadata.for_guard).
+    if guard.issuer not in metadata.authorization_servers:
+        raise ValueError("resource_metadata: authorization_servers must name the guard's issuer")
+    if metadata.dpop_bound_access_tokens_required != guard.dpop_required:
+        raise ValueError("resource_metadata: dpop_bound_access_tokens_required must be the "
+                         "guard's dpop_required")
+    accepted = guard.dpop_algorithms if guard._dpop is not None else ()
+    if not set(metadata.dpop_signing_alg_values_supported) <= set(accepted):
+        raise ValueError("resource_metadata: dpop_signing_alg_values_supported must be "
+                         "algorithms the guard accepts in DPoP proofs")
     base = WELL_KNOWN_PATH + metadata.path
 
     def document(rest: str = ""):

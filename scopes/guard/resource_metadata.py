@@ -14,8 +14,9 @@
   between the host and the path (``https://h/api`` ->
   ``https://h/.well-known/oauth-protected-resource/api``);
 - the challenge's ``resource_metadata`` parameter (section 5.1), through
-  :meth:`TokenGuard.challenge <scopes.guard.TokenGuard.challenge>` when the guard is made
-  with ``resource_metadata=``.
+  :meth:`TokenGuard.challenge <scopes.guard.TokenGuard.challenge>` when the guard has
+  ``resource_metadata`` (:meth:`ResourceMetadata.for_guard` takes the authorization server
+  and the DPoP settings from the guard, so that the document says what the guard does).
 
 Section 3.3 makes a client drop a document whose ``resource`` is not *identical* to the URL it
 requested when a challenge sent it there. So a challenge names the metadata of the URL the
@@ -131,6 +132,9 @@ class ResourceMetadata:
             raise ValueError("max_age must be a non-negative integer (seconds)")
         #: Cache-Control max-age of the published documents (section 7.10).
         self.max_age = max_age
+        self.authorization_servers = servers
+        self.dpop_signing_alg_values_supported = dpop_algs
+        self.dpop_bound_access_tokens_required = dpop_bound_access_tokens_required
 
         document = {"resource": self.resource, "authorization_servers": list(servers)}
         if scopes:
@@ -147,6 +151,20 @@ class ResourceMetadata:
             document["dpop_signing_alg_values_supported"] = list(dpop_algs)
         document["dpop_bound_access_tokens_required"] = dpop_bound_access_tokens_required
         self._document = document
+
+    @classmethod
+    def for_guard(cls, guard, resource: str, **kwargs) -> ResourceMetadata:
+        """The metadata of ``guard``'s resource server at ``resource``, consistent with the
+        guard: its issuer as the authorization server, its DPoP proof algorithms when it
+        accepts DPoP (RFC 9449) and whether it requires DPoP-bound tokens; ``kwargs`` as for
+        the constructor (they win). Assign it to ``guard.resource_metadata``."""
+        accepts_dpop = getattr(guard, "_dpop", None) is not None
+        defaults = {
+            "authorization_servers": [guard.issuer],
+            "dpop_signing_alg_values_supported": guard.dpop_algorithms if accepts_dpop else (),
+            "dpop_bound_access_tokens_required": guard.dpop_required,
+        }
+        return cls(resource, **{**defaults, **kwargs})
 
     def __repr__(self) -> str:
         return f"ResourceMetadata({self.resource!r})"
