@@ -415,3 +415,42 @@ def test_example_without_step_up(fake):
     response = rs.post(f"/tenants/{TENANT}/evaluation/reports", json={"title": "t"},
                        headers=bearer(fake.mint(acr="1")))
     assert response.status_code == 201
+
+
+# --- with DPoP-bound tokens (RFC 9449; the error in the scheme the request used) ---
+
+def test_step_up_of_a_dpop_bound_token(fake):
+    from test_dpop_guard import Holder
+
+    resource = "https://rs.konfipay.example"
+    guard = TokenGuard(fake.issuer, AUDIENCE, dpop_url=resource, dpop_algorithms=("ES256",))
+    guard.resource_metadata = ResourceMetadata.for_guard(guard, resource)
+    app = Flask("step-up-dpop-rs")
+
+    @app.post("/tenants/<tenant>/evaluation/reports")
+    @guard.require("evaluation:write", acr_values=["mfa"], max_age=300)
+    def create_report(tenant):
+        return {"acr": g.token_claims["acr"]}, 201
+
+    client, holder = app.test_client(), Holder()
+    path = f"/tenants/{TENANT}/evaluation/reports"
+
+    def post(token):
+        proof = holder.proof(resource + path, "POST", access_token=token)
+        return client.post(path, headers=[("Authorization", f"DPoP {token}"),
+                                          ("DPoP", proof)])
+
+    now = int(time.time())
+    weak = post(fake.mint(cnf={"jkt": holder.jkt}, acr="pwd", auth_time=now))
+    assert weak.status_code == 401
+    assert weak.json == {"error": "insufficient_user_authentication",
+                         "error_description": "a different authentication level is required"}
+    metadata = (f"{resource}/.well-known/oauth-protected-resource/tenants/{TENANT}/"
+                "evaluation/reports")
+    assert weak.headers.getlist("WWW-Authenticate") == [
+        f'Bearer realm="{AUDIENCE}", resource_metadata="{metadata}"',
+        f'DPoP realm="{AUDIENCE}", algs="ES256", error="insufficient_user_authentication", '
+        'error_description="a different authentication level is required", '
+        f'acr_values="mfa", max_age="300", resource_metadata="{metadata}"']
+    strong = post(fake.mint(cnf={"jkt": holder.jkt}, acr="mfa", auth_time=now))
+    assert strong.status_code == 201 and strong.json == {"acr": "mfa"}
