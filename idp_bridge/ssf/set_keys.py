@@ -6,8 +6,8 @@ One key ring per algorithm (:class:`~idp_bridge.domain.keys.KeyRing` with purpos
 configuration. ``/jwks`` (access tokens) never lists them: a key that signs SETs can never
 verify an access token, and the other way round.
 
-A ring's first key is made when the first SET of its algorithm is signed (a bridge whose
-receivers all use one algorithm never makes the other key). SET keys are the transmitter's
+A ring's first key is made when the first SET of its algorithm is signed or the JWK set is
+first asked for. SET keys are the transmitter's
 own business: when the configured key-encryption key does not open the active one (after
 ``idp-bridge keys rotate --recover``), a new one is made, and receivers refetch the JWK set
 for its unknown ``kid``.
@@ -33,13 +33,12 @@ class SetKeys:
         return _EnsuredRing(self._db, self._rings[alg])
 
     def jwks(self) -> dict:
+        """Every SET key still verifying something; the current key of each algorithm is
+        made here if no SET made it yet (the jwks_uri always provides it, SSF 7.1)."""
         keys = []
         for alg in ALGORITHMS:
-            try:
-                keys.extend(self._rings[alg].jwks()["keys"])
-            except KeyDecryptionFailed:
-                self.ring(alg).signing_key()  # a new key this bridge can open
-                keys.extend(self._rings[alg].jwks()["keys"])
+            self.ring(alg).signing_key()
+            keys.extend(self._rings[alg].jwks()["keys"])
         return {"keys": keys}
 
     def verification_key(self, kid: str):
