@@ -144,6 +144,9 @@ class ReplayCache:
     process (one lock). Full of live entries, it refuses new proofs rather than forgetting
     one that could be replayed (fail closed)."""
 
+    #: Expired entries are dropped at most this often (or when the cache is full).
+    PRUNE_INTERVAL = 1.0
+
     def __init__(self, lifetime: float, capacity: int = 100_000):
         if capacity < 1 or lifetime <= 0:
             raise ValueError("capacity and lifetime must be positive")
@@ -151,26 +154,36 @@ class ReplayCache:
         self.capacity = capacity
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
+        self._next_prune = float("-inf")
 
     def remember(self, jkt: str, jti: str, now: float) -> bool:
-        """Record ``jti`` (of the key ``jkt``); False if it is known (a replay).
+        """Record ``jti`` (of the key ``jkt``); False if it is known and live (a replay).
 
         Entries are kept ``lifetime`` from their insertion, so insertion order is expiry
-        order: pruning looks only at the oldest entries."""
+        order: pruning looks only at the oldest entries. An entry past its time that was
+        not pruned yet is treated as gone (as pruning would have)."""
         key = jkt + " " + jti
         with self._lock:
             seen = self._seen
-            while seen:
-                oldest, expires = next(iter(seen.items()))
-                if expires > now:
-                    break
-                del seen[oldest]
-            if key in seen:
+            if now >= self._next_prune or len(seen) >= self.capacity:
+                self._prune(now)
+            expires = seen.get(key)
+            if expires is not None and expires > now:
                 return False
             if len(seen) >= self.capacity:
                 raise DPoPError("too many proofs to remember now: retry with a new proof")
             seen[key] = now + self.lifetime
+            seen.move_to_end(key)
             return True
+
+    def _prune(self, now: float) -> None:
+        seen = self._seen
+        while seen:
+            oldest, expires = next(iter(seen.items()))
+            if expires > now:
+                break
+            del seen[oldest]
+        self._next_prune = now + self.PRUNE_INTERVAL
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -246,6 +259,7 @@ class ProofVerifier:
         self.nonce_required = nonce_required
         # header segment -> (alg, public key, jkt): a client's proofs share one header.
         self._headers: dict[str, tuple[str, object, str]] = {}
+        self._ath: dict[str, str] = {}
 
     @property
     def lifetime(self) -> float:
@@ -331,8 +345,13 @@ class ProofVerifier:
             raise DPoPError("the DPoP proof is too old (iat)")
         if access_token is not None:
             ath = claims.get("ath")
-            if type(ath) is not str or not hmac.compare_digest(
-                    ath, access_token_hash(access_token)):
+            expected = self._ath.get(access_token)
+            if expected is None:  # a client sends one token many times: remember its hash
+                expected = access_token_hash(access_token)
+                if len(self._ath) >= 256:
+                    self._ath.clear()
+                self._ath[access_token] = expected
+            if type(ath) is not str or not hmac.compare_digest(ath, expected):
                 raise DPoPError("the DPoP proof does not name this access token (ath)")
         if self.nonce_required:
             nonce = claims.get("nonce")

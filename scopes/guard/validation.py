@@ -257,7 +257,12 @@ class TokenGuard:
             verifier = self._dpop
             if verifier is None:
                 raise InvalidDPoPProof("this resource server is not configured for DPoP")
-            url = self._dpop_base + quote(path, safe="/:@!$&'()*+,;=-._~%")
+            url = self._dpop_urls.get(path)
+            if url is None:  # the expected htu: the configured URL, never the Host header
+                url = self._dpop_base + quote(path, safe="/:@!$&'()*+,;=-._~%")
+                if len(self._dpop_urls) >= 1024:  # bounded: paths vary by tenant
+                    self._dpop_urls.clear()
+                self._dpop_urls[path] = url
             try:
                 proof = verifier.verify(dpop, method=method, url=url, access_token=token)
             except DPoPNonceRequired as exc:
@@ -401,6 +406,7 @@ class TokenGuard:
         self.dpop_required = bool(required)
         self._dpop = None
         self._dpop_base = ""
+        self._dpop_urls: dict[str, str] = {}
         if url is None:
             if required or nonce_secret is not None:
                 raise ValueError("dpop_required and dpop_nonce_secret need dpop_url")
