@@ -470,3 +470,33 @@ def test_start_twice_is_refused(feed, guards):
     guard.start_revocation_listener(CLIENT_ID, SECRET)
     with pytest.raises(RuntimeError):
         guard.start_revocation_listener(CLIENT_ID, SECRET)
+
+
+def test_a_stream_the_transmitter_paused_is_not_a_current_feed(feed, guards):
+    """SSF 1.0 section 8.1.5: a Stream Updated event saying the stream is paused makes the
+    feed not current (polls are no longer counted as health) until one says enabled."""
+    from scopes.guard.feed import STREAM_UPDATED
+
+    guard = guards()
+    guard.start_revocation_listener(CLIENT_ID, SECRET)
+    wait_until(lambda: guard.feed_healthy, message="first poll")
+    listener = guard._listener
+    stream_id = feed.stream["stream_id"]
+
+    def update(jti, event_type, event):
+        now = int(time.time())
+        claims = {"iss": feed.issuer, "aud": CLIENT_ID, "jti": jti, "iat": now, "txn": jti,
+                  "sub_id": {"format": "opaque", "id": stream_id},
+                  "events": {event_type: event}}
+        feed.publish(sign_compact({"alg": "ES256", "kid": "k1", "typ": "secevent+jwt"},
+                                  claims, feed.keys["k1"]), jti)
+
+    update("u-1", STREAM_UPDATED, {"status": "paused", "reason": "maintenance"})
+    wait_until(lambda: listener.stream_stopped and "u-1" in feed.acked, message="the pause")
+    healthy_at = guard._feed_ok_at
+    update("v-1", VERIFICATION, {})  # one more poll round, answered and acknowledged
+    wait_until(lambda: "v-1" in feed.acked, message="the verification's ack")
+    assert guard._feed_ok_at == healthy_at  # polls of a paused stream are not health
+    update("u-2", STREAM_UPDATED, {"status": "enabled"})
+    wait_until(lambda: not listener.stream_stopped, message="the re-enabling")
+    wait_until(lambda: guard._feed_ok_at != healthy_at, message="health again")
