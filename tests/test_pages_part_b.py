@@ -389,6 +389,7 @@ class StubGuard:
     real guard on the page: tests/browser/test_browser_pages.py)."""
 
     issuer = "https://bridge.example"
+    resource_metadata = None  # no RFC 9728 metadata to publish
 
     def __init__(self, example, claims, *, scopes=("payments:read",)):
         self.example, self.claims, self.scopes = example, claims, scopes
@@ -400,7 +401,7 @@ class StubGuard:
             raise self.example.InsufficientScope(scope)
         return self.claims
 
-    def require(self, _scope):
+    def require(self, _scope, **_step_up):  # evaluation:write's acr_values and max_age
         return lambda view: view
 
 
