@@ -36,12 +36,16 @@ from .oauth.rfc7662 import BridgeIntrospectionEndpoint
 from .oauth.rfc8414 import server_metadata
 from .oauth.rfc8693 import TokenExchangeGrant
 from .oauth.refresh_token import RefreshTokenGrant
-from .oauth.server import BridgeAuthorizationServer
+from .oauth.rfc9449 import TokenEndpointDPoP
+from .oauth.client_credentials import ClientCredentialsGrant
+from .oauth.server import FAPI2_LEEWAY, BridgeAuthorizationServer
 from .services import SignIns, UseCases, build_use_cases
 from .services.tokens import TokenService
 from .settings import Settings
+from .ssf.authorization import ManagementTokens
 from .ssf.egress import PushPolicy
 from .ssf.rfc8935 import Pusher
+from .ssf.set_keys import SetKeys
 from .ssf.streams import Transmitter
 from .storage.db import Database, StorageUnavailable, utcnow
 from .upstream import RoleMapper, SubjectTokenValidator, UpstreamUnavailable
@@ -87,6 +91,9 @@ class Services:
     #: The management use cases (tenant admins, advisors, support, groups), for the API,
     #: the pages and the CLI.
     use_cases: UseCases | None = None
+    #: The revocation feed's SET keys (/ssf/jwks) and its management API's access tokens.
+    set_keys: SetKeys | None = None
+    management_tokens: ManagementTokens | None = None
 
     def start_background(self) -> None:
         """Threads of a serving process (not of tests): push delivery, maintenance, the
@@ -197,7 +204,8 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         mfa_acr_values=settings.mfa_acr_values, mfa_amr_values=settings.mfa_amr_values)
     exchange = AdvisorExchange(
         codes=codes, memberships=memberships, issuer=issuer, roles=roles, guesses=guesses,
-        mfa_required=settings.mfa_required, upstream_sessions=session_has_ended)
+        mfa_required=settings.mfa_required, upstream_sessions=session_has_ended,
+        rotate_refresh_tokens=not settings.fapi2)
     sign_ins = SignIns(people=people, roles=roles)
     tokens = TokenService(db=db, policy=exchange, issuer=issuer, memberships=memberships,
                           accounts=mirror, app_client_id=settings.app_client_id,
@@ -205,16 +213,27 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     server = BridgeAuthorizationServer(
         tokens=tokens, validator=validator, issuer=settings.issuer,
         audiences=settings.audiences, default_audience=settings.default_audience,
-        resources=settings.resource_map)
+        resources=settings.resource_map, fapi2=settings.fapi2,
+        dpop=TokenEndpointDPoP(
+            issuer=settings.issuer, tokens=tokens, algorithms=settings.accepted_dpop_algorithms,
+            nonce_secret=derive_secret(settings.secret_key, "dpop nonces")
+            if settings.dpop_nonce_required else None,
+            nonce_required=settings.dpop_nonce_required, required_for_all=settings.fapi2,
+            leeway=FAPI2_LEEWAY if settings.fapi2 else 30))
     server.register_grant(TokenExchangeGrant)
     server.register_grant(RefreshTokenGrant)
+    server.register_grant(ClientCredentialsGrant)
+    server.management_tokens = ManagementTokens(keys, issuer=settings.issuer,
+                                                lifetime=settings.access_token_lifetime)
     server.register_endpoint(BridgeIntrospectionEndpoint(server, tokens))
     server.register_endpoint(BridgeRevocationEndpoint(server, tokens))
 
+    relevance_seconds = settings.access_token_lifetime + settings.upstream_leeway_seconds + 30
+    set_keys = SetKeys(db, settings.key_encryption_key, lifetime_seconds=relevance_seconds)
     transmitter = Transmitter(
-        db=db, keyring=keys, issuer=settings.issuer,
+        db=db, set_keys=set_keys, issuer=settings.issuer, user_issuer=settings.upstream_issuer,
         key_encryption_key=settings.key_encryption_key,
-        relevance_seconds=settings.access_token_lifetime + settings.upstream_leeway_seconds + 30,
+        relevance_seconds=relevance_seconds,
         event_id_key=derive_secret(settings.secret_key, "ssf event ids"),
         push_policy=PushPolicy(https_only=settings.mode == "production",
                                allow_loopback=settings.ssf_push_allow_loopback,
@@ -223,7 +242,9 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     app.extensions["idp_bridge"] = Services(
         settings=settings, db=db, keys=keys, codes=codes, memberships=memberships,
         issuer=issuer, validator=validator, roles=roles, exchange=exchange, server=server,
-        metadata=server_metadata(settings.issuer, settings.signing_alg),
+        metadata=server_metadata(settings.issuer, settings.signing_alg,
+                                 dpop_algorithms=settings.accepted_dpop_algorithms,
+                                 fapi2=settings.fapi2),
         notifier=notifier, transmitter=transmitter, pusher=Pusher(transmitter, notifier),
         guests=guests,
         maintenance=Maintenance(db=db, memberships=memberships, transmitter=transmitter,
@@ -232,7 +253,8 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         mirror=mirror, mirror_worker=MirrorWorker(mirror) if mirror else None, fanout=fanout,
         notifications=notifications, notification_worker=NotificationWorker(notifications),
         web_sessions=WebSessions(lifetime=timedelta(hours=settings.web_session_hours)),
-        tokens=tokens, revocations=revocations)
+        tokens=tokens, revocations=revocations, set_keys=set_keys,
+        management_tokens=server.management_tokens)
     app.extensions["idp_bridge"].use_cases = build_use_cases(
         db=db, roles=roles, validator=validator, session_has_ended=session_has_ended,
         memberships=memberships, codes=codes, guests=guests,

@@ -17,6 +17,11 @@ from urllib.parse import urlparse
 
 MODES = ("production", "demo", "test")
 SIGNING_ALGS = ("ES256", "RS256")
+#: ``profile``: none (empty) or ``fapi2`` (FAPI 2.0 Security Profile, see _validate_profile).
+PROFILES = ("", "fapi2")
+#: RFC 9449 proof algorithms the bridge accepts (asymmetric only); fapi2 allows ES256, PS256.
+DPOP_ALGS = ("ES256", "ES384", "PS256", "RS256", "EdDSA")
+FAPI2_ALGS = ("ES256", "PS256")
 # Symmetric and "none" algorithms are never acceptable for upstream tokens: a public key
 # must never double as an HMAC secret (DESIGN.md section 9).
 ASYMMETRIC_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
@@ -78,6 +83,16 @@ class Settings:
     audiences: tuple[str, ...] = ("konfipay-api",)
     #: RFC 8707 resource indicators: ``uri=audience`` pairs.
     resources: tuple[str, ...] = ()
+    #: ``fapi2``: the FAPI 2.0 Security Profile (DPoP for every client, private_key_jwt only,
+    #: ES256/PS256 only, refresh tokens bound to the DPoP key without rotation, a 10 s
+    #: iat/nbf allowance). Empty: none.
+    profile: str = ""
+    #: RFC 9449 proof algorithms accepted at the token endpoint (empty: the profile's
+    #: default, all of DPOP_ALGS, or ES256 and PS256 under fapi2).
+    dpop_algorithms: tuple[str, ...] = ()
+    #: RFC 9449 section 8: token requests' proofs must carry a server nonce (rotating,
+    #: checked statelessly by every process).
+    dpop_nonce_required: bool = False
 
     # --- memberships and access codes ---
     temporary_max_age_days: int = 30
@@ -146,6 +161,15 @@ class Settings:
     @property
     def resource_map(self) -> dict[str, str]:
         return dict(pair.split("=", 1) for pair in self.resources)
+
+    @property
+    def fapi2(self) -> bool:
+        return self.profile == "fapi2"
+
+    @property
+    def accepted_dpop_algorithms(self) -> tuple[str, ...]:
+        """``dpop_algorithms``, or the profile's default when it is empty."""
+        return self.dpop_algorithms or (FAPI2_ALGS if self.fapi2 else DPOP_ALGS)
 
     @property
     def code_guess_window(self) -> tuple[int, int]:
@@ -382,12 +406,34 @@ def _validate(s: Settings) -> None:
         raise SettingsError("code_guess_limit_advisor", "must allow 1 to 1000 wrong guesses "
                             "in a window of 1 minute to 7 days")
     _validate_web_and_notifications(s)
+    _validate_profile(s)
     if s.mode == "production":
         if s.secret_key.startswith(DEMO_SECRET_PREFIX):
             raise SettingsError("secret_key", "a demo secret cannot be used in production mode")
         for key in ("issuer", "upstream_issuer"):
             if urlparse(getattr(s, key)).scheme != "https":
                 raise SettingsError(key, "must be an https URL in production mode")
+
+
+def _validate_profile(s: Settings) -> None:
+    """``profile`` and the settings it constrains: the start refuses a contradiction, naming
+    the key that contradicts (FAPI 2.0 Security Profile sections 5.3, 5.4)."""
+    if s.profile not in PROFILES:
+        raise SettingsError("profile", "must be empty (none) or fapi2")
+    bad = [a for a in s.dpop_algorithms if a not in DPOP_ALGS]
+    if bad:
+        raise SettingsError("dpop_algorithms", f"must be among {', '.join(DPOP_ALGS)}")
+    if not s.fapi2:
+        return
+    if s.signing_alg not in FAPI2_ALGS:
+        raise SettingsError("signing_alg", "must be ES256 under profile fapi2 (FAPI 2.0 allows "
+                            "PS256, ES256 and EdDSA; the bridge signs ES256 or RS256)")
+    if any(a not in FAPI2_ALGS for a in s.dpop_algorithms):
+        raise SettingsError("dpop_algorithms", "may only name ES256 and PS256 under profile fapi2")
+    if s.app_url:
+        raise SettingsError("app_url", "must be empty under profile fapi2: the Open hand-off "
+                            "gives the application Bearer tokens, and fapi2 requires "
+                            "sender-constrained (DPoP) tokens")
 
 
 def _validate_push(s: Settings) -> None:

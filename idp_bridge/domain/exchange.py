@@ -123,10 +123,12 @@ class IssuedTokens:
     access_token: str
     expires_in: int
     scope: str
-    refresh_token: str
+    refresh_token: str | None  # None: the presented refresh token stays (no rotation)
     membership_id: str
     grant_id: str
     sid: str
+    #: RFC 9449: the DPoP key the access token is bound to (``cnf.jkt``), if any.
+    dpop_jkt: str | None = None
 
 
 def membership_scopes(session, membership) -> frozenset[str]:
@@ -166,7 +168,7 @@ class PendingTokens:
 
     family: Family
     membership_kind: str
-    refresh_token: str
+    refresh_token: str | None
 
 
 class AdvisorExchange:
@@ -179,7 +181,7 @@ class AdvisorExchange:
     """
 
     def __init__(self, *, codes, memberships, issuer, roles, guesses: GuessLimiter,
-                 mfa_required: bool, upstream_sessions=None):
+                 mfa_required: bool, upstream_sessions=None, rotate_refresh_tokens: bool = True):
         self.codes = codes
         self.memberships = memberships
         self.revocations = memberships.revocations
@@ -190,6 +192,9 @@ class AdvisorExchange:
         #: ``upstream_sessions(session, identity)`` -> True when the subject token's upstream
         #: session was logged out (back-channel logout): no new token family from it.
         self.upstream_sessions = upstream_sessions
+        #: Refresh tokens rotate on every use (DESIGN.md 5); the fapi2 profile turns that off
+        #: (FAPI 2.0 discourages rotation; its refresh tokens are bound to a DPoP key).
+        self.rotate_refresh_tokens = rotate_refresh_tokens
 
     def admit(self, identity, reason, access_code) -> tuple[str | None, str | None]:
         """Checks that need no storage: role, MFA, reason, code format; returns the checked
@@ -209,10 +214,12 @@ class AdvisorExchange:
         return reason, candidate
 
     def issue(self, session, *, identity, client_id: str, tenant_id: str, candidate: str | None,
-              reason: str | None, scope: list[str] | None, audience: str, now: datetime):
+              reason: str | None, scope: list[str] | None, audience: str, now: datetime,
+              dpop_jkt: str | None = None):
         """The exchange in ``session``: the tenant, the subject's membership (joining with
-        ``candidate`` when there is none), the scope, a new family and refresh token, the
-        audit. Returns ``(PendingTokens, None)`` or ``(None, failure)``."""
+        ``candidate`` when there is none), the scope, a new family (bound to the DPoP key
+        ``dpop_jkt``, if given) and refresh token, the audit. Returns
+        ``(PendingTokens, None)`` or ``(None, failure)``."""
         # The tenant first, from the tenants table; the membership by both columns.
         row = session.connection().execute(
             _TENANT_AND_MEMBERSHIP, {"tenant_id": tenant_id, "subject": identity.subject}
@@ -235,7 +242,7 @@ class AdvisorExchange:
         token_scope = narrow_scope(scope, allowed)
         family = self.issuer.new_family(session, membership, client_id=client_id,
                                         identity=identity, scope=token_scope,
-                                        audience=audience, now=now)
+                                        audience=audience, now=now, dpop_jkt=dpop_jkt)
         refresh = self.issuer.issue_refresh_token(session, family, now)
         _touch(session, membership, now)
         audit.record(session, "token.issued", now, tenant_id=membership.tenant_id,
@@ -314,7 +321,8 @@ class AdvisorExchange:
         ``(None, failure)``. A replay revokes the family (``refresh_token_reuse``) in this
         transaction; an expired membership is ended in it."""
         try:
-            family, row = self.issuer.use_refresh_token(session, refresh_token, client_id, now)
+            family, row = self.issuer.use_refresh_token(
+                session, refresh_token, client_id, now, rotate=self.rotate_refresh_tokens)
         except RefreshReused as exc:
             self.revocations.revoke_family(session, exc.family, reason="refresh_token_reuse",
                                            actor=exc.family.subject, actor_role="advisor",
@@ -331,7 +339,8 @@ class AdvisorExchange:
         if row.kind == "guest":  # the group may have been narrowed meanwhile
             allowed &= membership_scopes(session, row)
         token_scope = narrow_scope(scope, allowed)
-        refresh = self.issuer.issue_refresh_token(session, family, now)
+        refresh = (self.issuer.issue_refresh_token(session, family, now)
+                   if self.rotate_refresh_tokens else None)
         if token_scope != family.scope:
             # A narrower token for this request only; the family keeps its scope.
             family = dataclasses.replace(family, scope=token_scope)

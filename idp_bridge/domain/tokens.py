@@ -39,7 +39,7 @@ class Family:
 
     FIELDS: ClassVar[tuple[str, ...]] = (
         "sid", "membership_id", "grant_id", "client_id", "subject", "tenant_id", "scope",
-        "audience", "auth_time", "acr", "amr")
+        "audience", "auth_time", "acr", "amr", "dpop_jkt")
 
     sid: str
     membership_id: str
@@ -52,6 +52,8 @@ class Family:
     auth_time: int | None
     acr: str | None
     amr: list | None
+    #: RFC 9449: the thumbprint of the DPoP key the family is bound to (None: not bound).
+    dpop_jkt: str | None = None
 
 
 class RefreshRejected(DomainError):
@@ -91,10 +93,11 @@ class TokenIssuer:
         """(kid, alg, key) to sign with; taken before a transaction (it may read keys)."""
         return self.keyring.signing_key()
 
-    def mint_access_token(self, family, membership_kind: str, *,
-                          signing_key=None) -> IssuedAccessToken:
+    def mint_access_token(self, family, membership_kind: str, *, signing_key=None,
+                          dpop_jkt: str | None = None) -> IssuedAccessToken:
         """Sign an access token of ``family`` (pure: no storage), with ``signing_key`` from
-        :meth:`signing_key` or else the active key."""
+        :meth:`signing_key` or else the active key; bound to the DPoP key whose thumbprint
+        is ``dpop_jkt`` (RFC 9449 section 6: ``cnf.jkt``) when given."""
         kid, alg, key = signing_key or self.keyring.signing_key()
         now = int(time.time())
         jti = secrets.token_urlsafe(16)
@@ -118,6 +121,8 @@ class TokenIssuer:
             claims["acr"] = family.acr
         if family.amr:
             claims["amr"] = list(family.amr)
+        if dpop_jkt is not None:
+            claims["cnf"] = {"jkt": dpop_jkt}
         token = jwt.encode({"alg": alg, "typ": "at+jwt", "kid": kid}, claims, key)
         return IssuedAccessToken(token=token, expires_in=self.access_lifetime, jti=jti)
 
@@ -146,12 +151,14 @@ class TokenIssuer:
     # The hot path (exchange, refresh) uses Core statements: the ORM's unit of work costs
     # several times the database work itself (DESIGN.md section 11: ~0.4 ms per exchange).
     def new_family(self, session, membership, *, client_id: str, identity, scope: str,
-                   audience: str, now: datetime) -> Family:
+                   audience: str, now: datetime, dpop_jkt: str | None = None) -> Family:
+        """A new token family; ``dpop_jkt`` binds it (its refresh tokens) to a DPoP key."""
         family = Family(
             sid=str(uuid.uuid4()), membership_id=membership.id, grant_id=membership.grant_id,
             client_id=client_id, subject=membership.advisor_subject,
             tenant_id=membership.tenant_id, scope=scope, audience=audience,
-            auth_time=identity.auth_time, acr=identity.acr, amr=identity.amr or None)
+            auth_time=identity.auth_time, acr=identity.acr, amr=identity.amr or None,
+            dpop_jkt=dpop_jkt)
         values = {name: getattr(family, name) for name in Family.FIELDS}
         values.update(upstream_issuer=identity.issuer, upstream_sid=identity.session_id,
                       created_at=now, revoked_at=None, revoke_reason=None)
@@ -165,13 +172,16 @@ class TokenIssuer:
             "expires_at": now + timedelta(seconds=self.refresh_lifetime), "rotated_at": None})
         return token
 
-    def use_refresh_token(self, session, token: str, client_id: str, now: datetime):
+    def use_refresh_token(self, session, token: str, client_id: str, now: datetime, *,
+                          rotate: bool = True):
         """Rotate ``token``: return (family, membership row) or raise :class:`RefreshRejected`
         (:class:`RefreshReused` for a replay).
 
         The rotation is a conditional update, so of two concurrent uses exactly one wins
         and the other is treated as replay. The caller commits even when this raises: a
-        detected replay must revoke the family durably.
+        detected replay must revoke the family durably. With ``rotate=False`` (the fapi2
+        profile: the token is bound to a DPoP key instead) the token stays usable until it
+        expires, and a rotated one of an earlier rotating run is still refused.
         """
         if not token or len(token) > 512:
             raise RefreshRejected("refresh_token is invalid")
@@ -184,7 +194,11 @@ class TokenIssuer:
         if family.client_id != client_id:
             raise RefreshRejected("refresh_token was issued to another client",
                                   code="refresh_wrong_client")
-        won = connection.execute(_ROTATE_REFRESH, {"hash": token_hash, "now": now}).rowcount == 1
+        if rotate:
+            won = connection.execute(_ROTATE_REFRESH,
+                                     {"hash": token_hash, "now": now}).rowcount == 1
+        else:
+            won = row.rotated_at is None
         if not won:
             raise RefreshReused("refresh_token was already used; its token family is revoked",
                                 family=family)
@@ -234,12 +248,15 @@ class TokenIssuer:
         claims = {"sid": family.sid, "grant_id": family.grant_id}
         active = (row.rotated_at is None and row.expires_at > now
                   and self.check_active(session, claims, now))
-        return RefreshTokenState(active, {
+        data = {
             "client_id": family.client_id, "sub": family.subject, "scope": family.scope,
             "tenant": family.tenant_id, "grant_id": family.grant_id, "sid": family.sid,
             "exp": int(row.expires_at.timestamp()), "iat": int(row.created_at.timestamp()),
             "iss": self.issuer,
-        })
+        }
+        if family.dpop_jkt:
+            data["cnf"] = {"jkt": family.dpop_jkt}
+        return RefreshTokenState(active, data)
 
 
 @dataclass(frozen=True)
@@ -259,7 +276,7 @@ _REFRESH_LOOKUP = (
 )
 
 _REFRESH_OWNER = (
-    select(TokenFamily.client_id, TokenFamily.subject)
+    select(TokenFamily.client_id, TokenFamily.subject, TokenFamily.dpop_jkt)
     .join(RefreshToken, RefreshToken.sid == TokenFamily.sid)
     .where(RefreshToken.token_hash == bindparam("token_hash"))
 )

@@ -38,14 +38,17 @@ def authenticate_for_grant(grant, description: str):
 
 
 def token_response(issued, *, exchange: bool) -> dict:
-    """RFC 6749 section 5.1 (plus RFC 8693 section 2.2.1's ``issued_token_type``)."""
+    """RFC 6749 section 5.1 (plus RFC 8693 section 2.2.1's ``issued_token_type``): a token
+    bound to a DPoP key is of type ``DPoP`` (RFC 9449 section 5); a refresh that keeps its
+    refresh token (``profile = "fapi2"``: no rotation) sends none (RFC 6749 section 6)."""
     body = {
         "access_token": issued.access_token,
-        "token_type": "Bearer",
+        "token_type": "DPoP" if getattr(issued, "dpop_jkt", None) else "Bearer",
         "expires_in": issued.expires_in,
         "scope": issued.scope,
-        "refresh_token": issued.refresh_token,
     }
+    if issued.refresh_token is not None:
+        body["refresh_token"] = issued.refresh_token
     if exchange:
         body["issued_token_type"] = ACCESS_TOKEN_TYPE
     return body

@@ -68,3 +68,25 @@ class UnsupportedTokenTypeError(OAuth2Error):
     authentication failed."""
 
     error = "unsupported_token_type"
+
+
+class InvalidDPoPProofError(OAuth2Error):
+    """RFC 9449 section 5 (and 12.2): the ``DPoP`` proof is missing where required, malformed,
+    or does not hold (wrong ``htm``/``htu``, too old, replayed, of another key than the
+    refresh token's)."""
+
+    error = "invalid_dpop_proof"
+
+
+class UseDPoPNonceError(OAuth2Error):
+    """RFC 9449 section 8: the proof must carry the server's nonce; the one to use is sent in
+    the ``DPoP-Nonce`` header of this answer."""
+
+    error = "use_dpop_nonce"
+
+    def __init__(self, description=None, *, nonce: str, **kwargs):
+        super().__init__(description, **kwargs)
+        self.nonce = nonce
+
+    def get_headers(self):
+        return [*super().get_headers(), ("DPoP-Nonce", self.nonce)]

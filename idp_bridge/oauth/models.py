@@ -23,6 +23,8 @@ class OAuthClient(ClientMixin):
         self.auth_method = row.auth_method
         self.jwks = row.jwks
         self.roles = frozenset(row.roles.split())
+        #: RFC 9449: refuse this client's token requests without a DPoP proof.
+        self.dpop_required = bool(getattr(row, "dpop_required", False))
 
     def get_client_id(self):
         return self.client_id

@@ -4,6 +4,10 @@ Access tokens are ours if they verify; they are active while they have not expir
 their grant (membership) and token family live. A client may introspect its own tokens;
 resource servers need the ``introspect`` role to introspect any. The lookup is a use case
 of :class:`idp_bridge.services.tokens.TokenService` (:meth:`~TokenService.inspect`).
+
+A token bound to a DPoP key answers ``cnf`` (``{"jkt": ...}``, RFC 9449 section 6.2) and, for
+an access token, ``token_type: DPoP``: a resource server introspecting it must then require a
+proof of that key.
 """
 
 from __future__ import annotations
@@ -34,7 +38,10 @@ class BridgeIntrospectionEndpoint(IntrospectionEndpoint):
     def introspect_token(self, token):
         body = {key: token.data[key] for key in (
             "iss", "sub", "aud", "client_id", "scope", "tenant", "grant_id", "sid",
-            "membership", "exp", "iat", "jti", "auth_time", "acr") if key in token.data}
+            "membership", "exp", "iat", "jti", "auth_time", "acr", "cnf") if key in token.data}
         body["active"] = True
-        body["token_type"] = "Bearer" if token.kind == "access_token" else "refresh_token"
+        if token.kind == "access_token":
+            body["token_type"] = "DPoP" if "cnf" in token.data else "Bearer"
+        else:
+            body["token_type"] = "refresh_token"
         return body

@@ -35,8 +35,10 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
 
     def validate_token_request(self):
-        authenticate_for_grant(self, "this client may not use the token-exchange grant")
+        client = authenticate_for_grant(self, "this client may not use the token-exchange grant")
         check_single(self.request, _SINGLE)
+        # RFC 9449 section 5: a proof binds the tokens to its key (required for some clients).
+        self.proof = self.server.dpop.proof_of(self.request, client)
         form = self.request.payload.datalist
         data = self.request.form
         if data.get("actor_token") or data.get("actor_token_type"):
@@ -66,8 +68,10 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
     def create_token_response(self):
         issued = self.server.run_domain(
             self.server.tokens.issue, self.admitted, client_id=self.client.get_client_id(),
-            scope=self.scope, audience=self.audience)
-        return 200, token_response(issued, exchange=True), self.TOKEN_RESPONSE_HEADER
+            scope=self.scope, audience=self.audience,
+            dpop_jkt=self.proof.jkt if self.proof is not None else None)
+        return 200, token_response(issued, exchange=True), [
+            *self.TOKEN_RESPONSE_HEADER, *self.server.dpop.response_headers()]
 
 
 __all__ = ["SUBJECT_TOKEN_TYPES", "TOKEN_EXCHANGE", "TokenExchangeGrant"]

@@ -31,13 +31,29 @@ from ..storage.db import StorageUnavailable, utcnow
 from ..upstream.oidc import SubjectTokenError, UpstreamUnavailable
 from .errors import InvalidTargetError, TemporarilyUnavailableError
 from .models import OAuthClient
+from .rfc9449 import TokenEndpointDPoP
 
 NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 
 
+#: ``profile = "fapi2"`` (FAPI 2.0 Security Profile 5.3.2.1, 5.4): the only client
+#: authentication at the token and revocation endpoints, and the only JWS algorithms accepted
+#: for client assertions and DPoP proofs.
+FAPI2_AUTH_METHODS = ("private_key_jwt",)
+FAPI2_ALGORITHMS = ("ES256", "PS256")
+#: FAPI 2.0 5.3.2.1: JWTs with ``iat``/``nbf`` up to 10 s ahead are accepted (at most 60 s).
+FAPI2_LEEWAY = 10
+
+
 class BridgeAuthorizationServer(AuthorizationServer):
+    """``dpop`` holds the token endpoint's RFC 9449 checks (default: proofs accepted, none
+    required, no nonces); ``fapi2`` restricts client authentication at the token and
+    revocation endpoints to ``private_key_jwt`` with ES256/PS256 assertions and a 10 s
+    leeway (the DPoP requirement of the profile is ``dpop``'s ``required_for_all``)."""
+
     def __init__(self, *, tokens, validator, issuer: str, audiences, default_audience: str,
-                 resources: dict[str, str]):
+                 resources: dict[str, str], dpop: TokenEndpointDPoP | None = None,
+                 fapi2: bool = False):
         super().__init__()
         #: The token use cases (:class:`idp_bridge.services.tokens.TokenService`).
         self.tokens = tokens
@@ -45,7 +61,13 @@ class BridgeAuthorizationServer(AuthorizationServer):
         self.audiences = frozenset(audiences)
         self.default_audience = default_audience
         self.resources = dict(resources)
-        self.register_client_auth_method("private_key_jwt", PrivateKeyJWT(self, issuer))
+        self.fapi2 = fapi2
+        self.dpop = dpop or TokenEndpointDPoP(
+            issuer=issuer, tokens=tokens, algorithms=("ES256", "ES384", "PS256", "RS256", "EdDSA"),
+            nonce_secret=None, nonce_required=False, required_for_all=False)
+        self.register_client_auth_method("private_key_jwt", PrivateKeyJWT(
+            self, issuer, algorithms=FAPI2_ALGORITHMS if fapi2 else None,
+            leeway=FAPI2_LEEWAY if fapi2 else 30))
         self._clients: dict = {}
 
     # --- storage hooks Authlib calls ---
@@ -79,6 +101,8 @@ class BridgeAuthorizationServer(AuthorizationServer):
         a ``client_id`` parameter naming the client that authenticated. Used by the token
         endpoint (both grants), introspection and revocation alike."""
         claimed = check_one_client_authentication(request)
+        if self.fapi2 and endpoint in ("token", "revocation"):
+            methods = [m for m in methods if m in FAPI2_AUTH_METHODS]
         client = super().authenticate_client(request, methods, endpoint)
         if claimed is not None and client.get_client_id() != claimed:
             raise _client_auth_error("client_id does not name the authenticated client")
@@ -225,10 +249,33 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
-    def __init__(self, server: BridgeAuthorizationServer, issuer: str):
-        super().__init__(validate_jti=True, leeway=30)
+    def __init__(self, server: BridgeAuthorizationServer, issuer: str, *,
+                 algorithms=None, leeway: int = 30):
+        super().__init__(validate_jti=True, leeway=leeway)
         self.server = server
         self.issuer = issuer.rstrip("/")
+        #: Accepted assertion algorithms (None: joserfc's recommended asymmetric ones).
+        self.algorithms = tuple(algorithms) if algorithms else None
+
+    def extract_assertion(self, assertion: str):
+        headers, claims = super().extract_assertion(assertion)
+        if self.algorithms is not None and headers.get("alg") not in self.algorithms:
+            raise InvalidClientError(description="the client assertion must be signed with "
+                                     + " or ".join(self.algorithms))
+        return headers, claims
+
+    def process_assertion_claims(self, assertion, resolve_key):
+        if self.algorithms is None:
+            return super().process_assertion_claims(assertion, resolve_key)
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+
+        try:
+            token = jwt.decode(assertion, resolve_key, algorithms=list(self.algorithms))
+        except JoseError as exc:
+            raise InvalidClientError(description=exc.description) from None
+        self.verify_claims(token.claims)
+        return token.claims
 
     def get_audiences(self):
         return [self.issuer, self.issuer + "/", self.issuer + "/token"]

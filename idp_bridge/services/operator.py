@@ -25,8 +25,9 @@ def add_tenant(db, tenant_id: str, name: str) -> None:
 
 def add_client(db, client_id: str, *, name: str | None = None, secret: str | None = None,
                roles=("exchange",), auth_method: str = "client_secret_basic",
-               jwks: dict | None = None) -> str | None:
-    """Register a client; returns the secret (generated when not given) for secret methods."""
+               jwks: dict | None = None, dpop_required: bool = False) -> str | None:
+    """Register a client; returns the secret (generated when not given) for secret methods.
+    ``dpop_required``: its token requests must carry a DPoP proof (RFC 9449)."""
     roles = tuple(roles)
     bad = [r for r in roles if r not in CLIENT_ROLES]
     if bad or not roles:
@@ -49,7 +50,8 @@ def add_client(db, client_id: str, *, name: str | None = None, secret: str | Non
         session.add(Client(client_id=client_id, name=name or client_id,
                            secret_hash=hash_secret(secret) if secret else None,
                            auth_method=auth_method, jwks=jwks, roles=" ".join(roles),
-                           created_at=utcnow(), disabled_at=None))
+                           created_at=utcnow(), disabled_at=None,
+                           dpop_required=dpop_required))
     return secret
 
 

@@ -36,6 +36,7 @@ code                        kind        when
 ``membership_expired``      refused     ... has just expired (and is ended now)
 ``family_revoked``          refused     the refresh token's family is revoked
 ``upstream_unavailable``    unavailable the upstream account check cannot be answered
+``dpop_required``           forbidden   (open tenant) the application client requires DPoP
 ``logout_token_replayed``   invalid     (back-channel logout) the jti was already used
 ==========================  ==========  ==================================================
 
@@ -89,6 +90,8 @@ class Presented:
     refresh_token: str
     client_id: str
     subject: str
+    #: RFC 9449: the DPoP key the token's family is bound to (None: not bound).
+    dpop_jkt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,10 +158,11 @@ class TokenService:
         return Admitted(identity, tenant_id, candidate, reason)
 
     def issue(self, admitted: Admitted, *, client_id: str, scope: list[str] | None,
-              audience: str) -> IssuedTokens:
+              audience: str, dpop_jkt: str | None = None) -> IssuedTokens:
         """The exchange of a request that passed :meth:`admit`: the upstream account check,
         then one unit of work (tenant, membership or first redemption, scope, family,
-        refresh token, audit), then the access token signed after the commit."""
+        refresh token, audit), then the access token signed after the commit. With
+        ``dpop_jkt`` (RFC 9449) the family and the access token are bound to that key."""
         identity = admitted.identity
         self._check_account(identity.subject)
         signing_key = self.issuer.signing_key()
@@ -168,10 +172,10 @@ class TokenService:
             pending, failure = self.policy.issue(
                 session, identity=identity, client_id=client_id, tenant_id=admitted.tenant_id,
                 candidate=admitted.candidate, reason=admitted.reason, scope=scope,
-                audience=audience, now=now)
+                audience=audience, now=now, dpop_jkt=dpop_jkt)
         if failure is not None:
             raise failure
-        return self._sign(pending, signing_key)
+        return self._sign(pending, signing_key, dpop_jkt)
 
     def exchange(self, *, identity, client_id: str, tenant_id: str, access_code: str | None,
                  scope: list[str] | None, audience: str, reason: str | None) -> IssuedTokens:
@@ -195,13 +199,15 @@ class TokenService:
         if owner.client_id != client_id:
             raise RefreshRejected("refresh_token was issued to another client",
                                   code="refresh_wrong_client")
-        return Presented(refresh_token, client_id, owner.subject)
+        return Presented(refresh_token, client_id, owner.subject, owner.dpop_jkt)
 
-    def rotate(self, presented: Presented, *, scope: list[str] | None) -> IssuedTokens:
+    def rotate(self, presented: Presented, *, scope: list[str] | None,
+               dpop_jkt: str | None = None) -> IssuedTokens:
         """The refresh of a token that passed :meth:`present_refresh_token`: the upstream account
         check, then the rotation in one unit of work, then the access token signed after
-        the commit. A replayed refresh token revokes its family (committed) and is refused
-        with ``refresh_reused``."""
+        the commit (bound to the DPoP key ``dpop_jkt`` when the request had a proof; the
+        token endpoint has checked it is the family's key). A replayed refresh token revokes
+        its family (committed) and is refused with ``refresh_reused``."""
         self._check_account(presented.subject)
         signing_key = self.issuer.signing_key()
         now = utcnow()
@@ -211,7 +217,7 @@ class TokenService:
                 scope=scope, now=now)
         if failure is not None:
             raise failure
-        return self._sign(pending, signing_key)
+        return self._sign(pending, signing_key, dpop_jkt)
 
     def refresh(self, *, refresh_token: str, client_id: str,
                 scope: list[str] | None) -> IssuedTokens:
@@ -267,7 +273,17 @@ class TokenService:
     def open_tenant(self, *, identity, tenant_id: str) -> IssuedTokens:
         """Tokens for the configured application client (``app_client_id``, default
         audience) from a signed-in advisor's web identity, under an existing membership
-        (no code): the exchange's policy, checks and audit."""
+        (no code): the exchange's policy, checks and audit.
+
+        They are Bearer tokens (the page hands them over by a form post: there is no key of
+        the application's to bind them to), so an application client registered with
+        ``dpop_required`` is refused (``dpop_required``): it gets its tokens at the token
+        endpoint, with its own proofs, instead."""
+        client = self.find_client(self.app_client_id) if self.app_client_id else None
+        if client is not None and client.dpop_required:
+            raise Forbidden("the application requires DPoP-bound tokens, which a page cannot "
+                            "hand over: open the tenant from the application itself",
+                            code="dpop_required")
         return self.exchange(identity=identity, client_id=self.app_client_id,
                              tenant_id=tenant_id, access_code=None, scope=None,
                              audience=self.default_audience, reason=None)
@@ -353,18 +369,19 @@ class TokenService:
             raise Forbidden(f"the advisor's account is {state} at the identity provider",
                             code="account_inactive")
 
-    def _sign(self, pending: PendingTokens, signing_key) -> IssuedTokens:
+    def _sign(self, pending: PendingTokens, signing_key,
+              dpop_jkt: str | None = None) -> IssuedTokens:
         """The access token of committed ``pending`` tokens (see the module docstring for
-        what a failure here leaves)."""
+        what a failure here leaves), bound to the DPoP key ``dpop_jkt`` if given."""
         try:
             access = self.issuer.mint_access_token(pending.family, pending.membership_kind,
-                                                   signing_key=signing_key)
+                                                   signing_key=signing_key, dpop_jkt=dpop_jkt)
         except Exception:
             self._close_unsigned(pending)
             raise
         return IssuedTokens(access.token, access.expires_in, pending.family.scope,
                             pending.refresh_token, pending.family.membership_id,
-                            pending.family.grant_id, pending.family.sid)
+                            pending.family.grant_id, pending.family.sid, dpop_jkt)
 
     def _close_unsigned(self, pending: PendingTokens) -> None:
         try:
@@ -377,5 +394,5 @@ class TokenService:
 
 _CLIENT_LOOKUP = select(
     Client.client_id, Client.secret_hash, Client.auth_method, Client.jwks, Client.roles,
-    Client.disabled_at,
+    Client.disabled_at, Client.dpop_required,
 ).where(Client.client_id == bindparam("client_id"))

@@ -70,6 +70,9 @@ class Client(Base):
     roles: Mapped[str] = mapped_column(String(200), default="exchange")
     created_at: Mapped[datetime]
     disabled_at: Mapped[datetime | None]
+    #: RFC 9449: token requests of this client without a DPoP proof are refused.
+    dpop_required: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                server_default=text("false"))
 
 
 class AccessCodeState(Base):
@@ -169,6 +172,9 @@ class TokenFamily(Base):
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
     revoke_reason: Mapped[str | None] = mapped_column(String(40))
+    #: RFC 9449: the thumbprint (RFC 7638) of the DPoP key the family is bound to; its
+    #: refresh tokens work only with proofs of that key.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(43))
 
 
 class RefreshToken(Base):
@@ -214,6 +220,9 @@ class SigningKey(Base):
     created_at: Mapped[datetime]
     #: Set when a newer key took over; published until its last tokens expired.
     retired_at: Mapped[datetime | None]
+    #: ``token`` (access tokens, /jwks) or ``set:<alg>`` (the revocation feed's Security
+    #: Event Tokens, /ssf/jwks): each purpose is a key ring of its own.
+    purpose: Mapped[str] = mapped_column(String(20), server_default=text("'token'"))
 
 
 class AuditEvent(Base):
@@ -267,6 +276,20 @@ class SsfStream(Base):
     delivered_through_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
+    #: Receiver-supplied (SSF 1.0 section 8.1.1).
+    description: Mapped[str | None] = mapped_column(String(500))
+    #: The algorithm its SETs are signed with (RS256: CAEP interoperability profile; ES256).
+    set_signing_alg: Mapped[str] = mapped_column(String(10), server_default=text("'ES256'"))
+    #: enabled | paused (events held) | disabled (events dropped), SSF 1.0 section 8.1.2.
+    status: Mapped[str] = mapped_column(String(10), server_default=text("'enabled'"))
+    status_reason: Mapped[str | None] = mapped_column(String(500))
+    #: When the receiver last asked for a verification event (min_verification_interval).
+    verification_requested_at: Mapped[datetime | None]
+    #: A Stream Updated event (SSF 1.0 section 8.1.5) not yet acknowledged: its id and status.
+    update_id: Mapped[int | None] = mapped_column(BigInteger)
+    update_status: Mapped[str | None] = mapped_column(String(10))
+    #: Subjects the receiver removed (default_subjects ALL): their events are not sent.
+    removed_subjects: Mapped[list | None] = mapped_column(JSON)
 
 
 class SsfAck(Base):

@@ -74,6 +74,9 @@ PAGE_MESSAGES = {
                             "try again."),
     "no_permissions": _l("Your user group in this tenant has no permissions, so there is "
                          "nothing to open. Please ask the tenant's administrators."),
+    "dpop_required": _l("This application only accepts tokens bound to its own key (DPoP), "
+                        "which this page cannot hand over. Please open the tenant from the "
+                        "application itself."),
     "scope_refused": _l("These rights are not available to you in this tenant."),
     "unknown_scope": _l("These permissions do not exist."),
     # refresh tokens and logout tokens (the token endpoint; a page never sends them)
