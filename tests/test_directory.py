@@ -89,8 +89,8 @@ def test_only_support_admins_search_the_whole_directory(bridge, user):
     ({"q": "car", "limit": "-1"}, "limit_out_of_range"),
 ])
 def test_bad_searches_are_400(bridge, params, code):
-    q = params.pop("q")
-    assert_error(search(bridge, q, **params), 400, "invalid_request", code)
+    rest = {k: v for k, v in params.items() if k != "q"}  # the table is shared by backends
+    assert_error(search(bridge, params["q"], **rest), 400, "invalid_request", code)
 
 
 def test_missing_search_text_is_400(bridge):
