@@ -103,6 +103,9 @@ class BridgeAuthorizationServer(AuthorizationServer):
         claimed = check_one_client_authentication(request)
         if self.fapi2 and endpoint in ("token", "revocation"):
             methods = [m for m in methods if m in FAPI2_AUTH_METHODS]
+            if request.headers.get("Authorization") is not None:
+                # Credentials in the Authorization header (Basic): 401 (RFC 6749 5.2).
+                raise _client_auth_error("profile fapi2 accepts only private_key_jwt")
         client = super().authenticate_client(request, methods, endpoint)
         if claimed is not None and client.get_client_id() != claimed:
             raise _client_auth_error("client_id does not name the authenticated client")
