@@ -25,12 +25,18 @@ resource identifier's path appended when it has one) and for every guarded URL, 
 challenge names it (``resource_metadata``). ``RS_RESOURCE`` is the resource identifier, the URL
 clients use (default ``http://127.0.0.1:<RS_PORT>``).
 
+DPoP (RFC 9449): tokens bound to a key are accepted with ``Authorization: DPoP`` and a proof
+whose ``htu`` is ``RS_EXTERNAL_URL`` (the server's external base URL, default
+``RS_RESOURCE``; never the ``Host`` header) plus the request path; ``RS_DPOP_REQUIRED=true``
+refuses unbound (Bearer) tokens.
+
 It installs only the resource-server part with its Flask adapter (``pip install
 './guard[flask]'``: the distribution idp-bridge-guard), and imports nothing from the bridge.
 Run: ``python example_resource_server.py`` with ``RS_ISSUER`` (the bridge), ``RS_CLIENT_ID``
 / ``RS_CLIENT_SECRET`` (a receiver client of the revocation feed) and optionally
 ``RS_AUDIENCE`` (default ``konfipay-api``), ``RS_PORT``, ``RS_TIMEZONE`` (default
-``Europe/Berlin``), ``RS_RESOURCE``, ``RS_WRITE_ACR_VALUES``, ``RS_WRITE_MAX_AGE``.
+``Europe/Berlin``), ``RS_RESOURCE``, ``RS_WRITE_ACR_VALUES``, ``RS_WRITE_MAX_AGE``,
+``RS_EXTERNAL_URL``, ``RS_DPOP_REQUIRED``.
 """
 
 from __future__ import annotations
@@ -366,7 +372,10 @@ def main() -> None:
     issuer = os.environ["RS_ISSUER"]
     port = int(os.environ.get("RS_PORT", "8002"))
     resource = os.environ.get("RS_RESOURCE") or f"http://127.0.0.1:{port}"
-    guard = TokenGuard(issuer, os.environ.get("RS_AUDIENCE", "konfipay-api"))
+    guard = TokenGuard(issuer, os.environ.get("RS_AUDIENCE", "konfipay-api"),
+                       dpop_url=os.environ.get("RS_EXTERNAL_URL") or resource,
+                       dpop_required=os.environ.get("RS_DPOP_REQUIRED", "").lower() in (
+                           "1", "true", "yes"))
     guard.resource_metadata = resource_metadata(guard, resource)
     app = create_app(guard)  # a bad setting stops here, before the listener starts
     guard.start_revocation_listener(os.environ["RS_CLIENT_ID"], os.environ["RS_CLIENT_SECRET"])
