@@ -1,9 +1,11 @@
 """Our tokens (DESIGN.md section 5).
 
-Access tokens are RFC 9068 JWTs (``typ: at+jwt``) signed with the active key. Refresh tokens
-are opaque, high-entropy, stored as SHA-256 and rotate on every use: presenting a rotated
-one again revokes its whole token family (``sid``), not the membership (the revocation
-itself is :mod:`idp_bridge.domain.revocation`'s). An access token is active while it
+Access tokens are RFC 9068 JWTs (``typ: at+jwt``) signed with the active key, bound to a
+DPoP key by ``cnf.jkt`` when the request had a proof (RFC 9449). Refresh tokens are opaque,
+high-entropy, stored as SHA-256 and rotate on every use (not under ``profile = "fapi2"``,
+where they are bound to the family's DPoP key instead): presenting a rotated one again
+revokes its whole token family (``sid``), not the membership (the revocation itself is
+:mod:`idp_bridge.domain.revocation`'s). An access token is active while it
 verifies, has not expired, its family lives and its membership lives.
 
 Signing is kept out of database transactions: :meth:`TokenIssuer.signing_key` is taken
@@ -231,8 +233,8 @@ class TokenIssuer:
         return session.get(TokenFamily, row.sid) if row is not None else None
 
     def refresh_token_owner(self, session, token: str):
-        """(client_id, subject) of the family of a presented refresh token, or None: the
-        token endpoint's first look, one prepared statement (no ORM)."""
+        """(client_id, subject, dpop_jkt) of the family of a presented refresh token, or
+        None: the token endpoint's first look, one prepared statement (no ORM)."""
         if not token or len(token) > 512:
             return None
         return session.connection().execute(_REFRESH_OWNER,
