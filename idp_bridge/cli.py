@@ -343,10 +343,6 @@ POLL_EVENTS = "idp_bridge.demo.poll_events"
 log = logging.getLogger("idp_bridge.demo")
 
 
-class _Stop(BaseException):
-    """SIGTERM or SIGHUP: unwind like Ctrl-C, so that the demo cleans up after itself."""
-
-
 def _ensure_client(database, client_id: str, secret_variable: str, **kwargs):
     """Seed a demo client: (secret or None when unknown, whether the secret must be printed)."""
     from .services.operator import add_client
@@ -499,18 +495,23 @@ def demo(obj, port, idp_port, rs_port, workers):
             raise _port_in_use(number, server, flag)
     _configure_demo_logging()
 
-    def stop(signum, _frame):
-        signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the clean-up
-        raise _Stop()
+    # A signal only sets the flag: raising from the handler could land inside a start-up
+    # step that catches it (a thread starting, a lock), and the demo would then wait forever
+    # with the signal ignored. Start-up runs to its end; then the clean-up runs.
+    stopping = threading.Event()
 
-    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGHUP)}
+    def stop(_signum, _frame):
+        stopping.set()
+
+    numbers = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    previous = {number: signal.signal(number, stop) for number in numbers}
     try:
         with contextlib.ExitStack() as cleanup:
             _run_demo(obj, cleanup, provider_class, port, idp_port, rs_port, workers)
-            while True:
-                signal.pause()
-    except (KeyboardInterrupt, _Stop):
-        pass
+            while not stopping.wait(0.5):
+                pass
+            for number in numbers:  # a second signal must not cut the clean-up
+                signal.signal(number, signal.SIG_IGN)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
