@@ -213,8 +213,10 @@ def test_open_cannot_mint_from_anothers_membership(bridge_with, odd_users, sep):
     for tenant in (f"{PARTNER_TENANT}{sep}partner", PARTNER_TENANT):
         response = post_form_page(bob2, f"/advisor/tenants/{quote(tenant, safe='')}/open",
                                   headers=EN)
-        # No membership of bob2's: like a stale Open, back to his page; nothing handed over.
-        assert response.status_code == 303 and response.headers["Location"] == "/advisor"
+        # No membership of bob2's: like a stale Open, back to his page; nothing handed over
+        # (a "/" in the tenant matches no route: 404).
+        assert (response.status_code, response.headers.get("Location")) in (
+            (303, "/advisor"), (404, None))
         assert "handoff-form" not in response.text
     assert counts(b) == before
 
