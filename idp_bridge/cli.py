@@ -87,6 +87,15 @@ def _key_ring(settings: Settings, database, *, create: bool = False):
             with database.transaction() as session:
                 ring.ensure(session, utcnow())
         ring.check()
+        if create:
+            from .ssf.set_keys import SetKeys
+
+            # The feed's SET keys too, once the key-encryption key is known to fit: no worker
+            # then makes one on its first request.
+            with database.transaction() as session:
+                SetKeys(database, settings.key_encryption_key, lifetime_seconds=(
+                    settings.access_token_lifetime + settings.upstream_leeway_seconds + 30)
+                ).ensure(session, utcnow())
     except KeyDecryptionFailed:
         raise click.ClickException(KEK_MISMATCH) from None
     return ring

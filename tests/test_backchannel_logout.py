@@ -81,7 +81,7 @@ def test_logout_is_published_on_the_feed(bridge, upstream):
 def _jwks(client):
     from joserfc.jwk import KeySet
 
-    return KeySet.import_key_set(client.get("/jwks").json)
+    return KeySet.import_key_set(client.get("/ssf/jwks").json)  # the feed's own keys
 
 
 def forged(upstream):

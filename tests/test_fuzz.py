@@ -295,6 +295,9 @@ class FuzzEnv:
                                auth=(RS_CLIENT_ID, b.rs_secret))
         assert stream.status_code == 201, stream.json
         self.stream_id = stream.json["stream_id"]
+        # The SET keys exist before anything is sent (serve and demo make them before the
+        # first request; only a database that never had them makes them on first read).
+        assert b.client.get("/ssf/jwks").status_code == 200
         self.membership_id = b.membership_id("bob")
         self.known = {"tenant_id": TENANT, "membership_id": self.membership_id,
                       "group_id": self.group_id, "invitation_id": self.invitation_id,

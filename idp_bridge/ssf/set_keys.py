@@ -29,6 +29,12 @@ class SetKeys:
         self._rings = {alg: KeyRing(db, key_encryption_key, alg, lifetime_seconds,
                                     purpose=f"set:{alg}") for alg in ALGORITHMS}
 
+    def ensure(self, session, now) -> None:
+        """Make the current key of each algorithm if missing (``serve`` and ``demo`` call it
+        once before any worker starts, so that no request writes a key)."""
+        for ring in self._rings.values():
+            ring.ensure(session, now)
+
     def ring(self, alg: str) -> "_EnsuredRing":
         return _EnsuredRing(self._db, self._rings[alg])
 
