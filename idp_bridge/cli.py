@@ -315,6 +315,36 @@ def memberships_expire(obj):
     click.echo(f"{count} memberships expired")
 
 
+# --- the revocation feed ---
+@main.group()
+def ssf():
+    """The revocation feed's streams (SSF transmitter)."""
+
+
+@ssf.command("status")
+@click.argument("stream_id")
+@click.argument("status", type=click.Choice(["enabled", "paused", "disabled"]))
+@click.option("--reason", default=None, help="Told to the receiver (Stream Updated event).")
+@click.pass_obj
+def ssf_status(obj, stream_id, status, reason):
+    """Pause, disable or enable a stream as the transmitter: a Stream Updated event reaches
+    the receiver first (SSF 1.0 8.1.5); paused holds events in order, disabled drops them."""
+    from .app import create_app, services
+    from .domain.errors import DomainError
+    from .storage.db import utcnow
+
+    settings = _settings(obj)
+    built = services(create_app(settings, database=_migrated_database(settings.database_url)))
+    try:
+        result = built.transmitter.change_status(stream_id, status, reason, utcnow())
+    except DomainError as exc:
+        raise click.ClickException(exc.description) from None
+    finally:
+        built.db.dispose()
+    click.echo(f"stream {result['stream_id']}: {result['status']}"
+               + (f" ({result['reason']})" if result.get("reason") else ""))
+
+
 # --- Keycloak ---
 @main.group()
 def keycloak():

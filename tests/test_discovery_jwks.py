@@ -28,6 +28,7 @@ def test_metadata_document(client, path):
     assert doc["revocation_endpoint"] == f"{ISSUER}/revoke"
     assert TOKEN_EXCHANGE in doc["grant_types_supported"]
     assert "refresh_token" in doc["grant_types_supported"]
+    assert "client_credentials" in doc["grant_types_supported"]  # receivers (ssf.manage)
     for key in ("token_endpoint_auth_methods_supported",
                 "introspection_endpoint_auth_methods_supported",
                 "revocation_endpoint_auth_methods_supported"):

@@ -362,3 +362,26 @@ def test_set_keys_are_not_access_token_keys(api, bridge):
     with pytest.raises(Exception):
         jwt.decode(bridge.join("carol")["access_token"],
                    KeySet.import_key_set({"keys": set_keys}), algorithms=["RS256", "ES256"])
+
+
+def test_the_operator_command_pauses_a_stream_with_an_announcement(api, bridge, monkeypatch):
+    """`idp-bridge ssf status STREAM paused --reason …` on the bridge's own database."""
+    from click.testing import CliRunner
+
+    import idp_bridge.cli as cli
+
+    stream_id = api.create({"events_requested": [SESSION_REVOKED]})["stream_id"]
+    monkeypatch.setattr(cli, "_settings", lambda obj: bridge.services.settings)
+    runner = CliRunner()
+    result = runner.invoke(cli.main, ["ssf", "status", stream_id, "paused", "--reason",
+                                      "maintenance"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"stream {stream_id}: paused (maintenance)"
+    (_, event_type, claims), = api.events(stream_id)
+    assert event_type == STREAM_UPDATED
+    assert claims["events"][STREAM_UPDATED] == {"status": "paused", "reason": "maintenance"}
+    unknown = runner.invoke(cli.main, ["ssf", "status", "nosuchstream", "disabled"])
+    assert unknown.exit_code == 1 and "no such stream" in unknown.output
+    wrong = runner.invoke(cli.main, ["ssf", "status", stream_id, "sleeping"])
+    assert wrong.exit_code == 2  # click refuses the value
+    assert api.call("get", f"/ssf/status?stream_id={stream_id}").json["status"] == "paused"

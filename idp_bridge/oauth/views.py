@@ -14,7 +14,7 @@ def _services():
 
 
 _GRANT_LABELS = {"urn:ietf:params:oauth:grant-type:token-exchange": "token-exchange",
-                 "refresh_token": "refresh_token"}
+                 "refresh_token": "refresh_token", "client_credentials": "client_credentials"}
 
 
 @bp.post("/token")
