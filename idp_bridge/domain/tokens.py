@@ -130,20 +130,8 @@ class TokenIssuer:
 
     def read_access_token(self, token: str) -> dict | None:
         """Claims of one of our access tokens if it verifies and has not expired, else None."""
-        if not token or len(token) > 8192 or token.count(".") != 2:
-            return None
-        try:
-            from joserfc import jws
-
-            header = jws.extract_compact(token.encode()).protected
-            # Only our own asymmetric algorithms: never "none", never HMAC with a public key.
-            if header.get("typ") != "at+jwt" or header.get("alg") not in ("ES256", "RS256"):
-                return None
-            key = self.keyring.verification_key(header.get("kid", ""))
-            if key is None:
-                return None
-            claims = jwt.decode(token, key, algorithms=[header["alg"]]).claims
-        except (JoseError, ValueError, KeyError):
+        claims = verify_own_jwt(self.keyring, token, max_length=8192)
+        if claims is None:
             return None
         if claims.get("iss") != self.issuer or claims.get("exp", 0) <= time.time():
             return None
@@ -290,3 +278,25 @@ _ROTATE_REFRESH = (
     .where(RefreshToken.token_hash == bindparam("hash"), RefreshToken.rotated_at.is_(None))
     .values(rotated_at=bindparam("now"))
 )
+
+
+def verify_own_jwt(keyring, token, *, max_length: int) -> dict | None:
+    """The claims of a JWT access token (``typ: at+jwt``) that one of ``keyring``'s keys
+    signed, else None: the one signature check of the bridge's own tokens (access tokens,
+    the feed's management tokens). Only our asymmetric algorithms: never "none", never HMAC
+    with a public key. The caller checks issuer, audience and lifetime."""
+    if not isinstance(token, str) or not token or len(token) > max_length \
+            or token.count(".") != 2:
+        return None
+    try:
+        from joserfc import jws
+
+        header = jws.extract_compact(token.encode()).protected
+        if header.get("typ") != "at+jwt" or header.get("alg") not in ("ES256", "RS256"):
+            return None
+        key = keyring.verification_key(header.get("kid", ""))
+        if key is None:
+            return None
+        return jwt.decode(token, key, algorithms=[header["alg"]]).claims
+    except (JoseError, ValueError, KeyError, TypeError):
+        return None

@@ -21,8 +21,9 @@ from __future__ import annotations
 import secrets
 import time
 
-from joserfc import jws, jwt
-from joserfc.errors import JoseError
+from joserfc import jwt
+
+from ..domain.tokens import verify_own_jwt
 
 READ = "ssf.read"
 MANAGE = "ssf.manage"
@@ -47,17 +48,8 @@ class ManagementTokens:
 
     def read(self, token: str) -> dict | None:
         """The claims of a valid management token, else None."""
-        if not token or len(token) > 4096 or token.count(".") != 2:
-            return None
-        try:
-            header = jws.extract_compact(token.encode()).protected
-            if header.get("typ") != "at+jwt" or header.get("alg") not in ("ES256", "RS256"):
-                return None
-            key = self.keyring.verification_key(header.get("kid", ""))
-            if key is None:
-                return None
-            claims = jwt.decode(token, key, algorithms=[header["alg"]]).claims
-        except (JoseError, ValueError, KeyError, TypeError):
+        claims = verify_own_jwt(self.keyring, token, max_length=4096)
+        if claims is None:
             return None
         now = time.time()
         if claims.get("iss") != self.issuer or claims.get("aud") != self.audience or \
