@@ -249,7 +249,8 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         guests=guests,
         maintenance=Maintenance(db=db, memberships=memberships, transmitter=transmitter,
                                 interval=settings.maintenance_interval, accounts=mirror,
-                                guesses=guesses),
+                                guesses=guesses,
+                                access_record_retention_days=settings.access_record_retention_days),
         mirror=mirror, mirror_worker=MirrorWorker(mirror) if mirror else None, fanout=fanout,
         notifications=notifications, notification_worker=NotificationWorker(notifications),
         web_sessions=WebSessions(lifetime=timedelta(hours=settings.web_session_hours)),
@@ -262,6 +263,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         directory=directory, sign_ins=sign_ins,
         tenant_admin_group=settings.tenant_admin_group, timezone=settings.web_timezone)
 
+    from .access_records.views import bp as access_records_bp
     from .api import bp as api_bp
     from .oauth.views import bp as oauth_bp
     from .ssf.views import bp as ssf_bp
@@ -270,7 +272,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     # Each blueprint is declared a machine endpoint or a page, once: sessions, CSRF and
     # error rendering follow from it (idp_bridge/surfaces.py).
     csrf = CSRFProtect(app)
-    for blueprint in (oauth_bp, api_bp, ssf_bp, upstream_bp, ops.bp):
+    for blueprint in (oauth_bp, api_bp, ssf_bp, upstream_bp, access_records_bp, ops.bp):
         surfaces.register(app, blueprint, surfaces.MACHINE)
         csrf.exempt(blueprint)  # authenticated per request: nothing rides on a cookie
     for blueprint in web_pages.blueprints():

@@ -2,7 +2,8 @@
 end temporary memberships past their maximum age and those of advisors whose upstream
 account was disabled or deleted (publishing their grants on the feed within ``interval``
 seconds) and end their web sessions, forget one-time JWT ids, expired web sessions, wrong
-access-code guesses no limit counts any more, and feed bookkeeping no longer needed."""
+access-code guesses no limit counts any more, feed bookkeeping no longer needed, and access
+records older than their retention (``access_record_retention_days``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import delete
 from .background import Loop
 
 from .storage.db import utcnow
+from .domain.access_records import AccessRecords
 from .domain.web_sessions import WebSessions
 from .storage.models import EndedUpstreamSession, SeenJti
 
@@ -19,7 +21,7 @@ class Maintenance(Loop):
     name = "maintenance"
 
     def __init__(self, *, db, memberships, transmitter, interval: float = 30.0, accounts=None,
-                 guesses=None):
+                 guesses=None, access_record_retention_days: int = 400):
         super().__init__()
         self.db = db
         self.guesses = guesses
@@ -27,6 +29,7 @@ class Maintenance(Loop):
         self.memberships = memberships
         self.transmitter = transmitter
         self.interval = interval
+        self.access_record_retention_days = access_record_retention_days
 
     def run_once(self) -> int:
         now = utcnow()
@@ -37,6 +40,11 @@ class Maintenance(Loop):
             WebSessions.sweep(session, now)
             if self.guesses is not None:
                 self.guesses.sweep(session, now)
+        # Its own transactions of bounded size: a sweep never holds the write lock long.
+        for _ in range(10):
+            with self.db.transaction() as session:
+                if AccessRecords.sweep(session, now, self.access_record_retention_days) == 0:
+                    break
         self.transmitter.cleanup(now)
         if self.accounts is not None:
             for subject in self.accounts.ended_accounts():

@@ -145,6 +145,9 @@ class Settings:
     keycloak_account_cache_seconds: int = 15
     #: Seconds between sweeps for disabled/deleted accounts and expired memberships.
     maintenance_interval: float = 30.0
+    #: Access records (what resource servers report advisors did) are kept this many days,
+    #: then swept by the maintenance loop.
+    access_record_retention_days: int = 400
     #: How long a revocation-feed poll waits for events (stays below receivers' 30 s bound).
     ssf_long_poll_seconds: float = 15.0
     #: Push delivery (RFC 8935) only to these receiver hosts: names such as
@@ -384,6 +387,8 @@ def _validate(s: Settings) -> None:
         raise SettingsError("keycloak_account_cache_seconds", "must be from 0 to 300")
     if not 1 <= s.maintenance_interval <= 60:
         raise SettingsError("maintenance_interval", "must be from 1 to 60 seconds")
+    if not 1 <= s.access_record_retention_days <= 3650:
+        raise SettingsError("access_record_retention_days", "must be from 1 to 3650 days")
     if not 0 < s.ssf_long_poll_seconds <= 25:
         raise SettingsError("ssf_long_poll_seconds", "must be more than 0 and at most 25")
     _validate_push(s)

@@ -57,7 +57,7 @@ def fuzz_settings(endpoint: str):
     return settings(max_examples=MORE_EXAMPLES.get(endpoint, EXAMPLES), deadline=None,
                     derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 
-MACHINE_BLUEPRINTS = frozenset({"oauth", "api", "ssf", "upstream", "ops"})
+MACHINE_BLUEPRINTS = frozenset({"oauth", "api", "ssf", "upstream", "access_records", "ops"})
 PAGE_BLUEPRINTS = frozenset({"pages", "auth", "tenant", "groups", "advisor", "support"})
 #: Endpoints fuzzed with a fresh client without a session: each of them ends or replaces the
 #: session it is called with (``/login`` signs out first, ``/logout`` signs out, the

@@ -21,6 +21,7 @@ EVENTS = (
     "token.rejected",
     "group.changed",
     "invitation.changed",
+    "access_record.refused",
 )
 
 

@@ -3,7 +3,8 @@
 Only clients with the ``receiver`` role may use it, and only for the stream management API
 of the SSF transmitter (CAEP interoperability profile 2.9): the token's audience is
 ``<issuer>/ssf`` and its scopes are among ``ssf.manage`` and ``ssf.read`` (both when the
-request names none). ``resource`` / ``audience`` may name only that API. No refresh token is
+request names none; ``access.record``, for reporting access records, when asked for).
+``resource`` / ``audience`` may name only that API. No refresh token is
 issued (section 4.4.3). The token itself is :class:`idp_bridge.ssf.authorization.ManagementTokens`'.
 
 Errors: a client without the role is ``unauthorized_client``; another scope
@@ -15,7 +16,7 @@ from __future__ import annotations
 from authlib.oauth2.rfc6749 import BaseGrant, TokenEndpointMixin
 from authlib.oauth2.rfc6749.errors import InvalidScopeError, UnauthorizedClientError
 
-from ..ssf.authorization import SCOPES
+from ..ssf.authorization import GRANTABLE, SCOPES
 from .base import CLIENT_AUTH_METHODS, check_single
 from .errors import InvalidTargetError
 
@@ -45,9 +46,10 @@ class ClientCredentialsGrant(BaseGrant, TokenEndpointMixin):
             if value not in (tokens.audience, tokens.audience + "/"):
                 raise InvalidTargetError(description="unknown resource")  # never echo input
         requested = (self.request.form.get("scope") or "").split()
-        if any(scope not in SCOPES for scope in requested):
-            raise InvalidScopeError(description="the scopes available are ssf.manage and ssf.read")
-        self.scopes = [s for s in SCOPES if s in requested] or list(SCOPES)
+        if any(scope not in GRANTABLE for scope in requested):
+            raise InvalidScopeError(description="the scopes available are ssf.manage, ssf.read "
+                                                "and access.record")
+        self.scopes = [s for s in GRANTABLE if s in requested] or list(SCOPES)
 
     def create_token_response(self):
         token, expires_in = self._tokens().mint(self.client.get_client_id(), self.scopes)

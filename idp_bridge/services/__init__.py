@@ -26,6 +26,8 @@ module                 use cases
 ``directory``          search advisors (support, tenant admins), resolve a chosen subject
 ``groups``             user groups CRUD, invitations: list, invite, withdraw
 ``web_sign_in``        the pages' server-side sessions: start, find, end
+``access_records``     access records: a receiver's ingest; the access log's groups and
+                       requests, who is active now, last activity
 ``tokens``             exchange, refresh, redeem (join), open tenant, RFC 7009,
                        back-channel logout
 =====================  ==========================================================
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .access_records import AccessRecordsService
 from .advisors import Advisors
 from .authorization import Authorizer
 from .callers import Callers
@@ -44,7 +47,8 @@ from .support import Support
 from .tenant_admin import TenantAdmin
 from .web_sign_in import WebSignIn
 
-__all__ = ["Advisors", "Authorizer", "Callers", "Groups", "PeopleDirectory", "SignIns", "Support",
+__all__ = ["AccessRecordsService", "Advisors", "Authorizer", "Callers", "Groups", "PeopleDirectory",
+           "SignIns", "Support",
            "TenantAdmin", "UseCases", "WebSignIn", "build_use_cases"]
 
 
@@ -60,6 +64,7 @@ class UseCases:
     groups: Groups
     web_sign_in: WebSignIn
     directory: PeopleDirectory
+    access_records: AccessRecordsService
 
 
 def build_use_cases(*, db, roles, validator, session_has_ended, memberships, codes, guests,
@@ -78,4 +83,6 @@ def build_use_cases(*, db, roles, validator, session_has_ended, memberships, cod
         support=Support(**common, directory=found, people=people),
         groups=Groups(**common, guests=guests, directory=found, people=people),
         web_sign_in=WebSignIn(db=db, web_sessions=web_sessions, sign_ins=sign_ins),
-        directory=found)
+        directory=found,
+        access_records=AccessRecordsService(db=db, authorize=authorize, memberships=memberships,
+                                            people=people, timezone=timezone))

@@ -52,6 +52,10 @@ class Tenant(Base):
     created_at: Mapped[datetime]
     #: Where the tenant admins want to be told about advisors (comma-separated addresses).
     notification_emails: Mapped[str | None] = mapped_column(String(1000))
+    #: Tell the tenant admins (e-mail, webhook) when an advisor first uses a new access: the
+    #: first access record of a grant (notification ``advisor.first_access``).
+    notify_first_access: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                      server_default=text("false"))
 
 
 class Client(Base):
@@ -450,3 +454,39 @@ class Person(Base):
     search_key: Mapped[str] = mapped_column(String(1000))
     last_sign_in_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+
+
+class AccessRecord(Base):
+    """One request a resource server authorised with an advisor or guest token, as its
+    receiver client reported it (``POST /access-records``). ``record_id`` is the resource
+    server's idempotency key: unique per receiver client, so a batch sent twice is stored
+    once. Removed by the retention sweep only (``IDP_BRIDGE_ACCESS_RECORD_RETENTION_DAYS``)."""
+
+    __tablename__ = "access_records"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(String(100))
+    record_id: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    membership_id: Mapped[str] = mapped_column(String(36))
+    grant_id: Mapped[str] = mapped_column(String(36))
+    sid: Mapped[str | None] = mapped_column(String(36))
+    subject: Mapped[str] = mapped_column(String(255))
+    #: A functional area of ``scopes.catalog`` and ``read`` or ``write``.
+    area: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(10))
+    method: Mapped[str] = mapped_column(String(10))
+    #: The route template (``/tenants/<tenant>/ebics``), never a raw path, query or body.
+    route: Mapped[str] = mapped_column(String(200))
+    status: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime]
+    received_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("uq_access_records_client_record", "client_id", "record_id", unique=True),
+        Index("ix_access_records_tenant_at", "tenant_id", "at"),
+        Index("ix_access_records_tenant_membership_at", "tenant_id", "membership_id", "at"),
+        # The retention sweep deletes by time across tenants.
+        Index("ix_access_records_at", "at"),
+    )

@@ -1,0 +1,51 @@
+"""``POST /access-records``: a receiver client reports what its resource server authorised
+with advisor and guest tokens (a machine endpoint, JSON).
+
+Authenticated as the revocation feed's management API (:func:`idp_bridge.ssf.views.receiver`):
+HTTP Basic with a client of the ``receiver`` role, or a client credentials token of such a
+client with the scope ``access.record``. The body is ``{"records": [...]}``, at most 100
+records; the answer names each record ``accepted`` (stored now), a ``duplicate`` (stored
+before: the record id is the idempotency key) or ``refused`` with its error (never stored,
+audited). A malformed batch is 400 ``invalid_request`` and stores nothing.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from ..domain.errors import DomainError
+from ..ssf.authorization import ACCESS_RECORD
+from ..ssf.views import receiver
+
+bp = Blueprint("access_records", __name__)
+
+
+def _error(status, error, description):
+    response = jsonify(error=error, error_description=description)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.errorhandler(DomainError)
+def domain_error(exc):
+    return _error(400, "invalid_request", exc.description)
+
+
+@bp.after_request
+def no_store(response):
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/access-records")
+@receiver((ACCESS_RECORD,))
+def ingest():
+    body = request.get_json(silent=True)
+    if body is None:
+        return _error(400, "invalid_request", "the request body must be JSON")
+    service = current_app.extensions["idp_bridge"].use_cases.access_records
+    result = service.ingest(g.receiver_id, body)
+    return jsonify(accepted=result.accepted, duplicates=result.duplicates,
+                   refused=[{"id": record_id, "error": error}
+                            for record_id, error in result.refused])

@@ -1,0 +1,260 @@
+"""Access records: the requests resource servers authorised with advisor and guest tokens
+(issue 14; the record format is the guard's, ``scopes.guard``).
+
+A receiver client reports batches of records. Each record is checked on its own:
+
+1. its shape (:func:`validate_record`): bounded strings, an area and action of
+   ``scopes.catalog``, an HTTP method, a route template, a status 100–599, an RFC 3339 UTC
+   time not in the future (beyond a small clock skew) — else ``invalid_record``;
+2. its ownership (:meth:`AccessRecords.check_ownership`): the ``grant_id`` is the grant of a
+   membership (in any state: a request authorised a moment before a removal is still a true
+   record) of the claimed tenant (``unknown_grant``, ``grant_tenant_mismatch``), ``sub`` is
+   that membership's advisor (``subject_mismatch``), and ``sid``, if given, is a token
+   family of that grant (``unknown_grant``: the token the record names was never issued).
+
+Accepted records are stored with one Core ``INSERT … ON CONFLICT (client_id, record_id) DO
+NOTHING`` (SQLite and PostgreSQL): the resource server's record id is its idempotency key,
+so a batch sent again is stored once and its ids answered as duplicates. A refused record
+is never stored; each refusal is audited (``access_record.refused``) in the claimed tenant
+when that tenant exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from scopes.catalog import ACTIONS, CATALOG
+
+from . import audit
+from ..storage.models import AccessRecord, Membership, Tenant, TokenFamily
+
+log = logging.getLogger(__name__)
+
+#: At most this many records in one batch (100 records fit the 64 KiB request limit).
+MAX_BATCH = 100
+#: Records dated later than this ahead of the bridge's clock are refused.
+CLOCK_SKEW = timedelta(minutes=5)
+#: The refusal codes of the contract.
+UNKNOWN_GRANT = "unknown_grant"
+GRANT_TENANT_MISMATCH = "grant_tenant_mismatch"
+SUBJECT_MISMATCH = "subject_mismatch"
+INVALID_RECORD = "invalid_record"
+REFUSALS = (UNKNOWN_GRANT, GRANT_TENANT_MISMATCH, SUBJECT_MISMATCH, INVALID_RECORD)
+
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+#: Record ids, tenants, grants and sids: printable, no spaces, 1–64 characters.
+_ID = re.compile(r"[A-Za-z0-9._~:@+=-]{1,64}")
+#: A route template: a path (templates in ``<…>`` or ``{…}``), never a query or fragment.
+_ROUTE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/<>{}-]{0,199}")
+#: RFC 3339 in UTC (``Z`` or ``+00:00``), seconds with an optional fraction.
+_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|\+00:00)")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record whose shape is valid (its ownership is not checked yet)."""
+
+    id: str
+    tenant: str
+    grant_id: str
+    sid: str | None
+    sub: str
+    area: str
+    action: str
+    method: str
+    route: str
+    status: int
+    at: datetime
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: list[str]
+    duplicates: list[str]
+    #: (record id or None where it was not a valid id, error code)
+    refused: list[tuple[str | None, str]]
+
+
+def record_id_of(raw) -> str | None:
+    """The record's id when it is a valid one (refusals name it), else None."""
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) and _ID.fullmatch(value) else None
+
+
+def validate_record(raw, now: datetime) -> Record | None:
+    """The record ``raw`` (one element of the batch) if its shape is valid, else None.
+    Unknown members are ignored (newer guards may send more)."""
+    if not isinstance(raw, dict):
+        return None
+    record_id = record_id_of(raw)
+    tenant, grant_id, sid, sub = (raw.get(k) for k in ("tenant", "grant_id", "sid", "sub"))
+    area, action, method, route = (raw.get(k) for k in ("area", "action", "method", "route"))
+    status, at = raw.get("status"), raw.get("at")
+    if record_id is None or not _is_id(tenant) or not _is_id(grant_id) \
+            or not (sid is None or _is_id(sid)):
+        return None
+    if not isinstance(sub, str) or not 0 < len(sub) <= 255 or not sub.isprintable():
+        return None
+    if area not in CATALOG or action not in ACTIONS or method not in METHODS:
+        return None
+    if not isinstance(route, str) or not _ROUTE.fullmatch(route):
+        return None
+    if type(status) is not int or not 100 <= status <= 599:
+        return None
+    when = _parse_at(at)
+    if when is None or when > now + CLOCK_SKEW:
+        return None
+    return Record(id=record_id, tenant=tenant, grant_id=grant_id, sid=sid, sub=sub, area=area,
+                  action=action, method=method, route=route, status=status, at=when)
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+def _parse_at(value) -> datetime | None:
+    if not isinstance(value, str) or not _AT.fullmatch(value):
+        return None
+    try:
+        # Python parses at most microseconds: cut a longer fraction.
+        head, _, rest = value.partition(".")
+        if rest:
+            digits = rest.rstrip("Z").removesuffix("+00:00")
+            value = f"{head}.{digits[:6].ljust(6, '0')}+00:00"
+        else:
+            value = head.removesuffix("Z").removesuffix("+00:00") + "+00:00"
+        return datetime.fromisoformat(value).astimezone(timezone.utc)
+    except ValueError:
+        return None
+
+
+class AccessRecords:
+    """Storing, checking and sweeping access records."""
+
+    @staticmethod
+    def check_ownership(session, records: list[Record]) -> tuple[dict[str, str], dict[str, str]]:
+        """(membership id per accepted record id, refusal code per refused record id),
+        reading the batch's memberships and families in two queries."""
+        grants = sorted({r.grant_id for r in records})
+        memberships = {}
+        if grants:
+            memberships = {row.grant_id: row for row in session.execute(
+                select(Membership.id, Membership.grant_id, Membership.tenant_id,
+                       Membership.advisor_subject).where(Membership.grant_id.in_(grants)))}
+        sids = sorted({r.sid for r in records if r.sid is not None})
+        families = {}
+        if sids:
+            families = dict(session.execute(select(TokenFamily.sid, TokenFamily.grant_id)
+                                            .where(TokenFamily.sid.in_(sids))).all())
+        owned, refused = {}, {}
+        for r in records:
+            m = memberships.get(r.grant_id)
+            if m is None:
+                refused[r.id] = UNKNOWN_GRANT
+            elif m.tenant_id != r.tenant:
+                refused[r.id] = GRANT_TENANT_MISMATCH
+            elif m.advisor_subject != r.sub:
+                refused[r.id] = SUBJECT_MISMATCH
+            elif r.sid is not None and families.get(r.sid) != r.grant_id:
+                refused[r.id] = UNKNOWN_GRANT
+            else:
+                owned[r.id] = m.id
+        return owned, refused
+
+    @staticmethod
+    def store(session, client_id: str, records: list[Record], memberships: dict[str, str],
+              now: datetime) -> list[str]:
+        """Insert ``records`` (ownership checked: ``memberships`` maps their ids to their
+        memberships) unless their (client, id) is stored already; returns the ids stored
+        now. One statement for the batch."""
+        if not records:
+            return []
+        rows = [{"client_id": client_id, "record_id": r.id, "tenant_id": r.tenant,
+                 "membership_id": memberships[r.id], "grant_id": r.grant_id, "sid": r.sid,
+                 "subject": r.sub, "area": r.area, "action": r.action, "method": r.method,
+                 "route": r.route, "status": r.status, "at": r.at, "received_at": now}
+                for r in records]
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        table = AccessRecord.__table__
+        statement = insert(table).values(rows).on_conflict_do_nothing(
+            index_elements=[table.c.client_id, table.c.record_id]).returning(table.c.record_id)
+        return list(session.execute(statement).scalars())
+
+    @staticmethod
+    def ingest(session, client_id: str, raw_records: list, now: datetime) -> IngestResult:
+        """Check and store one batch (a list of at most :data:`MAX_BATCH` raw records)."""
+        valid, refused = [], []
+        seen: set[str] = set()
+        repeated: list[str] = []
+        for raw in raw_records:
+            record = validate_record(raw, now)
+            if record is None:
+                refused.append((record_id_of(raw), INVALID_RECORD, raw))
+            elif record.id in seen:
+                repeated.append(record.id)  # the same id twice in one batch: stored once
+            else:
+                seen.add(record.id)
+                valid.append(record)
+        owned, not_owned = AccessRecords.check_ownership(session, valid)
+        accepted_records = [r for r in valid if r.id in owned]
+        refused += [(r.id, not_owned[r.id], r) for r in valid if r.id in not_owned]
+        stored = AccessRecords.store(session, client_id, accepted_records, owned, now)
+        stored_set = set(stored)
+        accepted = [r.id for r in accepted_records if r.id in stored_set]
+        duplicates = [r.id for r in accepted_records if r.id not in stored_set]
+        duplicates += [i for i in repeated if i in owned]
+        refused += [(i, not_owned[i], None) for i in repeated if i in not_owned]
+        if refused:
+            AccessRecords._audit_refusals(session, client_id, refused, now)
+        return IngestResult(accepted=accepted, duplicates=duplicates,
+                            refused=[(i, code) for i, code, _ in refused])
+
+    @staticmethod
+    def _audit_refusals(session, client_id: str, refused, now: datetime) -> None:
+        claimed = set()
+        for _i, _code, source in refused:
+            tenant = source.tenant if isinstance(source, Record) else \
+                source.get("tenant") if isinstance(source, dict) else None
+            if _is_id(tenant):
+                claimed.add(tenant)
+        existing = set(session.scalars(select(Tenant.id).where(Tenant.id.in_(sorted(claimed))))) \
+            if claimed else set()
+        for record_id, code, source in refused:
+            tenant = source.tenant if isinstance(source, Record) else \
+                source.get("tenant") if isinstance(source, dict) else None
+            grant_id = source.grant_id if isinstance(source, Record) else \
+                source.get("grant_id") if isinstance(source, dict) else None
+            if tenant not in existing:
+                log.warning("access record refused (%s) from client %s for no known tenant",
+                            code, client_id)
+                continue
+            detail = {"error": code}
+            if record_id is not None:
+                detail["record_id"] = record_id
+            if _is_id(grant_id):
+                detail["grant_id"] = grant_id
+            audit.record(session, "access_record.refused", now, tenant_id=tenant,
+                         actor=client_id, actor_role="receiver", client_id=client_id,
+                         **detail)
+
+    @staticmethod
+    def sweep(session, now: datetime, retention_days: int, *, batch: int = 10_000) -> int:
+        """Delete records older than ``retention_days`` (by their time), at most ``batch``
+        per call (the maintenance loop comes back); returns how many."""
+        cutoff = now - timedelta(days=retention_days)
+        ids = select(AccessRecord.id).where(AccessRecord.at < cutoff).limit(batch)
+        result = session.execute(delete(AccessRecord).where(AccessRecord.id.in_(
+            ids.scalar_subquery())).execution_options(synchronize_session=False))
+        return result.rowcount or 0
+
+    @staticmethod
+    def count(session, tenant_id: str) -> int:
+        return session.scalar(select(func.count()).select_from(AccessRecord)
+                              .where(AccessRecord.tenant_id == tenant_id)) or 0

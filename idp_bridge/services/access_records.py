@@ -1,0 +1,291 @@
+"""Use cases of access records (issue 14): a receiver client's ingest, and what a tenant's
+admins read from them — the access log's groups ("bob read EBICS — 3 requests,
+10:42–10:44"), the single requests of a group, and who is active in the tenant now.
+
+``ingest`` is a machine use case: its caller is the authenticated receiver client (the view
+authenticated it), not an upstream identity. The reads authorise the caller as an admin of
+the tenant first and return plain values; people are named as everywhere else
+(:meth:`~idp_bridge.domain.people.People.labels`, then the name of the advisor's own sign-in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, or_, select
+
+from ..domain.access_records import MAX_BATCH, AccessRecords as Records, IngestResult
+from ..domain.errors import InvalidInput
+from ..storage.db import utcnow
+from ..storage.models import AccessRecord, Membership
+
+#: "Active now": records within this long before now.
+ACTIVE_WINDOW = timedelta(minutes=5)
+#: The most groups one summary answers (the newest by their last request).
+MAX_GROUPS = 500
+
+
+class BatchRefused(InvalidInput):
+    """A malformed batch (not an object, ``records`` not a list, too many records): 400
+    ``invalid_request``, nothing stored."""
+
+
+@dataclass(frozen=True)
+class AccessQuery:
+    """Filters of the access records: an advisor (name, username, e-mail or subject, as
+    typed) or an exact ``subject``, a membership, an area and action of the catalog, a first
+    and last day (in the service's time zone) and/or a time range (``start`` inclusive,
+    ``end`` inclusive: a group's first and last request, for its drill-down)."""
+
+    advisor: str | None = None
+    subject: str | None = None
+    membership_id: str | None = None
+    area: str | None = None
+    action: str | None = None
+    since: date | None = None
+    until: date | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AccessGroup:
+    """The requests of one advisor (membership) in one area with one action."""
+
+    subject: str
+    #: What to call the advisor (directory label, their own sign-in's name, else None).
+    advisor_name: str | None
+    membership_id: str
+    area: str
+    action: str
+    count: int
+    first_at: datetime
+    last_at: datetime
+    #: Response status -> how many requests answered it.
+    statuses: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    id: int
+    at: datetime
+    subject: str
+    advisor_name: str | None
+    membership_id: str
+    area: str
+    action: str
+    method: str
+    route: str
+    status: int
+    #: The receiver client (resource server) that reported it.
+    client_id: str
+    grant_id: str
+    sid: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class ActiveAdvisor:
+    subject: str
+    advisor_name: str | None
+    membership_id: str
+    #: The membership is live (not ended): the page offers "end access now".
+    live: bool
+    #: Areas with requests in the window, in catalog order.
+    areas: tuple[str, ...]
+    count: int
+    last_at: datetime
+
+
+@dataclass(frozen=True)
+class RequestPage:
+    requests: list[AccessRequest]
+    #: Pass as ``before_id`` for the next (older) page; None on the last page.
+    next_before_id: int | None
+
+
+class AccessRecordsService:
+    def __init__(self, *, db, authorize, memberships, people, timezone: str):
+        self.db = db
+        self.authorize = authorize
+        self.memberships = memberships
+        self.people = people
+        self.timezone = timezone
+
+    # --- ingest (the receiver client) ---
+    def ingest(self, client_id: str, body) -> IngestResult:
+        """Store a batch ``{"records": [...]}`` of the receiver client ``client_id``
+        (authenticated by the view). Records are accepted, duplicates (stored before) or
+        refused one by one; a malformed batch raises :class:`BatchRefused`."""
+        if not isinstance(body, dict):
+            raise BatchRefused("the request body must be a JSON object")
+        records = body.get("records")
+        if not isinstance(records, list):
+            raise BatchRefused("records must be a list")
+        if len(records) > MAX_BATCH:
+            raise BatchRefused(f"at most {MAX_BATCH} records in one batch")
+        now = utcnow()
+        with self.db.transaction() as session:
+            return Records.ingest(session, client_id, records, now)
+
+    # --- the tenant admins' reads ---
+    def access_summary(self, caller, tenant_id: str, query: AccessQuery) -> list[AccessGroup]:
+        """The tenant's records grouped per advisor (membership), area and action, newest
+        group (by its last request) first, at most :data:`MAX_GROUPS`."""
+        self.authorize.tenant_admin(caller, tenant_id)
+        with self.db.read() as session:
+            self.memberships.tenant(session, tenant_id)
+            conditions = self._conditions(session, tenant_id, query)
+            rows = session.execute(
+                select(AccessRecord.membership_id, AccessRecord.subject, AccessRecord.area,
+                       AccessRecord.action, AccessRecord.status, func.count(),
+                       func.min(AccessRecord.at), func.max(AccessRecord.at))
+                .where(*conditions)
+                .group_by(AccessRecord.membership_id, AccessRecord.subject, AccessRecord.area,
+                          AccessRecord.action, AccessRecord.status)).all()
+            groups: dict[tuple, dict] = {}
+            for membership_id, subject, area, action, status, count, first, last in rows:
+                g = groups.setdefault((membership_id, subject, area, action), {
+                    "count": 0, "first": first, "last": last, "statuses": {}})
+                g["count"] += count
+                g["first"], g["last"] = min(g["first"], first), max(g["last"], last)
+                g["statuses"][status] = g["statuses"].get(status, 0) + count
+            names = self._names(session, tenant_id, {key[1] for key in groups})
+        found = [AccessGroup(subject=subject, advisor_name=names.get(subject),
+                             membership_id=membership_id, area=area, action=action,
+                             count=g["count"], first_at=_utc(g["first"]),
+                             last_at=_utc(g["last"]), statuses=dict(sorted(g["statuses"].items())))
+                 for (membership_id, subject, area, action), g in groups.items()]
+        found.sort(key=lambda g: (g.last_at, g.subject, g.area, g.action), reverse=True)
+        return found[:MAX_GROUPS]
+
+    def access_requests(self, caller, tenant_id: str, query: AccessQuery, *,
+                        before_id: int | None = None, limit: int = 50) -> RequestPage:
+        """Single records, newest first, ``limit`` (1–500) per page."""
+        self.authorize.tenant_admin(caller, tenant_id)
+        limit = max(1, min(int(limit), 500))
+        with self.db.read() as session:
+            self.memberships.tenant(session, tenant_id)
+            conditions = self._conditions(session, tenant_id, query)
+            if before_id is not None:
+                # Beyond the 64-bit ids no row is newer: no bound (and no overflow).
+                if before_id <= 0:
+                    return RequestPage([], None)
+                if before_id < 2 ** 63:
+                    conditions.append(AccessRecord.id < before_id)
+            rows = session.scalars(select(AccessRecord).where(*conditions)
+                                   .order_by(AccessRecord.at.desc(), AccessRecord.id.desc())
+                                   .limit(limit + 1)).all()
+            names = self._names(session, tenant_id, {r.subject for r in rows})
+        more = len(rows) > limit
+        rows = rows[:limit]
+        requests = [AccessRequest(
+            id=r.id, at=r.at, subject=r.subject, advisor_name=names.get(r.subject),
+            membership_id=r.membership_id, area=r.area, action=r.action, method=r.method,
+            route=r.route, status=r.status, client_id=r.client_id, grant_id=r.grant_id,
+            sid=r.sid, received_at=r.received_at) for r in rows]
+        return RequestPage(requests, rows[-1].id if more and rows else None)
+
+    def active_now(self, caller, tenant_id: str, now: datetime | None = None) -> list[ActiveAdvisor]:
+        """Advisors with records in the last five minutes and the areas they used, the most
+        recent first."""
+        self.authorize.tenant_admin(caller, tenant_id)
+        now = now or utcnow()
+        with self.db.read() as session:
+            self.memberships.tenant(session, tenant_id)
+            rows = session.execute(
+                select(AccessRecord.membership_id, AccessRecord.subject, AccessRecord.area,
+                       func.count(), func.max(AccessRecord.at))
+                .where(AccessRecord.tenant_id == tenant_id,
+                       AccessRecord.at >= now - ACTIVE_WINDOW)
+                .group_by(AccessRecord.membership_id, AccessRecord.subject,
+                          AccessRecord.area)).all()
+            ids = sorted({row[0] for row in rows})
+            live = set(session.scalars(select(Membership.id).where(
+                Membership.id.in_(ids), Membership.ended_at.is_(None)))) if ids else set()
+            names = self._names(session, tenant_id, {row[1] for row in rows})
+        from scopes.catalog import AREAS
+        order = {area.key: i for i, area in enumerate(AREAS)}
+        per: dict[tuple, dict] = {}
+        for membership_id, subject, area, count, last in rows:
+            a = per.setdefault((membership_id, subject), {"areas": set(), "count": 0,
+                                                          "last": last})
+            a["areas"].add(area)
+            a["count"] += count
+            a["last"] = max(a["last"], last)
+        found = [ActiveAdvisor(subject=subject, advisor_name=names.get(subject),
+                               membership_id=membership_id, live=membership_id in live,
+                               areas=tuple(sorted(a["areas"], key=lambda k: order.get(k, 99))),
+                               count=a["count"], last_at=_utc(a["last"]))
+                 for (membership_id, subject), a in per.items()]
+        found.sort(key=lambda a: (a.last_at, a.subject), reverse=True)
+        return found
+
+    def last_activity(self, caller, tenant_id: str) -> dict[str, datetime]:
+        """The time of each membership's latest record (the advisor list's "last
+        activity"), for memberships that have one."""
+        self.authorize.tenant_admin(caller, tenant_id)
+        with self.db.read() as session:
+            self.memberships.tenant(session, tenant_id)
+            return {m: _utc(at) for m, at in session.execute(
+                select(AccessRecord.membership_id, func.max(AccessRecord.at))
+                .where(AccessRecord.tenant_id == tenant_id)
+                .group_by(AccessRecord.membership_id)).all()}
+
+    # --- helpers ---
+    def _conditions(self, session, tenant_id: str, query: AccessQuery) -> list:
+        conditions = [AccessRecord.tenant_id == tenant_id]
+        if query.subject:
+            conditions.append(AccessRecord.subject == query.subject)
+        if query.membership_id:
+            conditions.append(AccessRecord.membership_id == query.membership_id)
+        if query.area:
+            conditions.append(AccessRecord.area == query.area)
+        if query.action:
+            conditions.append(AccessRecord.action == query.action)
+        if query.advisor:
+            # By name, username, e-mail or subject: the people it names and the names of
+            # this tenant's memberships (as the audit part of the access log filters).
+            subjects = set(self.people.subjects_matching(session, query.advisor))
+            pattern = f"%{_like_escape(query.advisor)}%"
+            subjects.update(session.scalars(select(Membership.advisor_subject).where(
+                Membership.tenant_id == tenant_id, or_(
+                    Membership.advisor_subject == query.advisor,
+                    Membership.advisor_name.ilike(pattern, escape="\\")))))
+            conditions.append(AccessRecord.subject.in_(sorted(subjects)))
+        tz = ZoneInfo(self.timezone)
+        if query.since:
+            conditions.append(AccessRecord.at >= datetime.combine(query.since, time(), tz))
+        if query.until:
+            conditions.append(AccessRecord.at < datetime.combine(
+                query.until + timedelta(days=1), time(), tz))
+        if query.start:
+            conditions.append(AccessRecord.at >= query.start)
+        if query.end:
+            conditions.append(AccessRecord.at <= query.end)
+        return conditions
+
+    def _names(self, session, tenant_id: str, subjects: set[str]) -> dict[str, str]:
+        if not subjects:
+            return {}
+        names = dict(session.execute(
+            select(Membership.advisor_subject, Membership.advisor_name)
+            .where(Membership.tenant_id == tenant_id,
+                   Membership.advisor_subject.in_(sorted(subjects)),
+                   Membership.advisor_name.is_not(None))).all())
+        names.update(self.people.labels(session, sorted(subjects)))
+        return names
+
+
+def _utc(value: datetime) -> datetime:
+    """Aggregates (min, max) bypass the column type on SQLite: give them the UTC zone."""
+    from datetime import timezone
+    if isinstance(value, str):  # SQLite's min()/max() of a DATETIME column
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
