@@ -271,3 +271,16 @@ def test_reads_need_a_tenant_admin(bridge, bob):
         service.access_summary(bob_caller, TENANT, AccessQuery())
     with pytest.raises(Forbidden):
         service.active_now(_anna(bridge), OTHER_TENANT)
+
+
+def test_openapi_document(bridge):
+    from openapi_spec_validator import validate
+
+    response = bridge.client.get("/access-records/openapi.json")
+    assert response.status_code == 200
+    validate(response.json)
+    operation = response.json["paths"]["/access-records"]["post"]
+    assert set(operation["responses"]) >= {"200", "400", "401", "403"}
+    refusals = response.json["components"]["schemas"]["Answer"]["properties"]["refused"]
+    assert refusals["items"]["properties"]["error"]["enum"] == [
+        "unknown_grant", "grant_tenant_mismatch", "subject_mismatch", "invalid_record"]

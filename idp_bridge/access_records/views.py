@@ -16,6 +16,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from ..domain.errors import DomainError
 from ..ssf.authorization import ACCESS_RECORD
 from ..ssf.views import receiver
+from .openapi import openapi_document
 
 bp = Blueprint("access_records", __name__)
 
@@ -34,8 +35,14 @@ def domain_error(exc):
 
 @bp.after_request
 def no_store(response):
-    response.headers["Cache-Control"] = "no-store"
+    if request.endpoint != "access_records.openapi":
+        response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@bp.get("/access-records/openapi.json")
+def openapi():
+    return jsonify(openapi_document(current_app.extensions["idp_bridge"].settings.issuer))
 
 
 @bp.post("/access-records")
