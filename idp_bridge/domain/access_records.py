@@ -134,6 +134,15 @@ def _parse_at(value) -> datetime | None:
         return None
 
 
+def _insert(dialect_insert):
+    table = AccessRecord.__table__
+    return dialect_insert(table).on_conflict_do_nothing(
+        index_elements=[table.c.client_id, table.c.record_id]).returning(table.c.record_id)
+
+
+_INSERT = {"postgresql": _insert(postgresql.insert), "sqlite": _insert(sqlite.insert)}
+
+
 class AccessRecords:
     """Storing, checking and sweeping access records."""
 
@@ -180,12 +189,10 @@ class AccessRecords:
                  "subject": r.sub, "area": r.area, "action": r.action, "method": r.method,
                  "route": r.route, "status": r.status, "at": r.at, "received_at": now}
                 for r in records]
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        table = AccessRecord.__table__
-        statement = insert(table).values(rows).on_conflict_do_nothing(
-            index_elements=[table.c.client_id, table.c.record_id]).returning(table.c.record_id)
-        return list(session.execute(statement).scalars())
+        # One statement compiled once per dialect; SQLAlchemy sends the rows as one
+        # multi-row INSERT ("insertmanyvalues") and collects RETURNING of those inserted.
+        statement = _INSERT[session.get_bind().dialect.name]
+        return list(session.execute(statement, rows).scalars())
 
     @staticmethod
     def ingest(session, client_id: str, raw_records: list, now: datetime) -> IngestResult:
