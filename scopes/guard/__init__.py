@@ -17,6 +17,10 @@
   Signals stream, polling (RFC 8936) for CAEP ``session-revoked`` Security Event Tokens
   (RFC 8417) that name a revoked ``grant_id`` or ``sid``.
 
+- Access records (issue 14): :meth:`TokenGuard.start_access_recording` records each request
+  authorised with an advisor or guest token and ships the records to the bridge from a
+  durable spool per process (:mod:`~scopes.guard.access_log`).
+
 One job per module:
 
 =====================  ======================================================================
@@ -30,6 +34,7 @@ One job per module:
 ``dpop``               RFC 9449: proofs (header, key, signature, claims), replay cache, nonces
 ``step_up``            RFC 9470: ``acr``/``auth_time`` requirements, ``insufficient_user_authentication``
 ``resource_metadata``  RFC 9728: the protected resource metadata, its URL, ``resource_metadata``
+``access_log``         access records of advisor requests: queue, spool, shipper (issue 14)
 ``flask_adapter``      ``require``, ``error_response``, the metadata routes (the only Flask import)
 =====================  ======================================================================
 
@@ -39,6 +44,7 @@ This package imports nothing from ``idp_bridge`` and needs ``cryptography`` and 
 
 from __future__ import annotations
 
+from .access_log import ADVISOR_MEMBERSHIPS, AccessRecorder, RecordingUnavailable
 from .bearer import (GuardError, InsufficientScope, InvalidDPoPProof, InvalidRequest, InvalidToken,
                      UseDPoPNonce, authorization_credentials, bearer_token)
 from .feed import POLL_DELIVERY, SESSION_REVOKED, SET_TYPES
@@ -47,7 +53,8 @@ from .revocation import REVOCATION_KINDS
 from .step_up import AuthenticationRequirement, InsufficientUserAuthentication
 from .validation import ACCESS_TOKEN_TYPES, TokenGuard
 
-__all__ = ["ACCESS_TOKEN_TYPES", "POLL_DELIVERY", "REVOCATION_KINDS", "SESSION_REVOKED",
+__all__ = ["ACCESS_TOKEN_TYPES", "ADVISOR_MEMBERSHIPS", "AccessRecorder", "RecordingUnavailable",
+           "POLL_DELIVERY", "REVOCATION_KINDS", "SESSION_REVOKED",
            "SET_TYPES", "WELL_KNOWN_PATH", "AuthenticationRequirement", "GuardError",
            "InsufficientScope", "InsufficientUserAuthentication", "InvalidRequest",
            "InvalidToken", "ResourceMetadata", "TokenGuard", "bearer_token",

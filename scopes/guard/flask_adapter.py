@@ -11,6 +11,10 @@ another framework uses :meth:`TokenGuard.validate`,
 - :func:`error_response`: the JSON error with its ``WWW-Authenticate`` challenge; when the
   guard has ``resource_metadata``, the challenge names the metadata of the requested URL
   (RFC 9728 section 5.1).
+- Access records (issue 14): with :meth:`TokenGuard.start_access_recording` running,
+  :func:`require` records each request of an advisor or guest token after its view produced
+  the response (route template, status, area and action of the scope), or answers 503
+  ``temporarily_unavailable`` while a full spool refuses that action.
 - :func:`publish_resource_metadata`: ``GET /.well-known/oauth-protected-resource[/<path>]``
   (RFC 9728 section 3) for the resource and for every URL of a route guarded by
   :func:`require`.
@@ -25,6 +29,7 @@ from urllib.parse import quote
 
 import flask
 
+from .access_log import RecordingUnavailable
 from .bearer import GuardError, authorization_credentials
 from .resource_metadata import WELL_KNOWN_PATH
 from .step_up import AuthenticationRequirement
@@ -79,12 +84,43 @@ def require(guard: TokenGuard, scope: str, tenant_arg: str = "tenant", *, acr_va
                 return error_response(guard, exc)
             flask.g.token_claims = claims
             flask.g.tenant = claims["tenant"]
-            return view(*args, **kwargs)
+            if guard.access_recorder is None or claims.get("membership") is None:
+                return view(*args, **kwargs)
+            return _recorded(guard, scope, claims, view, args, kwargs)
 
         setattr(wrapper, GUARDED_ATTRIBUTE, (scope, step_up))
         return wrapper
 
     return decorator
+
+
+def _recorded(guard: TokenGuard, scope: str, claims: dict, view, args, kwargs):
+    """Run ``view`` for an advisor or guest token and record the request (issue 14): the
+    route template (``url_rule.rule``, never the path with its values or the query) and the
+    status of the response the view produced. A full spool with ``when_full="refuse"``
+    answers 503 before the view runs. Memory only (scopes.guard.access_log)."""
+    try:
+        guard.check_access_recording(claims, scope)
+    except RecordingUnavailable as exc:
+        response = flask.jsonify({"error": exc.error, "error_description": exc.description})
+        response.status_code = exc.status_code
+        response.headers["Retry-After"] = str(exc.retry_after)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    request = flask.request
+    route = request.url_rule.rule if request.url_rule is not None else "?"
+    try:
+        response = flask.make_response(view(*args, **kwargs))
+    except Exception as exc:
+        # abort(404) and the like (werkzeug's HTTPException: an int ``code``) keep their
+        # status; anything else becomes a 500.
+        code = getattr(exc, "code", None)
+        status = code if type(code) is int and 100 <= code <= 599 else 500
+        guard.record_access(claims, scope, method=request.method, route=route, status=status)
+        raise
+    guard.record_access(claims, scope, method=request.method, route=route,
+                        status=response.status_code)
+    return response
 
 
 def error_response(guard: TokenGuard, error: GuardError | None) -> flask.Response:

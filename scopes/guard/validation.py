@@ -41,6 +41,7 @@ import time
 from urllib.parse import quote
 
 from ._http import load_requests
+from .access_log import ADVISOR_MEMBERSHIPS, AccessRecorder
 from .bearer import (GuardError, InsufficientScope, InvalidDPoPProof, InvalidToken, UseDPoPNonce,
                      challenge)
 from .dpop import (SUPPORTED_DPOP_ALGORITHMS, DPoPError, DPoPNonceRequired, NonceSource,
@@ -162,6 +163,8 @@ class TokenGuard:
         self._listener: RevocationListener | None = None
         self._feed_required = False  # set for good by start_revocation_listener
         self._feed_ok_at = float("-inf")  # time.monotonic() of the last successful poll
+        self.access_recorder: AccessRecorder | None = None  # start_access_recording
+        self._recorded_scopes: dict[str, tuple[str, str]] = {}  # scope -> (area, action)
 
     # --- validation ---
     def validate(self, token, *, tenant, scope) -> dict:
@@ -393,6 +396,64 @@ class TokenGuard:
         """Whether a running listener polled successfully within ``feed_staleness``."""
         return (self._listener is not None and self._listener.alive
                 and time.monotonic() - self._feed_ok_at <= self.feed_staleness)
+
+    # --- access records (scopes.guard.access_log) ---
+    def start_access_recording(self, client_id: str, client_secret: str, spool_dir, *,
+                               max_spool_bytes: int, when_full=None, **options) -> None:
+        """Record every request authorised with an advisor or guest token (claim
+        ``membership``) and ship the records to ``<issuer>/access-records`` with the receiver
+        client's credentials (:class:`~scopes.guard.access_log.AccessRecorder`; ``options``
+        go to it). ``spool_dir`` holds one spool per process, at most ``max_spool_bytes``
+        unshipped; ``when_full`` (``"refuse"``, ``"drop_oldest"`` or a mapping of ``read`` and
+        ``write`` to them; default: refuse writes, drop the oldest for reads) decides what a
+        full spool does. :meth:`require` records by itself; other frameworks call
+        :meth:`check_access_recording` before and :meth:`record_access` after the view."""
+        if self.access_recorder is not None and self.access_recorder.alive:
+            raise RuntimeError("access recording is already running")
+        recorder = AccessRecorder(
+            self.issuer.rstrip("/") + "/access-records", client_id, client_secret, spool_dir,
+            max_spool_bytes=max_spool_bytes, when_full=when_full,
+            http_timeout=options.pop("http_timeout", self.http_timeout),
+            backoff_initial=options.pop("backoff_initial", self.backoff_initial), **options)
+        recorder.start()
+        self.access_recorder = recorder
+
+    def stop_access_recording(self, timeout: float = 5.0) -> None:
+        """Spool what is queued and stop; what is not shipped yet waits in ``spool_dir`` for
+        the next :meth:`start_access_recording` (of this or another process)."""
+        recorder, self.access_recorder = self.access_recorder, None
+        if recorder is not None:
+            recorder.stop(timeout)
+
+    def check_access_recording(self, claims: dict, scope: str) -> None:
+        """Raise :class:`~scopes.guard.access_log.RecordingUnavailable` (503) when the
+        request of an advisor token for ``scope`` must be refused: the spool is full and
+        ``when_full`` is ``"refuse"`` for its action. Memory only."""
+        recorder = self.access_recorder
+        if recorder is not None and claims.get("membership") in ADVISOR_MEMBERSHIPS:
+            recorder.check(self._recorded_scope(scope)[1])
+
+    def record_access(self, claims: dict, scope: str, *, method: str, route: str,
+                      status: int) -> bool:
+        """Enqueue the record of a request authorised with ``claims`` for ``scope`` (only
+        advisor and guest tokens are recorded; False otherwise or when the queue is full).
+        ``route`` is the route *template* (``/tenants/<tenant>/ebics``), never the raw path
+        or query. Memory only: no disk, no network."""
+        recorder = self.access_recorder
+        if recorder is None or claims.get("membership") not in ADVISOR_MEMBERSHIPS:
+            return False
+        area, action = self._recorded_scope(scope)
+        return recorder.record(claims, area, action, method, route, status)
+
+    def _recorded_scope(self, scope: str) -> tuple[str, str]:
+        """(area, action) a record names for ``scope``: its first write scope, else its
+        first scope (one record per request, however many scopes it needs)."""
+        found = self._recorded_scopes.get(scope)
+        if found is None:
+            parts = [s.split(":", 1) for s in validate_scopes(s for s in scope.split(" ") if s)]
+            area, action = next((p for p in parts if p[1] == "write"), parts[0])
+            found = self._recorded_scopes[scope] = (area, action)
+        return found
 
     # --- internals ---
     def _configure_dpop(self, url, algorithms, max_age, leeway, capacity, nonce_secret,
