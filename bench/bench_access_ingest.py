@@ -1,0 +1,325 @@
+"""Access-record ingest and the tenant's access-summary query (issue 14 item 6).
+
+1. **Ingest** through the service (``AccessRecordsService.ingest``: validation of every
+   record, the ownership check against memberships and token families — two queries per
+   batch — and one ``INSERT … ON CONFLICT DO NOTHING RETURNING`` per batch of 100, one
+   transaction per batch, as ``POST /access-records`` does), into PostgreSQL (target
+   >= 20,000 records/s) and SQLite (>= 10,000/s). PostgreSQL is measured with ``fsync=on``
+   (the test server starts with it off; the bench turns it on and reloads) and the default
+   ``synchronous_commit``; SQLite in WAL with the bridge's pragmas. ``--threads`` senders
+   (PostgreSQL; SQLite has one writer).
+2. **Through HTTP** (in-process WSGI: the Flask app's test client, so authentication of the
+   receiver, JSON parsing and the answer are included, not a socket) on both backends.
+3. **The access summary** (``access_summary``: group per advisor, area and action) p99 with
+   ``--records`` stored records across ``--tenants`` tenants, seeded by a fast bulk path
+   (PostgreSQL: ``COPY``; SQLite: ``executemany``), one tenant's last 30 days per query, random
+   tenants; and the drill-down (``access_requests``, 50 per page).
+
+Writes ``bench/results/access_ingest.json``.
+
+    python -m bench.bench_access_ingest [--seconds 5] [--records 1000000] [--tenants 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from sqlalchemy import insert, text  # noqa: E402
+
+from bench.common import percentile, write_result  # noqa: E402
+from idp_bridge.domain.people import People  # noqa: E402
+from idp_bridge.services.access_records import AccessQuery, AccessRecordsService  # noqa: E402
+from idp_bridge.storage.db import Database, utcnow  # noqa: E402
+from idp_bridge.storage.models import (AccessRecord, Membership, Tenant,  # noqa: E402
+                                       TokenFamily)
+from scopes.catalog import AREAS  # noqa: E402
+
+CLIENT = "bench-resource-server"
+AREA_KEYS = [a.key for a in AREAS]
+ROUTES = {a: f"/tenants/<tenant>/{a}" for a in AREA_KEYS}
+ADVISORS_PER_TENANT = 5
+
+
+class AllowAll:
+    """The Authorizer's in-memory group check is not what is measured: every caller is
+    an admin here."""
+
+    def tenant_admin(self, caller, tenant_id):
+        return None
+
+
+class FastMemberships:
+    from idp_bridge.domain.memberships import Memberships as _M
+    tenant = staticmethod(_M.tenant)
+
+
+def seed_people(db, tenants: int):
+    """Tenants, 5 memberships each, one token family per membership: [(tenant, grant, sid,
+    sub, membership_id)]."""
+    now = utcnow()
+    grants, t_rows, m_rows, f_rows = [], [], [], []
+    for t in range(tenants):
+        tenant = f"t{t:05d}"
+        t_rows.append({"id": tenant, "name": f"Tenant {t}", "created_at": now,
+                       "notify_first_access": False})
+        for a in range(ADVISORS_PER_TENANT):
+            mid, grant, sid, sub = (str(uuid.uuid4()) for _ in range(4))
+            m_rows.append({"id": mid, "tenant_id": tenant, "advisor_subject": sub,
+                           "advisor_name": f"Advisor {a}", "kind": "temporary",
+                           "grant_id": grant, "created_at": now, "created_by": sub})
+            f_rows.append({"sid": sid, "membership_id": mid, "grant_id": grant,
+                           "client_id": "advisor-console", "subject": sub, "tenant_id": tenant,
+                           "scope": "ebics:read", "audience": "https://api.example",
+                           "upstream_issuer": "https://idp.example", "created_at": now})
+            grants.append((tenant, grant, sid, sub, mid))
+    with db.transaction() as session:
+        session.execute(insert(Tenant.__table__), t_rows)
+        session.execute(insert(Membership.__table__), m_rows)
+        session.execute(insert(TokenFamily.__table__), f_rows)
+    return grants
+
+
+def raw_record(grant, when) -> dict:
+    tenant, grant_id, sid, sub, _mid = grant
+    area = random.choice(AREA_KEYS)
+    return {"id": str(uuid.uuid4()), "tenant": tenant, "grant_id": grant_id, "sid": sid,
+            "sub": sub, "area": area, "action": "read", "method": "GET", "route": ROUTES[area],
+            "status": 200, "at": when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}
+
+
+def batches(grants, count: int, size: int = 100):
+    """Batches as a resource server sends them: records of a few advisors of one tenant."""
+    now = utcnow()
+    out = []
+    for _ in range(count):
+        tenant = random.randrange(len(grants) // ADVISORS_PER_TENANT)
+        mine = grants[tenant * ADVISORS_PER_TENANT:(tenant + 1) * ADVISORS_PER_TENANT]
+        out.append({"records": [raw_record(random.choice(mine), now) for _ in range(size)]})
+    return out
+
+
+def measure_ingest(service, grants, seconds: float, threads: int) -> dict:
+    prepared = batches(grants, max(50, int(seconds * 400 / threads)) * threads)
+    done = [0] * threads
+    stop = time.monotonic() + seconds
+    latencies: list[float] = []
+
+    def sender(i):
+        mine = prepared[i::threads]
+        for body in mine:
+            if time.monotonic() >= stop:
+                break
+            t0 = time.perf_counter()
+            result = service.ingest(CLIENT, body)
+            latencies.append(time.perf_counter() - t0)
+            assert len(result.accepted) == len(body["records"]), result.refused[:3]
+            done[i] += len(result.accepted)
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=sender, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.monotonic() - started
+    return {"threads": threads, "records": sum(done), "seconds": round(elapsed, 2),
+            "records_per_second": round(sum(done) / elapsed),
+            "batch_p50_ms": round(percentile(latencies, 50) * 1000, 2),
+            "batch_p99_ms": round(percentile(latencies, 99) * 1000, 2)}
+
+
+def measure_http(app, grants, seconds: float, secret: str) -> dict:
+    client = app.test_client()
+    prepared = batches(grants, int(seconds * 300))
+    count, latencies = 0, []
+    started = time.monotonic()
+    for body in prepared:
+        if time.monotonic() - started >= seconds:
+            break
+        t0 = time.perf_counter()
+        response = client.post("/access-records", json=body, auth=(CLIENT, secret))
+        latencies.append(time.perf_counter() - t0)
+        assert response.status_code == 200 and not response.json["refused"], response.json
+        count += len(response.json["accepted"])
+    elapsed = time.monotonic() - started
+    return {"records": count, "seconds": round(elapsed, 2),
+            "records_per_second": round(count / elapsed),
+            "request_p99_ms": round(percentile(latencies, 99) * 1000, 2)}
+
+
+def bulk_seed(db, grants, total: int, days: int = 30) -> float:
+    """``total`` records spread over the tenants and the last ``days`` days."""
+    started = time.monotonic()
+    now = utcnow()
+    span = days * 86400
+    chunk = 100_000
+    backend = db.url.get_backend_name()
+    for offset in range(0, total, chunk):
+        n = min(chunk, total - offset)
+        rows = []
+        for i in range(n):
+            tenant, grant_id, sid, sub, mid = grants[random.randrange(len(grants))]
+            area = AREA_KEYS[i % len(AREA_KEYS)]
+            at = now - timedelta(seconds=random.random() * span)
+            rows.append((CLIENT, f"seed-{offset + i}", tenant, mid, grant_id, sid, sub, area,
+                         "read", "GET", ROUTES[area], 200 if i % 17 else 404,
+                         at.replace(tzinfo=None), now.replace(tzinfo=None)))
+        columns = ("client_id", "record_id", "tenant_id", "membership_id", "grant_id", "sid",
+                   "subject", "area", "action", "method", "route", "status", "at",
+                   "received_at")
+        if backend == "postgresql":
+            raw = db.engine.raw_connection()
+            try:
+                with raw.cursor() as cursor:
+                    with cursor.copy(f"COPY access_records ({', '.join(columns)}) FROM STDIN") \
+                            as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                raw.commit()
+            finally:
+                raw.close()
+        else:
+            raw = db.engine.raw_connection()
+            try:
+                raw.executemany(
+                    f"INSERT INTO access_records ({', '.join(columns)}) VALUES "
+                    f"({', '.join('?' * len(columns))})",
+                    [tuple(v.isoformat(sep=' ') if hasattr(v, 'isoformat') else v for v in r)
+                     for r in rows])
+                raw.commit()
+            finally:
+                raw.close()
+    if backend == "postgresql":
+        with db.engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT").execute(
+                text("ANALYZE access_records"))
+    else:
+        with db.engine.begin() as connection:
+            connection.execute(text("ANALYZE"))
+    return time.monotonic() - started
+
+
+def measure_summary(service, tenants: int, queries: int) -> dict:
+    summary, requests = [], []
+    since = (utcnow() - timedelta(days=30)).date()
+    for _ in range(queries):
+        tenant = f"t{random.randrange(tenants):05d}"
+        t0 = time.perf_counter()
+        groups = service.access_summary(None, tenant, AccessQuery(since=since))
+        summary.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        page = service.access_requests(None, tenant, AccessQuery(since=since), limit=50)
+        requests.append(time.perf_counter() - t0)
+        assert groups and page.requests
+    return {"queries": queries,
+            "summary_p50_ms": round(percentile(summary, 50) * 1000, 2),
+            "summary_p99_ms": round(percentile(summary, 99) * 1000, 2),
+            "requests_p50_ms": round(percentile(requests, 50) * 1000, 2),
+            "requests_p99_ms": round(percentile(requests, 99) * 1000, 2)}
+
+
+def app_for(url: str):
+    """The bridge app on ``url`` (no upstream needed to ingest) and the receiver's secret."""
+    from idp_bridge.app import create_app
+    from idp_bridge.services.operator import add_client
+    from idp_bridge.settings import Settings
+    import secrets
+
+    from cryptography.fernet import Fernet
+
+    settings = Settings.load({
+        "mode": "test", "issuer": "http://127.0.0.1:8000", "database_url": url,
+        "secret_key": secrets.token_urlsafe(32),
+        "key_encryption_key": Fernet.generate_key().decode(),
+        "upstream_issuer": "http://127.0.0.1:9",
+        "resources": "https://api.konfipay.example/=konfipay-api"},
+        environ={})
+    app = create_app(settings)
+    secret = add_client(Database(url), CLIENT, roles=("receiver",))
+    return app, secret
+
+
+def run_backend(name: str, url: str, args) -> dict:
+    db = Database(url)
+    db.upgrade()
+    grants = seed_people(db, args.tenants)
+    service = AccessRecordsService(db=db, authorize=AllowAll(), memberships=FastMemberships(),
+                                   people=People(), timezone="Europe/Berlin")
+    result = {"ingest_service": measure_ingest(service, grants, args.seconds, 1)}
+    if name == "postgresql" and args.threads > 1:
+        result["ingest_service_threads"] = measure_ingest(service, grants, args.seconds,
+                                                          args.threads)
+    try:
+        app, secret = app_for(url)
+        result["ingest_http_wsgi"] = measure_http(app, grants, args.seconds, secret)
+    except Exception as exc:  # the HTTP figure is an extra: say why it is missing
+        result["ingest_http_wsgi"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    records = args.records if name == "postgresql" else args.sqlite_records
+    result["seed"] = {"records": records, "tenants": args.tenants,
+                      "seconds": round(bulk_seed(db, grants, records), 1)}
+    result["read"] = measure_summary(service, args.tenants, args.queries)
+    db.dispose()
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--tenants", type=int, default=1000)
+    parser.add_argument("--records", type=int, default=1_000_000,
+                        help="records seeded into PostgreSQL for the read figures")
+    parser.add_argument("--sqlite-records", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    args = parser.parse_args(argv)
+    random.seed(14)
+    out = {"targets": {"postgresql_records_per_second": 20_000,
+                       "sqlite_records_per_second": 10_000, "summary_p99_ms": 100,
+                       "issue_records": 10_000_000}, "runs": {}}
+    if "sqlite" in args.backends:
+        directory = tempfile.mkdtemp(prefix="bench-access-")
+        out["runs"]["sqlite"] = run_backend("sqlite", f"sqlite:///{directory}/bridge.db", args)
+        print("sqlite", out["runs"]["sqlite"], flush=True)
+    if "postgresql" in args.backends:
+        from services import PostgresServer
+
+        server = PostgresServer()
+        try:
+            url = server.create_database("bench_access")
+            with Database(url).engine.connect() as connection:
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+                connection.execute(text("ALTER SYSTEM SET fsync = on"))
+                connection.execute(text("SELECT pg_reload_conf()"))
+            out["postgresql_settings"] = {"fsync": "on", "synchronous_commit": "on"}
+            out["runs"]["postgresql"] = run_backend("postgresql", url, args)
+            print("postgresql", out["runs"]["postgresql"], flush=True)
+        finally:
+            server.close()
+    runs = out["runs"]
+    out["met"] = {
+        "postgresql_ingest": runs.get("postgresql", {}).get("ingest_service", {}).get(
+            "records_per_second", 0) >= 20_000,
+        "sqlite_ingest": runs.get("sqlite", {}).get("ingest_service", {}).get(
+            "records_per_second", 0) >= 10_000,
+        "summary_p99": all(r["read"]["summary_p99_ms"] <= 100 for r in runs.values()),
+    }
+    print(write_result("access_ingest", out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
