@@ -261,7 +261,8 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         memberships=memberships, codes=codes, guests=guests,
         web_sessions=app.extensions["idp_bridge"].web_sessions, people=people,
         directory=directory, sign_ins=sign_ins,
-        tenant_admin_group=settings.tenant_admin_group, timezone=settings.web_timezone)
+        tenant_admin_group=settings.tenant_admin_group, timezone=settings.web_timezone,
+        access_listeners=[notifications.access_recorded])
 
     from .access_records.views import bp as access_records_bp
     from .api import bp as api_bp

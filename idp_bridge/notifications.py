@@ -7,6 +7,10 @@ membership and exist exactly when the change does. :class:`NotificationWorker` d
 in the background with retries and exponential backoff; several processes may run workers
 (items are claimed for a while before delivery).
 
+The first use of a new access (``advisor.first_access``, only for tenants that asked for
+it) is queued by :meth:`Notifications.access_recorded`, an access-record listener called in
+the ingest's transaction.
+
 Channels:
 
 - e-mail through the configured SMTP server (STARTTLS or implicit TLS), to the addresses the
@@ -43,7 +47,7 @@ from sqlalchemy import or_, select, update
 from .background import Loop
 from .domain.people import People
 from .storage.db import utcnow
-from .storage.models import Membership, NotificationItem, Tenant
+from .storage.models import AccessRecord, Membership, NotificationItem, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,10 @@ log = logging.getLogger(__name__)
 NOTIFIED_KINDS = ("temporary", "permanent")
 #: Notification events (also the webhook's ``type``).
 EVENTS = ("advisor.joined", "advisor.permanent_assigned", "advisor.left", "advisor.removed",
-          "advisor.expired")
+          "advisor.expired", "advisor.first_access")
+#: Kinds of membership whose first use is told when the tenant asked for it (its setting
+#: ``notify_first_access``): every advisor token, guests included.
+FIRST_ACCESS_KINDS = ("temporary", "permanent", "guest")
 MAX_RECIPIENTS = 10
 
 
@@ -180,6 +187,89 @@ class Notifications:
             session.add(NotificationItem(channel=channel, event=event,
                                          tenant_id=membership.tenant_id, payload=payload,
                                          created_at=now, attempts=0, next_attempt_at=now))
+
+    def access_recorded(self, session, client_id: str, record_ids: list[str],
+                        now: datetime) -> None:
+        """An access-record listener, called in the ingest's transaction with the ids of the
+        records of ``client_id`` stored now: for each grant whose first records these are
+        (no earlier record of its membership), :meth:`first_access` with the earliest.
+        Costs nothing unless notifications are set up and a tenant of the batch asked.
+        Two batches of one new grant stored at the same moment by two processes may both
+        count as first: the tenant is then told twice, never not at all."""
+        if not self.enabled or not record_ids:
+            return
+        rows = session.execute(select(
+            AccessRecord.id, AccessRecord.tenant_id, AccessRecord.membership_id,
+            AccessRecord.area, AccessRecord.action, AccessRecord.method, AccessRecord.route,
+            AccessRecord.at, AccessRecord.client_id).where(
+            AccessRecord.client_id == client_id,
+            AccessRecord.record_id.in_(record_ids))).all()
+        tenants = {row.tenant_id for row in rows}
+        asking = set(session.scalars(select(Tenant.id).where(
+            Tenant.id.in_(sorted(tenants)), Tenant.notify_first_access.is_(True)))) \
+            if tenants else set()
+        firsts: dict[str, object] = {}
+        for row in sorted(rows, key=lambda r: (r.at, r.id)):
+            if row.tenant_id in asking:
+                firsts.setdefault(row.membership_id, row)
+        if not firsts:
+            return
+        batch = [row.id for row in rows]
+        for membership_id, row in firsts.items():
+            earlier = session.scalar(select(AccessRecord.id).where(
+                AccessRecord.tenant_id == row.tenant_id,
+                AccessRecord.membership_id == membership_id,
+                AccessRecord.id.not_in(batch)).limit(1))
+            membership = session.get(Membership, membership_id)
+            if earlier is None and membership is not None:
+                self.first_access(session, membership, row._asdict(), now)
+
+    def first_access(self, session, membership, record, now: datetime) -> None:
+        """An access-record listener: the first access record of ``membership``'s grant
+        was stored in this transaction (``record``: its values, with ``area``, ``action``,
+        ``method``, ``route``, ``at`` and ``client_id``). Queue ``advisor.first_access``
+        when the tenant asked to be told (``tenants.notify_first_access``); the caller
+        calls this once per grant, for the earliest record of the first batch that had any."""
+        if not self.enabled or membership.kind not in FIRST_ACCESS_KINDS:
+            return
+        tenant = session.get(Tenant, membership.tenant_id)
+        if tenant is None or not tenant.notify_first_access:
+            return
+        labels = People.labels(session, [membership.advisor_subject])
+        advisor_name = labels.get(membership.advisor_subject) or (
+            membership.advisor_name if membership.kind != "permanent" else None)
+        at = _get(record, "at")
+        facts = {
+            "event_id": str(uuid.uuid4()), "type": "advisor.first_access", "at": _iso(now),
+            "tenant": membership.tenant_id, "tenant_name": tenant.name,
+            "advisor": membership.advisor_subject, "advisor_name": advisor_name,
+            "actor": membership.advisor_subject, "actor_name": advisor_name,
+            "kind": membership.kind, "reason": membership.reason,
+            "since": _iso(membership.created_at), "expires_at": _iso(membership.expires_at),
+            "end_reason": None, "grant_id": membership.grant_id,
+            "first_access": {"at": _iso(at) if isinstance(at, datetime) else at,
+                             "area": _get(record, "area"), "action": _get(record, "action"),
+                             "method": _get(record, "method"), "route": _get(record, "route"),
+                             "resource_server": _get(record, "client_id")},
+            "help_page": f"{self.issuer}/tenants/{membership.tenant_id}/help",
+        }
+        self._queue(session, tenant, "advisor.first_access", facts, now)
+
+    def _queue(self, session, tenant, event: str, facts: dict, now: datetime) -> None:
+        items = []
+        if self.webhook is not None:
+            items.append(("webhook", facts))
+        if self.smtp is not None:
+            try:
+                recipients = parse_addresses(tenant.notification_emails)
+            except (ValueError, OverflowError):
+                recipients = []  # stored values were validated; never fail the change
+            if recipients:
+                items.append(("email", {**facts, "recipients": recipients}))
+        for channel, payload in items:
+            session.add(NotificationItem(channel=channel, event=event, tenant_id=tenant.id,
+                                         payload=payload, created_at=now, attempts=0,
+                                         next_attempt_at=now))
 
     # --- delivery ---
     def work_once(self, limit: int = 50) -> int:
@@ -310,6 +400,14 @@ class Notifications:
             lines.append(t["expires"].format(when=self._when(p.get("expires_at"), lang)))
             if p.get("reason"):
                 lines.append(t["reason"].format(reason=_one_line(p["reason"])))
+        if p["type"] == "advisor.first_access" and isinstance(p.get("first_access"), dict):
+            first = p["first_access"]
+            area = _one_line(first.get("area") or "?")
+            lines.append(t["first_access.what"].format(
+                action=t.get("action." + str(first.get("action")), first.get("action") or "?"),
+                area=area, method=_one_line(first.get("method") or ""),
+                route=_one_line(first.get("route") or ""),
+                server=_one_line(first.get("resource_server") or "?")))
         if p["type"] == "advisor.removed" and p.get("end_reason") in t:
             lines.append(t[p["end_reason"]])
         if p.get("actor_name") and p["type"] in ("advisor.permanent_assigned", "advisor.removed") \
@@ -337,6 +435,13 @@ TEXTS = {
         "advisor.expired": "Zugriff von Kundenberater {name} auf Mandant {tenant} abgelaufen",
         "advisor.expired.body": "der temporäre Zugriff des Kundenberaters {name} auf den "
                                 "Mandanten {tenant} ist am {when} abgelaufen.",
+        "advisor.first_access": "Kundenberater {name} nutzt seinen Zugriff auf Mandant {tenant}",
+        "advisor.first_access.body": "der Kundenberater {name} hat am {when} zum ersten Mal "
+                                     "mit seinem neuen Zugriff auf den Mandanten {tenant} "
+                                     "zugegriffen.",
+        "first_access.what": "Erster Zugriff: {action} {area} ({method} {route}) bei {server}.",
+        "action.read": "Lesen",
+        "action.write": "Ändern",
         "expires": "Der Zugriff endet spätestens am {when}.",
         "reason": "Angegebener Grund: {reason}",
         "by": "Durchgeführt von: {name}",
@@ -364,6 +469,12 @@ TEXTS = {
         "advisor.expired": "Access of advisor {name} to tenant {tenant} expired",
         "advisor.expired.body": "the temporary access of advisor {name} to tenant {tenant} "
                                 "expired on {when}.",
+        "advisor.first_access": "Advisor {name} is using their access to tenant {tenant}",
+        "advisor.first_access.body": "advisor {name} used their new access to tenant {tenant} "
+                                     "for the first time on {when}.",
+        "first_access.what": "First access: {action} {area} ({method} {route}) at {server}.",
+        "action.read": "read",
+        "action.write": "change",
         "expires": "The access ends on {when} at the latest.",
         "reason": "Reason given: {reason}",
         "by": "Done by: {name}",
@@ -383,6 +494,11 @@ def sign_webhook(key: bytes, message_id: str, timestamp: int, body: bytes) -> di
     signature = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     return {"webhook-id": message_id, "webhook-timestamp": str(timestamp),
             "webhook-signature": f"v1,{signature}"}
+
+
+def _get(record, key: str):
+    """A field of an access record given as a mapping or an object (ORM row, value)."""
+    return record.get(key) if isinstance(record, dict) else getattr(record, key, None)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -69,7 +69,8 @@ class UseCases:
 
 def build_use_cases(*, db, roles, validator, session_has_ended, memberships, codes, guests,
                     web_sessions, people, directory, sign_ins: SignIns,
-                    tenant_admin_group: str, timezone: str) -> UseCases:
+                    tenant_admin_group: str, timezone: str,
+                    access_listeners=()) -> UseCases:
     authorize = Authorizer(roles, tenant_admin_group=tenant_admin_group)
     common = {"db": db, "authorize": authorize, "memberships": memberships}
     found = PeopleDirectory(**common, directory=directory, people=people)
@@ -85,4 +86,5 @@ def build_use_cases(*, db, roles, validator, session_has_ended, memberships, cod
         web_sign_in=WebSignIn(db=db, web_sessions=web_sessions, sign_ins=sign_ins),
         directory=found,
         access_records=AccessRecordsService(db=db, authorize=authorize, memberships=memberships,
-                                            people=people, timezone=timezone))
+                                            people=people, timezone=timezone,
+                                            listeners=access_listeners))

@@ -107,12 +107,15 @@ class RequestPage:
 
 
 class AccessRecordsService:
-    def __init__(self, *, db, authorize, memberships, people, timezone: str):
+    def __init__(self, *, db, authorize, memberships, people, timezone: str, listeners=()):
         self.db = db
         self.authorize = authorize
         self.memberships = memberships
         self.people = people
         self.timezone = timezone
+        #: Called as ``listener(session, client_id, accepted_record_ids, now)`` in the
+        #: ingest's transaction (the first-access notification).
+        self.listeners = list(listeners)
 
     # --- ingest (the receiver client) ---
     def ingest(self, client_id: str, body) -> IngestResult:
@@ -128,7 +131,10 @@ class AccessRecordsService:
             raise BatchRefused(f"at most {MAX_BATCH} records in one batch")
         now = utcnow()
         with self.db.transaction() as session:
-            return Records.ingest(session, client_id, records, now)
+            result = Records.ingest(session, client_id, records, now)
+            for listener in self.listeners:
+                listener(session, client_id, result.accepted, now)
+            return result
 
     # --- the tenant admins' reads ---
     def access_summary(self, caller, tenant_id: str, query: AccessQuery) -> list[AccessGroup]:

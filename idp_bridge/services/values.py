@@ -16,13 +16,16 @@ class TenantInfo:
     #: The configured maximum (a tenant may only shorten it).
     temporary_max_age_days_limit: int
     notification_emails: str | None = None
+    #: Tell the admins when an advisor first uses a new access (``advisor.first_access``).
+    notify_first_access: bool = False
 
     @classmethod
     def of(cls, tenant, limit: int) -> "TenantInfo":
         return cls(id=tenant.id, name=tenant.name,
                    temporary_max_age_days=tenant.temporary_max_age_days or limit,
                    temporary_max_age_days_limit=limit,
-                   notification_emails=tenant.notification_emails)
+                   notification_emails=tenant.notification_emails,
+                   notify_first_access=bool(tenant.notify_first_access))
 
 
 @dataclass(frozen=True)
