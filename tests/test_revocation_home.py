@@ -269,7 +269,10 @@ def revocation_writes(path: Path) -> list[str]:
                     ("update(Membership", "update(TokenFamily")) and any(
                     k.arg in ("ended_at", "revoked_at") for k in node.keywords):
                 found.append(f"{node.lineno}: update(...) of ended_at/revoked_at")
-            for keyword in node.keywords:
+            # Keywords that write rows: model constructors and update/insert values (a plain
+            # value object that reports an end, e.g. a receipt, marks nothing).
+            writes_rows = name in ("values", "Membership", "TokenFamily", "update", "insert")
+            for keyword in node.keywords if writes_rows else ():
                 if keyword.arg in MARKS and not (isinstance(keyword.value, ast.Constant)
                                                  and keyword.value.value is None):
                     found.append(f"{node.lineno}: {keyword.arg}=")

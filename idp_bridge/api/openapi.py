@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..domain.audit import EVENTS
 from ..domain.people import SEARCH_LIMIT_MAX, SEARCH_MAX, SEARCH_MIN
 from ..request_guard import MAX_QUERY_INT
+from ..services.receipts import REASONS as RECEIPT_REASONS
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 
@@ -53,10 +54,34 @@ def openapi_document(issuer: str) -> dict:
             "/api/tenants/{tenant_id}/memberships": {"get": _op(
                 "Advisors with access to the tenant", "tenant admin",
                 ok={"200": _json("MembershipList")}, params=["tenant"])},
-            "/api/tenants/{tenant_id}/memberships/{membership_id}": {"delete": _op(
-                "Remove an advisor from the tenant (revokes every token of its grant)",
-                "tenant admin", ok=no_content, params=["tenant", "membership_id"],
-                errors=(401, 403, 404, 409))},
+            "/api/tenants/{tenant_id}/memberships/{membership_id}": {
+                "get": _op("A membership of the tenant, also an ended one: when it ended and, "
+                           "per receiver stream, when that resource server confirmed each of "
+                           "its revocations (revocation receipts)", "tenant admin",
+                           ok={"200": _json("MembershipDetail")},
+                           params=["tenant", "membership_id"]),
+                "delete": _op(
+                    "Remove an advisor from the tenant (revokes every token of its grant)",
+                    "tenant admin", ok=no_content, params=["tenant", "membership_id"],
+                    errors=(401, 403, 404, 409))},
+            "/api/tenants/{tenant_id}/revocations": {"get": _op(
+                "The tenant's latest revocations (ended grants, revoked token families), "
+                "newest first, with their receipts", "tenant admin",
+                ok={"200": _json("RevocationList")}, params=["tenant", "revocation_limit"],
+                errors=(400, 401, 403, 404))},
+            "/api/tenants/{tenant_id}/access": {"get": _op(
+                "What advisors did at the resource servers, grouped per advisor (membership), "
+                "area and action: count, first and last request, statuses; newest first",
+                "tenant admin", ok={"200": _json("AccessGroups")},
+                params=["tenant", "access_advisor", "access_area", "access_action",
+                        "access_membership", "access_since", "access_until"],
+                errors=(400, 401, 403, 404))},
+            "/api/tenants/{tenant_id}/access/requests": {"get": _op(
+                "The single requests advisors made at the resource servers, newest first",
+                "tenant admin", ok={"200": _json("AccessRequests")},
+                params=["tenant", "access_advisor", "access_area", "access_action",
+                        "access_membership", "access_since", "access_until", "before",
+                        "limit"], errors=(400, 401, 403, 404))},
             "/api/tenants/{tenant_id}/audit-events": {"get": _op(
                 "The tenant's audit log, newest first", "tenant admin",
                 ok={"200": _json("AuditEventPage")},
@@ -146,10 +171,23 @@ def openapi_document(issuer: str) -> dict:
                 "limit": {"name": "limit", "in": "query",
                           "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
                 "event": {"name": "event", "in": "query", "schema": {"enum": list(EVENTS)}},
+                "access_advisor": {"name": "advisor", "in": "query", "schema": {"type": "string"},
+                                   "description": "name, username, e-mail or subject"},
+                "access_area": {"name": "area", "in": "query", "schema": {"type": "string"}},
+                "access_action": {"name": "action", "in": "query",
+                                  "schema": {"enum": ["read", "write"]}},
+                "access_membership": {"name": "membership", "in": "query",
+                                      "schema": {"type": "string", "format": "uuid"}},
+                "access_since": {"name": "since", "in": "query", "schema": {"type": "string"},
+                                 "description": "a date (YYYY-MM-DD) or an RFC 3339 time"},
+                "access_until": {"name": "until", "in": "query", "schema": {"type": "string"},
+                                 "description": "a date (YYYY-MM-DD) or an RFC 3339 time"},
                 "q": {"name": "q", "in": "query", "required": True,
                       "schema": {"type": "string", "minLength": SEARCH_MIN, "maxLength": SEARCH_MAX}},
                 "search_limit": {"name": "limit", "in": "query", "schema": {
                     "type": "integer", "minimum": 1, "maximum": SEARCH_LIMIT_MAX, "default": 10}},
+                "revocation_limit": {"name": "limit", "in": "query", "schema": {
+                    "type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
             },
             "responses": {"Error": {"description": "Error", "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/Error"}}}}},
@@ -190,6 +228,59 @@ def openapi_document(issuer: str) -> dict:
                     "last_token_issued_at": {"type": ["string", "null"], "format": "date-time"},
                     "created_by": {"type": "string"},
                     "group": {"type": ["string", "null"]}}},
+                "MembershipDetail": {"allOf": [{"$ref": "#/components/schemas/Membership"}, {
+                    "type": "object",
+                    "required": ["ended_at", "ended_by", "end_reason", "revocation_receipts"],
+                    "properties": {
+                        "ended_at": {"type": ["string", "null"], "format": "date-time"},
+                        "ended_by": {"type": ["string", "null"]},
+                        "end_reason": {"type": ["string", "null"]},
+                        "revocation_receipts": {"type": "array", "items": {
+                            "$ref": "#/components/schemas/Revocation"}}}}]},
+                "Revocation": {"type": "object", "required": [
+                    "id", "kind", "reason", "revoked_at", "due", "confirmed", "receipts"],
+                    "description": "A revoked grant or token family. due: the receiver streams "
+                                   "that existed when it was revoked; confirmed: those that "
+                                   "acknowledged its event; within_ms: the slowest of them.",
+                    "properties": {
+                        "id": {"type": "integer"}, "kind": {"enum": ["grant", "family"]},
+                        "grant_id": {"type": "string"}, "sid": {"type": "string"},
+                        "reason": {"type": "string"},
+                        "revoked_at": {"type": "string", "format": "date-time"},
+                        "membership_id": {"type": ["string", "null"]},
+                        "advisor": {"type": ["string", "null"]},
+                        "due": {"type": "integer"}, "confirmed": {"type": "integer"},
+                        "within_ms": {"type": ["integer", "null"]},
+                        "receipts": {"type": "array", "items": {
+                            "$ref": "#/components/schemas/Receipt"}}}},
+                "Receipt": {"type": "object", "required": [
+                    "stream_id", "client_id", "delivery", "confirmed", "reason"], "properties": {
+                    "stream_id": {"type": "string"}, "client_id": {"type": "string"},
+                    "client_name": {"type": ["string", "null"]},
+                    "delivery": {"enum": ["poll", "push"]},
+                    "description": {"type": ["string", "null"]},
+                    "status": {"enum": ["enabled", "paused", "disabled"]},
+                    "confirmed": {"type": "boolean"},
+                    "acknowledged_at": {"type": ["string", "null"], "format": "date-time",
+                                        "description": "poll: acknowledged; push: accepted"},
+                    "latency_ms": {"type": ["integer", "null"]},
+                    "reason": {"enum": [None, *RECEIPT_REASONS],
+                               "description": "Why not confirmed (null when confirmed)"},
+                    "last_seen_at": {"type": "string", "format": "date-time"}}},
+                "AccessGroups": {"type": "object", "required": ["groups"], "properties": {
+                    "groups": {"type": "array", "items": {"type": "object", "properties": {
+                        "advisor": {"type": "string"}, "advisor_name": {"type": ["string", "null"]},
+                        "membership_id": {"type": "string"}, "area": {"type": "string"},
+                        "action": {"enum": ["read", "write"]}, "count": {"type": "integer"},
+                        "first_at": {"type": "string", "format": "date-time"},
+                        "last_at": {"type": "string", "format": "date-time"},
+                        "statuses": {"type": "object",
+                                     "additionalProperties": {"type": "integer"}}}}}}},
+                "AccessRequests": {"type": "object", "required": ["requests"], "properties": {
+                    "requests": {"type": "array", "items": {"type": "object"}},
+                    "next_before": {"type": ["integer", "null"]}}},
+                "RevocationList": {"type": "object", "properties": {"revocations": {
+                    "type": "array", "items": {"$ref": "#/components/schemas/Revocation"}}}},
                 "MembershipList": {"type": "object", "properties": {"memberships": {
                     "type": "array", "items": {"$ref": "#/components/schemas/Membership"}}}},
                 "Group": {"type": "object", "properties": {

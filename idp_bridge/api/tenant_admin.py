@@ -82,3 +82,133 @@ def audit_events(tenant_id):
               "client_id": r.client_id, "detail": r.detail} for r in rows]
     next_before = items[-1]["id"] if len(items) == limit else None
     return jsonify(events=items, next_before=next_before)
+
+
+# --- revocation receipts ---
+def receipt_json(r) -> dict:
+    return {"stream_id": r.stream_id, "client_id": r.client_id, "client_name": r.client_name,
+            "delivery": r.delivery, "description": r.description, "status": r.status,
+            "confirmed": r.confirmed, "acknowledged_at": iso(r.acknowledged_at),
+            "latency_ms": r.latency_ms, "reason": r.reason, "last_seen_at": iso(r.last_seen_at)}
+
+
+def revocation_json(r) -> dict:
+    return {"id": r.id, "kind": r.kind, ("grant_id" if r.kind == "grant" else "sid"): r.value,
+            "reason": r.reason, "revoked_at": iso(r.revoked_at),
+            "membership_id": r.membership_id, "advisor": r.advisor_subject,
+            "due": r.due, "confirmed": r.confirmed, "within_ms": r.within_ms,
+            "receipts": [receipt_json(x) for x in r.receipts]}
+
+
+@bp.get("/tenants/<tenant_id>/memberships/<membership_id>")
+@authenticated
+def tenant_membership(tenant_id, membership_id):
+    """A membership of the tenant, also an ended one, with its revocation receipts."""
+    detail = _admin().membership_detail(g.identity, tenant_id, membership_id)
+    return jsonify({**membership_json(detail.membership),
+                    "ended_at": iso(detail.ended_at), "ended_by": detail.ended_by,
+                    "end_reason": detail.end_reason,
+                    "revocation_receipts": [revocation_json(r) for r in detail.revocations]})
+
+
+@bp.get("/tenants/<tenant_id>/revocations")
+@authenticated
+def tenant_revocations(tenant_id):
+    use_cases().authorize.tenant_admin(g.identity, tenant_id)
+    limit = parse_int(request.args.get("limit", "20"), 1, 100)
+    if limit is None:
+        raise InvalidInput("limit must be an integer from 1 to 100", code="limit_out_of_range")
+    return jsonify(revocations=[revocation_json(r)
+                                for r in _admin().revocations(g.identity, tenant_id, limit)])
+
+
+# --- what advisors did at the resource servers (access records) ---
+def _access_query(**more):
+    """The access log's filters from the query: ``advisor`` (name, username, e-mail or
+    subject), ``membership``, ``area`` and ``action`` of the catalog, ``since`` and
+    ``until`` as days (YYYY-MM-DD, in the bridge's zone, both included) or RFC 3339 times."""
+    from datetime import date, datetime, timezone
+
+    from scopes.catalog import ACTIONS, CATALOG
+
+    from ..domain.memberships import plausible_id
+    from ..services.access_records import AccessQuery
+
+    args = request.args
+    advisor = (args.get("advisor") or "").strip() or None
+    if advisor is not None and (len(advisor) > 100 or not advisor.isprintable()):
+        raise InvalidInput("advisor must be at most 100 printable characters",
+                           code="advisor_filter_invalid")
+    area = args.get("area") or None
+    if area is not None and area not in CATALOG:
+        raise InvalidInput("area must be a functional area of the catalog", code="unknown_area")
+    action = args.get("action") or None
+    if action is not None and action not in ACTIONS:
+        raise InvalidInput("action must be read or write", code="unknown_action")
+    membership = args.get("membership") or None
+    if membership is not None and not plausible_id(membership):
+        raise InvalidInput("membership must be a membership id", code="unknown_membership_filter")
+    found = {}
+    for key in ("since", "until"):
+        value = args.get(key) or None
+        found[key] = found[key + "_at"] = None
+        if value is None:
+            continue
+        try:
+            if len(value) == 10:
+                day = date.fromisoformat(value)
+                if not date(1970, 1, 1) <= day <= date(9999, 12, 30):
+                    raise ValueError(value)
+                found[key] = day
+            elif 20 <= len(value) <= 35:
+                at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                if at.tzinfo is None:
+                    raise ValueError(value)
+                found[key + "_at"] = at.astimezone(timezone.utc)
+            else:
+                raise ValueError(value)
+        except ValueError:
+            raise InvalidInput(f"{key} must be a date (YYYY-MM-DD) or an RFC 3339 time with "
+                               "a zone", code="time_filter_invalid") from None
+    return AccessQuery(advisor=advisor, membership_id=membership, area=area, action=action,
+                       since=found["since"], until=found["until"], start=found["since_at"],
+                       end=found["until_at"], **more)
+
+
+@bp.get("/tenants/<tenant_id>/access")
+@authenticated
+def tenant_access(tenant_id):
+    """The access log's groups: per advisor (membership), area and action, how many
+    requests, the first and last, their statuses; the newest group first."""
+    use_cases().authorize.tenant_admin(g.identity, tenant_id)
+    groups = use_cases().access_records.access_summary(g.identity, tenant_id, _access_query())
+    return jsonify(groups=[{
+        "advisor": x.subject, "advisor_name": x.advisor_name, "membership_id": x.membership_id,
+        "area": x.area, "action": x.action, "count": x.count, "first_at": iso(x.first_at),
+        "last_at": iso(x.last_at), "statuses": {str(k): v for k, v in x.statuses.items()}}
+        for x in groups])
+
+
+@bp.get("/tenants/<tenant_id>/access/requests")
+@authenticated
+def tenant_access_requests(tenant_id):
+    """Single access records, newest first, ``limit`` (1–500) a page, ``before`` from the
+    previous page's ``next_before``."""
+    use_cases().authorize.tenant_admin(g.identity, tenant_id)
+    limit = parse_int(request.args.get("limit", "100"), 1, 500)
+    if limit is None:
+        raise InvalidInput("limit must be an integer from 1 to 500", code="limit_out_of_range")
+    before = request.args.get("before")
+    if before is not None:
+        before = parse_int(before, 1, MAX_QUERY_INT)
+        if before is None:
+            raise InvalidInput(f"before must be a record id from 1 to {MAX_QUERY_INT}",
+                               code="before_out_of_range")
+    page = use_cases().access_records.access_requests(g.identity, tenant_id, _access_query(),
+                                                      before_id=before, limit=limit)
+    return jsonify(requests=[{
+        "id": r.id, "at": iso(r.at), "advisor": r.subject, "advisor_name": r.advisor_name,
+        "membership_id": r.membership_id, "grant_id": r.grant_id, "sid": r.sid,
+        "area": r.area, "action": r.action, "method": r.method, "route": r.route,
+        "status": r.status, "resource_server": r.client_id, "received_at": iso(r.received_at)}
+        for r in page.requests], next_before=page.next_before_id)

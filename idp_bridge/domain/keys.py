@@ -14,6 +14,7 @@ access-token key a SET.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
@@ -21,7 +22,7 @@ from datetime import datetime, timedelta
 
 from cryptography.fernet import Fernet, InvalidToken
 from joserfc.jwk import ECKey, RSAKey
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from ..storage.models import SigningKey
 
@@ -73,7 +74,13 @@ class KeyRing:
         return kid
 
     def ensure(self, session, now: datetime) -> None:
-        """Create a first key if there is none."""
+        """Create a first key if there is none. Processes starting at once take turns (on
+        PostgreSQL a transaction-level advisory lock per purpose; SQLite's write
+        transactions are serial anyway): two first keys would leave a process publishing a
+        key set without the key another one signs with."""
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                            {"key": _advisory_key(self.purpose)})
         if session.scalars(select(SigningKey.kid).where(
                 SigningKey.retired_at.is_(None), SigningKey.purpose == self.purpose)).first() is None:
             self.create(session, now)
@@ -150,6 +157,12 @@ class KeyRing:
         any key there is nothing to open: the first one is made with this key."""
         with self._lock:
             self._load()
+
+
+def _advisory_key(purpose: str) -> int:
+    """A stable signed 64-bit number for ``purpose`` (PostgreSQL advisory locks)."""
+    return int.from_bytes(hashlib.sha256(f"idp-bridge signing keys {purpose}".encode())
+                          .digest()[:8], "big", signed=True)
 
 
 def _import_private(pem: bytes, alg: str):

@@ -16,10 +16,12 @@ from sqlalchemy import String, cast, or_, select
 
 from ..domain import audit
 from ..domain.access_codes import CurrentCode
-from ..domain.errors import InvalidInput
+from ..domain.errors import InvalidInput, NotFound
+from ..domain.memberships import plausible_id
 from ..notifications import MAX_RECIPIENTS, parse_addresses
 from ..storage.db import utcnow
 from ..storage.models import AccessCodeState, AuditEvent, Membership, Tenant
+from .receipts import MembershipDetail, Receipts, RevocationReceipts
 from .values import AuditEntry, MembershipInfo, TenantInfo, named
 
 
@@ -67,6 +69,7 @@ class TenantAdmin:
         self.guests = guests
         self.people = people
         self.timezone = timezone
+        self.receipts = Receipts()
 
     def _named(self, session, infos: list[MembershipInfo]) -> list[MembershipInfo]:
         return named(session, self.people, infos)
@@ -120,6 +123,16 @@ class TenantAdmin:
             tenant.notification_emails = ", ".join(addresses) or None
         return addresses
 
+    def set_first_access_notification(self, caller, tenant_id: str, enabled: bool) -> bool:
+        """Whether the tenant's admins are told (e-mail to the notification addresses, the
+        webhook) when an advisor first uses a new access: the first access record a resource
+        server reports for a grant. Returns the setting."""
+        self.authorize.tenant_admin(caller, tenant_id)
+        with self.db.transaction() as session:
+            tenant = self.memberships.tenant(session, tenant_id)
+            tenant.notify_first_access = bool(enabled)
+        return bool(enabled)
+
     # --- the access code ---
     def access_code(self, caller, tenant_id: str) -> CurrentCode:
         """The tenant's current access code. A read unless the tenant has no code state
@@ -172,6 +185,35 @@ class TenantAdmin:
             self.memberships.end(session, m, by=caller.subject, actor_role="tenant_admin",
                                  reason="removed_by_tenant", now=utcnow())
         return removed
+
+    # --- revocation receipts (services/receipts.py) ---
+    def membership_detail(self, caller, tenant_id: str, membership_id: str) -> MembershipDetail:
+        """One membership of the tenant, live or ended (``unknown_membership`` for another
+        tenant's or none), with when it ended and which resource servers confirmed each of
+        its revocations."""
+        self.authorize.tenant_admin(caller, tenant_id)
+        now = utcnow()
+        with self.db.read() as session:
+            self.memberships.tenant(session, tenant_id)
+            m = session.get(Membership, membership_id) if plausible_id(membership_id) else None
+            if m is None or m.tenant_id != tenant_id:
+                raise NotFound("no such membership in this tenant", code="unknown_membership")
+            info = self._named(session, [MembershipInfo.of(
+                m, group_name=self._group_names(session, tenant_id).get(m.group_id))])[0]
+            ended_by = self.people.labels(session, [m.ended_by]).get(m.ended_by) \
+                if m.ended_by else None
+            return MembershipDetail(
+                membership=info, ended_at=m.ended_at, ended_by=m.ended_by,
+                ended_by_name=ended_by, end_reason=m.end_reason,
+                revocations=tuple(self.receipts.of_membership(session, m, now)))
+
+    def revocations(self, caller, tenant_id: str, limit: int = 20) -> list[RevocationReceipts]:
+        """The tenant's latest revocations (grants and token families), newest first, with
+        their receipts."""
+        self.authorize.tenant_admin(caller, tenant_id)
+        with self.db.read() as session:
+            self.memberships.tenant(session, tenant_id)
+            return self.receipts.of_tenant(session, tenant_id, limit, utcnow())
 
     def _members(self, session, tenant_id: str, now) -> list[MembershipInfo]:
         names = self._group_names(session, tenant_id)

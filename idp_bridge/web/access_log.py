@@ -1,8 +1,13 @@
-"""The tenant's access log (Zugriffsprotokoll): its advisor-related audit events, filtered,
-described in the reader's language, and as CSV (DESIGN.md sections 7 and 8: joins, failed
-code attempts, token issuance, removals, who did what). The events are read by
-:meth:`idp_bridge.services.tenant_admin.TenantAdmin.access_log`; this module parses the
-filters and presents the :class:`~idp_bridge.services.values.AuditEntry` values."""
+"""The tenant's access log (Zugriffsprotokoll), in two parts:
+
+- what advisors did at the resource servers (issue 14): the access records the applications
+  reported, grouped per advisor, functional area and action ("Bob Advisor read EBICS — 3
+  requests, 10:42–10:44") with the single requests behind each group;
+- access and changes: its advisor-related audit events (DESIGN.md sections 7 and 8: joins,
+  failed code attempts, token issuance, removals, who did what), read by
+  :meth:`idp_bridge.services.tenant_admin.TenantAdmin.access_log`.
+
+This module parses the filters and presents both in the reader's language and as CSV."""
 
 from __future__ import annotations
 
@@ -13,10 +18,14 @@ from dataclasses import dataclass
 from datetime import date
 from zoneinfo import ZoneInfo
 
+from flask_babel import format_date, format_datetime, format_time, ngettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
+from scopes.catalog import AREAS, CATALOG
+
 from ..services.values import AuditEntry
+from .i18n import current_language
 
 #: Filter categories and their audit events (``idp_bridge.domain.audit.EVENTS``).
 CATEGORIES = {
@@ -26,6 +35,7 @@ CATEGORIES = {
     "tokens": ("token.issued", "token.refreshed", "token.family_revoked"),
     "codes": ("access_code.rotated",),
     "guests": ("invitation.changed", "group.changed"),
+    "records": ("access_record.refused",),
 }
 CATEGORY_LABELS = {
     "joins": _l("Joins and assignments"),
@@ -34,6 +44,7 @@ CATEGORY_LABELS = {
     "tokens": _l("Token issuance"),
     "codes": _l("New access codes"),
     "guests": _l("Guest invitations and user groups"),
+    "records": _l("Refused reports of applications"),
 }
 PAGE_SIZE = 50
 #: Dates a filter may name (the day after the latest still exists as a datetime).
@@ -43,6 +54,7 @@ ROLE_LABELS = {
     "advisor": _l("advisor"), "tenant_admin": _l("tenant admin"),
     "support_admin": _l("support admin"), "system": _l("system"), "client": _l("application"),
     "upstream": _l("identity provider"),
+    "receiver": _l("application"),
 }
 
 
@@ -52,6 +64,8 @@ class Filters:
     advisor: str | None = None
     since: date | None = None
     until: date | None = None
+    #: A functional area of ``scopes.catalog`` (the requests part only).
+    area: str | None = None
 
     @classmethod
     def from_args(cls, args) -> tuple["Filters", list[str]]:
@@ -70,11 +84,15 @@ class Filters:
             except ValueError:
                 problems.append(_("Please enter dates as YYYY-MM-DD."))
                 dates[key] = None
-        return cls(category, advisor, dates["since"], dates["until"]), problems
+        area = args.get("area") or None
+        if area is not None and area not in CATALOG:
+            problems.append(_("Unknown functional area."))
+            area = None
+        return cls(category, advisor, dates["since"], dates["until"], area), problems
 
     def query_args(self) -> dict:
         return {key: value for key, value in (
-            ("category", self.category), ("advisor", self.advisor),
+            ("category", self.category), ("advisor", self.advisor), ("area", self.area),
             ("since", self.since.isoformat() if self.since else None),
             ("until", self.until.isoformat() if self.until else None)) if value}
 
@@ -99,7 +117,7 @@ def actor_label(event: AuditEntry, names: dict[str, str], me) -> str:
     role = ROLE_LABELS.get(event.actor_role or "", event.actor_role or "")
     if name:
         return f"{name} ({role})"
-    if event.actor_role == "client":
+    if event.actor_role in ("client", "receiver"):
         return _("application %(client)s", client=event.actor)
     return f"{role} {event.actor[:8]}…" if len(event.actor) > 12 else f"{role} {event.actor}"
 
@@ -159,6 +177,20 @@ def describe(event: AuditEntry, names: dict[str, str]) -> str:
                 "refresh_token_reuse": _("Tokens revoked: a refresh token was used twice."),
                 "revoked_by_client": _("Tokens revoked by the application.")}.get(
             d.get("reason"), _("Tokens revoked."))
+    if event.event == "access_record.refused":
+        return {
+            "unknown_grant": _("The application %(client)s reported a request with an access "
+                               "that does not exist; it was not recorded.",
+                               client=event.client_id or event.actor or "?"),
+            "grant_tenant_mismatch": _("The application %(client)s reported a request for "
+                                       "this tenant with another tenant's access; it was not "
+                                       "recorded.", client=event.client_id or event.actor or "?"),
+            "subject_mismatch": _("The application %(client)s reported a request of another "
+                                  "person than the access's advisor; it was not recorded.",
+                                  client=event.client_id or event.actor or "?"),
+        }.get(d.get("error"), _("The application %(client)s reported a request that was not "
+                                "valid; it was not recorded.",
+                                client=event.client_id or event.actor or "?"))
     if event.event == "token.rejected":
         return _("A token request was rejected.")
     if event.event == "invitation.changed":
@@ -208,3 +240,89 @@ def _cell(value) -> str:
     if text and (text[0] in FORMULA_STARTS or text[0].isspace()):
         return "'" + text
     return text
+
+
+# --- what advisors did at the resource servers (access records) ---
+#: Groups on the page (the newest activity first) and single requests per page.
+GROUP_LIMIT = 200
+REQUEST_PAGE_SIZE = 100
+
+
+def area_name(key: str) -> str:
+    area = CATALOG.get(key)
+    if area is None:
+        return key
+    return area.name_de if current_language() == "de" else area.name_en
+
+
+def area_choices() -> list[tuple[str, str]]:
+    """(key, name) of every functional area, in catalog order, in the reader's language."""
+    return [(area.key, area_name(area.key)) for area in AREAS]
+
+
+def span(first, last) -> str:
+    """When a group's requests happened: "10:42–10:44" on the day, with the date in front;
+    the dates on both ends when they differ."""
+    if first.astimezone(_zone()).date() == last.astimezone(_zone()).date():
+        day = format_date(first, "medium")
+        start, end = format_time(first, "short"), format_time(last, "short")
+        return f"{day}, {start}" if start == end else f"{day}, {start}–{end}"
+    return f"{format_datetime(first, 'short')} – {format_datetime(last, 'short')}"
+
+
+def _zone():
+    from flask_babel import get_timezone
+
+    return get_timezone()
+
+
+def advisor_of(item, names: dict[str, str]) -> str:
+    """What to call the advisor of a group or request: the directory's (or their sign-in's)
+    name, else the subject."""
+    subject = getattr(item, "advisor", None) or getattr(item, "subject", None) or "?"
+    return getattr(item, "advisor_name", None) or names.get(subject) or subject
+
+
+def describe_group(group, names: dict[str, str]) -> str:
+    """"Bob Advisor read EBICS — 3 requests, 10:42–10:44" in the reader's language."""
+    advisor, area = advisor_of(group, names), area_name(group.area)
+    count = ngettext("%(num)s request", "%(num)s requests", group.count)
+    what = (_("%(advisor)s changed %(area)s", advisor=advisor, area=area)
+            if group.action == "write" else
+            _("%(advisor)s read %(area)s", advisor=advisor, area=area))
+    return f"{what} — {count}, {span(group.first_at, group.last_at)}"
+
+
+def statuses_text(statuses) -> str:
+    """A group's answers: "200 ×3, 404 ×1" (``statuses`` maps a status to its count, or is a
+    sequence of statuses)."""
+    if isinstance(statuses, dict):
+        pairs = sorted(statuses.items())
+    else:
+        counted: dict[int, int] = {}
+        for status in statuses or ():
+            counted[status] = counted.get(status, 0) + 1
+        pairs = sorted(counted.items())
+    return ", ".join(f"{status} ×{count}" for status, count in pairs)
+
+
+def action_label(action: str) -> str:
+    return _("change") if action == "write" else _("read")
+
+
+def requests_to_csv(records, names: dict[str, str], *, delimiter: str, zone: str) -> str:
+    """The single requests as CSV (BOM, formula-neutralised cells as :func:`to_csv`)."""
+    out = io.StringIO()
+    out.write("\ufeff")
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
+    writer.writerow([_("Time"), _("Time (UTC)"), _("Advisor"), _("Functional area"),
+                     _("Action"), _("Method"), _("Route"), _("Status"), _("Application"),
+                     _("Access"), _("Token family")])
+    tz = ZoneInfo(zone)
+    for r in records:
+        writer.writerow([_cell(v) for v in (
+            r.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"),
+            r.at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{r.at.microsecond // 1000:03d}Z",
+            advisor_of(r, names), area_name(r.area), action_label(r.action), r.method, r.route,
+            r.status, r.client_id, r.membership_id or "", r.sid or "")])
+    return out.getvalue()

@@ -123,6 +123,12 @@ PAGE_MESSAGES = {
     "profile_immutable": _l("The advisor rights are fixed and cannot be changed."),
     "limit_out_of_range": _l("The page address is not valid."),
     "before_out_of_range": _l("The page address is not valid."),
+    # the access log's API filters (api/tenant_admin.py)
+    "unknown_area": _l("Unknown functional area."),
+    "unknown_action": _l("The page address is not valid."),
+    "unknown_membership_filter": _l("The page address is not valid."),
+    "advisor_filter_invalid": _l("The entry is not valid."),
+    "time_filter_invalid": _l("Please enter dates as YYYY-MM-DD."),
     # user groups and guest invitations (domain/guests.py)
     "group_name_invalid": _l("A user group needs a name of 1 to 100 characters."),
     "group_name_taken": _l("There already is a user group with this name."),

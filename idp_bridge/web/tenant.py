@@ -11,14 +11,17 @@ from flask import (Response, flash, g, jsonify, redirect, render_template, reque
                    url_for)
 from flask_babel import format_time, ngettext
 from flask_babel import gettext as _
+from markupsafe import Markup
 
 from .. import surfaces
 from ..domain.errors import DomainError, Forbidden
+from ..domain.memberships import plausible_id
 from ..notifications import MAX_RECIPIENTS
 from ..request_guard import parse_int
+from ..services.access_records import AccessQuery
 from ..services.tenant_admin import LogQuery
 from ..storage.db import utcnow
-from . import access_log
+from . import access_log, receipts
 from .auth import current_identity
 from .errors import deny, explain, page_blueprint
 from .i18n import current_language
@@ -33,16 +36,28 @@ def _admin():
     return use_cases().tenant_admin
 
 
+def _records():
+    return use_cases().access_records
+
+
 def _live_state(tenant_id: str) -> dict:
     """What the help page shows and refreshes: the code and the advisors."""
     state = _admin().help_state(g.identity, tenant_id)
     members, code = state.members, state.code
     group_names = {m.group_id: m.group_name for m in members if m.group_id}
+    # "Last activity": the latest request a resource server reported, else the last token.
+    recorded = _records().last_activity(g.identity, tenant_id)
+    last_activity = {m.id: recorded.get(m.id) or m.last_token_at for m in members}
+    active = _records().active_now(g.identity, tenant_id, state.now)
     fingerprint = hashlib.sha256("|".join(
-        [code.code] + [f"{m.id}/{m.kind}/{m.last_token_at}/{m.expires_at}/"
+        [code.code] + [f"{m.id}/{m.kind}/{last_activity[m.id]}/{m.expires_at}/"
                        f"{m.group_name or ''}" for m in members]
+        + [f"{a.membership_id}/{a.live}/{','.join(a.areas)}/{a.count}/{a.last_at}"
+           for a in active]
     ).encode()).hexdigest()[:16]
-    return {"tenant": state.tenant, "code": code, "now": state.now,
+    return {"tenant": state.tenant, "code": code, "now": state.now, "active": active,
+            "last_activity": last_activity, "recorded_activity": recorded,
+            "area_names": lambda keys: ", ".join(access_log.area_name(k) for k in keys),
             "temporary": [m for m in members if m.kind == "temporary"],
             "permanent": [m for m in members if m.kind == "permanent"],
             "guests": [m for m in members if m.kind == "guest"], "group_names": group_names,
@@ -87,7 +102,11 @@ def status(tenant_id):
         now=int(state["now"].timestamp()), fingerprint=state["fingerprint"],
         temporary_html=render_template("web/_temporary.html", **state),
         permanent_html=render_template("web/_permanent.html", **state),
-        guests_html=render_template("web/_guests.html", **state))
+        guests_html=render_template("web/_guests.html", **state),
+        active_html=render_template("web/_active.html", **state),
+        active=[{"membership_id": a.membership_id, "advisor": a.subject,
+                 "advisor_name": a.advisor_name, "areas": list(a.areas), "requests": a.count,
+                 "last_at": int(a.last_at.timestamp()), "live": a.live} for a in state["active"]])
 
 
 @bp.get("/users")
@@ -142,8 +161,11 @@ def remove_confirm(tenant_id, membership_id):
 @tenant_admin_required
 def remove(tenant_id, membership_id):
     removed = _admin().remove(g.identity, tenant_id, membership_id)
-    flash(_("%(name)s was removed from tenant %(tenant)s. All tokens of this access are "
-            "invalid.", name=removed.shown_name, tenant=tenant_id), "success")
+    flash(Markup("{} <a href=\"{}\">{}</a>").format(
+        _("%(name)s was removed from tenant %(tenant)s. All tokens of this access are "
+          "invalid.", name=removed.shown_name, tenant=tenant_id),
+        url_for("tenant.membership", tenant_id=tenant_id, membership_id=removed.id),
+        _("Which resource servers confirmed it")), "success")
     return redirect(_back(tenant_id), 303)
 
 
@@ -189,12 +211,29 @@ def set_notifications(tenant_id):
     return redirect(url_for("tenant.help", tenant_id=tenant_id) + "#notifications", 303)
 
 
+@bp.post("/settings/first-access")
+@tenant_admin_required
+def set_first_access(tenant_id):
+    """The tenant's "tell us when an advisor first uses a new access" (a checkbox: absent
+    means off, as browsers send unchecked boxes)."""
+    enabled = _admin().set_first_access_notification(
+        g.identity, tenant_id, request.form.get("notify_first_access") == "on")
+    flash(_("We will tell you when an advisor first uses a new access.") if enabled else
+          _("You will not be told when an advisor first uses a new access."), "success")
+    return redirect(url_for("tenant.help", tenant_id=tenant_id) + "#notifications", 303)
+
+
 # --- access log ---
 def _log_events(tenant_id: str, filters, *, before_id=None, limit=None):
     return _admin().access_log(g.identity, tenant_id, LogQuery(
         events=access_log.CATEGORIES.get(filters.category), advisor=filters.advisor,
         since=filters.since, until=filters.until, before_id=before_id,
         limit=limit or access_log.PAGE_SIZE))
+
+
+def _access_query(filters, **more) -> AccessQuery:
+    return AccessQuery(advisor=filters.advisor, area=filters.area, since=filters.since,
+                       until=filters.until, **more)
 
 
 @bp.get("/log")
@@ -211,14 +250,75 @@ def log(tenant_id):
     rows = [{"event": e, "what": access_log.describe(e, names),
              "who": access_log.actor_label(e, names, me)} for e in events]
     older = events[-1].id if len(events) == access_log.PAGE_SIZE else None
+    groups = _records().access_summary(g.identity, tenant_id, _access_query(filters))
+    shown = groups[:access_log.GROUP_LIMIT]
+    reads = [{"group": group, "what": access_log.describe_group(group, names),
+              "statuses": access_log.statuses_text(group.statuses),
+              "drill": url_for("tenant.log_requests", tenant_id=tenant_id,
+                               membership=group.membership_id, action=group.action,
+                               **{**filters.query_args(), "area": group.area})}
+             for group in shown]
     return render_template("web/tenant_log.html", tenant=tenant, rows=rows, filters=filters,
-                           problems=problems, older=older,
+                           problems=problems, older=older, reads=reads,
+                           more_groups=len(groups) > len(shown),
+                           areas=access_log.area_choices(),
                            categories=access_log.CATEGORY_LABELS), 400 if problems else 200
+
+
+def _request_filters():
+    """The log's filters and a drill-down's membership and action (a group's requests)."""
+    filters, problems = access_log.Filters.from_args(request.args)
+    membership = request.args.get("membership") or None
+    if membership is not None and not plausible_id(membership):
+        problems.append(_("The page address is not valid."))
+        membership = None
+    action = request.args.get("action") or None
+    if action is not None and action not in ("read", "write"):
+        problems.append(_("The page address is not valid."))
+        action = None
+    return filters, membership, action, problems
+
+
+@bp.get("/log/requests")
+@tenant_admin_required
+def log_requests(tenant_id):
+    """The single requests behind the access log's groups (all, or one group's: an
+    advisor's access, an area and an action), newest first, a page at a time."""
+    filters, membership, action, problems = _request_filters()
+    before = request.args.get("before") or None
+    if before is not None:
+        before = parse_int(before)
+        if before is None:
+            problems.append(_("The page address is not valid."))
+    tenant = _admin().tenant(g.identity, tenant_id)
+    page = _records().access_requests(
+        g.identity, tenant_id, _access_query(filters, membership_id=membership, action=action),
+        before_id=before, limit=access_log.REQUEST_PAGE_SIZE)
+    extra = {key: value for key, value in (("membership", membership), ("action", action))
+             if value}
+    rows = [{"request": r, "advisor": access_log.advisor_of(r, {}),
+             "area": access_log.area_name(r.area), "action": access_log.action_label(r.action)}
+            for r in page.requests]
+    return render_template(
+        "web/tenant_log_requests.html", tenant=tenant, rows=rows, filters=filters,
+        problems=problems, query={**filters.query_args(), **extra},
+        next_before=page.next_before_id,
+        group_label=rows[0]["advisor"] if membership and rows else None,
+        area_label=access_log.area_name(filters.area) if filters.area else None,
+        action_label=access_log.action_label(action) if action else None,
+    ), 400 if problems else 200
 
 
 @bp.get("/log.csv")
 @tenant_admin_required
 def log_csv(tenant_id):
+    """The audit events as CSV; with ``part=requests`` the single requests the resource
+    servers reported (the same filters, a drill-down's ``membership`` and ``action``)."""
+    part = request.args.get("part") or "events"
+    if part not in ("events", "requests"):
+        deny(_("The page address is not valid."), 400)
+    if part == "requests":
+        return _requests_csv(tenant_id)
     filters, problems = access_log.Filters.from_args(request.args)
     if problems:
         deny(" ".join(problems), 400)
@@ -226,7 +326,51 @@ def log_csv(tenant_id):
     german = current_language() == "de"
     body = access_log.to_csv(events, names, g.identity, delimiter=";" if german else ",",
                              zone=services().settings.web_timezone)
+    return _csv_response(body, "zugriffsprotokoll" if german else "access-log", tenant.id)
+
+
+def _requests_csv(tenant_id: str):
+    filters, membership, action, problems = _request_filters()
+    if problems:
+        deny(" ".join(problems), 400)
+    tenant = _admin().tenant(g.identity, tenant_id)
+    query = _access_query(filters, membership_id=membership, action=action)
+    records, before = [], None
+    while len(records) < access_log.CSV_LIMIT:  # pages of 500 (the service's maximum)
+        page = _records().access_requests(g.identity, tenant_id, query, before_id=before,
+                                          limit=500)
+        records += page.requests
+        before = page.next_before_id
+        if before is None:
+            break
+    german = current_language() == "de"
+    body = access_log.requests_to_csv(records[:access_log.CSV_LIMIT], {},
+                                      delimiter=";" if german else ",",
+                                      zone=services().settings.web_timezone)
+    return _csv_response(body, "zugriffe" if german else "access-requests", tenant.id)
+
+
+def _csv_response(body: str, prefix: str, tenant_id: str):
     stamp = utcnow().astimezone(timezone.utc).strftime("%Y%m%d-%H%M")
-    name = f"{'zugriffsprotokoll' if german else 'access-log'}-{tenant.id}-{stamp}.csv"
+    name = f"{prefix}-{tenant_id}-{stamp}.csv"
     return Response(body, mimetype="text/csv", headers={
         "Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+
+
+# --- a membership and its revocation receipts ---
+@bp.get("/memberships/<membership_id>", endpoint="membership")
+@tenant_admin_required
+def membership_page(tenant_id, membership_id):
+    """One access of the tenant, also an ended one: when it ended and which resource
+    servers confirmed each of its revocations (:meth:`TenantAdmin.membership_detail`)."""
+    tenant = _admin().tenant(g.identity, tenant_id)
+    detail = _admin().membership_detail(g.identity, tenant_id, membership_id)
+    revocations = [{
+        "revocation": r, "label": receipts.revocation_label(r), "summary": receipts.summary(r),
+        "rows": [{"receipt": x, "text": _("Confirmed %(when)s, after %(after)s",
+                                          when=format_time(x.acknowledged_at, "medium"),
+                                          after=receipts.duration(x.latency_ms))
+                  if x.confirmed else receipts.reason_text(x)} for x in r.receipts]}
+        for r in reversed(detail.revocations)]
+    return render_template("web/tenant_membership.html", tenant=tenant, detail=detail,
+                           revocations=revocations)

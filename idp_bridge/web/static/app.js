@@ -1,8 +1,8 @@
 /* idp-bridge pages: comfort only. Every page works without this script (CSP: script-src
    'self', so no inline scripts). What it adds:
    - help page: countdown to the next code, copy button, live refresh of the code, its
-     "(until HH:MM)" and the advisor and guest lists by polling the page's small JSON status
-     endpoint every few seconds;
+     "(until HH:MM)", the advisors active now and the advisor and guest lists by polling the
+     page's small JSON status endpoint every few seconds;
    - advisor page: polls its status endpoint too; a tenant whose access has ended (removed,
      left elsewhere, expired) loses its "Open" and "Leave" buttons and says so; new tenants
      or invitations show a note with a reload link;
@@ -117,6 +117,9 @@
           var changed = replace("temporary-advisors", data.temporary_html);
           changed = replace("permanent-advisors", data.permanent_html) || changed;
           if (data.guests_html !== undefined) changed = replace("guest-users", data.guests_html) || changed;
+          if (data.active_html !== undefined && replace("active-now", data.active_html) && !changed) {
+            announce(live.getAttribute("data-text-active-changed"));
+          }
           if (changed) announce(live.getAttribute("data-text-advisors-changed"));
         })
         .catch(function () { /* offline for a moment: the next poll tries again */ })

@@ -18,9 +18,10 @@ depends_on = None
 
 
 def upgrade():
-    with op.batch_alter_table('tenants', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('notify_first_access', sa.Boolean(), nullable=False,
-                                      server_default=sa.text('false')))
+    # A plain ADD COLUMN (SQLite takes it with a constant default): a batch copy of tenants
+    # would drop a table other tables' foreign keys point at.
+    op.add_column('tenants', sa.Column('notify_first_access', sa.Boolean(), nullable=False,
+                                       server_default=sa.text('false')))
 
 
 def downgrade():
