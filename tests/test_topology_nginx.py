@@ -240,11 +240,12 @@ class Topology:
         assert response.status_code == 201, response.text
         return response.json()["stream_id"]
 
-    def verify(self, token: str) -> dict:
+    def verify(self, token: str, keys_path: str = "/jwks") -> dict:
+        """Claims of an access token (``/jwks``) or a SET (``/ssf/jwks``, the feed's own keys)."""
         from joserfc import jwt
         from joserfc.jwk import KeySet
 
-        keys = KeySet.import_key_set(self.get("/ssf/jwks").json())  # the feed's own keys
+        keys = KeySet.import_key_set(self.get(keys_path).json())
         return jwt.decode(token, keys, algorithms=["ES256", "RS256"]).claims
 
     # --- nginx's view ---
@@ -562,7 +563,7 @@ def _story(t: Topology, kc, database) -> None:
     for receiver in receivers:
         assert len(receiver.sets) == 1, receiver.sets
         jti, token = next(iter(receiver.sets.items()))
-        event = t.verify(token)
+        event = t.verify(token, "/ssf/jwks")
         assert event["sub_id"] == {"format": "opaque", "id": bob_grant}
         assert event["events"][SESSION_REVOKED]["reason_admin"] == {"en": "removed_by_tenant"}
         acked = t.post(f"/ssf/poll/{receiver.stream_id}", auth=(RS_CLIENT_ID, t.rs_secret),
