@@ -176,7 +176,7 @@ def test_advisor_requests_are_recorded_and_shipped(fake, guard, tmp_path):
                        json={"iban": "DE-SECRET-BODY"}).status_code == 201
     assert client.get(f"/tenants/{TENANT}/users/u-4711", headers=auth(token)).status_code == 404
 
-    assert recorder.wait_idle(10)
+    assert recorder.wait_idle(60)
     records = sorted(fake.ingest.stored.values(), key=lambda r: r["at"] + r["route"])
     assert len(records) == 3 and set(fake.ingest.stores.values()) == {1}
     by_route = {r["route"]: r for r in records}
@@ -214,7 +214,7 @@ def test_nothing_is_recorded_for_tokens_without_an_advisor_membership(fake, guar
     assert client.get(f"/tenants/{TENANT}/ebics/a1",
                       headers=auth(fake.mint(scope="users:read"))).status_code == 403
     assert client.get(f"/tenants/{TENANT}/ebics/a1").status_code == 401
-    assert recorder.wait_idle(10)
+    assert recorder.wait_idle(60)
     assert fake.ingest.posts == 0 and fake.ingest.stored == {}
     assert recorder.stats["spooled"] == 0
 
@@ -225,7 +225,7 @@ def test_every_advisor_membership_is_recorded(fake, guard, tmp_path, membership)
     client = resource_app(guard).test_client()
     assert client.get(f"/tenants/{TENANT}/ebics/a1",
                       headers=auth(fake.mint(membership=membership))).status_code == 200
-    assert recorder.wait_idle(10)
+    assert recorder.wait_idle(60)
     assert len(fake.ingest.stored) == 1
 
 
@@ -258,7 +258,7 @@ def test_request_thread_only_enqueues(fake, guard, tmp_path, monkeypatch):
     assert opened == [] and fake.ingest.posts == 0
     blocked.set()
     monkeypatch.setattr("builtins.open", real_open)
-    assert recorder.wait_idle(10)
+    assert recorder.wait_idle(60)
     assert len(fake.ingest.stored) == 5
 
 
@@ -271,7 +271,7 @@ def test_batches_hold_at_most_100_records(fake, guard, tmp_path):
                             route="/tenants/<tenant>/evaluation", status=200)
     wait_for(lambda: recorder.stats["spooled"] == 250, message="the spool")
     fake.ingest.mode = "up"
-    assert recorder.wait_idle(15)
+    assert recorder.wait_idle(60)
     assert len(fake.ingest.stored) == 250 and max(fake.ingest.sizes) <= 100
 
 
@@ -285,7 +285,7 @@ def test_the_bridge_down_for_a_while_records_arrive_later(fake, guard, tmp_path)
     wait_for(lambda: recorder.stats["ship_failures"] >= 3, message="failed shipments")
     assert fake.ingest.stored == {} and recorder.stats["spooled"] == 20
     fake.ingest.mode = "up"
-    assert recorder.wait_idle(15)
+    assert recorder.wait_idle(60)
     assert len(fake.ingest.stored) == 20 and set(fake.ingest.stores.values()) == {1}
 
 
@@ -295,7 +295,7 @@ def test_records_the_bridge_refuses_are_dropped_not_retried(fake, guard, tmp_pat
     fake.ingest.forged.add(forged["grant_id"])
     guard.record_access(forged, "ebics:read", method="GET", route="/r", status=200)
     guard.record_access(fake.claims(), "ebics:read", method="GET", route="/r", status=200)
-    assert recorder.wait_idle(10)
+    assert recorder.wait_idle(60)
     assert recorder.stats["refused_by_bridge"] == 1 and len(fake.ingest.stored) == 1
     assert sum(fake.ingest.seen.values()) == 2  # once each: a refusal is an answer
 
@@ -310,7 +310,7 @@ def test_a_stopped_recorder_leaves_its_spool_to_the_next(fake, guard, tmp_path):
     guard.stop_access_recording(timeout=2)
     fake.ingest.mode = "up"
     recorder = start(guard, spool)
-    assert recorder.wait_idle(10)
+    assert recorder.wait_idle(60)
     assert len(fake.ingest.stored) == 7
     wait_for(lambda: list(spool.glob("*.lock")) == [p for p in spool.glob("*.lock")
                                                      if recorder._prefix in p.name],
@@ -344,7 +344,7 @@ def test_full_spool_drop_oldest_keeps_serving_and_drops_the_oldest(fake, guard, 
     assert sum(s.size for s in recorder._segments) <= 64 * 1024 + 16 * 1024
     assert "dropped the" in caplog.text and "when_full=drop_oldest" in caplog.text
     fake.ingest.mode = "up"
-    assert recorder.wait_idle(15)
+    assert recorder.wait_idle(60)
     stored = fake.ingest.stored.values()
     assert all(r["sub"] != "first-advisor" for r in stored)  # the oldest went
     assert any(r["route"] == "/tenants/<tenant>/evaluation" for r in stored)  # the newest stay
@@ -388,7 +388,7 @@ def test_full_spool_refuse_answers_503_for_advisor_requests(fake, guard, tmp_pat
     fake.ingest.mode = "up"
     wait_for(lambda: not recorder.full, timeout=15, message="room again")
     assert client.post(f"/tenants/{TENANT}/evaluation", headers=auth(token)).status_code == 201
-    assert recorder.wait_idle(15)
+    assert recorder.wait_idle(60)
     assert len(fake.ingest.stored) == filled - dropped + (read_status == 200) + 1
 
 
