@@ -173,20 +173,7 @@ class Notifications:
             "end_reason": membership.end_reason if change == "ended" else None,
             "help_page": f"{self.issuer}/tenants/{membership.tenant_id}/help",
         }
-        items = []
-        if self.webhook is not None:
-            items.append(("webhook", facts))
-        if self.smtp is not None and tenant is not None:
-            try:
-                recipients = parse_addresses(tenant.notification_emails)
-            except (ValueError, OverflowError):
-                recipients = []  # stored values were validated; never fail the change
-            if recipients:
-                items.append(("email", {**facts, "recipients": recipients}))
-        for channel, payload in items:
-            session.add(NotificationItem(channel=channel, event=event,
-                                         tenant_id=membership.tenant_id, payload=payload,
-                                         created_at=now, attempts=0, next_attempt_at=now))
+        self._queue(session, tenant, event, facts, now, tenant_id=membership.tenant_id)
 
     def access_recorded(self, session, client_id: str, record_ids: list[str],
                         now: datetime) -> None:
@@ -255,11 +242,14 @@ class Notifications:
         }
         self._queue(session, tenant, "advisor.first_access", facts, now)
 
-    def _queue(self, session, tenant, event: str, facts: dict, now: datetime) -> None:
+    def _queue(self, session, tenant, event: str, facts: dict, now: datetime, *,
+               tenant_id: str | None = None) -> None:
+        """Outbox rows for ``event``: the webhook, and e-mail to the tenant's addresses
+        (none when the tenant row is gone)."""
         items = []
         if self.webhook is not None:
             items.append(("webhook", facts))
-        if self.smtp is not None:
+        if self.smtp is not None and tenant is not None:
             try:
                 recipients = parse_addresses(tenant.notification_emails)
             except (ValueError, OverflowError):
@@ -267,9 +257,9 @@ class Notifications:
             if recipients:
                 items.append(("email", {**facts, "recipients": recipients}))
         for channel, payload in items:
-            session.add(NotificationItem(channel=channel, event=event, tenant_id=tenant.id,
-                                         payload=payload, created_at=now, attempts=0,
-                                         next_attempt_at=now))
+            session.add(NotificationItem(channel=channel, event=event,
+                                         tenant_id=tenant_id or tenant.id, payload=payload,
+                                         created_at=now, attempts=0, next_attempt_at=now))
 
     # --- delivery ---
     def work_once(self, limit: int = 50) -> int:

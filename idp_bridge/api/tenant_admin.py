@@ -66,15 +66,7 @@ def tenant_remove_member(tenant_id, membership_id):
 @authenticated
 def audit_events(tenant_id):
     use_cases().authorize.tenant_admin(g.identity, tenant_id)
-    limit = parse_int(request.args.get("limit", "50"), 1, 500)
-    if limit is None:
-        raise InvalidInput("limit must be an integer from 1 to 500", code="limit_out_of_range")
-    before = request.args.get("before")
-    if before is not None:
-        before = parse_int(before, 1, MAX_QUERY_INT)
-        if before is None:
-            raise InvalidInput(f"before must be an event id from 1 to {MAX_QUERY_INT}",
-                               code="before_out_of_range")
+    limit, before = _page_args(default_limit=50, what="an event id")
     rows = _admin().audit_events(g.identity, tenant_id, before_id=before, limit=limit,
                                  event=request.args.get("event"))
     items = [{"id": r.id, "at": iso(r.at), "event": r.event, "actor": r.actor,
@@ -195,15 +187,7 @@ def tenant_access_requests(tenant_id):
     """Single access records, newest first, ``limit`` (1–500) a page, ``before`` from the
     previous page's ``next_before``."""
     use_cases().authorize.tenant_admin(g.identity, tenant_id)
-    limit = parse_int(request.args.get("limit", "100"), 1, 500)
-    if limit is None:
-        raise InvalidInput("limit must be an integer from 1 to 500", code="limit_out_of_range")
-    before = request.args.get("before")
-    if before is not None:
-        before = parse_int(before, 1, MAX_QUERY_INT)
-        if before is None:
-            raise InvalidInput(f"before must be a record id from 1 to {MAX_QUERY_INT}",
-                               code="before_out_of_range")
+    limit, before = _page_args(default_limit=100, what="a record id")
     page = use_cases().access_records.access_requests(g.identity, tenant_id, _access_query(),
                                                       before_id=before, limit=limit)
     return jsonify(requests=[{
@@ -212,3 +196,17 @@ def tenant_access_requests(tenant_id):
         "area": r.area, "action": r.action, "method": r.method, "route": r.route,
         "status": r.status, "resource_server": r.client_id, "received_at": iso(r.received_at)}
         for r in page.requests], next_before=page.next_before_id)
+
+
+def _page_args(*, default_limit: int, what: str) -> tuple[int, int | None]:
+    """``limit`` (1–500) and ``before`` (an id from 1 to MAX_QUERY_INT) of a paged list."""
+    limit = parse_int(request.args.get("limit", str(default_limit)), 1, 500)
+    if limit is None:
+        raise InvalidInput("limit must be an integer from 1 to 500", code="limit_out_of_range")
+    before = request.args.get("before")
+    if before is not None:
+        before = parse_int(before, 1, MAX_QUERY_INT)
+        if before is None:
+            raise InvalidInput(f"before must be {what} from 1 to {MAX_QUERY_INT}",
+                               code="before_out_of_range")
+    return limit, before
