@@ -565,6 +565,7 @@ def _run_demo(obj, cleanup: contextlib.ExitStack, provider_class, port, idp_port
     from .domain.errors import Conflict
 
     database_url = obj.get("database_url")
+    workdir = None
     if not database_url:
         workdir = tempfile.mkdtemp(prefix="idp-bridge-demo-")
         cleanup.callback(_remove_folder, workdir)
@@ -635,6 +636,16 @@ def _run_demo(obj, cleanup: contextlib.ExitStack, provider_class, port, idp_port
         if rs_secret:
             guard.start_revocation_listener(DEMO_RS_CLIENT, rs_secret)
             cleanup.callback(guard.stop_revocation_listener)
+            # What advisors read there reaches the tenant's access log (POST /access-records),
+            # from a spool of the demo's own (removed on the way out with what it holds).
+            if workdir is not None:
+                spool = os.path.join(workdir, "access-spool")
+            else:
+                spool = tempfile.mkdtemp(prefix="idp-bridge-demo-")
+                cleanup.callback(_remove_folder, spool)
+            guard.start_access_recording(DEMO_RS_CLIENT, rs_secret, spool,
+                                         max_spool_bytes=16 * 1024 * 1024)
+            cleanup.callback(guard.stop_access_recording)
         _serve_in_thread(cleanup, rs_port, example.create_app(guard), "resource-server",
                          "example resource server", "--rs-port")
 

@@ -127,6 +127,70 @@ def test_open_tenant_hands_tokens_to_the_example_application(demo):
     assert forged.status_code == 401 and 'id="areas"' not in forged.text
 
 
+def _until(check, what: str, deadline: float = 60.0):
+    """Poll ``check`` until it returns something true (generous deadline, never a speed)."""
+    end = time.monotonic() + deadline
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > end:
+            pytest.fail(f"not within {deadline:.0f} s: {what}")
+        time.sleep(0.2)
+
+
+def test_anna_sees_what_bob_read_and_which_servers_confirmed_his_removal(demo):
+    """Issue 14 item 5: the demo's example resource server records bob's reads and ships them;
+    anna's access log shows them; after the removal the receipt names the example server."""
+    base, rs = demo["base"], demo["rs"]
+    anna = cli("demo-token", "anna", "--idp-port", str(demo["idp_port"])).stdout.strip()
+    bob = cli("demo-token", "bob", "--idp-port", str(demo["idp_port"])).stdout.strip()
+    as_anna = {"Authorization": f"Bearer {anna}"}
+    code = requests.get(f"{base}/api/tenants/10042/access-code", headers=as_anna).json()["code"]
+    joined = requests.post(f"{base}/token", auth=("advisor-console", demo["secret"]), data={
+        "grant_type": TOKEN_EXCHANGE, "subject_token": bob,
+        "subject_token_type": ACCESS_TOKEN_TYPE, "tenant": "10042", "access_code": code})
+    assert joined.status_code == 200, joined.text
+    token = joined.json()["access_token"]
+    assert requests.get(f"{base}/api/tenants/10042/access", headers=as_anna).json() == \
+        {"groups": []}
+    for _ in range(3):
+        read = requests.get(f"{rs}/tenants/10042/ebics",
+                            headers={"Authorization": f"Bearer {token}"})
+        assert read.status_code == 200, read.text
+
+    def ebics_group():
+        groups = requests.get(f"{base}/api/tenants/10042/access", headers=as_anna).json()
+        found = [x for x in groups["groups"] if x["area"] == "ebics"]
+        return found if found and found[0]["count"] == 3 else None
+
+    (group,) = _until(ebics_group, "bob's three EBICS reads in anna's access log")
+    assert group["action"] == "read" and group["statuses"] == {"200": 3}
+    assert group["advisor_name"] and group["advisor"] != group["advisor_name"]
+    single = requests.get(f"{base}/api/tenants/10042/access/requests", headers=as_anna).json()
+    assert [r["route"] for r in single["requests"]] == ["/tenants/<tenant>/ebics"] * 3
+    assert {r["resource_server"] for r in single["requests"]} == {"example-resource-server"}
+
+    (membership,) = requests.get(f"{base}/api/tenants/10042/memberships",
+                                 headers=as_anna).json()["memberships"]
+    removed = requests.delete(f"{base}/api/tenants/10042/memberships/{membership['id']}",
+                              headers=as_anna)
+    assert removed.status_code == 204, removed.text
+
+    def confirmed():
+        detail = requests.get(f"{base}/api/tenants/10042/memberships/{membership['id']}",
+                              headers=as_anna).json()
+        receipts = detail["revocation_receipts"]
+        return receipts if receipts and all(r["confirmed"] == r["due"] >= 1
+                                            for r in receipts) else None
+
+    receipts = _until(confirmed, "the example resource server confirming bob's removal")
+    assert any(x["client_id"] == "example-resource-server" and x["confirmed"]
+               for r in receipts for x in r["receipts"])
+    after = requests.get(f"{rs}/tenants/10042/ebics", headers={"Authorization": f"Bearer {token}"})
+    assert after.status_code == 401
+
+
 def test_demo_token_unknown_user(demo):
     result = cli("demo-token", "mallory", "--idp-port", str(demo["idp_port"]), check=False)
     assert result.returncode != 0
