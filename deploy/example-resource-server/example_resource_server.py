@@ -37,6 +37,12 @@ Run: ``python example_resource_server.py`` with ``RS_ISSUER`` (the bridge), ``RS
 ``RS_AUDIENCE`` (default ``konfipay-api``), ``RS_PORT``, ``RS_TIMEZONE`` (default
 ``Europe/Berlin``), ``RS_RESOURCE``, ``RS_WRITE_ACR_VALUES``, ``RS_WRITE_MAX_AGE``,
 ``RS_EXTERNAL_URL``, ``RS_DPOP_REQUIRED``.
+
+Access records (what advisors read, for the tenant's access log): with ``RS_ACCESS_SPOOL_DIR``
+set, every request authorised with an advisor or guest token is recorded and shipped to the
+bridge's ``/access-records`` with the same receiver client; ``RS_ACCESS_SPOOL_MAX_BYTES``
+(default 64 MiB) bounds the unshipped spool (when full: writes refused, oldest reads dropped).
+``idp-bridge demo`` turns it on.
 """
 
 from __future__ import annotations
@@ -378,10 +384,17 @@ def main() -> None:
                            "1", "true", "yes"))
     guard.resource_metadata = resource_metadata(guard, resource)
     app = create_app(guard)  # a bad setting stops here, before the listener starts
+    spool_dir = os.environ.get("RS_ACCESS_SPOOL_DIR")
+    spool_bytes = int(os.environ.get("RS_ACCESS_SPOOL_MAX_BYTES") or 64 * 1024 * 1024)
     guard.start_revocation_listener(os.environ["RS_CLIENT_ID"], os.environ["RS_CLIENT_SECRET"])
     try:
+        if spool_dir:
+            guard.start_access_recording(os.environ["RS_CLIENT_ID"],
+                                         os.environ["RS_CLIENT_SECRET"], spool_dir,
+                                         max_spool_bytes=spool_bytes)
         app.run("127.0.0.1", port, threaded=True)
     finally:
+        guard.stop_access_recording()
         guard.stop_revocation_listener()
 
 
