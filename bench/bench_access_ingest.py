@@ -5,9 +5,9 @@
    batch — and one ``INSERT … ON CONFLICT DO NOTHING RETURNING`` per batch of 100, one
    transaction per batch, as ``POST /access-records`` does), into PostgreSQL (target
    >= 20,000 records/s) and SQLite (>= 10,000/s). PostgreSQL is measured with ``fsync=on``
-   (the test server starts with it off; the bench turns it on and reloads) and the default
-   ``synchronous_commit``; SQLite in WAL with the bridge's pragmas. ``--threads`` senders
-   (PostgreSQL; SQLite has one writer).
+   and ``synchronous_commit=on`` (the test server runs with fsync off; the bench starts its
+   own durable one and writes the settings it read back into the result); SQLite in WAL
+   with the bridge's pragmas. ``--threads`` senders (PostgreSQL; SQLite has one writer).
 2. **Through HTTP** (in-process WSGI: the Flask app's test client, so authentication of the
    receiver, JSON parsing and the answer are included, not a socket) on both backends.
 3. **The access summary** (``access_summary``: group per advisor, area and action) p99 with
@@ -297,22 +297,23 @@ def main(argv=None) -> int:
     if "postgresql" in args.backends:
         from services import PostgresServer
 
-        server = PostgresServer()
+        server = PostgresServer(durable=True)
         try:
             url = server.create_database("bench_access")
             with Database(url).engine.connect() as connection:
-                connection.execution_options(isolation_level="AUTOCOMMIT")
-                connection.execute(text("ALTER SYSTEM SET fsync = on"))
-                connection.execute(text("SELECT pg_reload_conf()"))
-            out["postgresql_settings"] = {"fsync": "on", "synchronous_commit": "on"}
+                # What the server really runs with, read back (not what was asked for).
+                out["postgresql_settings"] = {
+                    name: connection.execute(text(f"SHOW {name}")).scalar()
+                    for name in ("fsync", "synchronous_commit", "wal_sync_method")}
             out["runs"]["postgresql"] = run_backend("postgresql", url, args)
             print("postgresql", out["runs"]["postgresql"], flush=True)
         finally:
             server.close()
     runs = out["runs"]
     out["met"] = {
-        "postgresql_ingest": runs.get("postgresql", {}).get("ingest_service", {}).get(
-            "records_per_second", 0) >= 20_000,
+        "postgresql_ingest": out.get("postgresql_settings", {}).get("fsync") == "on" and max(
+            runs.get("postgresql", {}).get(k, {}).get("records_per_second", 0)
+            for k in ("ingest_service", "ingest_service_threads")) >= 20_000,
         "sqlite_ingest": runs.get("sqlite", {}).get("ingest_service", {}).get(
             "records_per_second", 0) >= 10_000,
         "summary_p99": all(r["read"]["summary_p99_ms"] <= 100 for r in runs.values()),

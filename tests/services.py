@@ -40,7 +40,13 @@ def _as_postgres(args, **kwargs):
 
 
 class PostgresServer:
-    def __init__(self):
+    """A throw-away PostgreSQL on loopback. Tests run it with ``fsync=off`` (nothing they
+    check needs durability against power loss); ``durable=True`` (benchmarks) keeps the
+    server's defaults ``fsync=on``, ``synchronous_commit=on``. Command-line settings win over
+    ``ALTER SYSTEM``, so this is the only way to turn fsync on for a started server."""
+
+    def __init__(self, durable: bool = False):
+        self.durable = durable
         bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         if not bins:
             unavailable("PostgreSQL is not installed (Debian package postgresql)")
@@ -64,8 +70,10 @@ class PostgresServer:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
-        options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c fsync=off "
+        options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
                    f"-c unix_socket_directories={self.dir} -c max_connections=200")
+        if not self.durable:
+            options += " -c fsync=off"
         result = _as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options,
                                "-l", str(self.dir / "log"), "-w", "-t", "60", "start"])
         if result.returncode != 0:

@@ -76,6 +76,30 @@ def test_accepted_then_duplicate(bridge, bob):
     assert row.membership_id == bridge.membership_id("bob")
 
 
+def test_times_are_stored_as_sent_whatever_the_database_time_zone(bridge, bob):
+    """The record's time and the time received are UTC on every backend; a PostgreSQL whose
+    sessions run in another time zone (UTC+14 here) shifts neither."""
+    db = bridge.services.db
+    if db.url.get_backend_name() == "postgresql":
+        with db.engine.connect() as connection:
+            connection.exec_driver_sql(
+                f"ALTER DATABASE \"{db.url.database}\" SET timezone = 'Pacific/Kiritimati'")
+            connection.commit()
+        db.engine.dispose()  # new connections take the database's setting
+    when = utcnow().replace(microsecond=123000) - timedelta(hours=3)
+    before = utcnow().replace(microsecond=0)
+    one = record(bob, at=_at(when))
+    assert send(bridge, [one]).json["accepted"] == [one["id"]]
+    with db.read() as session:
+        if db.url.get_backend_name() == "postgresql":
+            assert session.execute(select(func.current_setting("TimeZone"))).scalar() == \
+                "Pacific/Kiritimati"
+        row = session.scalars(select(AccessRecord).where(
+            AccessRecord.record_id == one["id"])).one()
+    assert row.at == when
+    assert before <= row.received_at <= utcnow()
+
+
 def test_same_id_twice_in_one_batch_is_stored_once(bridge, bob):
     one = record(bob)
     response = send(bridge, [one, dict(one)])

@@ -12,8 +12,10 @@ A receiver client reports batches of records. Each record is checked on its own:
    that membership's advisor (``subject_mismatch``), and ``sid``, if given, is a token
    family of that grant (``unknown_grant``: the token the record names was never issued).
 
-Accepted records are stored with one Core ``INSERT … ON CONFLICT (client_id, record_id) DO
-NOTHING`` (SQLite and PostgreSQL): the resource server's record id is its idempotency key,
+Accepted records are stored with one ``INSERT … ON CONFLICT (client_id, record_id) DO
+NOTHING`` per batch (SQLite: a multi-row VALUES list; PostgreSQL: ``INSERT … SELECT FROM
+unnest(arrays)``, one statement text for every batch, and the ownership read in one round
+trip): the resource server's record id is its idempotency key,
 so a batch sent again is stored once and its ids answered as duplicates. A refused record
 is never stored; each refusal is audited (``access_record.refused``) in the claimed tenant
 when that tenant exists.
@@ -21,18 +23,19 @@ when that tenant exists.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from scopes.catalog import ACTIONS, CATALOG
 
 from . import audit
-from ..storage.models import AccessRecord, Membership, Tenant, TokenFamily
+from ..storage.models import AccessRecord, Membership, Tenant, TokenFamily, UTCDateTime
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +143,39 @@ def _insert(dialect_insert):
         index_elements=[table.c.client_id, table.c.record_id]).returning(table.c.record_id)
 
 
-_INSERT = {"postgresql": _insert(postgresql.insert), "sqlite": _insert(sqlite.insert)}
+_INSERT_SQLITE = _insert(sqlite.insert)
+
+#: PostgreSQL: the batch as one JSON array of rows that the server unpacks
+#: (``json_to_recordset``), so the statement text (and psycopg's prepared statement) is the
+#: same for every batch whatever its size, and the rows cost one ``json.dumps`` instead of a
+#: parameter each. A multi-row VALUES list is a new 1,400-parameter statement that psycopg
+#: parses again for every batch (about 12 ms of CPU per 100 records).
+_INSERT_POSTGRESQL = text(
+    "INSERT INTO access_records (client_id, received_at, record_id, tenant_id, membership_id,"
+    " grant_id, sid, subject, area, action, method, route, status, at) "
+    "SELECT :client_id, :received_at, r.* FROM json_to_recordset(CAST(:rows AS json)) AS r("
+    "record_id text, tenant_id text, membership_id text, grant_id text, sid text,"
+    " subject text, area text, action text, method text, route text, status integer,"
+    " at timestamp) "
+    "ON CONFLICT (client_id, record_id) DO NOTHING RETURNING record_id"
+).bindparams(bindparam("received_at", type_=UTCDateTime()))
+#: Times in the JSON rows as the columns store them: UTC without an offset (``timestamp``,
+#: so the server's TimeZone setting never shifts them).
+_naive_utc = UTCDateTime().process_bind_param
+#: PostgreSQL: the batch's memberships and token families in one round trip, by arrays.
+_OWNERS_POSTGRESQL = text(
+    "SELECT 'm' AS kind, grant_id, id, tenant_id, advisor_subject FROM memberships "
+    "WHERE grant_id = ANY(CAST(:grants AS text[])) "
+    "UNION ALL SELECT 'f', grant_id, sid, NULL, NULL FROM token_families "
+    "WHERE sid = ANY(CAST(:sids AS text[]))")
+
+
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    id: str
+    grant_id: str
+    tenant_id: str
+    advisor_subject: str
 
 
 class AccessRecords:
@@ -151,16 +186,24 @@ class AccessRecords:
         """(membership id per accepted record id, refusal code per refused record id),
         reading the batch's memberships and families in two queries."""
         grants = sorted({r.grant_id for r in records})
-        memberships = {}
-        if grants:
+        sids = sorted({r.sid for r in records if r.sid is not None})
+        memberships, families = {}, {}
+        if not grants:
+            pass
+        elif session.get_bind().dialect.name == "postgresql":
+            for kind, grant_id, key, tenant_id, subject in session.execute(
+                    _OWNERS_POSTGRESQL, {"grants": grants, "sids": sids}):
+                if kind == "m":
+                    memberships[grant_id] = _Owner(key, grant_id, tenant_id, subject)
+                else:
+                    families[key] = grant_id
+        else:
             memberships = {row.grant_id: row for row in session.execute(
                 select(Membership.id, Membership.grant_id, Membership.tenant_id,
                        Membership.advisor_subject).where(Membership.grant_id.in_(grants)))}
-        sids = sorted({r.sid for r in records if r.sid is not None})
-        families = {}
-        if sids:
-            families = dict(session.execute(select(TokenFamily.sid, TokenFamily.grant_id)
-                                            .where(TokenFamily.sid.in_(sids))).all())
+            if sids:
+                families = dict(session.execute(select(TokenFamily.sid, TokenFamily.grant_id)
+                                                .where(TokenFamily.sid.in_(sids))).all())
         owned, refused = {}, {}
         for r in records:
             m = memberships.get(r.grant_id)
@@ -184,15 +227,24 @@ class AccessRecords:
         now. One statement for the batch."""
         if not records:
             return []
+        if session.get_bind().dialect.name == "postgresql":
+            # Only checked values reach the JSON, which json.dumps escapes; the server reads
+            # it by the column types above.
+            rows = json.dumps([
+                {"record_id": r.id, "tenant_id": r.tenant, "membership_id": memberships[r.id],
+                 "grant_id": r.grant_id, "sid": r.sid, "subject": r.sub, "area": r.area,
+                 "action": r.action, "method": r.method, "route": r.route, "status": r.status,
+                 "at": _naive_utc(r.at, None).isoformat()} for r in records])
+            return list(session.execute(_INSERT_POSTGRESQL, {
+                "client_id": client_id, "received_at": now, "rows": rows}).scalars())
         rows = [{"client_id": client_id, "record_id": r.id, "tenant_id": r.tenant,
                  "membership_id": memberships[r.id], "grant_id": r.grant_id, "sid": r.sid,
                  "subject": r.sub, "area": r.area, "action": r.action, "method": r.method,
                  "route": r.route, "status": r.status, "at": r.at, "received_at": now}
                 for r in records]
-        # One statement compiled once per dialect; SQLAlchemy sends the rows as one
-        # multi-row INSERT ("insertmanyvalues") and collects RETURNING of those inserted.
-        statement = _INSERT[session.get_bind().dialect.name]
-        return list(session.execute(statement, rows).scalars())
+        # SQLite: one statement compiled once; SQLAlchemy sends the rows as one multi-row
+        # INSERT ("insertmanyvalues") and collects RETURNING of those inserted.
+        return list(session.execute(_INSERT_SQLITE, rows).scalars())
 
     @staticmethod
     def ingest(session, client_id: str, raw_records: list, now: datetime) -> IngestResult:
