@@ -61,6 +61,8 @@ from scopes.catalog import AREAS, CATALOG
 from scopes.guard import (AuthenticationRequirement, InsufficientScope, InvalidToken,
                           ResourceMetadata, TokenGuard)
 from scopes.guard.flask_adapter import publish_resource_metadata
+from scopes.guard.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from scopes.guard.metrics import access_recording_metrics
 
 #: ``evaluation:write`` by default: multi-factor (the bridge's ``mfa_acr_values``), 15 minutes.
 DEFAULT_WRITE_ACR_VALUES = "2 mfa urn:konfipay:acr:mfa"
@@ -368,6 +370,13 @@ def create_app(guard: TokenGuard, *, bridge_url: str | None = None,
     @app.get("/healthz")
     def healthz():
         return jsonify(status="ok", feed_healthy=guard.feed_healthy)
+
+    @app.get("/metrics")
+    def metrics():
+        # Counters only (no token, subject or tenant): like the bridge's /metrics, for the
+        # operator's scraper on the internal network.
+        return access_recording_metrics(guard.access_recorder), 200, {
+            "Content-Type": METRICS_CONTENT_TYPE}
 
     if guard.resource_metadata is not None:
         publish_resource_metadata(app, guard)

@@ -35,6 +35,7 @@ One job per module:
 ``step_up``            RFC 9470: ``acr``/``auth_time`` requirements, ``insufficient_user_authentication``
 ``resource_metadata``  RFC 9728: the protected resource metadata, its URL, ``resource_metadata``
 ``access_log``         access records of advisor requests: queue, spool, shipper (issue 14)
+``metrics``            the recording's counters in the Prometheus text format (a full spool)
 ``flask_adapter``      ``require``, ``error_response``, the metadata routes (the only Flask import)
 =====================  ======================================================================
 
