@@ -1,12 +1,21 @@
-"""Audit events: every join, failed code attempt, token issuance and removal (DESIGN.md 7, 8)."""
+"""Audit events: every join, failed code attempt, token issuance and removal (DESIGN.md 7, 8).
+
+:func:`record` is the one place audit events are written. Each event goes into its tenant's
+hash chain (:mod:`idp_bridge.domain.audit_chain`, docs/audit-chain.md) when its transaction
+commits: any session's commit links the events recorded on it (a ``before_commit``
+listener on every SQLAlchemy session), a rollback drops them.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import event as sqlalchemy_event
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ..storage.models import AuditEvent
+from . import audit_chain
 
 #: Event names in use; the API documents them.
 EVENTS = (
@@ -28,14 +37,19 @@ EVENTS = (
 def record(session, event: str, now: datetime, *, tenant_id=None, actor=None, actor_role=None,
            membership_id=None, client_id=None, **detail) -> None:
     assert event in EVENTS, event
-    # A Core insert: audit rows are written on the token hot path and never read back here.
-    session.connection().execute(_INSERT, {
-        "at": now, "tenant_id": tenant_id, "event": event, "actor": actor,
-        "actor_role": actor_role, "membership_id": membership_id, "client_id": client_id,
-        "detail": detail or None})
+    values = {"at": now, "tenant_id": tenant_id, "event": event, "actor": actor,
+              "actor_role": actor_role, "membership_id": membership_id,
+              "client_id": client_id, "detail": detail or None}
+    # Serialized now, so that a value the chain cannot hold fails where it was recorded
+    # (not at the commit); the event is written, chained, at the commit.
+    audit_chain.canonical_json(values["detail"])
+    audit_chain.queue(session, values)
 
 
-_INSERT = insert(AuditEvent.__table__)
+# Every session: the chain's writer runs just before the commit, the queue goes on rollback.
+sqlalchemy_event.listen(Session, "before_commit", audit_chain.link_pending)
+sqlalchemy_event.listen(Session, "after_soft_rollback",
+                        lambda session, _previous: audit_chain.discard_pending(session))
 
 
 def query_events(session, tenant_id: str, *, before_id: int | None = None, limit: int = 50,

@@ -242,8 +242,44 @@ class AuditEvent(Base):
     membership_id: Mapped[str | None] = mapped_column(String(36))
     client_id: Mapped[str | None] = mapped_column(String(100))
     detail: Mapped[dict | None] = mapped_column(JSON)
+    #: The hash chain (domain/audit_chain.py, docs/audit-chain.md): ``tenant:<id>`` or
+    #: ``system``; the position in it (1, 2, … without gaps); the SHA-256 (hex) over the
+    #: event's fields and the previous event's hash.
+    chain: Mapped[str] = mapped_column(String(80))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
 
-    __table_args__ = (Index("ix_audit_events_tenant_id_id", "tenant_id", "id"),)
+    __table_args__ = (Index("ix_audit_events_tenant_id_id", "tenant_id", "id"),
+                      Index("uq_audit_events_chain_seq", "chain", "seq", unique=True))
+
+
+class AuditChainHead(Base):
+    """The last position and hash of each audit chain; its row is locked by the transaction
+    appending to the chain (no two writers get one position)."""
+
+    __tablename__ = "audit_chain_heads"
+
+    chain: Mapped[str] = mapped_column(String(80), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A signed statement of a chain's head at a time (domain/audit_checkpoints.py): the
+    compact JWS (``typ`` audit-checkpoint+jwt) with the claims repeated in columns."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    chain: Mapped[str] = mapped_column(String(80))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime]
+    kid: Mapped[str] = mapped_column(String(64))
+    jws: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("uq_audit_checkpoints_chain_seq", "chain", "seq", unique=True),)
 
 
 class SeenJti(Base):
