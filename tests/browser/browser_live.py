@@ -4,9 +4,12 @@
 - the bridge, served on a free 127.0.0.1 port with an issuer naming that very URL (the
   example resource server discovers it there), on SQLite, background workers running;
 - the example resource server (``deploy/example-resource-server``) with its revocation-feed
-  listener and its page standing for the konfipay application (``POST /tenants/<t>/open``,
-  the bridge's ``app_url``), which receives the tokens that "open tenant" hands over and
-  shows the areas they may read; the tests also keep what was handed over;
+  listener, access recording on (the guard's ``start_access_recording``: what advisors read
+  there is shipped to the bridge's ``/access-records`` from a spool in the test's folder, as
+  in ``idp-bridge demo``) and its page standing for the konfipay application
+  (``POST /tenants/<t>/open``, the bridge's ``app_url``), which receives the tokens that
+  "open tenant" hands over and shows the areas they may read; the tests also keep what was
+  handed over;
 - Debian's Chromium driven by Playwright for Python (``executable_path``, no browser
   download). Outside CI a missing Chromium or Playwright skips these tests with the reason;
   with ``CI`` set it fails the run.
@@ -27,6 +30,7 @@ from cryptography.fernet import Fernet
 from conftest import RS_CLIENT_ID, ServerThread, build_app
 from idp_bridge.app import services
 from idp_bridge.settings import Settings
+from idp_bridge.storage.models import Client
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -139,14 +143,19 @@ def live(tmp_path, upstream):
         }, environ={})
         app = build_app(settings)
         bridge_holder.app = app
+        with services(app).db.transaction() as session:  # named as in idp-bridge demo
+            session.get(Client, RS_CLIENT_ID).name = "Example resource server"
         example = _load_example_resource_server()
         guard = example.TokenGuard(bridge_url, settings.default_audience)
         rs_holder.app = application_page(example, guard, handed_over)
         services(app).start_background()
         guard.start_revocation_listener(RS_CLIENT_ID, app.config["TEST_RS_SECRET"])
+        guard.start_access_recording(RS_CLIENT_ID, app.config["TEST_RS_SECRET"],
+                                     tmp_path / "access-spool", max_spool_bytes=1024 * 1024)
         try:
             yield LiveSystem(bridge_url, app, rs_url, handed_over)
         finally:
+            guard.stop_access_recording()
             guard.stop_revocation_listener()
             services(app).stop_background()
 

@@ -157,7 +157,7 @@ def test_story_code_join_live_refresh_remove_and_permanent_advisor(browser, live
         check(log).to_contain_text("Carol Advisor was assigned as a permanent advisor.")
         check(log).to_contain_text("Sam Support (support admin)")
         assert DEMO_USERS["sam"]["sub"][:8] not in log.inner_text()
-        screenshot(anna, "access-log-en", commit=True)
+        screenshot(anna, "access-log-events-en")  # the README's: the access story below
         with anna.expect_download() as download_info:
             anna.get_by_role("link", name="Download as CSV").click()
         download = download_info.value
@@ -167,6 +167,175 @@ def test_story_code_join_live_refresh_remove_and_permanent_advisor(browser, live
     finally:
         for context in (anna_context, bob_context, sam_context, carol_context):
             context.close()
+
+
+#: A group's times: "9:58 AM", "09:58" or a span of two (the page's language formats them).
+TIME_SPAN = r"\d{1,2}:\d\d(\s[AP]M)?(–\d{1,2}:\d\d(\s[AP]M)?)?$"
+#: What the access-transparency story reads on the pages, per language.
+TRANSPARENCY_TEXTS = {
+    "en": {
+        "locale": "en-GB", "tenant_number": "Tenant number", "access_code": "Access code",
+        "reason": "Reason or ticket", "join": "Join tenant", "open": "Open",
+        "nobody_active": "No advisor has used their access in the last 5 minutes.",
+        "active": "active now", "areas": "Areas: EBICS, ISO 20022 and SEPA payments",
+        "requests": "4 requests", "ended": "access ended",
+        "ebics_group": r"^Bob Advisor read EBICS — 3 requests, .+, " + TIME_SPAN,
+        "payments_group": r"^Bob Advisor read ISO 20022 and SEPA payments — 1 request, ",
+        "show_requests": "Show the requests", "access_log": "Access log",
+        "requests_heading": "Requests", "drill_note": "Advisor: Bob Advisor.",
+        "end_now": "End access now (Bob Advisor)", "remove_link": "Remove from tenant (Bob Advisor)",
+        "remove": "Remove from tenant", "removed": f"Bob Advisor was removed from tenant {TENANT}",
+        "receipts_link": "Which resource servers confirmed it",
+        "removed_event": "Bob Advisor was removed from the tenant.",
+        "confirmed": "Confirmed by 1 of 1 resource server within",
+        "row_confirmed": r"Confirmed .+, after \d", "state": "Ended ",
+    },
+    "de": {
+        "locale": "de-DE", "tenant_number": "Mandantennummer", "access_code": "Zugangscode",
+        "reason": "Grund oder Ticket", "join": "Mandant beitreten", "open": "Öffnen",
+        "nobody_active": "Kein Kundenberater hat seinen Zugriff in den letzten 5 Minuten genutzt.",
+        "active": "gerade aktiv", "areas": "Bereiche: EBICS, ISO 20022- und SEPA-Zahlungen",
+        "requests": "4 Anfragen", "ended": "Zugriff beendet",
+        "ebics_group": r"^Bob Advisor hat EBICS gelesen — 3 Anfragen, .+, " + TIME_SPAN,
+        "payments_group": r"^Bob Advisor hat ISO 20022- und SEPA-Zahlungen gelesen — 1 Anfrage, ",
+        "show_requests": "Anfragen anzeigen", "access_log": "Zugriffsprotokoll",
+        "requests_heading": "Anfragen", "drill_note": "Kundenberater: Bob Advisor.",
+        "end_now": "Zugriff jetzt beenden (Bob Advisor)",
+        "remove_link": "Aus Mandant entfernen (Bob Advisor)",
+        "remove": "Aus Mandant entfernen",
+        "removed": f"Bob Advisor wurde aus Mandant {TENANT} entfernt",
+        "receipts_link": "Welche Ressourcenserver es bestätigt haben",
+        "removed_event": "Bob Advisor wurde aus dem Mandanten entfernt.",
+        "confirmed": "Bestätigt von 1 von 1 Ressourcenserver innerhalb von",
+        "row_confirmed": r"Bestätigt um .+, nach \d", "state": "Beendet am ",
+    },
+}
+
+
+def reload_until(page, condition, what: str):
+    """Reload a page that does not refresh itself until ``condition()`` holds."""
+    def reloaded():
+        page.reload()
+        return condition()
+
+    wait_until(reloaded, what)
+
+
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_story_anna_sees_what_bob_read_ends_it_and_sees_who_confirmed(browser, live, lang):
+    """Access transparency (issue 14): bob joins and the application reads EBICS (three
+    times) and payments with his token at the example resource server, which records the
+    requests and ships them to the bridge; anna's help page shows him *active now* without a
+    reload; her access log groups what he read, with the single requests behind a group;
+    she ends his access (in English with *end access now* on the help page, in German by
+    removing him from the list) and the membership's page shows that the example resource
+    server confirmed the revocation."""
+    check, t = expect(), TRANSPARENCY_TEXTS[lang]
+    anna_context, bob_context = (new_context(browser, locale=t["locale"]) for _ in range(2))
+    try:
+        anna = sign_in(anna_context, live.url, "anna", f"/tenants/{TENANT}/help")
+        active = anna.locator("#active-now")
+        check(active).to_contain_text(t["nobody_active"])
+        code = anna.locator("#access-code").inner_text()
+
+        bob = sign_in(bob_context, live.url, "bob", "/advisor")
+        bob.get_by_label(t["tenant_number"]).fill(TENANT)
+        bob.get_by_label(t["access_code"]).fill(code)
+        bob.get_by_label(t["reason"]).fill("Ticket 4711: EBICS-Zugang prüfen")
+        bob.get_by_role("button", name=t["join"]).click()
+        row = bob.locator(f"#my-tenants tr[data-tenant='{TENANT}']")
+        row.get_by_role("button", name=re.compile(t["open"])).click()
+        check(bob.locator("#areas")).to_contain_text("EBICS")
+        token = live.handed_over[-1]["access_token"]
+        # The application reads with the tokens it received: EBICS three times, payments once.
+        for area in ("ebics", "ebics", "payments", "ebics"):
+            answer = requests.get(f"{live.rs_url}/tenants/{TENANT}/{area}", timeout=10,
+                                  headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 200, answer.text
+
+        # anna's help page shows bob active now, without a reload (the records are shipped
+        # in batches, the page polls).
+        entry = active.locator("li", has_text="Bob Advisor")
+        check(entry).to_contain_text(t["active"])
+        check(entry).to_contain_text(t["areas"])
+        check(entry).to_contain_text(t["requests"])
+        check(entry.get_by_role("link", name=t["end_now"])).to_be_visible()
+        assert DEMO_USERS["bob"]["sub"] not in active.inner_text()
+        anna.set_viewport_size({"width": 1280, "height": 900})  # the page's upper part
+        screenshot(anna, f"help-page-active-now-{lang}", commit=lang == "en", full_page=False)
+        anna.set_viewport_size({"width": 1280, "height": 720})
+
+        # The access log: what bob read, grouped, with the single requests behind a group.
+        anna.get_by_role("link", name=t["access_log"], exact=True).click()
+        groups = anna.locator("#read-groups tbody tr")
+        check(groups).to_have_count(2)
+        ebics = anna.locator("#read-groups tr[data-area='ebics']")
+        check(ebics.locator("td").first).to_have_text(re.compile(t["ebics_group"]))
+        check(ebics).to_contain_text("200 ×3")
+        check(anna.locator("#read-groups tr[data-area='payments'] td").first).to_have_text(
+            re.compile(t["payments_group"]))
+        log_text = anna.locator("main").inner_text()
+        assert DEMO_USERS["bob"]["sub"] not in log_text and token[:20] not in log_text
+        if lang == "en":
+            screenshot(anna, "access-log-en", commit=True)
+        with anna.expect_download() as download_info:
+            anna.locator("#csv-requests-download").click()
+        rows = open(download_info.value.path(), encoding="utf-8-sig").read().splitlines()
+        assert len(rows) == 1 + 4, rows  # the header and bob's four requests
+        assert sum("/tenants/<tenant>/ebics" in line for line in rows) == 3, rows
+
+        ebics.get_by_role("link", name=re.compile(t["show_requests"])).click()
+        check(anna.get_by_role("heading", level=1)).to_contain_text(t["requests_heading"])
+        check(anna.locator("main")).to_contain_text(t["drill_note"])
+        single = anna.locator("#requests tbody tr")
+        check(single).to_have_count(3)
+        for i in range(3):
+            check(single.nth(i)).to_contain_text("GET /tenants/<tenant>/ebics")
+            check(single.nth(i)).to_contain_text("200")
+            check(single.nth(i)).to_contain_text("example-resource-server")
+        screenshot(anna, f"access-log-requests-{lang}", commit=lang == "en")
+
+        # anna ends bob's access; the confirmation's link leads to the membership's page.
+        anna.goto(f"{live.url}/tenants/{TENANT}/help")
+        if lang == "en":
+            active.get_by_role("link", name=t["end_now"]).click()
+        else:
+            anna.locator("#temporary-advisors").get_by_role("link", name=t["remove_link"]).click()
+        anna.get_by_role("button", name=t["remove"]).click()
+        status = anna.get_by_role("status").filter(has_text=t["removed"])
+        check(status).to_be_visible()
+        # The help page keeps him in "active now", ended, without the button.
+        check(active.locator("li", has_text="Bob Advisor")).to_contain_text(t["ended"])
+        check(active.get_by_role("link", name=t["end_now"])).to_have_count(0)
+        wait_until(lambda: requests.get(
+            f"{live.rs_url}/tenants/{TENANT}/ebics", timeout=10,
+            headers={"Authorization": f"Bearer {token}"}).status_code == 401,
+            "the resource server rejects bob's token")
+        if lang == "en":
+            status.get_by_role("link", name=t["receipts_link"]).click()
+        else:  # the same page from the access log's event
+            anna.get_by_role("link", name=t["access_log"], exact=True).click()
+            check(anna.locator("main")).to_contain_text(t["removed_event"])
+            screenshot(anna, "access-log-de", commit=True)
+            anna.get_by_role("link", name=t["removed_event"]).click()
+        check(anna.locator("#membership-state")).to_contain_text(t["state"])
+        receipt = anna.locator("article.receipts")
+        reload_until(anna, lambda: receipt.count() == 1 and
+                     receipt.get_attribute("data-confirmed") == "1",
+                     "the example resource server's confirmation on the membership's page")
+        check(receipt).to_have_attribute("data-due", "1")
+        check(receipt.locator(".summary")).to_contain_text(t["confirmed"])
+        confirmed_row = receipt.locator("tbody tr[data-confirmed='yes']")
+        check(confirmed_row).to_contain_text("Example resource server")
+        check(confirmed_row).to_contain_text(re.compile(t["row_confirmed"]))
+        page_text = anna.locator("main").inner_text()
+        # People and servers by name: no subject, and the only stream of its client unnamed.
+        assert DEMO_USERS["bob"]["sub"] not in page_text
+        assert confirmed_row.get_attribute("data-stream")[:8] not in page_text
+        screenshot(anna, f"membership-receipts-{lang}", commit=lang == "en")
+    finally:
+        anna_context.close()
+        bob_context.close()
 
 
 def test_story_guest_user_with_a_user_group(browser, live):
