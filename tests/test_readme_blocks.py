@@ -267,14 +267,33 @@ def run_curl_story(cwd: Path, env: dict, demo_output: str) -> str:
     assert '"active": true' in out and '"tenant": "10042"' in out and \
         '"membership": "temporary"' in out, out
     assert '"id": "ebics-1"' in out, out
-    # 4. bob listed with his reason, removed: 204
-    assert '"reason": "Ticket 4711"' in out and re.search(r"^204$", out, re.MULTILINE), out
-    # 5. dead at the bridge, and the refresh refused
+    # 4. bob listed with his reason, and what he read at the resource server: the records it
+    # shipped, grouped (two EBICS reads, one of payments) and single
+    assert '"reason": "Ticket 4711"' in out, out
+    lines = [json.loads(line) for line in out.splitlines()
+             if line.startswith(('{"advisor_name":', '{"at":', '{"kind":'))]
+    groups = {g["area"]: g for g in lines if "advisor_name" in g}
+    assert {area: (g["advisor_name"], g["action"], g["count"]) for area, g in groups.items()} == {
+        "ebics": ("Bob Advisor", "read", 2), "payments": ("Bob Advisor", "read", 1)}, out
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", g[k])
+               for g in groups.values() for k in ("first", "last")), out
+    assert groups["ebics"]["first"] <= groups["ebics"]["last"]
+    single = [x for x in lines if "route" in x]
+    assert [(x["route"], x["status"], x["resource_server"]) for x in single] == \
+        [("/tenants/<tenant>/ebics", 200, "example-resource-server")] * 2, out
+    assert single[0]["at"] >= single[1]["at"]  # newest first
+    # 5. removed: 204, and the receipt: every due resource server (the example) confirmed it
+    assert re.search(r"^204$", out, re.MULTILINE), out
+    (receipt,) = [x for x in lines if "within_ms" in x]
+    assert receipt["kind"] == "grant" and receipt["confirmed"] == receipt["due"] >= 1, out
+    assert "example-resource-server" in receipt["by"] and receipt["within_ms"] >= 0, out
+    # 6. dead at the bridge, and the refresh refused
     assert '{"active":false}' in out.replace(" ", ""), out
     assert '"error":"invalid_grant"' in out.replace(" ", "") and \
         "the membership of this refresh_token has ended" in out, out
-    # ... and at the resource server once it heard the feed (the block asks it at once; the
-    # README's "within a second" is checked here with a deadline instead of a sleep).
+    # ... and at the resource server, which had confirmed the revocation (the receipt above)
+    # before the block asked it; checked here once more outside the block.
+    assert '{"error":"invalid_token","error_description":"token has been revoked"}' in out, out
     access_token = json.loads((cwd / "bob.json").read_text())["access_token"]
     deadline = time.monotonic() + 20
     while True:
