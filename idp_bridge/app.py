@@ -16,6 +16,8 @@ from werkzeug.exceptions import HTTPException
 from . import surfaces
 from .api.common import problem as api_problem
 from .domain.access_codes import AccessCodes
+from .domain.access_requests import AccessRequests
+from .domain.approvals import FourEyes
 from .domain.errors import DomainError
 from .domain.exchange import AdvisorExchange, GuessLimiter
 from .domain.guests import Guests
@@ -23,6 +25,7 @@ from .domain.keys import KeyDecryptionFailed, KeyRing
 from .domain.memberships import Memberships
 from .domain.people import People
 from .domain.revocation import Revocations
+from .domain.tenant_settings import TenantSettings
 from .domain.tokens import TokenIssuer
 from .domain.upstream_sessions import session_has_ended
 from .domain.web_sessions import WebSessions
@@ -188,6 +191,14 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
                               listeners=[*([mirror.membership_changed] if mirror else []),
                                          notifications.membership_changed],
                               revocations=revocations)
+    # Four eyes and the decisions it may hold back: approving access requests, lengthening
+    # the maximum age, turning four eyes off (domain/approvals.py).
+    four_eyes = FourEyes(expiry_hours=settings.four_eyes_expiry_hours,
+                         listeners=[notifications.approval_changed])
+    access_requests = AccessRequests(memberships=memberships, four_eyes=four_eyes,
+                                     expiry_hours=settings.access_request_expiry_hours,
+                                     listeners=[notifications.access_request_changed])
+    tenant_settings = TenantSettings(memberships=memberships, four_eyes=four_eyes)
     issuer = TokenIssuer(keys, issuer=settings.issuer,
                          access_lifetime=settings.access_token_lifetime,
                          refresh_lifetime=settings.refresh_token_lifetime)
@@ -250,7 +261,8 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         maintenance=Maintenance(db=db, memberships=memberships, transmitter=transmitter,
                                 interval=settings.maintenance_interval, accounts=mirror,
                                 guesses=guesses,
-                                access_record_retention_days=settings.access_record_retention_days),
+                                access_record_retention_days=settings.access_record_retention_days,
+                                access_requests=access_requests, four_eyes=four_eyes),
         mirror=mirror, mirror_worker=MirrorWorker(mirror) if mirror else None, fanout=fanout,
         notifications=notifications, notification_worker=NotificationWorker(notifications),
         web_sessions=WebSessions(lifetime=timedelta(hours=settings.web_session_hours)),
@@ -262,6 +274,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         web_sessions=app.extensions["idp_bridge"].web_sessions, people=people,
         directory=directory, sign_ins=sign_ins,
         tenant_admin_group=settings.tenant_admin_group, timezone=settings.web_timezone,
+        access_requests=access_requests, four_eyes=four_eyes, tenant_settings=tenant_settings,
         access_listeners=[notifications.access_recorded])
 
     from .access_records.views import bp as access_records_bp

@@ -719,7 +719,7 @@ def demo_token(user, idp_port, id_token, acr):
             f"no development provider on 127.0.0.1:{idp_port}; start `idp-bridge demo` first"
         ) from None
     if response.status_code != 200:
-        raise click.ClickException(f"unknown demo user {user!r} (anna, bob, carol, sam, eve)")
+        raise click.ClickException(f"unknown demo user {user!r} (anna, dora, bob, carol, sam, eve)")
     click.echo(response.json()["id_token" if id_token else "access_token"])
 
 

@@ -2,8 +2,9 @@
 end temporary memberships past their maximum age and those of advisors whose upstream
 account was disabled or deleted (publishing their grants on the feed within ``interval``
 seconds) and end their web sessions, forget one-time JWT ids, expired web sessions, wrong
-access-code guesses no limit counts any more, feed bookkeeping no longer needed, and access
-records older than their retention (``access_record_retention_days``)."""
+access-code guesses no limit counts any more, feed bookkeeping no longer needed, access
+records older than their retention (``access_record_retention_days``), and mark access
+requests and four-eyes approvals that expired unanswered."""
 
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ class Maintenance(Loop):
     name = "maintenance"
 
     def __init__(self, *, db, memberships, transmitter, interval: float = 30.0, accounts=None,
-                 guesses=None, access_record_retention_days: int = 400):
+                 guesses=None, access_record_retention_days: int = 400, access_requests=None,
+                 four_eyes=None):
         super().__init__()
+        self.access_requests = access_requests
+        self.four_eyes = four_eyes
         self.db = db
         self.guesses = guesses
         self.accounts = accounts
@@ -40,6 +44,11 @@ class Maintenance(Loop):
             WebSessions.sweep(session, now)
             if self.guesses is not None:
                 self.guesses.sweep(session, now)
+            # Requests first: an expiring request closes its first approval itself.
+            if self.access_requests is not None:
+                self.access_requests.expire_due(session, now)
+            if self.four_eyes is not None:
+                self.four_eyes.expire_due(session, now)
         # Its own transactions of bounded size: a sweep never holds the write lock long.
         for _ in range(10):
             with self.db.transaction() as session:

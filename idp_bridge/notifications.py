@@ -55,7 +55,13 @@ log = logging.getLogger(__name__)
 NOTIFIED_KINDS = ("temporary", "permanent")
 #: Notification events (also the webhook's ``type``).
 EVENTS = ("advisor.joined", "advisor.permanent_assigned", "advisor.left", "advisor.removed",
-          "advisor.expired", "advisor.first_access")
+          "advisor.expired", "advisor.first_access", "access_request.created",
+          "access_request.withdrawn", "access_request.approved", "access_request.denied",
+          "access_request.expired", "approval.pending")
+#: Access-request events told to the tenant's admins (e-mail to its addresses); the others
+#: go to the advisor (e-mail to the directory's address). Every one goes to the webhook.
+TENANT_REQUEST_EVENTS = ("created", "withdrawn")
+ADVISOR_REQUEST_EVENTS = ("approved", "denied", "expired")
 #: Kinds of membership whose first use is told when the tenant asked for it (its setting
 #: ``notify_first_access``): every advisor token, guests included.
 FIRST_ACCESS_KINDS = ("temporary", "permanent", "guest")
@@ -173,6 +179,9 @@ class Notifications:
             "end_reason": membership.end_reason if change == "ended" else None,
             "help_page": f"{self.issuer}/tenants/{membership.tenant_id}/help",
         }
+        if event == "advisor.joined" and membership.created_by != membership.advisor_subject:
+            # A temporary access someone else created: a tenant admin approving a request.
+            facts["via"] = "access_request"
         self._queue(session, tenant, event, facts, now, tenant_id=membership.tenant_id)
 
     def access_recorded(self, session, client_id: str, record_ids: list[str],
@@ -242,18 +251,80 @@ class Notifications:
         }
         self._queue(session, tenant, "advisor.first_access", facts, now)
 
+    def access_request_changed(self, session, change: str, request, now: datetime) -> None:
+        """An access-request listener: a request was made or withdrawn (told to the tenant's
+        admins), approved, denied or expired (told to the advisor, at the address the
+        directory knows), in the transaction of the change."""
+        if not self.enabled:
+            return
+        tenant = session.get(Tenant, request.tenant_id)
+        event = f"access_request.{change}"
+        if event not in EVENTS:
+            return
+        deciders = [s for s in (request.approved_by or [request.decided_by])
+                    if s and s != "system"]
+        labels = People.labels(session, [request.advisor_subject, *deciders])
+        expires = None
+        if request.membership_id:
+            membership = session.get(Membership, request.membership_id)
+            expires = membership.expires_at if membership is not None else None
+        facts = {
+            "event_id": str(uuid.uuid4()), "type": event, "at": _iso(now),
+            "tenant": request.tenant_id, "tenant_name": tenant.name if tenant else None,
+            "advisor": request.advisor_subject,
+            "advisor_name": labels.get(request.advisor_subject) or request.advisor_name,
+            "access_request": request.id, "reason": request.reason,
+            "duration_hours": request.duration_hours, "answer_by": _iso(request.expires_at),
+            "approved_hours": request.approved_hours, "expires_at": _iso(expires),
+            "approved_by": [labels.get(s) or s for s in (request.approved_by or ())],
+            "actor": request.decided_by, "actor_name": labels.get(request.decided_by)
+            if request.decided_by else None,
+            "note": request.decision_note,
+            "help_page": f"{self.issuer}/tenants/{request.tenant_id}/help",
+            "advisor_page": f"{self.issuer}/advisor",
+        }
+        if change in TENANT_REQUEST_EVENTS:
+            self._queue(session, tenant, event, facts, now, tenant_id=request.tenant_id)
+            return
+        person = People.get(session, request.advisor_subject)
+        address = person.email if person is not None else None
+        try:
+            recipients = parse_addresses(address) if address else []
+        except (ValueError, OverflowError):
+            recipients = []  # the directory's value; never fail the change
+        self._queue(session, tenant, event, facts, now, tenant_id=request.tenant_id,
+                    recipients=recipients)
+
+    def approval_changed(self, session, change: str, approval, now: datetime) -> None:
+        """A four-eyes listener: a first approval awaits a second admin (told to the
+        tenant's admins); its completion is told by what it applied."""
+        if not self.enabled or change != "requested":
+            return
+        tenant = session.get(Tenant, approval.tenant_id)
+        labels = People.labels(session, [approval.requested_by])
+        facts = {
+            "event_id": str(uuid.uuid4()), "type": "approval.pending", "at": _iso(now),
+            "tenant": approval.tenant_id, "tenant_name": tenant.name if tenant else None,
+            "approval": approval.id, "action": approval.action, "target": approval.target,
+            "terms": dict(approval.terms or {}), "actor": approval.requested_by,
+            "actor_name": labels.get(approval.requested_by), "answer_by": _iso(approval.expires_at),
+            "help_page": f"{self.issuer}/tenants/{approval.tenant_id}/help",
+        }
+        self._queue(session, tenant, "approval.pending", facts, now, tenant_id=approval.tenant_id)
+
     def _queue(self, session, tenant, event: str, facts: dict, now: datetime, *,
-               tenant_id: str | None = None) -> None:
-        """Outbox rows for ``event``: the webhook, and e-mail to the tenant's addresses
-        (none when the tenant row is gone)."""
+               tenant_id: str | None = None, recipients: list[str] | None = None) -> None:
+        """Outbox rows for ``event``: the webhook, and e-mail to ``recipients``, by default
+        the tenant's addresses (none when the tenant row is gone)."""
         items = []
         if self.webhook is not None:
             items.append(("webhook", facts))
-        if self.smtp is not None and tenant is not None:
-            try:
-                recipients = parse_addresses(tenant.notification_emails)
-            except (ValueError, OverflowError):
-                recipients = []  # stored values were validated; never fail the change
+        if self.smtp is not None and (tenant is not None or recipients):
+            if recipients is None:
+                try:
+                    recipients = parse_addresses(tenant.notification_emails)
+                except (ValueError, OverflowError):
+                    recipients = []  # stored values were validated; never fail the change
             if recipients:
                 items.append(("email", {**facts, "recipients": recipients}))
         for channel, payload in items:
@@ -380,12 +451,20 @@ class Notifications:
                 else local.strftime("%Y-%m-%d %H:%M")) + f" ({zone})"
 
     def _text(self, lang: str, p: dict) -> tuple[str, str]:
-        name = _one_line(p.get("advisor_name") or p["advisor"])
+        name = _one_line(p.get("advisor_name") or p.get("advisor") or p.get("actor_name")
+                         or p.get("actor") or "?")
         tenant = p["tenant"] + (f" ({_one_line(p['tenant_name'])})" if p.get("tenant_name") else "")
         when = self._when(p["at"], lang)
         t = TEXTS[lang]
-        subject = t[p["type"]].format(name=name, tenant=p["tenant"])
-        lines = [t["hello"], "", t[p["type"] + ".body"].format(name=name, tenant=tenant, when=when)]
+        kind = p["type"]
+        if kind == "advisor.joined" and p.get("via") == "access_request":
+            kind = "advisor.joined_by_request"
+        subject = t[kind].format(name=name, tenant=p["tenant"])
+        lines = [t["hello"], "", t[kind + ".body"].format(name=name, tenant=tenant, when=when)]
+        if p["type"].startswith(("access_request.", "approval.")):
+            return subject, "\n".join(lines + self._request_lines(t, lang, p))
+        if kind == "advisor.joined_by_request" and p.get("actor_name"):
+            lines.append(t["approved_by"].format(names=_one_line(p["actor_name"])))
         if p["type"] == "advisor.joined":
             lines.append(t["expires"].format(when=self._when(p.get("expires_at"), lang)))
             if p.get("reason"):
@@ -406,10 +485,71 @@ class Notifications:
         lines += ["", t["footer"], p["help_page"], "", t["auto"]]
         return subject, "\n".join(lines)
 
+    def _request_lines(self, t: dict, lang: str, p: dict) -> list[str]:
+        """The rest of a message about an access request or a pending approval."""
+        kind, lines = p["type"], []
+        if kind == "approval.pending":
+            lines.append(t["approval.what"].format(what=_approval_text(t, p)))
+            lines.append(t["approval.answer_by"].format(when=self._when(p.get("answer_by"), lang)))
+            return lines + ["", t["approval.footer"], p["help_page"], "", t["auto"]]
+        if p.get("reason"):
+            lines.append(t["reason"].format(reason=_one_line(p["reason"])))
+        if kind == "access_request.created":
+            lines.append(t["request.duration"].format(hours=p.get("duration_hours")))
+            lines.append(t["request.answer_by"].format(when=self._when(p.get("answer_by"), lang)))
+            return lines + ["", t["request.footer"], p["help_page"], "", t["auto"]]
+        if kind == "access_request.approved":
+            names = ", ".join(_one_line(n) for n in p.get("approved_by") or ())
+            if names:
+                lines.append(t["approved_by"].format(names=names))
+            lines.append(t["expires"].format(when=self._when(p.get("expires_at"), lang)))
+        if kind == "access_request.denied" and p.get("note"):
+            lines.append(t["request.note"].format(note=_one_line(p["note"])))
+        if kind == "access_request.withdrawn":
+            return lines + ["", t["footer"], p["help_page"], "", t["auto"]]
+        return lines + ["", t["request.advisor_footer"], p["advisor_page"], "", t["auto"]]
+
 
 TEXTS = {
     "de": {
         "hello": "Guten Tag,",
+        "advisor.joined_by_request": "Kundenberater {name} hat Zugriff auf Mandant {tenant}",
+        "advisor.joined_by_request.body": "der Kundenberater {name} hat am {when} temporären "
+                                          "Zugriff auf den Mandanten {tenant} erhalten: seine "
+                                          "Zugriffsanfrage wurde genehmigt.",
+        "approved_by": "Genehmigt von: {names}",
+        "access_request.created": "Zugriffsanfrage von Kundenberater {name} für Mandant {tenant}",
+        "access_request.created.body": "der Kundenberater {name} bittet am {when} um "
+                                       "temporären Zugriff auf den Mandanten {tenant}.",
+        "access_request.withdrawn": "Zugriffsanfrage von Kundenberater {name} zurückgezogen",
+        "access_request.withdrawn.body": "der Kundenberater {name} hat seine Zugriffsanfrage "
+                                         "für den Mandanten {tenant} am {when} zurückgezogen.",
+        "access_request.approved": "Ihre Zugriffsanfrage für Mandant {tenant} ist genehmigt",
+        "access_request.approved.body": "Ihre Zugriffsanfrage für den Mandanten {tenant} wurde "
+                                        "am {when} genehmigt. Sie können den Mandanten jetzt "
+                                        "ohne Zugangscode öffnen.",
+        "access_request.denied": "Ihre Zugriffsanfrage für Mandant {tenant} ist abgelehnt",
+        "access_request.denied.body": "Ihre Zugriffsanfrage für den Mandanten {tenant} wurde am "
+                                      "{when} abgelehnt.",
+        "access_request.expired": "Ihre Zugriffsanfrage für Mandant {tenant} ist abgelaufen",
+        "access_request.expired.body": "Ihre Zugriffsanfrage für den Mandanten {tenant} wurde "
+                                       "nicht rechtzeitig beantwortet und ist am {when} "
+                                       "abgelaufen. Sie können erneut anfragen.",
+        "approval.pending": "Zweite Genehmigung nötig: Mandant {tenant}",
+        "approval.pending.body": "{name} hat am {when} im Mandanten {tenant} etwas genehmigt, "
+                                 "das eine zweite Genehmigung durch einen anderen "
+                                 "Mandanten-Administrator braucht (Vier-Augen-Prinzip).",
+        "approval.what": "Was: {what}",
+        "approval.answer_by": "Die erste Genehmigung verfällt am {when}.",
+        "approval.access_request": "Zugriffsanfrage genehmigen ({hours} Stunden)",
+        "approval.max_age": "Höchstdauer temporärer Zugriffe auf {days} Tage verlängern",
+        "approval.four_eyes_off": "Vier-Augen-Prinzip ausschalten",
+        "approval.footer": "Genehmigen oder ablehnen können Sie auf der Hilfeseite:",
+        "request.duration": "Gewünschte Dauer: {hours} Stunden",
+        "request.answer_by": "Unbeantwortet verfällt die Anfrage am {when}.",
+        "request.footer": "Genehmigen oder ablehnen können Sie die Anfrage auf der Hilfeseite:",
+        "request.note": "Begründung: {note}",
+        "request.advisor_footer": "Ihre Mandanten und Anfragen sehen Sie auf Ihrer Seite:",
         "advisor.joined": "Kundenberater {name} ist Mandant {tenant} beigetreten",
         "advisor.joined.body": "der Kundenberater {name} ist am {when} mit dem Zugangscode "
                                "dem Mandanten {tenant} beigetreten (temporärer Zugriff).",
@@ -444,6 +584,43 @@ TEXTS = {
     },
     "en": {
         "hello": "Hello,",
+        "advisor.joined_by_request": "Advisor {name} has access to tenant {tenant}",
+        "advisor.joined_by_request.body": "advisor {name} got temporary access to tenant "
+                                          "{tenant} on {when}: their access request was "
+                                          "approved.",
+        "approved_by": "Approved by: {names}",
+        "access_request.created": "Access request of advisor {name} for tenant {tenant}",
+        "access_request.created.body": "on {when}, advisor {name} asks for temporary access "
+                                       "to tenant {tenant}.",
+        "access_request.withdrawn": "Access request of advisor {name} withdrawn",
+        "access_request.withdrawn.body": "advisor {name} withdrew their access request for "
+                                         "tenant {tenant} on {when}.",
+        "access_request.approved": "Your access request for tenant {tenant} is approved",
+        "access_request.approved.body": "your access request for tenant {tenant} was approved "
+                                        "on {when}. You can now open the tenant without an "
+                                        "access code.",
+        "access_request.denied": "Your access request for tenant {tenant} is denied",
+        "access_request.denied.body": "your access request for tenant {tenant} was denied on "
+                                      "{when}.",
+        "access_request.expired": "Your access request for tenant {tenant} has expired",
+        "access_request.expired.body": "your access request for tenant {tenant} was not "
+                                       "answered in time and expired on {when}. You may ask "
+                                       "again.",
+        "approval.pending": "Second approval needed: tenant {tenant}",
+        "approval.pending.body": "on {when}, {name} approved something in tenant {tenant} that "
+                                 "needs a second approval by another tenant admin (four "
+                                 "eyes).",
+        "approval.what": "What: {what}",
+        "approval.answer_by": "The first approval lapses on {when}.",
+        "approval.access_request": "approve an access request ({hours} hours)",
+        "approval.max_age": "lengthen the maximum duration of temporary access to {days} days",
+        "approval.four_eyes_off": "turn four eyes off",
+        "approval.footer": "You can approve or reject it on the help page:",
+        "request.duration": "Requested duration: {hours} hours",
+        "request.answer_by": "Unanswered, the request expires on {when}.",
+        "request.footer": "You can approve or deny the request on the help page:",
+        "request.note": "Reason given: {note}",
+        "request.advisor_footer": "Your tenants and requests are on your page:",
         "advisor.joined": "Advisor {name} joined tenant {tenant}",
         "advisor.joined.body": "advisor {name} joined tenant {tenant} with the access code on "
                                "{when} (temporary access).",
@@ -476,6 +653,19 @@ TEXTS = {
         "auto": "This message was sent automatically.",
     },
 }
+
+
+def _approval_text(t: dict, p: dict) -> str:
+    """What a pending approval would do, in the message's language."""
+    terms = p.get("terms") or {}
+    action = p.get("action")
+    if action == "access_request.approve":
+        return t["approval.access_request"].format(hours=terms.get("duration_hours", "?"))
+    if action == "tenant.max_age":
+        return t["approval.max_age"].format(days=terms.get("days", "?"))
+    if action == "tenant.four_eyes_off":
+        return t["approval.four_eyes_off"]
+    return _one_line(str(action))
 
 
 def sign_webhook(key: bytes, message_id: str, timestamp: int, body: bytes) -> dict:

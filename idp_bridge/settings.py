@@ -104,6 +104,11 @@ class Settings:
     #: this length. Both limits are counted in the database, shared by every process.
     code_guess_limit_advisor: str = "10 per 15 minutes"
     reason_max_length: int = 200
+    #: An access request unanswered this long expires (the advisor may ask again).
+    access_request_expiry_hours: int = 12
+    #: Four eyes: a first approval that no second tenant admin completes within this many
+    #: hours lapses (one of an access request lapses with the request at the latest).
+    four_eyes_expiry_hours: int = 24
     #: Redis for instant revocation wake-ups across processes.
     redis_url: str = ""
     log_format: str = "json"
@@ -361,6 +366,8 @@ def _validate(s: Settings) -> None:
         ("code_ttl_seconds", 60, 24 * 3600),
         ("code_max_failures", 1, 20),
         ("reason_max_length", 10, 2000),
+        ("access_request_expiry_hours", 1, 168),
+        ("four_eyes_expiry_hours", 1, 168),
         ("upstream_cache_seconds", 0, 86400),
         ("upstream_leeway_seconds", 0, 300),
         ("max_request_bytes", 1024, 10 * 1024 * 1024),

@@ -65,7 +65,7 @@ PAGE_BLUEPRINTS = frozenset({"pages", "auth", "tenant", "groups", "advisor", "su
 FRESH_CLIENT = frozenset({"auth.login", "auth.logout", "auth.callback"})
 #: Endpoints that create something from the body alone (no path parameter names where):
 #: with valid credentials they only get poisoned bodies, a random body may be a valid one.
-CREATES_FROM_BODY = frozenset({"ssf.stream_create"})
+CREATES_FROM_BODY = frozenset({"ssf.stream_create", "api.my_access_request_create"})
 #: Routes not fuzzed, with the reason. Empty today: every route is fuzzed.
 EXCLUDED: dict[str, str] = {}
 
@@ -87,7 +87,7 @@ FIELDS = ["grant_type", "subject_token", "subject_token_type", "tenant", "access
           "temporary_max_age_days", "stream_id", "delivery", "events_requested", "state",
           "maxEvents", "returnImmediately", "ack", "setErrs", "code", "advisor",
           "notification_emails", "lang", "next", "from", "category", "since", "until",
-          "error", "csrf_token"]
+          "error", "csrf_token", "duration_hours", "note", "access_modes", "four_eyes"]
 GRANT_TYPES = [TOKEN_EXCHANGE, "refresh_token", "client_credentials", "authorization_code",
                "password", "urn:ietf:params:oauth:grant-type:jwt-bearer", "implicit"]
 
@@ -136,6 +136,8 @@ unsafe_text = st.tuples(st.text(char, max_size=8), st.sampled_from(
     lambda parts: f"x{parts[0]}{parts[1]}{parts[2]}x")
 not_a_scope = text.map(lambda s: "?" + s)
 bad_days = st.one_of(text, st.sampled_from([0, -1, 10 ** 23, 1.5, True, None, "7", [7], {"d": 7}]))
+#: Durations of access requests that are refused: the fuzz env's request asks for 8 hours.
+bad_hours = st.one_of(text, st.sampled_from([0, -1, 9, 721, 10 ** 23, 1.5, True, "8", [8]]))
 bad_delivery = st.one_of(
     json_scalar, st.lists(json_scalar, max_size=2),
     st.fixed_dictionaries({"method": json_text}),
@@ -208,6 +210,28 @@ POISON = {
         {"tenant": st.just(TENANT), "code": text, "reason": unsafe_text}),
     "support.assign": lambda env: st.fixed_dictionaries(
         {"tenant": st.just(TENANT), "advisor": st.just("fuzz-advisor"), "name": unsafe_text}),
+    # access requests and four eyes
+    "api.my_access_request_create": lambda env: st.one_of(
+        st.fixed_dictionaries({"tenant": st.just(TENANT), "reason": unsafe_text,
+                               "duration_hours": st.just(8)}),
+        st.fixed_dictionaries({"tenant": st.just(TENANT), "reason": st.just("Ticket"),
+                               "duration_hours": bad_hours})),
+    "api.access_request_approve": lambda env: st.one_of(
+        st.fixed_dictionaries({"duration_hours": bad_hours}),
+        st.fixed_dictionaries({"note": unsafe_text})),
+    "api.access_request_deny": lambda env: st.fixed_dictionaries({"note": unsafe_text}),
+    "api.approval_reject": lambda env: st.fixed_dictionaries({"note": unsafe_text}),
+    "advisor.request_access": lambda env: st.fixed_dictionaries(
+        {"tenant": st.just(TENANT), "reason": unsafe_text}),
+    "tenant.approve_request": lambda env: st.one_of(
+        st.fixed_dictionaries({"duration_hours": text.filter(
+            lambda s: s.strip() and not re.fullmatch(r"[0-9]{1,20}", s.strip()))}),
+        st.fixed_dictionaries({"duration_hours": st.sampled_from(["0", "-1", "9", "721"])}),
+        st.fixed_dictionaries({"note": unsafe_text})),
+    "tenant.deny_request": lambda env: st.fixed_dictionaries({"note": unsafe_text}),
+    "tenant.reject_approval": lambda env: st.fixed_dictionaries({"note": unsafe_text}),
+    "tenant.set_access": lambda env: st.fixed_dictionaries({"access_modes": text.filter(
+        lambda s: s not in ("code", "request", "both"))}),
 }
 
 
@@ -275,6 +299,20 @@ class FuzzEnv:
                        for user in ("anna", "bob", "sam", "carol", "eve")}
         self.id_token_bob = upstream.issue_tokens("bob", lifetime=3600)["id_token"]
         b = self.bridge
+        # An access request of bob, pending (bob then joins by code: answering it is refused)
+        # and, under four eyes, a longer maximum age awaiting a second admin.
+        asked = b.api("post", "/api/me/access-requests", token=self.tokens["bob"], json={
+            "tenant": TENANT, "reason": "Ticket 4711", "duration_hours": 8})
+        assert asked.status_code == 201, asked.json
+        self.request_id = asked.json["id"]
+        for change in ({"four_eyes": True}, {"temporary_max_age_days": 7}):
+            changed = b.api("patch", f"/api/tenants/{TENANT}", token=self.tokens["anna"],
+                            json=change)
+            assert changed.status_code == 200, changed.json
+        held = b.api("patch", f"/api/tenants/{TENANT}", token=self.tokens["anna"],
+                     json={"temporary_max_age_days": 14})
+        assert held.status_code == 202, held.json
+        self.approval_id = held.json["pending_approvals"][0]["id"]
         code = b.current_code()
         joined = b.exchange("bob", code=code, subject_token=self.tokens["bob"])
         assert joined.status_code == 200, joined.json
@@ -302,6 +340,7 @@ class FuzzEnv:
         self.known = {"tenant_id": TENANT, "membership_id": self.membership_id,
                       "group_id": self.group_id, "invitation_id": self.invitation_id,
                       "stream_id": self.stream_id, "advisor_subject": DEMO_USERS["carol"]["sub"],
+                      "request_id": self.request_id, "approval_id": self.approval_id,
                       "filename": "web/app.css"}
         self.pages = {user: signed_in(app, user) for user in ("anna", "bob", "sam")}
         self.csrf = {user: csrf_token(client) for user, client in self.pages.items()}

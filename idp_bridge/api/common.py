@@ -138,4 +138,29 @@ def invitation_json(invitation) -> dict:
 def tenant_json(tenant) -> dict:
     return {"id": tenant.id, "name": tenant.name,
             "temporary_max_age_days": tenant.temporary_max_age_days,
-            "temporary_max_age_days_limit": tenant.temporary_max_age_days_limit}
+            "temporary_max_age_days_limit": tenant.temporary_max_age_days_limit,
+            "access_modes": tenant.access_modes, "four_eyes": tenant.four_eyes}
+
+
+def approval_json(a) -> dict:
+    """A four-eyes approval: what it is about, who approved first and when it lapses."""
+    return {"id": a.id, "tenant": a.tenant_id, "action": a.action, "target": a.target,
+            "terms": a.terms, "status": a.status, "first_approver": a.requested_by,
+            "first_approver_name": a.requested_by_name, "first_approved_at": iso(a.requested_at),
+            "expires_at": iso(a.expires_at), "decided_by": a.decided_by,
+            "decided_by_name": a.decided_by_name, "decided_at": iso(a.decided_at),
+            "note": a.note}
+
+
+def access_request_json(r) -> dict:
+    return {"id": r.id, "tenant": r.tenant_id, "tenant_name": r.tenant_name,
+            "advisor": r.advisor_subject, "advisor_name": r.advisor_name, "reason": r.reason,
+            "duration_hours": r.duration_hours, "status": r.status,
+            "created_at": iso(r.created_at), "expires_at": iso(r.expires_at),
+            "decided_at": iso(r.decided_at), "decided_by": r.decided_by,
+            "decided_by_name": r.name_of(r.decided_by) if r.decided_by != "system" else None,
+            "approved_by": list(r.approved_by),
+            "approved_by_names": [r.name_of(s) for s in r.approved_by],
+            "approved_hours": r.approved_hours, "note": r.decision_note,
+            "membership_id": r.membership_id, "access_expires_at": iso(r.access_expires_at),
+            "first_approval": approval_json(r.first_approval) if r.first_approval else None}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..domain.access_requests import ACCESS_MODES, STATUSES as REQUEST_STATUSES
+from ..domain.approvals import STATUSES as APPROVAL_STATUSES
 from ..domain.audit import EVENTS
 from ..domain.people import SEARCH_LIMIT_MAX, SEARCH_MAX, SEARCH_MIN
 from ..request_guard import MAX_QUERY_INT
@@ -33,9 +35,10 @@ def openapi_document(issuer: str) -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "idp-bridge management API", "version": "1",
-                 "description": "Advisor access to tenants: access codes, memberships, "
-                                "permanent advisors and the audit log. Authorised by the "
-                                "caller's upstream (SSO) access token."},
+                 "description": "Advisor access to tenants: access codes, access "
+                                "requests, memberships, permanent advisors, four eyes and "
+                                "the audit log. Authorised by the caller's upstream (SSO) "
+                                "access token."},
         "servers": [{"url": issuer.rstrip("/")}],
         "paths": {
             "/api/advisor-profile": {"get": _op("The fixed advisor profile", "anyone",
@@ -43,11 +46,59 @@ def openapi_document(issuer: str) -> dict:
             "/api/tenants/{tenant_id}": {
                 "get": _op("Tenant and its settings", "tenant admin", ok={"200": _json("Tenant")},
                            params=["tenant"]),
-                "patch": _op("Change the maximum age of temporary access", "tenant admin",
-                             ok={"200": _json("Tenant")}, params=["tenant"],
+                "patch": _op("Change the tenant's settings: the maximum age of temporary "
+                             "access, the ways in (access_modes), four eyes. Shortening the "
+                             "maximum, turning four eyes on and the ways in apply at once "
+                             "(200); under four eyes, lengthening the maximum and turning four "
+                             "eyes off are held for a second, different admin (202 with "
+                             "pending_approvals; a second admin sending the same change, or "
+                             "approving it under /approvals, applies it)", "tenant admin",
+                             ok={"200": _json("TenantChange", "Applied"),
+                                 "202": _json("TenantChange", "Held for a second admin")},
+                             params=["tenant"],
                              body={"$ref": "#/components/schemas/TenantUpdate"},
-                             errors=(400, 401, 403, 404)),
+                             errors=(400, 401, 403, 404, 409)),
             },
+            "/api/tenants/{tenant_id}/access-requests": {"get": _op(
+                "Pending access requests of advisors, oldest first, each with its first "
+                "approval where four eyes awaits a second admin", "tenant admin",
+                ok={"200": _json("AccessRequestList")}, params=["tenant"])},
+            "/api/tenants/{tenant_id}/access-requests/{request_id}/approve": {"post": _op(
+                "Approve an access request, optionally for fewer hours than asked: 200 with "
+                "the temporary membership it created (the advisor then exchanges without a "
+                "code); under four eyes the first approval is held (202) and a second, "
+                "different admin's approval completes it. Refused: own request 403 "
+                "own_request, the same admin twice 403 same_approver, expired / denied / "
+                "withdrawn / already approved 409 (request_expired, request_denied, "
+                "request_withdrawn, request_already_approved), the advisor has access 409 "
+                "already_member", "tenant admin",
+                ok={"200": _json("AccessRequestDecision", "Approved"),
+                    "202": _json("AccessRequestDecision", "Held for a second admin")},
+                params=["tenant", "request_id"],
+                body={"$ref": "#/components/schemas/AccessRequestApproval"},
+                errors=(400, 401, 403, 404, 409))},
+            "/api/tenants/{tenant_id}/access-requests/{request_id}/deny": {"post": _op(
+                "Deny an access request with a note (required); a first approval of it "
+                "awaiting a second admin is closed", "tenant admin",
+                ok={"200": _json("AccessRequest", "Denied")}, params=["tenant", "request_id"],
+                body={"$ref": "#/components/schemas/AccessRequestDenial"},
+                errors=(400, 401, 403, 404, 409))},
+            "/api/tenants/{tenant_id}/approvals": {"get": _op(
+                "Four eyes: first approvals awaiting a second, different admin (approving "
+                "access requests, lengthening the maximum age, turning four eyes off)",
+                "tenant admin", ok={"200": _json("ApprovalList")}, params=["tenant"])},
+            "/api/tenants/{tenant_id}/approvals/{approval_id}/approve": {"post": _op(
+                "Approve as the second admin: the decision takes effect with the first "
+                "approval's terms (403 same_approver for the first approver; 409 "
+                "approval_expired, approval_rejected, approval_closed, approval_completed)",
+                "tenant admin", ok={"200": _json("ApprovalCompleted")},
+                params=["tenant", "approval_id"], errors=(400, 401, 403, 404, 409))},
+            "/api/tenants/{tenant_id}/approvals/{approval_id}/reject": {"post": _op(
+                "Reject a pending approval (any admin; the first approver takes its own "
+                "back): nothing of it takes effect", "tenant admin",
+                ok={"200": _json("Approval", "Rejected")}, params=["tenant", "approval_id"],
+                body={"$ref": "#/components/schemas/ApprovalRejection"},
+                errors=(400, 401, 403, 404, 409))},
             "/api/tenants/{tenant_id}/access-code": {"get": _op(
                 "The tenant's current access code", "tenant admin",
                 ok={"200": _json("AccessCode")}, params=["tenant"])},
@@ -115,6 +166,23 @@ def openapi_document(issuer: str) -> dict:
                                                ok={"200": _json("MembershipList")}, errors=(401, 403))},
             "/api/me/memberships/{tenant_id}": {"delete": _op(
                 "Leave a tenant", "advisor", ok=no_content, params=["tenant"])},
+            "/api/me/access-requests": {
+                "get": _op("My access requests: the pending ones and those answered in the "
+                           "last 14 days, newest first", "advisor",
+                           ok={"200": _json("AccessRequestList")}, errors=(401, 403)),
+                "post": _op("Ask a tenant for temporary access with a reason or ticket and a "
+                            "duration up to the tenant's maximum; its admins are notified. "
+                            "Refused: the tenant allows codes only 403 requests_not_allowed, "
+                            "no reason 400 text_required, a bad duration 400 "
+                            "duration_out_of_range, a pending request for the tenant 409 "
+                            "request_pending, live access 409 already_member", "advisor",
+                            ok={"201": _json("AccessRequest", "Requested")},
+                            body={"$ref": "#/components/schemas/AccessRequestCreate"},
+                            errors=(400, 401, 403, 404, 409))},
+            "/api/me/access-requests/{request_id}": {"delete": _op(
+                "Withdraw a pending access request of mine", "advisor",
+                ok={"200": _json("AccessRequest", "Withdrawn")}, params=["request_id"],
+                errors=(401, 403, 404, 409))},
             "/api/tenants/{tenant_id}/groups": {
                 "get": _op("The tenant's user groups", "tenant admin",
                            ok={"200": _json("GroupList")}, params=["tenant"]),
@@ -166,6 +234,10 @@ def openapi_document(issuer: str) -> dict:
                                   "schema": {"type": "string", "format": "uuid"}},
                 "advisor_subject": {"name": "advisor_subject", "in": "path", "required": True,
                                     "schema": {"type": "string"}},
+                "request_id": {"name": "request_id", "in": "path", "required": True,
+                               "schema": {"type": "string", "format": "uuid"}},
+                "approval_id": {"name": "approval_id", "in": "path", "required": True,
+                                "schema": {"type": "string", "format": "uuid"}},
                 "before": {"name": "before", "in": "query", "schema": {
                     "type": "integer", "minimum": 1, "maximum": MAX_QUERY_INT}},
                 "limit": {"name": "limit", "in": "query",
@@ -314,10 +386,93 @@ def openapi_document(issuer: str) -> dict:
                 "Tenant": {"type": "object", "properties": {
                     "id": {"type": "string"}, "name": {"type": "string"},
                     "temporary_max_age_days": {"type": "integer"},
-                    "temporary_max_age_days_limit": {"type": "integer"}}},
+                    "temporary_max_age_days_limit": {"type": "integer"},
+                    "access_modes": {"enum": list(ACCESS_MODES), "description":
+                                     "the ways in: access codes, access requests, or both"},
+                    "four_eyes": {"type": "boolean", "description":
+                                  "approving access requests, lengthening the maximum age "
+                                  "and turning four eyes off need a second, different "
+                                  "admin"}}},
+                "TenantChange": {"allOf": [{"$ref": "#/components/schemas/Tenant"}, {
+                    "type": "object", "properties": {
+                        "memberships_expired": {"type": "integer"},
+                        "pending_approvals": {"type": "array", "items": {
+                            "$ref": "#/components/schemas/Approval"}}}}]},
                 "TenantUpdate": {"type": "object", "additionalProperties": False,
-                                 "properties": {"temporary_max_age_days": {"type": "integer",
-                                                                           "minimum": 1}}},
+                                 "minProperties": 1, "properties": {
+                                     "temporary_max_age_days": {"type": "integer", "minimum": 1},
+                                     "access_modes": {"enum": list(ACCESS_MODES)},
+                                     "four_eyes": {"type": "boolean"}}},
+                "AccessRequestCreate": {"type": "object", "additionalProperties": False,
+                                        "required": ["tenant", "reason", "duration_hours"],
+                                        "properties": {
+                                            "tenant": {"type": "string"},
+                                            "reason": {"type": "string", "minLength": 1},
+                                            "duration_hours": {"type": "integer",
+                                                               "minimum": 1}}},
+                "AccessRequestApproval": {"type": "object", "additionalProperties": False,
+                                          "properties": {
+                                              "duration_hours": {"type": "integer", "minimum": 1,
+                                                                 "description": "at most the "
+                                                                 "hours asked for"},
+                                              "note": {"type": "string"}}},
+                "AccessRequestDenial": {"type": "object", "additionalProperties": False,
+                                        "required": ["note"],
+                                        "properties": {"note": {"type": "string",
+                                                                "minLength": 1}}},
+                "ApprovalRejection": {"type": "object", "additionalProperties": False,
+                                      "properties": {"note": {"type": "string"}}},
+                "AccessRequest": {"type": "object", "required": [
+                    "id", "tenant", "advisor", "reason", "duration_hours", "status",
+                    "created_at", "expires_at"], "properties": {
+                    "id": {"type": "string"}, "tenant": {"type": "string"},
+                    "tenant_name": {"type": ["string", "null"]},
+                    "advisor": {"type": "string"}, "advisor_name": {"type": ["string", "null"]},
+                    "reason": {"type": "string"}, "duration_hours": {"type": "integer"},
+                    "status": {"enum": list(REQUEST_STATUSES)},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "expires_at": {"type": "string", "format": "date-time",
+                                   "description": "unanswered until then, it expires"},
+                    "decided_at": {"type": ["string", "null"], "format": "date-time"},
+                    "decided_by": {"type": ["string", "null"]},
+                    "decided_by_name": {"type": ["string", "null"]},
+                    "approved_by": {"type": "array", "items": {"type": "string"}},
+                    "approved_by_names": {"type": "array", "items": {"type": "string"}},
+                    "approved_hours": {"type": ["integer", "null"]},
+                    "note": {"type": ["string", "null"]},
+                    "membership_id": {"type": ["string", "null"]},
+                    "access_expires_at": {"type": ["string", "null"], "format": "date-time"},
+                    "first_approval": {"oneOf": [{"type": "null"},
+                                                 {"$ref": "#/components/schemas/Approval"}]}}},
+                "AccessRequestList": {"type": "object", "properties": {"access_requests": {
+                    "type": "array", "items": {"$ref": "#/components/schemas/AccessRequest"}}}},
+                "AccessRequestDecision": {"type": "object", "properties": {
+                    "access_request": {"$ref": "#/components/schemas/AccessRequest"},
+                    "membership": {"oneOf": [{"type": "null"},
+                                             {"$ref": "#/components/schemas/Membership"}]},
+                    "pending_approval": {"oneOf": [{"type": "null"},
+                                                   {"$ref": "#/components/schemas/Approval"}]}}},
+                "Approval": {"type": "object", "required": [
+                    "id", "tenant", "action", "target", "terms", "status", "first_approver",
+                    "first_approved_at", "expires_at"], "properties": {
+                    "id": {"type": "string"}, "tenant": {"type": "string"},
+                    "action": {"type": "string", "examples": [
+                        "access_request.approve", "tenant.max_age", "tenant.four_eyes_off"]},
+                    "target": {"type": "string"}, "terms": {"type": "object"},
+                    "status": {"enum": list(APPROVAL_STATUSES)},
+                    "first_approver": {"type": "string"},
+                    "first_approver_name": {"type": ["string", "null"]},
+                    "first_approved_at": {"type": "string", "format": "date-time"},
+                    "expires_at": {"type": "string", "format": "date-time"},
+                    "decided_by": {"type": ["string", "null"]},
+                    "decided_by_name": {"type": ["string", "null"]},
+                    "decided_at": {"type": ["string", "null"], "format": "date-time"},
+                    "note": {"type": ["string", "null"]}}},
+                "ApprovalList": {"type": "object", "properties": {"approvals": {
+                    "type": "array", "items": {"$ref": "#/components/schemas/Approval"}}}},
+                "ApprovalCompleted": {"type": "object", "properties": {
+                    "approval": {"$ref": "#/components/schemas/Approval"},
+                    "tenant": {"$ref": "#/components/schemas/Tenant"}}},
                 "AuditEventPage": {"type": "object", "properties": {
                     "events": {"type": "array", "items": {"type": "object", "properties": {
                         "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},

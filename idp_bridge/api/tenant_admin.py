@@ -1,5 +1,7 @@
 """Routes of a tenant's admins: the tenant and its settings, the access code, the
-advisors, the audit events (:class:`~idp_bridge.services.tenant_admin.TenantAdmin`)."""
+advisors, the audit events (:class:`~idp_bridge.services.tenant_admin.TenantAdmin`), access
+requests and four eyes (:mod:`idp_bridge.services.access_requests`,
+:mod:`idp_bridge.services.approvals`)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ from scopes.catalog import ProfileChangeRefused
 
 from ..domain.errors import InvalidInput
 from ..request_guard import MAX_QUERY_INT, parse_int
-from .common import (PROFILE_FIELDS, authenticated, bp, error, iso, json_body,
-                     membership_json, tenant_json, use_cases)
+from .common import (PROFILE_FIELDS, access_request_json, approval_json, authenticated, bp,
+                     error, iso, json_body, membership_json, only, tenant_json, use_cases)
 
 
 def _admin():
@@ -23,20 +25,98 @@ def tenant_show(tenant_id):
     return jsonify(tenant_json(_admin().tenant(g.identity, tenant_id)))
 
 
+SETTINGS_FIELDS = ("temporary_max_age_days", "access_modes", "four_eyes")
+
+
 @bp.patch("/tenants/<tenant_id>")
 @authenticated
 def tenant_update(tenant_id):
+    """Change settings in one go. What four eyes holds back (lengthening the maximum age,
+    turning four eyes off, where the tenant asks for four eyes) is answered 202 with the
+    pending approvals; the rest applies at once (200)."""
     use_cases().authorize.tenant_admin(g.identity, tenant_id)
     body = json_body()
-    unknown = set(body) - {"temporary_max_age_days"}
+    unknown = set(body) - set(SETTINGS_FIELDS)
     if unknown:
         if unknown & PROFILE_FIELDS:
             return error(403, "profile_immutable", ProfileChangeRefused.message,
                          code="profile_immutable")
-        raise InvalidInput("unknown fields; allowed: temporary_max_age_days",
+        raise InvalidInput(f"unknown fields; allowed: {', '.join(SETTINGS_FIELDS)}",
                            code="unknown_fields")
-    tenant, ended = _admin().set_max_age(g.identity, tenant_id, body.get("temporary_max_age_days"))
-    return jsonify({**tenant_json(tenant), "memberships_expired": ended})
+    if not body:
+        raise InvalidInput(f"nothing to change; fields: {', '.join(SETTINGS_FIELDS)}",
+                           code="unknown_fields")
+    change = _admin().update_settings(g.identity, tenant_id, body)
+    return jsonify({**tenant_json(change.tenant), "memberships_expired": change.memberships_ended,
+                    "pending_approvals": [approval_json(a) for a in change.pending]}), \
+        202 if change.pending else 200
+
+
+# --- access requests and four eyes ---
+def _requests():
+    return use_cases().access_requests
+
+
+@bp.get("/tenants/<tenant_id>/access-requests")
+@authenticated
+def access_request_list(tenant_id):
+    return jsonify(access_requests=[access_request_json(r) for r in
+                                    _requests().open_requests(g.identity, tenant_id)])
+
+
+@bp.post("/tenants/<tenant_id>/access-requests/<request_id>/approve")
+@authenticated
+def access_request_approve(tenant_id, request_id):
+    """Approve (``duration_hours`` may shorten what was asked for, ``note`` optional): 200
+    with the new membership, or under four eyes 202 with the first approval."""
+    use_cases().authorize.tenant_admin(g.identity, tenant_id)
+    body = json_body()
+    only(body, {"duration_hours", "note"})
+    decision = _requests().approve(g.identity, tenant_id, request_id,
+                                   duration_hours=body.get("duration_hours"),
+                                   note=body.get("note"))
+    answer = {"access_request": access_request_json(decision.request),
+              "membership": membership_json(decision.membership) if decision.membership else None,
+              "pending_approval": approval_json(decision.approval)
+              if decision.approval and not decision.applied else None}
+    return jsonify(answer), 200 if decision.applied else 202
+
+
+@bp.post("/tenants/<tenant_id>/access-requests/<request_id>/deny")
+@authenticated
+def access_request_deny(tenant_id, request_id):
+    use_cases().authorize.tenant_admin(g.identity, tenant_id)
+    body = json_body()
+    only(body, {"note"})
+    return jsonify(access_request_json(_requests().deny(g.identity, tenant_id, request_id,
+                                                        note=body.get("note"))))
+
+
+@bp.get("/tenants/<tenant_id>/approvals")
+@authenticated
+def approval_list(tenant_id):
+    return jsonify(approvals=[approval_json(a) for a in
+                              use_cases().approvals.pending(g.identity, tenant_id)])
+
+
+@bp.post("/tenants/<tenant_id>/approvals/<approval_id>/approve")
+@authenticated
+def approval_confirm(tenant_id, approval_id):
+    """The second admin's approval: the decision takes effect with the first's terms."""
+    use_cases().authorize.tenant_admin(g.identity, tenant_id)
+    only(json_body(), set())
+    done = use_cases().approvals.confirm(g.identity, tenant_id, approval_id)
+    return jsonify(approval=approval_json(done.approval), tenant=tenant_json(done.tenant))
+
+
+@bp.post("/tenants/<tenant_id>/approvals/<approval_id>/reject")
+@authenticated
+def approval_reject(tenant_id, approval_id):
+    use_cases().authorize.tenant_admin(g.identity, tenant_id)
+    body = json_body()
+    only(body, {"note"})
+    return jsonify(approval_json(use_cases().approvals.reject(g.identity, tenant_id, approval_id,
+                                                             note=body.get("note"))))
 
 
 @bp.get("/tenants/<tenant_id>/access-code")

@@ -44,6 +44,10 @@ DEMO_USERS: dict[str, dict] = {
     "anna": {"sub": "5b0c6f3e-0a6e-4c1e-9d41-0a0000010042", "name": "Anna Admin",
              "email": "anna@muster-gmbh.example", "realm_roles": [],
              "groups": ["/tenants/10042/admins"]},  # tenant admin of 10042 "Muster GmbH"
+    # A second admin of 10042: four eyes needs two different people.
+    "dora": {"sub": "d2f4a6c8-1e3b-4d5f-a7c9-0a0000020042", "name": "Dora Admin",
+             "email": "dora@muster-gmbh.example", "realm_roles": [],
+             "groups": ["/tenants/10042/admins"]},
     "bob": {"sub": "8e3a2d1c-4b5f-4e6a-8c7d-0b0000000002", "name": "Bob Advisor",
             "email": "bob@advisors.example", "realm_roles": ["advisor"], "groups": []},
     "carol": {"sub": "c4a1e9b7-2f3d-4a8e-9b6c-0c0000000003", "name": "Carol Advisor",

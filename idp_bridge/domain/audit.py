@@ -31,6 +31,17 @@ EVENTS = (
     "group.changed",
     "invitation.changed",
     "access_record.refused",
+    "access_request.created",
+    "access_request.approved",
+    "access_request.denied",
+    "access_request.withdrawn",
+    "access_request.expired",
+    "approval.requested",
+    "approval.completed",
+    "approval.rejected",
+    "approval.closed",
+    "approval.expired",
+    "tenant.settings_changed",
 )
 
 

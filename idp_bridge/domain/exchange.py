@@ -23,6 +23,7 @@ from ..metrics import CODE_GUESSES
 from ..storage.models import CodeGuess, CodeGuesser, Membership, Tenant
 from . import audit
 from .access_codes import MalformedCode, normalize_code
+from .access_requests import allows
 from .guests import guest_scopes
 from .errors import AccessCodeRejected, Conflict, Forbidden, InvalidInput, NotFound, ScopeRefused
 from .tokens import Family, RefreshRejected, RefreshReused
@@ -269,6 +270,10 @@ class AdvisorExchange:
             return None, AccessCodeRejected(
                 "access_code is required: the advisor is not a member of this tenant",
                 code="not_member")
+        if not allows(tenant, "code"):
+            # Before the code is looked at: no guess counted, the code does not rotate.
+            raise Forbidden("this tenant allows access by request only: ask for access "
+                            "instead of entering a code", code="codes_not_allowed")
         failure = self.redeem_code(session, tenant, identity, client_id, candidate, now)
         if failure is not None:
             return None, failure

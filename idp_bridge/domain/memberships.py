@@ -79,6 +79,15 @@ class Memberships:
     def max_age(self, tenant: Tenant) -> timedelta:
         return timedelta(days=tenant.temporary_max_age_days or self.default_max_age_days)
 
+    def check_max_age_days(self, days) -> int:
+        """``days`` if a tenant may set it as its maximum age of temporary access (1 to
+        ``default_max_age_days``), else :class:`InvalidInput` ``max_age_out_of_range``."""
+        limit = self.default_max_age_days
+        if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= limit:
+            raise InvalidInput(f"temporary_max_age_days must be an integer from 1 to {limit}",
+                               code="max_age_out_of_range")
+        return days
+
     def set_temporary_max_age(self, session, tenant: Tenant, days, now: datetime) -> int:
         """Set the tenant's maximum age of temporary access; returns the number of
         memberships that ended because of it.
@@ -88,11 +97,7 @@ class Memberships:
         the temporary advisors already in the tenant too: their expiry moves forward, and
         those now past it end at once. Only this tenant's memberships are touched.
         """
-        limit = self.default_max_age_days
-        if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= limit:
-            raise InvalidInput(f"temporary_max_age_days must be an integer from 1 to {limit}",
-                               code="max_age_out_of_range")
-        tenant.temporary_max_age_days = days
+        tenant.temporary_max_age_days = self.check_max_age_days(days)
         members = self.list_for_tenant(session, tenant.id)
         for m in members:
             if m.kind == "temporary":
@@ -103,15 +108,19 @@ class Memberships:
     def create(self, session, tenant: Tenant, *, subject: str, name: str | None, kind: str,
                created_by: str, actor_role: str, now: datetime, reason: str | None = None,
                client_id: str | None = None, group_id: str | None = None,
-               detail: dict | None = None) -> Membership:
-        """A new active membership; ``detail`` adds to its audit event."""
+               detail: dict | None = None, duration: timedelta | None = None) -> Membership:
+        """A new active membership; ``detail`` adds to its audit event. A temporary one
+        expires after ``duration`` (an approved access request), at most after the tenant's
+        maximum age (the default)."""
         assert kind in KINDS
         assert (kind == "guest") == (group_id is not None), "guests, and only guests, have a group"
+        assert duration is None or kind == "temporary"
+        lifetime = self.max_age(tenant) if duration is None else min(duration, self.max_age(tenant))
         membership = Membership(
             id=str(uuid.uuid4()), tenant_id=tenant.id, advisor_subject=subject,
             advisor_name=name, kind=kind, grant_id=str(uuid.uuid4()), reason=reason,
             created_at=now, created_by=created_by,
-            expires_at=now + self.max_age(tenant) if kind == "temporary" else None,
+            expires_at=now + lifetime if kind == "temporary" else None,
             group_id=group_id,
         )
         session.add(membership)

@@ -18,8 +18,9 @@ Nothing here imports Flask (``tests/test_layering.py``).
 =====================  ==========================================================
 module                 use cases
 =====================  ==========================================================
-``tenant_admin``       tenant, max age, notification e-mails, access code, help page
-                       state, memberships, remove, audit events, access log
+``tenant_admin``       tenant, settings (max age, ways in, four eyes), notification
+                       e-mails, access code, help page state, memberships, remove,
+                       audit events, access log
 ``callers``            the API's caller from its bearer token
 ``advisors``           my memberships, leave, my invitations, accept
 ``support``            permanent advisors: list, assign, remove; support page lists
@@ -28,6 +29,10 @@ module                 use cases
 ``web_sign_in``        the pages' server-side sessions: start, find, end
 ``access_records``     access records: a receiver's ingest; the access log's groups and
                        requests, who is active now, last activity
+``access_requests``    an advisor's access requests: ask, list, withdraw; the tenant
+                       admins': open requests, approve (four eyes), deny
+``approvals``          four eyes: pending first approvals, complete as the second admin,
+                       reject
 ``tokens``             exchange, refresh, redeem (join), open tenant, RFC 7009,
                        back-channel logout
 =====================  ==========================================================
@@ -38,7 +43,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .access_records import AccessRecordsService
+from .access_requests import AccessRequestsService
 from .advisors import Advisors
+from .approvals import Approvals
 from .authorization import Authorizer
 from .callers import Callers
 from .directory import PeopleDirectory, SignIns
@@ -47,8 +54,8 @@ from .support import Support
 from .tenant_admin import TenantAdmin
 from .web_sign_in import WebSignIn
 
-__all__ = ["AccessRecordsService", "Advisors", "Authorizer", "Callers", "Groups", "PeopleDirectory",
-           "SignIns", "Support",
+__all__ = ["AccessRecordsService", "AccessRequestsService", "Advisors", "Approvals", "Authorizer",
+           "Callers", "Groups", "PeopleDirectory", "SignIns", "Support",
            "TenantAdmin", "UseCases", "WebSignIn", "build_use_cases"]
 
 
@@ -65,12 +72,14 @@ class UseCases:
     web_sign_in: WebSignIn
     directory: PeopleDirectory
     access_records: AccessRecordsService
+    access_requests: AccessRequestsService
+    approvals: Approvals
 
 
 def build_use_cases(*, db, roles, validator, session_has_ended, memberships, codes, guests,
                     web_sessions, people, directory, sign_ins: SignIns,
-                    tenant_admin_group: str, timezone: str,
-                    access_listeners=()) -> UseCases:
+                    tenant_admin_group: str, timezone: str, access_requests, four_eyes,
+                    tenant_settings, access_listeners=()) -> UseCases:
     authorize = Authorizer(roles, tenant_admin_group=tenant_admin_group)
     common = {"db": db, "authorize": authorize, "memberships": memberships}
     found = PeopleDirectory(**common, directory=directory, people=people)
@@ -79,7 +88,7 @@ def build_use_cases(*, db, roles, validator, session_has_ended, memberships, cod
         callers=Callers(db=db, validator=validator, session_has_ended=session_has_ended,
                         sign_ins=sign_ins),
         tenant_admin=TenantAdmin(**common, codes=codes, guests=guests, people=people,
-                                 timezone=timezone),
+                                 timezone=timezone, settings=tenant_settings),
         advisors=Advisors(**common, guests=guests),
         support=Support(**common, directory=found, people=people),
         groups=Groups(**common, guests=guests, directory=found, people=people),
@@ -87,4 +96,7 @@ def build_use_cases(*, db, roles, validator, session_has_ended, memberships, cod
         directory=found,
         access_records=AccessRecordsService(db=db, authorize=authorize, memberships=memberships,
                                             people=people, timezone=timezone,
-                                            listeners=access_listeners))
+                                            listeners=access_listeners),
+        access_requests=AccessRequestsService(**common, requests=access_requests,
+                                              four_eyes=four_eyes, people=people),
+        approvals=Approvals(**common, four_eyes=four_eyes, people=people))

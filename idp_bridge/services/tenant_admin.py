@@ -22,7 +22,8 @@ from ..notifications import MAX_RECIPIENTS, parse_addresses
 from ..storage.db import utcnow
 from ..storage.models import AccessCodeState, AuditEvent, Membership, Tenant
 from .receipts import MembershipDetail, Receipts, RevocationReceipts
-from .values import AuditEntry, MembershipInfo, TenantInfo, named
+from .units import unit_of_work
+from .values import ApprovalInfo, AuditEntry, MembershipInfo, TenantInfo, named
 
 
 class AddressRefused(InvalidInput):
@@ -47,6 +48,17 @@ class HelpState:
 
 
 @dataclass(frozen=True)
+class SettingsChange:
+    """A change of the tenant's settings: the tenant as it is now, how many temporary
+    memberships ended because of a shorter maximum, and the parts held under four eyes
+    until a second admin approves them."""
+
+    tenant: TenantInfo
+    memberships_ended: int = 0
+    pending: tuple[ApprovalInfo, ...] = ()
+
+
+@dataclass(frozen=True)
 class LogQuery:
     """Filters of the access log: audit event names, an advisor (name or subject, as
     typed), a first and last day (in ``zone``), and the page (events older than
@@ -61,8 +73,11 @@ class LogQuery:
 
 
 class TenantAdmin:
-    def __init__(self, *, db, authorize, memberships, codes, guests, people, timezone: str):
+    def __init__(self, *, db, authorize, memberships, codes, guests, people, timezone: str,
+                 settings):
         self.db = db
+        #: The tenant's settings and which changes need four eyes (domain/tenant_settings.py).
+        self.settings = settings
         self.authorize = authorize
         self.memberships = memberships
         self.codes = codes
@@ -94,15 +109,42 @@ class TenantAdmin:
                                          .where(Tenant.id.in_(ids))).all())
         return [(t, names.get(t)) for t in ids]
 
-    def set_max_age(self, caller, tenant_id: str, days) -> tuple[TenantInfo, int]:
-        """Shorten the maximum age of temporary access (1 to the configured maximum,
-        ``max_age_out_of_range`` else); returns the tenant and how many temporary
-        memberships ended because they are older."""
+    def set_max_age(self, caller, tenant_id: str, days) -> "SettingsChange":
+        """The maximum age of temporary access (1 to the configured maximum,
+        ``max_age_out_of_range`` else): shortening applies at once (also to the temporary
+        advisors already in the tenant), lengthening needs four eyes when the tenant asks
+        for it."""
+        return self.update_settings(caller, tenant_id, {"temporary_max_age_days": days})
+
+    def update_settings(self, caller, tenant_id: str, changes: dict) -> "SettingsChange":
+        """Change any of ``four_eyes``, ``access_modes`` and ``temporary_max_age_days`` in
+        one unit of work (:class:`~idp_bridge.domain.tenant_settings.TenantSettings`: what
+        loosens needs four eyes where the tenant asks for it, and is then held for a second
+        admin). ``four_eyes`` is read first, so that turning it on covers the rest of the
+        same change and turning it off does not."""
         self.authorize.tenant_admin(caller, tenant_id)
-        with self.db.transaction() as session:
+        now = utcnow()
+        by = caller.subject
+        with unit_of_work(self.db) as session:
             tenant = self.memberships.tenant(session, tenant_id)
-            ended = self.memberships.set_temporary_max_age(session, tenant, days, utcnow())
-            return TenantInfo.of(tenant, self.max_age_limit), ended
+            outcomes = []
+            if "four_eyes" in changes:
+                outcomes.append(self.settings.set_four_eyes(session, tenant, changes["four_eyes"],
+                                                            by=by, now=now))
+            if "access_modes" in changes:
+                outcomes.append(self.settings.set_access_modes(
+                    session, tenant, changes["access_modes"], by=by, now=now))
+            ended = 0
+            if "temporary_max_age_days" in changes:
+                outcome = self.settings.set_max_age(session, tenant,
+                                                    changes["temporary_max_age_days"], by=by,
+                                                    now=now)
+                outcomes.append(outcome)
+                ended = (outcome.result or 0) if outcome.applied else 0
+            held = [o.approval for o in outcomes if not o.applied]
+            names = self.people.labels(session, [a.requested_by for a in held])
+            return SettingsChange(TenantInfo.of(tenant, self.max_age_limit), ended,
+                                  tuple(ApprovalInfo.of(a, names) for a in held))
 
     def set_notification_emails(self, caller, tenant_id: str, text: str | None) -> list[str]:
         """Where the tenant's notifications go: addresses as entered (comma, semicolon,
@@ -256,7 +298,10 @@ class TenantAdmin:
             mentioned = set()
             for e in events:
                 mentioned.update(v for v in (e.actor, e.detail.get("advisor"),
-                                             e.detail.get("invitee"), e.detail.get("invited_by"))
+                                             e.detail.get("invitee"), e.detail.get("invited_by"),
+                                             e.detail.get("first_approver"),
+                                             e.detail.get("second_approver"),
+                                             *(e.detail.get("approved_by") or ()))
                                  if isinstance(v, str))
             names.update(self.people.labels(session, mentioned))
         return tenant, events, names

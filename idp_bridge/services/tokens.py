@@ -52,13 +52,12 @@ the error propagates (a 500: a bug, not a refusal).
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
-from ..domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
+from ..domain.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from ..domain.exchange import IssuedTokens, PendingTokens
 from ..domain.memberships import plausible_id
 from ..domain.tokens import RefreshRejected
@@ -66,6 +65,7 @@ from ..domain.upstream_sessions import record_logout
 from ..storage.db import utcnow
 from ..storage.models import Client, SeenJti, TokenFamily
 from ..upstream.oidc import UpstreamUnavailable
+from .units import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -340,17 +340,11 @@ class TokenService:
         if self.sign_ins is not None:
             self.sign_ins.seen(session, identity, now)
 
-    @contextmanager
     def _unit_of_work(self):
         """``db.transaction()`` where the one expected constraint violation — two
         concurrent first redemptions by one advisor meeting the unique active membership —
         becomes a :class:`Conflict` (``concurrent_change``): no SQLAlchemy error leaves."""
-        try:
-            with self.db.transaction() as session:
-                yield session
-        except IntegrityError:
-            raise Conflict("a concurrent request changed this membership; retry",
-                           code="concurrent_change") from None
+        return unit_of_work(self.db)
 
     def _check_account(self, subject: str | None) -> None:
         """With an upstream account checker: a disabled or deleted account ends every

@@ -18,6 +18,10 @@ class TenantInfo:
     notification_emails: str | None = None
     #: Tell the admins when an advisor first uses a new access (``advisor.first_access``).
     notify_first_access: bool = False
+    #: The ways in: ``code``, ``request`` or ``both``.
+    access_modes: str = "both"
+    #: Four eyes: certain decisions need a second, different admin.
+    four_eyes: bool = False
 
     @classmethod
     def of(cls, tenant, limit: int) -> "TenantInfo":
@@ -25,7 +29,17 @@ class TenantInfo:
                    temporary_max_age_days=tenant.temporary_max_age_days or limit,
                    temporary_max_age_days_limit=limit,
                    notification_emails=tenant.notification_emails,
-                   notify_first_access=bool(tenant.notify_first_access))
+                   notify_first_access=bool(tenant.notify_first_access),
+                   access_modes=tenant.access_modes or "both",
+                   four_eyes=bool(tenant.four_eyes))
+
+    @property
+    def allows_codes(self) -> bool:
+        return self.access_modes in ("code", "both")
+
+    @property
+    def allows_requests(self) -> bool:
+        return self.access_modes in ("request", "both")
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,90 @@ class MembershipInfo:
                    created_by=m.created_by, reason=m.reason, expires_at=m.expires_at,
                    last_token_at=m.last_token_at, group_id=m.group_id,
                    tenant_name=tenant_name, group_name=group_name)
+
+
+@dataclass(frozen=True)
+class ApprovalInfo:
+    """Four eyes: a first approval awaiting a second admin (or how it ended)."""
+
+    id: str
+    tenant_id: str
+    action: str
+    target: str
+    terms: dict
+    status: str
+    requested_by: str
+    requested_at: datetime
+    expires_at: datetime
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    note: str | None = None
+    #: The directory's names of the first approver and of who decided.
+    requested_by_name: str | None = None
+    decided_by_name: str | None = None
+
+    @classmethod
+    def of(cls, a, names: dict | None = None) -> "ApprovalInfo":
+        names = names or {}
+        return cls(id=a.id, tenant_id=a.tenant_id, action=a.action, target=a.target,
+                   terms=dict(a.terms or {}), status=a.status, requested_by=a.requested_by,
+                   requested_at=a.requested_at, expires_at=a.expires_at,
+                   decided_by=a.decided_by, decided_at=a.decided_at, note=a.note,
+                   requested_by_name=names.get(a.requested_by),
+                   decided_by_name=names.get(a.decided_by) if a.decided_by else None)
+
+
+@dataclass(frozen=True)
+class AccessRequestInfo:
+    id: str
+    tenant_id: str
+    advisor_subject: str
+    advisor_name: str | None
+    reason: str
+    duration_hours: int
+    status: str
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+    approved_by: tuple[str, ...]
+    approved_hours: int | None
+    decision_note: str | None
+    membership_id: str | None
+    tenant_name: str | None = None
+    #: Under four eyes: the first approval awaiting a second admin.
+    first_approval: ApprovalInfo | None = None
+    #: The directory's names of the people who decided (subject -> name).
+    names: dict | None = None
+    #: The membership's expiry (an approved request).
+    access_expires_at: datetime | None = None
+
+    @property
+    def shown_name(self) -> str:
+        return self.advisor_name or self.advisor_subject
+
+    @property
+    def approver_names(self) -> tuple[str, ...]:
+        return tuple(self.name_of(s) for s in self.approved_by)
+
+    def name_of(self, subject: str | None) -> str | None:
+        if subject is None:
+            return None
+        return (self.names or {}).get(subject) or subject
+
+    @classmethod
+    def of(cls, r, *, tenant_name: str | None = None, first_approval=None,
+           names: dict | None = None, access_expires_at=None) -> "AccessRequestInfo":
+        names = names or {}
+        return cls(id=r.id, tenant_id=r.tenant_id, advisor_subject=r.advisor_subject,
+                   advisor_name=names.get(r.advisor_subject) or r.advisor_name,
+                   reason=r.reason, duration_hours=r.duration_hours, status=r.status,
+                   created_at=r.created_at, expires_at=r.expires_at, decided_at=r.decided_at,
+                   decided_by=r.decided_by, approved_by=tuple(r.approved_by or ()),
+                   approved_hours=r.approved_hours, decision_note=r.decision_note,
+                   membership_id=r.membership_id, tenant_name=tenant_name,
+                   first_approval=first_approval, names=dict(names),
+                   access_expires_at=access_expires_at)
 
 
 @dataclass(frozen=True)

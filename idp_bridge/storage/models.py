@@ -56,6 +56,13 @@ class Tenant(Base):
     #: first access record of a grant (notification ``advisor.first_access``).
     notify_first_access: Mapped[bool] = mapped_column(Boolean, default=False,
                                                       server_default=text("false"))
+    #: Which ways in the tenant allows: ``code`` (access codes), ``request`` (access
+    #: requests its admins approve) or ``both`` (domain/access_requests.py).
+    access_modes: Mapped[str] = mapped_column(String(10), default="both",
+                                              server_default=text("'both'"))
+    #: Four eyes: certain decisions need a second, different tenant admin
+    #: (domain/approvals.py).
+    four_eyes: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
 class Client(Base):
@@ -525,4 +532,70 @@ class AccessRecord(Base):
         Index("ix_access_records_tenant_membership_at", "tenant_id", "membership_id", "at"),
         # The retention sweep deletes by time across tenants.
         Index("ix_access_records_at", "at"),
+    )
+
+
+class AccessRequest(Base):
+    """An advisor's request for temporary access to a tenant, answered by a tenant admin
+    (approved: a temporary membership; denied with a note) or expiring unanswered. One
+    pending request per advisor and tenant (a partial unique index)."""
+
+    __tablename__ = "access_requests"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    advisor_subject: Mapped[str] = mapped_column(String(255), index=True)
+    #: What the advisor's own sign-in called it (pages name people from the directory).
+    advisor_name: Mapped[str | None] = mapped_column(String(255))
+    #: The reason or ticket (required for a request).
+    reason: Mapped[str] = mapped_column(String(2000))
+    duration_hours: Mapped[int] = mapped_column(Integer)
+    #: pending | approved | denied | expired | withdrawn
+    status: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime]
+    #: Unanswered until then, the request expires.
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    decided_at: Mapped[datetime | None]
+    #: The admin who denied it, or the one whose approval made it take effect.
+    decided_by: Mapped[str | None] = mapped_column(String(255))
+    #: Every admin who approved it (two under four eyes), in order.
+    approved_by: Mapped[list | None] = mapped_column(JSON)
+    approved_hours: Mapped[int | None] = mapped_column(Integer)
+    decision_note: Mapped[str | None] = mapped_column(String(2000))
+    #: The temporary membership the approval created.
+    membership_id: Mapped[str | None] = mapped_column(String(36), index=True)
+
+    __table_args__ = (
+        Index("uq_access_requests_pending_tenant_subject", "tenant_id", "advisor_subject",
+              unique=True, sqlite_where=text("status = 'pending'"),
+              postgresql_where=text("status = 'pending'")),
+    )
+
+
+class Approval(Base):
+    """Four eyes: the first tenant admin's approval of a decision that needs a second,
+    different one (``action`` on ``target`` with ``terms``), pending until a second admin
+    approves it (completed), an admin rejects it, its subject ends (closed) or it expires.
+    One pending approval per tenant, action and target (a partial unique index)."""
+
+    __tablename__ = "approvals"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    action: Mapped[str] = mapped_column(String(60))
+    target: Mapped[str] = mapped_column(String(100))
+    terms: Mapped[dict] = mapped_column(JSON)
+    #: pending | completed | rejected | closed | expired
+    status: Mapped[str] = mapped_column(String(12))
+    requested_by: Mapped[str] = mapped_column(String(255))
+    requested_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    decided_by: Mapped[str | None] = mapped_column(String(255))
+    decided_at: Mapped[datetime | None]
+    note: Mapped[str | None] = mapped_column(String(2000))
+
+    __table_args__ = (
+        Index("uq_approvals_pending_tenant_action_target", "tenant_id", "action", "target",
+              unique=True, sqlite_where=text("status = 'pending'"),
+              postgresql_where=text("status = 'pending'")),
     )

@@ -25,6 +25,7 @@ from flask_babel import lazy_gettext as _l
 from scopes.catalog import AREAS, CATALOG
 
 from ..services.values import AuditEntry
+from .access_requests import MODE_LABELS, hours_label
 from .i18n import current_language
 
 #: Filter categories and their audit events (``idp_bridge.domain.audit.EVENTS``).
@@ -36,6 +37,10 @@ CATEGORIES = {
     "codes": ("access_code.rotated",),
     "guests": ("invitation.changed", "group.changed"),
     "records": ("access_record.refused",),
+    "requests": ("access_request.created", "access_request.approved", "access_request.denied",
+                 "access_request.withdrawn", "access_request.expired"),
+    "approvals": ("approval.requested", "approval.completed", "approval.rejected",
+                  "approval.closed", "approval.expired", "tenant.settings_changed"),
 }
 CATEGORY_LABELS = {
     "joins": _l("Joins and assignments"),
@@ -45,6 +50,8 @@ CATEGORY_LABELS = {
     "codes": _l("New access codes"),
     "guests": _l("Guest invitations and user groups"),
     "records": _l("Refused reports of applications"),
+    "requests": _l("Access requests"),
+    "approvals": _l("Four eyes and settings"),
 }
 PAGE_SIZE = 50
 #: Dates a filter may name (the day after the latest still exists as a datetime).
@@ -139,6 +146,11 @@ def describe(event: AuditEntry, names: dict[str, str]) -> str:
             inviter = d.get("invited_by")
             if isinstance(inviter, str) and inviter:
                 text += " " + _("Invited by %(name)s.", name=names.get(inviter) or inviter)
+        elif d.get("access_request"):
+            approvers = ", ".join(names.get(s) or s for s in d.get("approved_by") or ()
+                                  if isinstance(s, str))
+            text = _("%(advisor)s got temporary access: the access request was approved by "
+                     "%(names)s.", advisor=advisor, names=approvers or "?")
         else:
             text = _("%(advisor)s joined with the access code (temporary access).", advisor=advisor)
         reason = d.get("reason")
@@ -199,12 +211,81 @@ def describe(event: AuditEntry, names: dict[str, str]) -> str:
             return _("%(invitee)s was invited as a guest user.",
                      invitee=names.get(invitee) or invitee)
         return _("A guest invitation was withdrawn.")
+    if event.event.startswith("access_request."):
+        return _describe_request(event, d, advisor, names)
+    if event.event.startswith("approval.") or event.event == "tenant.settings_changed":
+        return _describe_approval(event, d, names)
     if event.event == "group.changed":
         name = d.get("name") or "?"
         return {"created": _("User group %(name)s was created.", name=name),
                 "deleted": _("User group %(name)s was deleted.", name=name)}.get(
             d.get("change"), _("User group %(name)s was changed.", name=name))
     return event.event
+
+
+def _hours(value) -> str:
+    return hours_label(value) if isinstance(value, int) else "?"
+
+
+def _describe_request(event: AuditEntry, d: dict, advisor: str, names: dict[str, str]) -> str:
+    if event.event == "access_request.created":
+        return _("%(advisor)s asked for %(duration)s of temporary access. Reason: %(reason)s",
+                 advisor=advisor, duration=_hours(d.get("duration_hours")),
+                 reason=d.get("reason") or "–")
+    if event.event == "access_request.approved":
+        approvers = ", ".join(names.get(s) or s for s in d.get("approved_by") or ()
+                              if isinstance(s, str))
+        return _("The access request of %(advisor)s was approved for %(duration)s by "
+                 "%(names)s.", advisor=advisor, duration=_hours(d.get("duration_hours")),
+                 names=approvers or "?")
+    if event.event == "access_request.denied":
+        return _("The access request of %(advisor)s was denied. Note: %(note)s",
+                 advisor=advisor, note=d.get("note") or "–")
+    if event.event == "access_request.withdrawn":
+        return _("%(advisor)s withdrew the access request.", advisor=advisor)
+    return _("The access request of %(advisor)s expired unanswered.", advisor=advisor)
+
+
+def _setting_text(d: dict) -> str:
+    setting, new = d.get("setting"), d.get("new")
+    if setting == "temporary_max_age_days":
+        return _("maximum duration of temporary access %(old)s → %(new)s days",
+                 old=d.get("old", "?"), new=new)
+    if setting == "four_eyes":
+        return _("four eyes on") if new else _("four eyes off")
+    if setting == "access_modes":
+        return _("ways in: %(modes)s", modes=MODE_LABELS.get(new, new))
+    return str(setting)
+
+
+def _describe_approval(event: AuditEntry, d: dict, names: dict[str, str]) -> str:
+    if event.event == "tenant.settings_changed":
+        approvers = ", ".join(names.get(s) or s for s in d.get("approved_by") or ()
+                              if isinstance(s, str))
+        return _("Setting changed: %(what)s (approved by %(names)s).", what=_setting_text(d),
+                 names=approvers or "?")
+    action = d.get("action")
+    what = {"access_request.approve": _("approving an access request"),
+            "tenant.max_age": _("lengthening the maximum duration to %(days)s days",
+                                days=(d.get("terms") or {}).get("days", "?")),
+            "tenant.four_eyes_off": _("turning four eyes off")}.get(action, str(action))
+    first = d.get("first_approver")
+    first_name = names.get(first) or first or "?"
+    if event.event == "approval.requested":
+        return _("Four eyes: first approval of %(what)s; a second administrator must approve "
+                 "it.", what=what)
+    if event.event == "approval.completed":
+        second = d.get("second_approver")
+        return _("Four eyes: %(what)s approved by %(first)s and %(second)s.", what=what,
+                 first=first_name, second=names.get(second) or second or "?")
+    if event.event == "approval.rejected":
+        return _("Four eyes: the first approval of %(what)s by %(first)s was rejected.",
+                 what=what, first=first_name)
+    if event.event == "approval.closed":
+        return _("Four eyes: the first approval of %(what)s by %(first)s is no longer needed.",
+                 what=what, first=first_name)
+    return _("Four eyes: the first approval of %(what)s by %(first)s lapsed.", what=what,
+             first=first_name)
 
 
 def to_csv(events, names: dict[str, str], me, *, delimiter: str, zone: str) -> str:
@@ -324,5 +405,5 @@ def requests_to_csv(records, names: dict[str, str], *, delimiter: str, zone: str
             r.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"),
             r.at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{r.at.microsecond // 1000:03d}Z",
             advisor_of(r, names), area_name(r.area), action_label(r.action), r.method, r.route,
-            r.status, r.client_id, r.membership_id or "", r.sid or "")])
+            r.status, r.client_label, r.membership_id or "", r.sid or "")])
     return out.getvalue()

@@ -29,6 +29,8 @@ from .auth import current_identity
 from .errors import deny, explain, page_blueprint
 from .i18n import current_language
 from .pages import advisor_required, services, use_cases
+from ..request_guard import parse_int
+from . import access_requests as requests_view
 from .rights import rights_summary, rights_table
 
 bp = page_blueprint("advisor", __name__, url_prefix="/advisor")
@@ -54,18 +56,25 @@ def _advisors():
 
 
 def _render(status: int = 200, *, error: str | None = None, values: dict | None = None,
-            invitation_error: str | None = None):
+            invitation_error: str | None = None, request_error: str | None = None,
+            request_values: dict | None = None):
     memberships = _advisors().my_memberships(g.identity)
     invitations = _advisors().my_invitations(g.identity)
     settings = services().settings
     rights = rights_table()
+    request_values = request_values or {}
     return render_template(
         "web/advisor.html", memberships=[(m, m.tenant_name) for m in memberships],
         group_names={m.group_id: m.group_name for m in memberships if m.group_id},
         invitations=[(i, i.tenant_name, i.group_name) for i in invitations],
         invitation_error=invitation_error, error=error, values=values or {},
         rights=rights, rights_summary=rights_summary(rights), can_open=bool(settings.app_url),
-        reason_max=settings.reason_max_length), status
+        reason_max=settings.reason_max_length,
+        my_requests=use_cases().access_requests.my_requests(g.identity),
+        request_error=request_error, request_values=request_values,
+        durations=requests_view.duration_choices(settings.temporary_max_age_days * 24),
+        chosen_duration=request_values.get("duration_hours", requests_view.DEFAULT_DURATION),
+        **requests_view.template_helpers()), status
 
 
 @bp.get("")
@@ -91,7 +100,9 @@ def status():
         memberships=[{"id": m.id, "tenant": m.tenant_id, "kind": m.kind,
                       "expires_at": int(m.expires_at.timestamp()) if m.expires_at else None}
                      for m in state.memberships],
-        invitations=[i.id for i in state.invitations])
+        invitations=[i.id for i in state.invitations],
+        requests=[{"id": r.id, "status": r.status}
+                  for r in use_cases().access_requests.my_requests(g.identity)])
 
 
 @bp.post("/join")
@@ -117,6 +128,49 @@ def join():
     flash(_("You now have access to tenant %(tenant)s (%(name)s).", tenant=joined.tenant_id,
             name=joined.tenant_name), "success")
     return redirect(url_for("advisor.home"), 303)
+
+
+@bp.post("/requests")
+@advisor_required
+def request_access():
+    """Ask a tenant for temporary access
+    (:meth:`~idp_bridge.services.access_requests.AccessRequestsService.request_access`)."""
+    tenant_id = request.form.get("tenant", "").strip()
+    reason = request.form.get("reason", "")
+    raw = request.form.get("duration_hours", "").strip()
+    hours = parse_int(raw)
+    values = {"tenant": tenant_id[:TENANT_FIELD_MAX], "reason": reason[:2000],
+              "duration_hours": hours}
+    if not tenant_id:
+        return _render(400, request_error=_("Please enter the tenant number."),
+                       request_values=values)
+    try:
+        made = use_cases().access_requests.request_access(
+            g.identity, tenant_id, reason=reason, duration_hours=hours if hours else raw)
+    except DomainError as exc:
+        if exc.kind == "unavailable" or exc.code in ("not_advisor", "mfa_required"):
+            raise
+        status, message = explain(exc)
+        return _render(status, request_error=message, request_values=values)
+    flash(_("Your request for tenant %(tenant)s (%(name)s) is sent. Its administrators decide; "
+            "you will see the answer here and get an e-mail.", tenant=made.tenant_id,
+            name=made.tenant_name), "success")
+    return redirect(url_for("advisor.home") + "#my-requests", 303)
+
+
+@bp.post("/requests/<request_id>/withdraw")
+@advisor_required
+def withdraw_request(request_id):
+    try:
+        withdrawn = use_cases().access_requests.withdraw(g.identity, request_id)
+    except DomainError as exc:
+        if exc.kind == "unavailable":
+            raise
+        status, message = explain(exc)
+        return _render(status, request_error=message)
+    flash(_("Your request for tenant %(tenant)s is withdrawn.", tenant=withdrawn.tenant_id),
+          "success")
+    return redirect(url_for("advisor.home") + "#my-requests", 303)
 
 
 @bp.post("/invitations/<invitation_id>/accept")

@@ -21,6 +21,7 @@ from .. import surfaces
 from ..domain.errors import DomainError
 from ..domain.text import unsafe_characters
 from ..notifications import MAX_RECIPIENTS
+from .access_requests import hours_label
 
 
 def deny(message: str, status: int = 403):
@@ -116,6 +117,40 @@ PAGE_MESSAGES = {
     "too_many_recipients": lambda _exc: _("Please enter at most %(count)s addresses.",
                                           count=MAX_RECIPIENTS),
     "unknown_event": _l("Unknown event type."),
+    # access requests and four eyes (domain/access_requests.py, domain/approvals.py,
+    # domain/tenant_settings.py)
+    "requests_not_allowed": _l("This tenant does not accept access requests. Please ask it "
+                               "for its access code."),
+    "codes_not_allowed": _l("This tenant does not accept access codes. Please ask for access "
+                            "instead: its administrators approve or deny your request."),
+    "duration_out_of_range": lambda exc: _(
+        "Please choose a duration from 1 hour to %(limit)s.",
+        limit=hours_label(getattr(exc, "limit_hours", None) or _max_age_limit() * 24)),
+    "request_pending": _l("You already have a pending request for this tenant. Please wait "
+                          "for the answer or withdraw it."),
+    "too_many_requests": _l("You have too many pending access requests. Please wait for "
+                            "their answers or withdraw one."),
+    "own_request": _l("You cannot approve your own access request. Another administrator "
+                      "of the tenant decides on it."),
+    "request_already_approved": _l("This access request has already been approved."),
+    "request_denied": _l("This access request has already been denied."),
+    "request_withdrawn": _l("The advisor has withdrawn this access request."),
+    "request_expired": _l("This access request has expired unanswered. The advisor may ask "
+                          "again."),
+    "unknown_access_request": _l("This access request does not exist."),
+    "access_modes_invalid": _l("Please choose how advisors get access: access code, access "
+                               "request or both."),
+    "four_eyes_invalid": _l("The entry is not valid."),
+    "same_approver": _l("Four eyes: you have already approved this. A second, different "
+                        "administrator of the tenant must approve it."),
+    "approval_terms_differ": _l("Another administrator has proposed a different value. "
+                                "Approve that one or reject it first."),
+    "unknown_approval": _l("This approval does not exist."),
+    "approval_completed": _l("This has already been approved by two administrators."),
+    "approval_rejected": _l("This approval was rejected."),
+    "approval_closed": _l("This approval is no longer needed: its request was answered or "
+                          "withdrawn."),
+    "approval_expired": _l("This first approval has lapsed. Please approve again."),
     # the management API's request parsing (idp_bridge/api/; a page never sends these)
     "body_not_object": _l("The request was not valid."),
     "unknown_fields": _l("The request was not valid."),
@@ -159,6 +194,11 @@ PAGE_MESSAGES = {
 FIELD_MESSAGES = {
     ("unsafe_text", "reason"): _l("The reason contains characters that are not allowed."),
     ("text_too_long", "reason"): _l("The reason is too long."),
+    ("text_required", "reason"): _l("Please give a reason or ticket: the administrators "
+                                    "decide on it."),
+    ("text_required", "note"): _l("Please write a note why: the advisor is told it."),
+    ("unsafe_text", "note"): _l("The note contains characters that are not allowed."),
+    ("text_too_long", "note"): _l("The note is too long."),
 }
 
 STATUS_MESSAGES = {

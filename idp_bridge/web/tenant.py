@@ -9,7 +9,7 @@ from datetime import timezone
 
 from flask import (Response, flash, g, jsonify, redirect, render_template, request,
                    url_for)
-from flask_babel import format_time, ngettext
+from flask_babel import format_datetime, format_time, ngettext
 from flask_babel import gettext as _
 from markupsafe import Markup
 
@@ -19,9 +19,11 @@ from ..domain.memberships import plausible_id
 from ..notifications import MAX_RECIPIENTS
 from ..request_guard import parse_int
 from ..services.access_records import AccessQuery
+from ..services.access_requests import APPROVE
 from ..services.tenant_admin import LogQuery
 from ..storage.db import utcnow
 from . import access_log, receipts
+from . import access_requests as requests_view
 from .auth import current_identity
 from .errors import deny, explain, page_blueprint
 from .i18n import current_language
@@ -49,11 +51,18 @@ def _live_state(tenant_id: str) -> dict:
     recorded = _records().last_activity(g.identity, tenant_id)
     last_activity = {m.id: recorded.get(m.id) or m.last_token_at for m in members}
     active = _records().active_now(g.identity, tenant_id, state.now)
+    open_requests = use_cases().access_requests.open_requests(g.identity, tenant_id)
+    # Pending approvals of settings; those of requests are shown with their request.
+    approvals = [a for a in use_cases().approvals.pending(g.identity, tenant_id)
+                 if a.action != APPROVE]
     fingerprint = hashlib.sha256("|".join(
         [code.code] + [f"{m.id}/{m.kind}/{last_activity[m.id]}/{m.expires_at}/"
                        f"{m.group_name or ''}" for m in members]
         + [f"{a.membership_id}/{a.live}/{','.join(a.areas)}/{a.count}/{a.last_at}"
            for a in active]
+        + [f"request/{r.id}/{r.first_approval.id if r.first_approval else ''}"
+           for r in open_requests]
+        + [f"approval/{a.id}" for a in approvals]
     ).encode()).hexdigest()[:16]
     return {"tenant": state.tenant, "code": code, "now": state.now, "active": active,
             "last_activity": last_activity, "recorded_activity": recorded,
@@ -63,7 +72,10 @@ def _live_state(tenant_id: str) -> dict:
             "guests": [m for m in members if m.kind == "guest"], "group_names": group_names,
             "members": members, "fingerprint": fingerprint,
             "max_age_days": state.tenant.temporary_max_age_days,
-            "max_age_limit": state.tenant.temporary_max_age_days_limit}
+            "max_age_limit": state.tenant.temporary_max_age_days_limit,
+            "open_requests": open_requests, "approvals": approvals,
+            "me": g.identity.subject, "duration_choices": requests_view.duration_choices,
+            **requests_view.template_helpers()}
 
 
 def _render_help(tenant_id: str, *, errors: dict | None = None, status: int = 200,
@@ -104,6 +116,9 @@ def status(tenant_id):
         permanent_html=render_template("web/_permanent.html", **state),
         guests_html=render_template("web/_guests.html", **state),
         active_html=render_template("web/_active.html", **state),
+        requests_html=render_template("web/_requests.html", **state),
+        approvals_html=render_template("web/_approvals.html", **state),
+        requests=[r.id for r in state["open_requests"]],
         active=[{"membership_id": a.membership_id, "advisor": a.subject,
                  "advisor_name": a.advisor_name, "areas": list(a.areas), "requests": a.count,
                  "last_at": int(a.last_at.timestamp()), "live": a.live} for a in state["active"]])
@@ -179,12 +194,20 @@ def set_max_age(tenant_id):
     raw = request.form.get("temporary_max_age_days", "").strip()
     days = parse_int(raw)  # None: refused by the service with the form's message
     try:
-        _tenant, ended = _admin().set_max_age(g.identity, tenant_id, days)
-    except Forbidden:
-        raise
+        change = _admin().set_max_age(g.identity, tenant_id, days)
+    except Forbidden as exc:
+        if exc.code != "same_approver":
+            raise
+        return _render_help(tenant_id, status=explain(exc)[0], values={"max_age": raw},
+                            errors={"max_age": explain(exc)[1]})
     except DomainError as exc:
         return _render_help(tenant_id, status=explain(exc)[0], values={"max_age": raw},
                             errors={"max_age": explain(exc)[1]})
+    if change.pending:
+        flash(_("Four eyes: the longer maximum of %(days)s days takes effect when another "
+                "administrator of the tenant approves it.", days=days), "success")
+        return redirect(url_for("tenant.help", tenant_id=tenant_id) + "#approvals", 303)
+    ended = change.memberships_ended
     message = _("Temporary access now lasts at most %(days)s days.", days=days)
     if ended:
         message += " " + ngettext("%(num)s temporary access ended because it was older.",
@@ -192,6 +215,108 @@ def set_max_age(tenant_id):
                                   ended)
     flash(message, "success")
     return redirect(url_for("tenant.help", tenant_id=tenant_id) + "#settings", 303)
+
+
+@bp.post("/settings/access")
+@tenant_admin_required
+def set_access(tenant_id):
+    """The ways in (``access_modes``: radio buttons) and four eyes (a checkbox: absent means
+    off), as ``PATCH /api/tenants/<t>`` (:meth:`TenantAdmin.update_settings`): turning four
+    eyes off is held for a second admin while it is on."""
+    modes = request.form.get("access_modes", "")
+    four_eyes = request.form.get("four_eyes") == "on"
+    try:
+        change = _admin().update_settings(g.identity, tenant_id,
+                                          {"four_eyes": four_eyes, "access_modes": modes})
+    except Forbidden as exc:
+        if exc.code != "same_approver":
+            raise
+        return _render_help(tenant_id, status=explain(exc)[0], errors={"access": explain(exc)[1]})
+    except DomainError as exc:
+        return _render_help(tenant_id, status=explain(exc)[0], errors={"access": explain(exc)[1]})
+    if change.pending:
+        flash(_("Four eyes: turning four eyes off takes effect when another administrator of "
+                "the tenant approves it. The ways in are saved."), "success")
+        return redirect(url_for("tenant.help", tenant_id=tenant_id) + "#approvals", 303)
+    flash(_("Saved: %(modes)s; four eyes %(state)s.",
+            modes=requests_view.MODE_LABELS[change.tenant.access_modes],
+            state=_("on") if change.tenant.four_eyes else _("off")), "success")
+    return redirect(url_for("tenant.help", tenant_id=tenant_id) + "#settings", 303)
+
+
+# --- access requests and four eyes ---
+def _request_refused(tenant_id: str, exc: DomainError, request_id: str | None):
+    """A refusal of an answer to a request: the help page again, with the reason next to
+    the request (a role refusal is a 403 page)."""
+    if exc.kind == "forbidden" and exc.code not in ("own_request", "same_approver"):
+        raise exc
+    status, message = explain(exc)
+    return _render_help(tenant_id, status=status,
+                        errors={"requests": message, "request_id": request_id})
+
+
+@bp.post("/requests/<request_id>/approve")
+@tenant_admin_required
+def approve_request(tenant_id, request_id):
+    """Approve a request (optionally for fewer hours); under four eyes the first approval
+    is held for a second admin."""
+    raw = request.form.get("duration_hours", "").strip()
+    hours = parse_int(raw) if raw else None
+    if raw and hours is None:
+        hours = raw  # refused by the domain with the duration's message
+    try:
+        decision = use_cases().access_requests.approve(
+            g.identity, tenant_id, request_id, duration_hours=hours,
+            note=request.form.get("note", ""))
+    except DomainError as exc:
+        return _request_refused(tenant_id, exc, request_id)
+    name = decision.request.shown_name
+    if decision.applied:
+        flash(_("%(name)s now has temporary access until %(until)s.", name=name,
+                until=format_datetime(decision.request.access_expires_at, "short")), "success")
+    else:
+        flash(_("Your approval of the request of %(name)s is recorded. Four eyes: it takes "
+                "effect when another administrator of the tenant approves it too.",
+                name=name), "success")
+    return redirect(url_for("tenant.help", tenant_id=tenant_id) + "#requests", 303)
+
+
+@bp.post("/requests/<request_id>/deny")
+@tenant_admin_required
+def deny_request(tenant_id, request_id):
+    try:
+        denied = use_cases().access_requests.deny(g.identity, tenant_id, request_id,
+                                                  note=request.form.get("note", ""))
+    except DomainError as exc:
+        return _request_refused(tenant_id, exc, request_id)
+    flash(_("The request of %(name)s is denied; the advisor is told your note.",
+            name=denied.shown_name), "success")
+    return redirect(url_for("tenant.help", tenant_id=tenant_id) + "#requests", 303)
+
+
+@bp.post("/approvals/<approval_id>/approve")
+@tenant_admin_required
+def confirm_approval(tenant_id, approval_id):
+    """The second admin's approval of a pending one (settings held by four eyes)."""
+    try:
+        done = use_cases().approvals.confirm(g.identity, tenant_id, approval_id)
+    except DomainError as exc:
+        return _request_refused(tenant_id, exc, None)
+    flash(_("Approved by two administrators: %(what)s", what=requests_view.approval_text(
+        done.approval)), "success")
+    return redirect(url_for("tenant.help", tenant_id=tenant_id) + "#settings", 303)
+
+
+@bp.post("/approvals/<approval_id>/reject")
+@tenant_admin_required
+def reject_approval(tenant_id, approval_id):
+    try:
+        rejected = use_cases().approvals.reject(g.identity, tenant_id, approval_id,
+                                                note=request.form.get("note", ""))
+    except DomainError as exc:
+        return _request_refused(tenant_id, exc, None)
+    flash(_("Rejected: %(what)s", what=requests_view.approval_text(rejected)), "success")
+    return redirect(url_for("tenant.help", tenant_id=tenant_id) + "#approvals", 303)
 
 
 @bp.post("/settings/notifications")

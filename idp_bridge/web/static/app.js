@@ -1,11 +1,12 @@
 /* idp-bridge pages: comfort only. Every page works without this script (CSP: script-src
    'self', so no inline scripts). What it adds:
    - help page: countdown to the next code, copy button, live refresh of the code, its
-     "(until HH:MM)", the advisors active now and the advisor and guest lists by polling the
-     page's small JSON status endpoint every few seconds;
+     "(until HH:MM)", the advisors active now, the advisor and guest lists, the open access
+     requests and the approvals awaiting a second administrator by polling the page's small
+     JSON status endpoint every few seconds (a part whose form is being filled in waits);
    - advisor page: polls its status endpoint too; a tenant whose access has ended (removed,
-     left elsewhere, expired) loses its "Open" and "Leave" buttons and says so; new tenants
-     or invitations show a note with a reload link;
+     left elsewhere, expired) loses its "Open" and "Leave" buttons and says so; new tenants,
+     invitations or answers to access requests show a note with a reload link;
    - hand-over page: submits the form to the application at once. */
 (function () {
   "use strict";
@@ -69,10 +70,16 @@
     var until = document.getElementById("code-until");
     var busy = false, stopped = false, lastPoll = 0;
 
+    var deferred = false;
     var replace = function (id, html) {
       var box = document.getElementById(id);
-      if (!box || box.innerHTML === html) return false;
+      if (!box || html === undefined || box.innerHTML === html) return false;
       var active = document.activeElement;
+      if (active && box.contains(active) && /^(INPUT|SELECT|TEXTAREA)$/.test(active.tagName)) {
+        /* Someone is typing a note or choosing a duration here: keep it, try next time. */
+        deferred = true;
+        return false;
+      }
       var key = active && box.contains(active) ? active.getAttribute("data-focus-key") : null;
       box.innerHTML = html;
       if (key) {
@@ -106,7 +113,7 @@
             until.textContent = data.expires_at_text;
           }
           if (data.fingerprint === fingerprint) return;
-          fingerprint = data.fingerprint;
+          deferred = false;
           if (codeElement && codeElement.textContent !== data.code) {
             codeElement.textContent = data.code;
             codeElement.classList.remove("changed");
@@ -121,6 +128,11 @@
             announce(live.getAttribute("data-text-active-changed"));
           }
           if (changed) announce(live.getAttribute("data-text-advisors-changed"));
+          var requestsChanged = replace("access-requests", data.requests_html);
+          requestsChanged = replace("pending-approvals", data.approvals_html) || requestsChanged;
+          if (requestsChanged) announce(live.getAttribute("data-text-requests-changed"));
+          /* Take the new state as shown unless a part waits for its form to be left. */
+          if (!deferred) fingerprint = data.fingerprint;
         })
         .catch(function () { /* offline for a moment: the next poll tries again */ })
         .then(function () { busy = false; });
@@ -190,6 +202,11 @@
           data.memberships.forEach(function (m) { if (!shown[m.id]) added = true; });
           data.invitations.forEach(function (id) {
             if (shownInvitations.indexOf(id) < 0) added = true;
+          });
+          /* An access request answered (approved, denied, expired) or a new one. */
+          (data.requests || []).forEach(function (r) {
+            var row = document.querySelector('tr[data-request="' + r.id + '"]');
+            if (!row || row.getAttribute("data-request-status") !== r.status) added = true;
           });
           var note = document.getElementById("advisor-changed");
           if (added && note && note.hidden) {
