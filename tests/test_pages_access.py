@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import uuid
+from html import unescape
 from datetime import timedelta, timezone
 
 import pytest
@@ -14,7 +16,7 @@ from sqlalchemy import select
 
 from conftest import RS_CLIENT_ID, TENANT, verify_access_token
 from idp_bridge.storage.db import utcnow
-from idp_bridge.storage.models import NotificationItem, Tenant
+from idp_bridge.storage.models import Client, NotificationItem, Tenant
 from test_pages_helpers import DE, EN, post_form_page, signed_in, text_of
 
 
@@ -110,6 +112,52 @@ def test_drill_down_to_the_single_requests(anna, bridge, bob_read):
     assert RS_CLIENT_ID in text and "404" in text
     assert anna.get(f"/tenants/{TENANT}/log/requests?action=delete",
                     headers=EN).status_code == 400
+
+
+def _name_the_receiver(bridge, name: str) -> None:
+    with bridge.services.db.transaction() as session:
+        session.get(Client, RS_CLIENT_ID).name = name
+
+
+def _application_cells(response) -> list[str]:
+    """The requests table's "Application" column, as the page shows it."""
+    return [unescape(cell).strip() for cell in re.findall(
+        r'<td data-label="(?:Application|Anwendung)">(.*?)</td>', response.text, flags=re.S)]
+
+
+def _csv_rows(response, delimiter=","):
+    return list(csv.reader(io.StringIO(response.get_data(as_text=True).lstrip("\ufeff")),
+                           delimiter=delimiter))
+
+
+@pytest.mark.parametrize("headers,column", [(EN, "Application"), (DE, "Anwendung")])
+def test_the_requests_name_the_resource_server_by_its_client_name(anna, bridge, bob_read,
+                                                                  headers, column):
+    """The resource server is shown by its client's name (as on the receipts), escaped,
+    not by its client id; the same in the requests CSV."""
+    _name_the_receiver(bridge, "Zahlungsserver <Muster & Co>")
+    page = anna.get(f"/tenants/{TENANT}/log/requests", headers=headers)
+    assert page.status_code == 200
+    assert _application_cells(page) == ["Zahlungsserver <Muster & Co>"] * 4
+    assert "Zahlungsserver &lt;Muster &amp; Co&gt;" in page.text  # escaped, not markup
+    table = page.text.split('id="requests"', 1)[1]
+    assert RS_CLIENT_ID not in table
+    german = headers is DE
+    rows = _csv_rows(anna.get(f"/tenants/{TENANT}/log.csv?part=requests", headers=headers),
+                     ";" if german else ",")
+    at = rows[0].index(column)
+    assert [row[at] for row in rows[1:]] == ["Zahlungsserver <Muster & Co>"] * 4
+    assert not any(RS_CLIENT_ID in cell for row in rows[1:] for cell in row)
+
+
+def test_the_requests_show_the_client_id_when_the_client_has_no_name(anna, bridge, bob_read):
+    _name_the_receiver(bridge, "")
+    page = anna.get(f"/tenants/{TENANT}/log/requests", headers=EN)
+    assert page.status_code == 200
+    assert _application_cells(page) == [RS_CLIENT_ID] * 4
+    rows = _csv_rows(anna.get(f"/tenants/{TENANT}/log.csv?part=requests", headers=EN))
+    at = rows[0].index("Application")
+    assert [row[at] for row in rows[1:]] == [RS_CLIENT_ID] * 4
 
 
 def test_requests_as_csv_are_neutralised(anna, bridge):

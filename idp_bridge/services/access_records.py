@@ -19,7 +19,7 @@ from sqlalchemy import func, or_, select
 from ..domain.access_records import MAX_BATCH, AccessRecords as Records, IngestResult
 from ..domain.errors import InvalidInput
 from ..storage.db import utcnow
-from ..storage.models import AccessRecord, Membership
+from ..storage.models import AccessRecord, Client, Membership
 
 #: "Active now": records within this long before now.
 ACTIVE_WINDOW = timedelta(minutes=5)
@@ -79,11 +79,18 @@ class AccessRequest:
     method: str
     route: str
     status: int
-    #: The receiver client (resource server) that reported it.
+    #: The receiver client (resource server) that reported it, and its name (None when
+    #: the client has none).
     client_id: str
+    client_name: str | None
     grant_id: str
     sid: str | None
     received_at: datetime
+
+    @property
+    def client_label(self) -> str:
+        """What to call the resource server: its client's name, else the client id."""
+        return self.client_name or self.client_id
 
 
 @dataclass(frozen=True)
@@ -185,12 +192,16 @@ class AccessRecordsService:
                                    .order_by(AccessRecord.at.desc(), AccessRecord.id.desc())
                                    .limit(limit + 1)).all()
             names = self._names(session, tenant_id, {r.subject for r in rows})
+            clients = dict(session.execute(select(Client.client_id, Client.name).where(
+                Client.client_id.in_(sorted({r.client_id for r in rows})))).all()) \
+                if rows else {}
         more = len(rows) > limit
         rows = rows[:limit]
         requests = [AccessRequest(
             id=r.id, at=r.at, subject=r.subject, advisor_name=names.get(r.subject),
             membership_id=r.membership_id, area=r.area, action=r.action, method=r.method,
-            route=r.route, status=r.status, client_id=r.client_id, grant_id=r.grant_id,
+            route=r.route, status=r.status, client_id=r.client_id,
+            client_name=clients.get(r.client_id) or None, grant_id=r.grant_id,
             sid=r.sid, received_at=r.received_at) for r in rows]
         return RequestPage(requests, rows[-1].id if more and rows else None)
 
