@@ -8,7 +8,9 @@ for them, not how fast a test machine polls."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from html import unescape
 
 import pytest
 from sqlalchemy import select, update
@@ -300,6 +302,61 @@ def test_the_page_shows_the_summary_and_each_server(anna, bridge, receivers, lan
         assert 'data-reason="paused"' in page.text
     else:
         assert page.text.count('data-confirmed="yes"') == 3
+
+
+def server_cells(page) -> dict[str, str]:
+    """Stream id -> the text of its row's "Resource server" cell, as the page shows it."""
+    return {stream: re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", cell))).strip()
+            for stream, cell in re.findall(
+                r'<tr data-stream="([^"]+)"[^>]*>\s*<td data-label="[^"]+">(.*?)</td>',
+                page.text, flags=re.S)}
+
+
+@pytest.mark.parametrize("language, word", [(EN, "stream"), (DE, "Stream")])
+def test_two_streams_of_one_client_are_told_apart_on_the_page(anna, bridge, receivers,
+                                                              language, word):
+    """A client with two streams (two processes of one resource server, say): the page
+    names each of its rows by its stream, so they can be told apart; the streams of
+    clients with one stream are not named, and no row shows a whole stream id."""
+    auth, first = receivers["payments-api"]
+    second = new_stream(bridge, auth)
+    mid = remove(bridge)
+    revocation = latest_revocation(bridge)
+    streams = [first, second] + [stream for client, (_a, stream) in receivers.items()
+                                 if client != "payments-api"]
+    for stream_auth, stream in [(auth, first), (auth, second)] + [
+            receivers[c] for c in ("reports-api", "documents-api")]:
+        poll_and_ack(bridge, stream_auth, stream)
+        set_acked_after(bridge, stream, revocation, 20)
+
+    page = anna.get(f"/tenants/{TENANT}/memberships/{mid}", headers=language)
+    assert page.status_code == 200
+    cells = server_cells(page)
+    assert sorted(cells) == sorted(streams)
+    # The two rows of one client: its name, each with its own stream, different rows.
+    assert cells[first].startswith("Payments API") and cells[second].startswith("Payments API")
+    assert cells[first].endswith(f"{word} {first[:8]}")
+    assert cells[second].endswith(f"{word} {second[:8]}")
+    assert cells[first] != cells[second]
+    # The others: the client alone, no stream named.
+    for client in ("reports-api", "documents-api"):
+        _auth, stream = receivers[client]
+        assert cells[stream] == f"{RECEIVERS[client]} ({client})"
+        assert stream[:8] not in text_of(page)
+    assert not any(stream in text_of(page) for stream in streams)
+    assert 'data-confirmed="4"' in page.text and 'data-due="4"' in page.text
+
+
+def test_a_described_stream_is_named_by_its_description(anna, bridge, receivers):
+    """Of a client's two streams, the one the resource server described is shown by its
+    description instead of its id; the other by its id, so the two differ still."""
+    auth, first = receivers["payments-api"]
+    described = new_stream(bridge, auth, description="Payments API, data centre Frankfurt")
+    mid = remove(bridge)
+    cells = server_cells(anna.get(f"/tenants/{TENANT}/memberships/{mid}", headers=EN))
+    assert cells[described] == "Payments API (payments-api) Payments API, data centre Frankfurt"
+    assert described[:8] not in cells[described]
+    assert cells[first] == f"Payments API (payments-api) stream {first[:8]}"
 
 
 def test_the_page_for_a_revocation_nobody_received(anna, bridge):
