@@ -223,6 +223,15 @@ def test_a_code_for_a_tenant_that_allows_only_requests_is_refused(bridge):
     assert bridge.exchange("bob").status_code == 200
 
 
+def test_a_request_made_before_the_tenant_turned_requests_off_cannot_be_approved(bridge):
+    made = asked(bridge)
+    set_modes(bridge, "code")
+    before = dump_database(bridge.services.db)
+    assert_refused(approve(bridge, made["id"]), 403, "forbidden", "requests_not_allowed")
+    assert dump_database(bridge.services.db) == before
+    assert deny(bridge, made["id"]).status_code == 200  # it can still be answered "no"
+
+
 @pytest.mark.parametrize("modes", ["", "codes", "none", None, 1, ["code"], "BOTH"])
 def test_the_ways_in_are_one_of_three(bridge, modes):
     before = dump_database(bridge.services.db)

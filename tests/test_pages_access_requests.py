@@ -52,8 +52,10 @@ def requests_part(client) -> str:
 # --- the advisor asks ---
 
 @pytest.mark.parametrize("headers, texts", [
-    (EN, ["Ask for access", "Reason or ticket", "Send request", "8 hours", "30 days"]),
-    (DE, ["Zugriff anfragen", "Grund oder Ticket", "Anfrage senden", "8 Stunden", "30 Tage"]),
+    (EN, ["Ask for access", "Ticket or reason", "Tenant to ask", "Send request", "8 hours",
+          "30 days"]),
+    (DE, ["Zugriff anfragen", "Ticket oder Grund", "Anzufragender Mandant", "Anfrage senden",
+          "8 Stunden", "30 Tage"]),
 ])
 def test_the_advisor_page_offers_a_request(bob, headers, texts):
     page = bob.get("/advisor", headers=headers)

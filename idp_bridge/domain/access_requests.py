@@ -22,7 +22,8 @@ The answer:
   the tenant's maximum age like every temporary access); the advisor then exchanges without
   a code, as any member does. An advisor who is also an admin of the tenant never approves
   its own request (``own_request``);
-- **deny** with a note (required: the advisor and the audit learn why);
+- **deny** with a note (required: the advisor and the audit learn why); while the tenant
+  allows codes only, a request made before can be denied but not approved;
 - **withdraw** by the advisor;
 - **expire** unanswered after ``expiry_hours`` (the maintenance loop; until it runs, an
   expired request is refused as expired and shown nowhere).
@@ -150,9 +151,7 @@ class AccessRequests:
     # --- the advisor ---
     def create(self, session, tenant, identity, *, reason, duration_hours,
                now: datetime) -> AccessRequest:
-        if not allows(tenant, "request"):
-            raise Forbidden("this tenant allows access by access code only",
-                            code="requests_not_allowed")
+        _check_requests_allowed(tenant)
         reason = check_text(reason, field="reason", max_length=self.memberships.reason_max_length,
                             required=True)
         hours = self.check_duration(tenant, duration_hours)
@@ -210,6 +209,7 @@ class AccessRequests:
         ``duration_hours`` may shorten what was asked for (never lengthen it)."""
         request = self.get(session, tenant.id, request_id, lock=True)
         self.check_open(request, now)
+        _check_requests_allowed(tenant)
         if by == request.advisor_subject:
             raise Forbidden("you cannot approve your own access request; another admin of "
                             "the tenant must", code="own_request")
@@ -266,6 +266,7 @@ class AccessRequests:
         """The approval takes effect: a temporary membership for the approved duration."""
         request = self.get(session, tenant.id, target, lock=True)
         self.check_open(request, now)
+        _check_requests_allowed(tenant)
         current = self.memberships.active(session, tenant.id, request.advisor_subject)
         if current is not None and not self.memberships.end_if_expired(session, current, now):
             raise Conflict("the advisor already has access to this tenant",
@@ -293,6 +294,14 @@ class AccessRequests:
     def _tell(self, session, event: str, request: AccessRequest, now: datetime) -> None:
         for listener in self.listeners:
             listener(session, event, request, now)
+
+
+def _check_requests_allowed(tenant) -> None:
+    """Requests are refused while the tenant allows codes only: asking, and approving one
+    that was asked before the setting changed (deny it, or let it expire)."""
+    if not allows(tenant, "request"):
+        raise Forbidden("this tenant allows access by access code only",
+                        code="requests_not_allowed")
 
 
 def _shorter(first: dict, second: dict) -> dict:

@@ -248,7 +248,8 @@ def set_access(tenant_id):
 def _request_refused(tenant_id: str, exc: DomainError, request_id: str | None):
     """A refusal of an answer to a request: the help page again, with the reason next to
     the request (a role refusal is a 403 page)."""
-    if exc.kind == "forbidden" and exc.code not in ("own_request", "same_approver"):
+    if exc.kind == "forbidden" and exc.code not in ("own_request", "same_approver",
+                                                    "requests_not_allowed"):
         raise exc
     status, message = explain(exc)
     return _render_help(tenant_id, status=status,
