@@ -36,8 +36,14 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+#: Form controls (a date field's "dd.mm.yyyy" or "mm/dd/yyyy", number formats) follow the
+#: page's ``<html lang>``: Chromium formats them in its own language (``--lang``, one for the
+#: whole browser process) and a context's ``locale`` changes only ``navigator.language``,
+#: Accept-Language and ``Intl``. The browser is shared by contexts of both languages, so
+#: each page's controls take the page's language instead, as in a browser of that language.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--enable-blink-features=LangAttributeAwareFormControlUI"]
 #: Auto-waiting assertions get this long (ms): generous, never a fixed sleep.
 TIMEOUT = 30_000
 EXAMPLE_RS = ROOT / "deploy" / "example-resource-server" / "example_resource_server.py"

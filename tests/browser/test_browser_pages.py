@@ -282,3 +282,58 @@ def test_the_application_page_looks_like_the_product_and_leads_back(browser, liv
         check(bob.locator(f"#my-tenants tr[data-tenant='{TENANT}']")).to_be_visible()
     finally:
         context.close()
+
+
+#: Where a checkbox sits next to its label (and its hint, if it has one), in CSS pixels.
+_PLACE_OF_A_CHECKBOX = """box => {
+    const label = document.querySelector(`label[for="${box.id}"]`);
+    const b = box.getBoundingClientRect(), l = label.getBoundingClientRect();
+    const line = parseFloat(getComputedStyle(label).lineHeight);
+    const hint = box.getAttribute("aria-describedby") &&
+        document.getElementById(box.getAttribute("aria-describedby"));
+    const h = hint && hint.getBoundingClientRect();
+    return {id: box.id, width: b.width, gap: l.left - b.right,
+            offset: (b.top + b.height / 2) - (l.top + line / 2),
+            hint_indent: h ? h.left - l.left : null, hint_below: h ? h.top - l.bottom : null};
+}"""
+
+
+def assert_beside_their_labels(page, boxes) -> int:
+    """Each checkbox is on the line of its label's first line, just left of the label; a
+    hint starts under the label, not under the box."""
+    places = [boxes.nth(i).evaluate(_PLACE_OF_A_CHECKBOX) for i in range(boxes.count())]
+    for place in places:
+        assert 0 <= place["gap"] <= 16, place
+        assert abs(place["offset"]) <= 4, place
+        assert place["width"] <= 24, place
+        if place["hint_indent"] is not None:
+            assert abs(place["hint_indent"]) <= 1 and place["hint_below"] >= -1, place
+    return len(places)
+
+
+@pytest.mark.parametrize("locale,phone", [("en-GB", False), ("de-DE", True)])
+def test_checkboxes_sit_on_the_line_of_their_labels(browser, live, locale, phone):
+    """The help page's settings of one checkbox (the first-access notification) and the
+    user group form's permissions: box and label on one line like a form control, also at
+    phone width; clicking the label ticks the box."""
+    check = expect()
+    size = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True,
+            "device_scale_factor": 2} if phone else {}
+    context = new_context(browser, locale=locale, **size)
+    lang = locale[:2]
+    try:
+        anna = sign_in(context, live.url, "anna", f"/tenants/{TENANT}/help")
+        setting = anna.locator("#notify-first-access")
+        check(setting).not_to_be_checked()
+        assert assert_beside_their_labels(anna, anna.locator("main input[type=checkbox]")) >= 1
+        anna.locator("label[for=notify-first-access]").click()
+        check(setting).to_be_checked()
+        anna.locator("#first-access-form").scroll_into_view_if_needed()
+        screenshot(anna, f"help-page-settings-{lang}{'-phone' if phone else ''}")
+
+        anna.goto(f"{live.url}/tenants/{TENANT}/groups/new")
+        boxes = anna.locator("table.permissions input[type=checkbox]")
+        assert assert_beside_their_labels(anna, boxes) >= 2 * 15  # read and change per area
+        screenshot(anna, f"user-group-form-{lang}{'-phone' if phone else ''}")
+    finally:
+        context.close()

@@ -292,7 +292,9 @@ def test_story_anna_sees_what_bob_read_ends_it_and_sees_who_confirmed(browser, l
         for i in range(3):
             check(single.nth(i)).to_contain_text("GET /tenants/<tenant>/ebics")
             check(single.nth(i)).to_contain_text("200")
-            check(single.nth(i)).to_contain_text("example-resource-server")
+            # The resource server by its client's name, as on the receipts.
+            check(single.nth(i).locator("td").last).to_have_text("Example resource server")
+        check(anna.locator("#requests")).not_to_contain_text(RS_CLIENT_ID)
         screenshot(anna, f"access-log-requests-{lang}", commit=lang == "en")
 
         # anna ends bob's access; the confirmation's link leads to the membership's page.
@@ -317,6 +319,12 @@ def test_story_anna_sees_what_bob_read_ends_it_and_sees_who_confirmed(browser, l
             anna.get_by_role("link", name=t["access_log"], exact=True).click()
             check(anna.locator("main")).to_contain_text(t["removed_event"])
             screenshot(anna, "access-log-de", commit=True)
+            # The date fields take the page's language: typed as a German reads a date.
+            since = anna.get_by_label("Von", exact=True)
+            assert since.evaluate("e => e.closest('[lang]').lang") == "de"
+            since.focus()
+            anna.keyboard.type("03122026")
+            check(since).to_have_value("2026-12-03")
             anna.get_by_role("link", name=t["removed_event"]).click()
         check(anna.locator("#membership-state")).to_contain_text(t["state"])
         receipt = anna.locator("article.receipts")
