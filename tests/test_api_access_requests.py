@@ -7,6 +7,7 @@ both) are the tenant's setting. Four eyes is tests/test_four_eyes.py."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -435,6 +436,30 @@ def test_approving_when_the_advisor_joined_by_code_meanwhile_is_refused(bridge):
     before = dump_database(bridge.services.db)
     assert_refused(approve(bridge, made["id"]), 409, "conflict", "already_member")
     assert dump_database(bridge.services.db) == before
+
+
+def test_two_admins_approving_at_once_make_one_membership(bridge):
+    made = asked(bridge)
+    tokens = {user: bridge.upstream_token(user) for user in ("anna", "dora")}
+    barrier, answers = threading.Barrier(2), []
+
+    def approve_now(user):
+        client = bridge.app.test_client()
+        barrier.wait(timeout=30)
+        response = client.post(f"/api/tenants/{TENANT}/access-requests/{made['id']}/approve",
+                               headers={"Authorization": f"Bearer {tokens[user]}"}, json={})
+        answers.append((response.status_code, response.json.get("error_code")))
+
+    threads = [threading.Thread(target=approve_now, args=(user,)) for user in tokens]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(status for status, _code in answers) == [200, 409], answers
+    assert {code for status, code in answers if status == 409} <= {
+        "request_already_approved", "concurrent_change"}
+    assert len(active_memberships(bridge)) == 1
+    assert len(audit_events(bridge, "access_request.approved")) == 1
 
 
 # --- notifications through the outbox ---
