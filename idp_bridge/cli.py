@@ -662,7 +662,7 @@ def _run_demo(obj, cleanup: contextlib.ExitStack, provider_class, port, idp_port
             click.echo("  (the resource server does not hear the revocation feed: its client "
                        "exists in this database; start the demo with IDP_BRIDGE_DEMO_RS_SECRET "
                        "set to the secret printed when it was made)")
-    click.echo(f"  tenant:            {DEMO_TENANT[0]} ({DEMO_TENANT[1]}), admin: anna")
+    click.echo(f"  tenant:            {DEMO_TENANT[0]} ({DEMO_TENANT[1]}), admins: anna, dora")
     click.echo("  advisors:          bob, carol   support admin: sam")
     for client_id, secret, shown, variable in (
             (DEMO_CLIENT, client_secret, print_client, "IDP_BRIDGE_DEMO_CLIENT_SECRET"),
