@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from . import surfaces
 from .api.common import problem as api_problem
 from .domain.access_codes import AccessCodes
+from .domain.audit_checkpoints import CheckpointKeys, Checkpoints
 from .domain.access_requests import AccessRequests
 from .domain.approvals import FourEyes
 from .domain.errors import DomainError
@@ -97,6 +98,8 @@ class Services:
     #: The revocation feed's SET keys (/ssf/jwks) and its management API's access tokens.
     set_keys: SetKeys | None = None
     management_tokens: ManagementTokens | None = None
+    #: The audit chains' signed checkpoints and their keys (/audit/jwks).
+    checkpoints: Checkpoints | None = None
 
     def start_background(self) -> None:
         """Threads of a serving process (not of tests): push delivery, maintenance, the
@@ -240,6 +243,11 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     server.register_endpoint(BridgeRevocationEndpoint(server, tokens))
 
     relevance_seconds = settings.access_token_lifetime + settings.upstream_leeway_seconds + 30
+    checkpoints = Checkpoints(db=db, keys=CheckpointKeys(db, settings.key_encryption_key),
+                              issuer=settings.issuer,
+                              interval_seconds=settings.audit_checkpoint_seconds)
+    with db.transaction() as session:  # like the token keys: /audit/jwks only reads
+        checkpoints.keys.ensure(session, utcnow())
     set_keys = SetKeys(db, settings.key_encryption_key, lifetime_seconds=relevance_seconds)
     transmitter = Transmitter(
         db=db, set_keys=set_keys, issuer=settings.issuer, user_issuer=settings.upstream_issuer,
@@ -262,12 +270,13 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
                                 interval=settings.maintenance_interval, accounts=mirror,
                                 guesses=guesses,
                                 access_record_retention_days=settings.access_record_retention_days,
-                                access_requests=access_requests, four_eyes=four_eyes),
+                                access_requests=access_requests, four_eyes=four_eyes,
+                                checkpoints=checkpoints),
         mirror=mirror, mirror_worker=MirrorWorker(mirror) if mirror else None, fanout=fanout,
         notifications=notifications, notification_worker=NotificationWorker(notifications),
         web_sessions=WebSessions(lifetime=timedelta(hours=settings.web_session_hours)),
         tokens=tokens, revocations=revocations, set_keys=set_keys,
-        management_tokens=server.management_tokens)
+        management_tokens=server.management_tokens, checkpoints=checkpoints)
     app.extensions["idp_bridge"].use_cases = build_use_cases(
         db=db, roles=roles, validator=validator, session_has_ended=session_has_ended,
         memberships=memberships, codes=codes, guests=guests,
@@ -275,7 +284,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         directory=directory, sign_ins=sign_ins,
         tenant_admin_group=settings.tenant_admin_group, timezone=settings.web_timezone,
         access_requests=access_requests, four_eyes=four_eyes, tenant_settings=tenant_settings,
-        access_listeners=[notifications.access_recorded])
+        access_listeners=[notifications.access_recorded], checkpoints=checkpoints)
 
     from .access_records.views import bp as access_records_bp
     from .api import bp as api_bp

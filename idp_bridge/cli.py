@@ -1,4 +1,5 @@
-"""The ``idp-bridge`` command: serve, demo, doctor, database, keys, tenants and clients.
+"""The ``idp-bridge`` command: serve, demo, doctor, database, keys, tenants and clients, the
+audit chains (:mod:`idp_bridge.cli_audit`).
 
 A command that cannot do its work stops before it changes anything, with one line naming
 the setting or option to fix: ``serve`` creates no file when it refuses (no database file,
@@ -96,6 +97,11 @@ def _key_ring(settings: Settings, database, *, create: bool = False):
                 SetKeys(database, settings.key_encryption_key, lifetime_seconds=(
                     settings.access_token_lifetime + settings.upstream_leeway_seconds + 30)
                 ).ensure(session, utcnow())
+            from .domain.audit_checkpoints import CheckpointKeys
+
+            # And the audit checkpoints' key (signed by the maintenance loop of any worker).
+            with database.transaction() as session:
+                CheckpointKeys(database, settings.key_encryption_key).ensure(session, utcnow())
     except KeyDecryptionFailed:
         raise click.ClickException(KEK_MISMATCH) from None
     return ring
@@ -722,6 +728,10 @@ def demo_token(user, idp_port, id_token, acr):
         raise click.ClickException(f"unknown demo user {user!r} (anna, dora, bob, carol, sam, eve)")
     click.echo(response.json()["id_token" if id_token else "access_token"])
 
+
+from .cli_audit import audit  # noqa: E402  (verify, checkpoint, rotate-key)
+
+main.add_command(audit)
 
 if __name__ == "__main__":
     main()

@@ -4,9 +4,12 @@ account was disabled or deleted (publishing their grants on the feed within ``in
 seconds) and end their web sessions, forget one-time JWT ids, expired web sessions, wrong
 access-code guesses no limit counts any more, feed bookkeeping no longer needed, access
 records older than their retention (``access_record_retention_days``), and mark access
-requests and four-eyes approvals that expired unanswered."""
+requests and four-eyes approvals that expired unanswered; and sign the checkpoints of the
+audit chains that are due (``audit_checkpoint_seconds``)."""
 
 from __future__ import annotations
+
+import logging
 
 from sqlalchemy import delete
 
@@ -18,13 +21,18 @@ from .domain.web_sessions import WebSessions
 from .storage.models import EndedUpstreamSession, SeenJti
 
 
+log = logging.getLogger(__name__)
+
+
 class Maintenance(Loop):
     name = "maintenance"
 
     def __init__(self, *, db, memberships, transmitter, interval: float = 30.0, accounts=None,
                  guesses=None, access_record_retention_days: int = 400, access_requests=None,
-                 four_eyes=None):
+                 four_eyes=None, checkpoints=None):
         super().__init__()
+        #: The audit chains' checkpoints (domain/audit_checkpoints.py): signed when due.
+        self.checkpoints = checkpoints
         self.access_requests = access_requests
         self.four_eyes = four_eyes
         self.db = db
@@ -62,6 +70,13 @@ class Maintenance(Loop):
                         session, subject, reason="upstream_account_ended", now=utcnow())
                     WebSessions.end_all_of_subject(session, subject, reason="upstream_account_ended",
                                                    now=utcnow())
+        if self.checkpoints is not None:
+            # Last, and on its own: a checkpoint that cannot be signed (keys locked) must
+            # not hold back the sweeps above.
+            try:
+                self.checkpoints.sign_due(utcnow())
+            except Exception:
+                log.exception("signing the audit checkpoints failed")
         return expired
 
     def step(self) -> None:

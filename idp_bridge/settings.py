@@ -153,6 +153,10 @@ class Settings:
     #: Access records (what resource servers report advisors did) are kept this many days,
     #: then swept by the maintenance loop.
     access_record_retention_days: int = 400
+    #: The maintenance loop signs a checkpoint of every audit chain that moved since its
+    #: last one once that is this many seconds old (a chain's first one at once):
+    #: docs/audit-chain.md.
+    audit_checkpoint_seconds: int = 600
     #: How long a revocation-feed poll waits for events (stays below receivers' 30 s bound).
     ssf_long_poll_seconds: float = 15.0
     #: Push delivery (RFC 8935) only to these receiver hosts: names such as
@@ -396,6 +400,8 @@ def _validate(s: Settings) -> None:
         raise SettingsError("maintenance_interval", "must be from 1 to 60 seconds")
     if not 1 <= s.access_record_retention_days <= 3650:
         raise SettingsError("access_record_retention_days", "must be from 1 to 3650 days")
+    if not 1 <= s.audit_checkpoint_seconds <= 86400:
+        raise SettingsError("audit_checkpoint_seconds", "must be from 1 to 86400 seconds")
     if not 0 < s.ssf_long_poll_seconds <= 25:
         raise SettingsError("ssf_long_poll_seconds", "must be more than 0 and at most 25")
     _validate_push(s)

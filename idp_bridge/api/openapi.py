@@ -137,6 +137,13 @@ def openapi_document(issuer: str) -> dict:
                 "The tenant's audit log, newest first", "tenant admin",
                 ok={"200": _json("AuditEventPage")},
                 params=["tenant", "before", "limit", "event"], errors=(400, 401, 403, 404))},
+            "/api/tenants/{tenant_id}/audit/chain": {"get": _op(
+                "The tenant's tamper-evident audit: its hash chain, oldest first, a page of "
+                "events after position `after`, with the bridge's signed checkpoints "
+                "(ES256 JWS, typ audit-checkpoint+jwt; keys at /audit/jwks). Verify offline "
+                "with `idp-bridge audit verify` (docs/audit-chain.md)", "tenant admin",
+                ok={"200": _json("AuditChainPage")},
+                params=["tenant", "chain_after", "chain_limit"], errors=(400, 401, 403, 404))},
             "/api/tenants/{tenant_id}/permanent-advisors": {"get": _op(
                 "Permanent advisors of the tenant", "support admin",
                 ok={"200": _json("MembershipList")}, params=["tenant"])},
@@ -243,6 +250,12 @@ def openapi_document(issuer: str) -> dict:
                 "limit": {"name": "limit", "in": "query",
                           "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
                 "event": {"name": "event", "in": "query", "schema": {"enum": list(EVENTS)}},
+                "chain_after": {"name": "after", "in": "query", "description":
+                                "The position after which the page starts (0: the start)",
+                                "schema": {"type": "integer", "minimum": 0,
+                                           "maximum": MAX_QUERY_INT, "default": 0}},
+                "chain_limit": {"name": "limit", "in": "query", "schema": {
+                    "type": "integer", "minimum": 1, "maximum": 5000, "default": 1000}},
                 "access_advisor": {"name": "advisor", "in": "query", "schema": {"type": "string"},
                                    "description": "name, username, e-mail or subject"},
                 "access_area": {"name": "area", "in": "query", "schema": {"type": "string"}},
@@ -481,6 +494,34 @@ def openapi_document(issuer: str) -> dict:
                         "membership_id": {"type": ["string", "null"]},
                         "client_id": {"type": ["string", "null"]}, "detail": {"type": "object"}}}},
                     "next_before": {"type": ["integer", "null"]}}},
+                "AuditChainPage": {"type": "object", "required": [
+                    "format", "chain", "head", "after", "next_after", "events", "checkpoints"],
+                    "properties": {
+                    "format": {"const": "idp-bridge-audit-chain/1"},
+                    "issuer": {"type": "string"}, "chain": {"type": "string"},
+                    "tenant": {"type": "string"},
+                    "exported_at": {"type": "string", "format": "date-time"},
+                    "head": {"type": "object", "properties": {
+                        "seq": {"type": "integer"}, "hash": {"$ref": "#/components/schemas/Sha256"}}},
+                    "after": {"type": "integer"}, "next_after": {"type": ["integer", "null"]},
+                    "jwks_uri": {"type": "string", "format": "uri"},
+                    "events": {"type": "array", "items": {"type": "object", "properties": {
+                        "seq": {"type": "integer", "minimum": 1},
+                        "prev": {"oneOf": [{"$ref": "#/components/schemas/Sha256"},
+                                           {"type": "null"}]},
+                        "hash": {"$ref": "#/components/schemas/Sha256"},
+                        "at": {"type": "string", "format": "date-time"},
+                        "event": {"enum": list(EVENTS)}, "tenant": {"type": ["string", "null"]},
+                        "actor": {"type": ["string", "null"]},
+                        "actor_role": {"type": ["string", "null"]},
+                        "membership_id": {"type": ["string", "null"]},
+                        "client_id": {"type": ["string", "null"]},
+                        "detail": {"type": ["object", "null"]}, "id": {"type": "integer"}}}},
+                    "checkpoints": {"type": "array", "items": {"type": "object", "properties": {
+                        "seq": {"type": "integer"}, "hash": {"$ref": "#/components/schemas/Sha256"},
+                        "signed_at": {"type": "string", "format": "date-time"},
+                        "kid": {"type": "string"}, "jws": {"type": "string"}}}}}},
+                "Sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                 "AdvisorProfile": {"type": "object", "properties": {
                     "scopes": {"type": "array", "items": {"type": "string"}},
                     "areas": {"type": "array", "items": {"type": "object"}},

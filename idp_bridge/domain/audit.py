@@ -51,9 +51,9 @@ def record(session, event: str, now: datetime, *, tenant_id=None, actor=None, ac
     values = {"at": now, "tenant_id": tenant_id, "event": event, "actor": actor,
               "actor_role": actor_role, "membership_id": membership_id,
               "client_id": client_id, "detail": detail or None}
-    # Serialized now, so that a value the chain cannot hold fails where it was recorded
-    # (not at the commit); the event is written, chained, at the commit.
-    audit_chain.canonical_json(values["detail"])
+    # Checked now, so that a value the chain cannot hold fails where it was recorded (not
+    # at the commit); the event is written, chained, at the commit.
+    audit_chain.check(values["detail"])
     audit_chain.queue(session, values)
 
 

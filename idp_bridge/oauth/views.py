@@ -47,6 +47,15 @@ def jwks():
     return response
 
 
+@bp.get("/audit/jwks")
+def audit_jwks():
+    """The keys of the audit chains' signed checkpoints (docs/audit-chain.md): apart from
+    /jwks, so that none of them verifies an access token. Retired keys stay listed."""
+    response = jsonify(_services().use_cases.audit_chains.jwks())
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
 @bp.get("/.well-known/oauth-authorization-server")
 @bp.get("/.well-known/openid-configuration")
 def metadata():

@@ -33,6 +33,8 @@ module                 use cases
                        admins': open requests, approve (four eyes), deny
 ``approvals``          four eyes: pending first approvals, complete as the second admin,
                        reject
+``audit_chain``        the tenant's audit chain: export pages, the latest checkpoint,
+                       the checkpoint keys
 ``tokens``             exchange, refresh, redeem (join), open tenant, RFC 7009,
                        back-channel logout
 =====================  ==========================================================
@@ -45,6 +47,7 @@ from dataclasses import dataclass
 from .access_records import AccessRecordsService
 from .access_requests import AccessRequestsService
 from .advisors import Advisors
+from .audit_chain import AuditChains
 from .approvals import Approvals
 from .authorization import Authorizer
 from .callers import Callers
@@ -74,12 +77,14 @@ class UseCases:
     access_records: AccessRecordsService
     access_requests: AccessRequestsService
     approvals: Approvals
+    #: The tenant's audit chain: export, checkpoints, their keys.
+    audit_chains: AuditChains | None = None
 
 
 def build_use_cases(*, db, roles, validator, session_has_ended, memberships, codes, guests,
                     web_sessions, people, directory, sign_ins: SignIns,
                     tenant_admin_group: str, timezone: str, access_requests, four_eyes,
-                    tenant_settings, access_listeners=()) -> UseCases:
+                    tenant_settings, access_listeners=(), checkpoints=None) -> UseCases:
     authorize = Authorizer(roles, tenant_admin_group=tenant_admin_group)
     common = {"db": db, "authorize": authorize, "memberships": memberships}
     found = PeopleDirectory(**common, directory=directory, people=people)
@@ -99,4 +104,6 @@ def build_use_cases(*, db, roles, validator, session_has_ended, memberships, cod
                                             listeners=access_listeners),
         access_requests=AccessRequestsService(**common, requests=access_requests,
                                               four_eyes=four_eyes, people=people),
-        approvals=Approvals(**common, four_eyes=four_eyes, people=people))
+        approvals=Approvals(**common, four_eyes=four_eyes, people=people),
+        audit_chains=AuditChains(**common, checkpoints=checkpoints)
+        if checkpoints is not None else None)

@@ -158,6 +158,7 @@ PAGE_MESSAGES = {
     "profile_immutable": _l("The advisor rights are fixed and cannot be changed."),
     "limit_out_of_range": _l("The page address is not valid."),
     "before_out_of_range": _l("The page address is not valid."),
+    "after_out_of_range": _l("The page address is not valid."),  # the audit chain's pages
     # the access log's API filters (api/tenant_admin.py)
     "unknown_area": _l("Unknown functional area."),
     "unknown_action": _l("The page address is not valid."),

@@ -31,7 +31,7 @@ bp = page_blueprint("pages", __name__, template_folder="templates", static_folde
 
 def blueprints() -> tuple:
     """The pages' blueprints (``create_app`` registers them as ``surfaces.PAGE``)."""
-    from . import advisor, groups, support, tenant
+    from . import advisor, audit_chain, groups, support, tenant  # audit_chain: routes of tenant
     from .auth import bp as auth_bp
 
     return (bp, auth_bp, tenant.bp, groups.bp, advisor.bp, support.bp)

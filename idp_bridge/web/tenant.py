@@ -384,8 +384,10 @@ def log(tenant_id):
                                membership=group.membership_id, action=group.action,
                                **{**filters.query_args(), "area": group.area})}
              for group in shown]
+    checkpoint = use_cases().audit_chains.latest_checkpoint(g.identity, tenant_id)
     return render_template("web/tenant_log.html", tenant=tenant, rows=rows, filters=filters,
-                           problems=problems, older=older, reads=reads,
+                           problems=problems, older=older, reads=reads, checkpoint=checkpoint,
+                           audit_jwks_uri=services().settings.issuer + "/audit/jwks",
                            more_groups=len(groups) > len(shown),
                            areas=access_log.area_choices(),
                            categories=access_log.CATEGORY_LABELS), 400 if problems else 200
