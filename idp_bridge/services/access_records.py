@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 
 from ..domain.access_records import MAX_BATCH, AccessRecords as Records, IngestResult
 from ..domain.errors import InvalidInput
@@ -176,7 +176,13 @@ class AccessRecordsService:
 
     def access_requests(self, caller, tenant_id: str, query: AccessQuery, *,
                         before_id: int | None = None, limit: int = 50) -> RequestPage:
-        """Single records, newest first, ``limit`` (1–500) per page."""
+        """Single records, newest first (by their time, then id), ``limit`` (1–500) per
+        page; ``before_id`` is the last record of the previous page.
+
+        The page goes on after that record in the same order, by its (time, id): records
+        arrive late (a resource server's spool shipped after an outage of the bridge or a
+        restart of the server), so a newer id can have an older time, and the id alone
+        would skip those and repeat others."""
         self.authorize.tenant_admin(caller, tenant_id)
         limit = max(1, min(int(limit), 500))
         with self.db.read() as session:
@@ -187,7 +193,14 @@ class AccessRecordsService:
                 if before_id <= 0:
                     return RequestPage([], None)
                 if before_id < 2 ** 63:
-                    conditions.append(AccessRecord.id < before_id)
+                    after = session.scalar(select(AccessRecord.at).where(
+                        AccessRecord.id == before_id, AccessRecord.tenant_id == tenant_id))
+                    if after is None:
+                        # Not a record of this tenant, or swept since (the retention sweep
+                        # deletes the oldest: nothing older than it is left either).
+                        return RequestPage([], None)
+                    conditions.append(or_(AccessRecord.at < after, and_(
+                        AccessRecord.at == after, AccessRecord.id < before_id)))
             rows = session.scalars(select(AccessRecord).where(*conditions)
                                    .order_by(AccessRecord.at.desc(), AccessRecord.id.desc())
                                    .limit(limit + 1)).all()
