@@ -492,6 +492,10 @@ def test_tenant_may_be_an_int(fake, guard):
 @pytest.mark.parametrize("kwargs", [
     {"issuer": "idp.example"}, {"audience": ""}, {"leeway": -1}, {"feed_staleness": 0},
     {"max_token_lifetime": 0},
+    # NaN compares false with everything: a staleness of NaN would never fail closed, a
+    # lifetime of NaN never refuse a long-lived token.
+    {"feed_staleness": float("nan")}, {"max_token_lifetime": float("nan")},
+    {"leeway": float("nan")},
 ])
 def test_configuration_is_checked_at_start(kwargs):
     arguments = {"issuer": "https://idp.example", "audience": AUDIENCE, **kwargs}

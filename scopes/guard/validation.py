@@ -114,7 +114,7 @@ class TokenGuard:
                             ("jwks_refetch_interval", jwks_refetch_interval),
                             ("http_timeout", http_timeout), ("poll_timeout", poll_timeout),
                             ("backoff_initial", backoff_initial), ("backoff_max", backoff_max)):
-            if not isinstance(value, _NUMBER) or value < 0:
+            if not isinstance(value, _NUMBER) or not value >= 0:  # refuses NaN too
                 raise ValueError(f"{name} must be a number >= 0")
         if max_token_lifetime <= 0 or feed_staleness <= 0:
             raise ValueError("max_token_lifetime and feed_staleness must be > 0")
@@ -477,7 +477,7 @@ class TokenGuard:
             raise ValueError("dpop_url must be an absolute http(s) URL")
         self._dpop_base = base.rstrip("/")
         for name, value in (("dpop_max_age", max_age), ("dpop_leeway", leeway)):
-            if not isinstance(value, _NUMBER) or value < 0:
+            if not isinstance(value, _NUMBER) or not value >= 0:  # refuses NaN too
                 raise ValueError(f"{name} must be a number >= 0")
         nonces = NonceSource(nonce_secret, nonce_lifetime, label=b"dpop rs nonce") \
             if nonce_secret is not None else None
