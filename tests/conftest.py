@@ -14,6 +14,7 @@ import secrets
 import shutil
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -57,6 +58,23 @@ class ServerThread:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.thread.join(5)
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.02,
+               what="the condition"):
+    """Poll ``predicate`` every ``interval`` seconds until it returns something true, and
+    return that value; after ``timeout`` seconds raise AssertionError naming ``what`` (a
+    text, or a function returning one, called only then: to add the state or logs of that
+    moment). The tests' one polling helper: a deadline is generous, never a speed to assert."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout:g} s: "
+                                 f"{what() if callable(what) else what}")
+        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ import requests
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
+from conftest import wait_until
 from idp_bridge.storage.db import Database
 from idp_bridge.storage.models import AuditEvent, NotificationItem, Revocation
 
@@ -127,18 +128,6 @@ def test_open_tenant_hands_tokens_to_the_example_application(demo):
     assert forged.status_code == 401 and 'id="areas"' not in forged.text
 
 
-def _until(check, what: str, deadline: float = 60.0):
-    """Poll ``check`` until it returns something true (generous deadline, never a speed)."""
-    end = time.monotonic() + deadline
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > end:
-            pytest.fail(f"not within {deadline:.0f} s: {what}")
-        time.sleep(0.2)
-
-
 def test_anna_sees_what_bob_read_and_which_servers_confirmed_his_removal(demo):
     """Issue 14 item 5: the demo's example resource server records bob's reads and ships them;
     anna's access log shows them; after the removal the receipt names the example server."""
@@ -164,7 +153,8 @@ def test_anna_sees_what_bob_read_and_which_servers_confirmed_his_removal(demo):
         found = [x for x in groups["groups"] if x["area"] == "ebics"]
         return found if found and found[0]["count"] == 3 else None
 
-    (group,) = _until(ebics_group, "bob's three EBICS reads in anna's access log")
+    (group,) = wait_until(ebics_group, timeout=60, interval=0.2,
+                          what="bob's three EBICS reads in anna's access log")
     assert group["action"] == "read" and group["statuses"] == {"200": 3}
     assert group["advisor_name"] and group["advisor"] != group["advisor_name"]
     single = requests.get(f"{base}/api/tenants/10042/access/requests", headers=as_anna).json()
@@ -184,7 +174,8 @@ def test_anna_sees_what_bob_read_and_which_servers_confirmed_his_removal(demo):
         return receipts if receipts and all(r["confirmed"] == r["due"] >= 1
                                             for r in receipts) else None
 
-    receipts = _until(confirmed, "the example resource server confirming bob's removal")
+    receipts = wait_until(confirmed, timeout=60, interval=0.2,
+                          what="the example resource server confirming bob's removal")
     assert any(x["client_id"] == "example-resource-server" and x["confirmed"]
                for r in receipts for x in r["receipts"])
     after = requests.get(f"{rs}/tenants/10042/ebics", headers={"Authorization": f"Bearer {token}"})

@@ -17,21 +17,13 @@ import pytest
 from flask import jsonify, request
 from joserfc.jwk import ECKey
 
+from conftest import wait_until
 from test_guard import AUDIENCE, TENANT, FakeIssuer, b64, loopback, sign_compact  # noqa: F401
 from scopes.guard import SESSION_REVOKED, InvalidToken, TokenGuard
 
 CLIENT_ID = "rs-1"
 SECRET = "rs-1-secret"
 VERIFICATION = "https://schemas.openid.net/secevent/ssf/event-type/verification"
-
-
-def wait_until(predicate, timeout: float = 10.0, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 def rejects(guard, token, match: str):
@@ -237,7 +229,7 @@ def test_revocation_reaches_the_guard_and_is_acked(feed, guards, kind):
     guard = guards()
     token, bystander = feed.mint(), feed.mint()
     guard.start_revocation_listener(CLIENT_ID, SECRET)
-    wait_until(lambda: guard.feed_healthy, message="first poll")
+    wait_until(lambda: guard.feed_healthy, what="first poll")
     assert guard.validate(token, tenant=TENANT, scope="tenant:read")
     assert feed.stream_requests[0] == ("POST", {"delivery": {"method": FakeTransmitter.POLL}})
     assert feed.poll_bodies[0]["returnImmediately"] is True  # healthy at once, then long polls
@@ -245,9 +237,9 @@ def test_revocation_reaches_the_guard_and_is_acked(feed, guards, kind):
 
     set_token, jti = feed.revocation_set(kind, claim(token, kind))
     feed.publish(set_token, jti)
-    wait_until(rejects(guard, token, "revoked"), message="the revocation")
+    wait_until(rejects(guard, token, "revoked"), what="the revocation")
     assert guard.validate(bystander, tenant=TENANT, scope="tenant:read")
-    wait_until(lambda: jti in feed.acked, message="the ack")
+    wait_until(lambda: jti in feed.acked, what="the ack")
     ack_body = next(b for b in feed.poll_bodies if jti in b["ack"])
     assert ack_body["returnImmediately"] is False and "setErrs" not in ack_body
     assert jti not in feed.pending
@@ -257,7 +249,7 @@ def test_existing_stream_is_reused(feed, guards):
     feed.stream = feed._stream_config(FakeTransmitter.POLL)
     guard = guards()
     guard.start_revocation_listener(CLIENT_ID, SECRET)
-    wait_until(lambda: guard.feed_healthy, message="first poll")
+    wait_until(lambda: guard.feed_healthy, what="first poll")
     assert [method for method, _ in feed.stream_requests] == ["POST", "GET"]
 
 
@@ -265,7 +257,7 @@ def test_a_push_stream_is_switched_to_poll(feed, guards):
     feed.stream = feed._stream_config("urn:ietf:rfc:8935")
     guard = guards()
     guard.start_revocation_listener(CLIENT_ID, SECRET)
-    wait_until(lambda: guard.feed_healthy, message="first poll")
+    wait_until(lambda: guard.feed_healthy, what="first poll")
     assert [method for method, _ in feed.stream_requests] == ["POST", "GET", "PATCH"]
     assert feed.stream["delivery"]["method"] == FakeTransmitter.POLL
 
@@ -304,10 +296,10 @@ def test_unverifiable_sets_are_not_applied_and_reported(feed, guards, make, err)
     guard = guards()
     token = feed.mint()
     guard.start_revocation_listener(CLIENT_ID, SECRET)
-    wait_until(lambda: guard.feed_healthy, message="first poll")
+    wait_until(lambda: guard.feed_healthy, what="first poll")
     bad, bad_jti = make(feed, token)
     feed.publish(bad, bad_jti)
-    wait_until(lambda: bad_jti in feed.set_errs, message="the setErrs report")
+    wait_until(lambda: bad_jti in feed.set_errs, what="the setErrs report")
     assert feed.set_errs[bad_jti]["err"] == err
     assert feed.set_errs[bad_jti]["description"]
     assert bad_jti not in feed.acked
@@ -315,7 +307,7 @@ def test_unverifiable_sets_are_not_applied_and_reported(feed, guards, make, err)
 
     good, good_jti = feed.revocation_set("grant_id", claim(token, "grant_id"))
     feed.publish(good, good_jti)  # the feed goes on after a bad event
-    wait_until(rejects(guard, token, "revoked"), message="the good revocation")
+    wait_until(rejects(guard, token, "revoked"), what="the good revocation")
 
 
 def test_a_transmitter_redelivering_a_bad_set_is_not_polled_in_a_busy_loop(feed, guards):
@@ -323,11 +315,11 @@ def test_a_transmitter_redelivering_a_bad_set_is_not_polled_in_a_busy_loop(feed,
     guard = guards()
     token = feed.mint()
     guard.start_revocation_listener(CLIENT_ID, SECRET)
-    wait_until(lambda: guard.feed_healthy, message="first poll")
+    wait_until(lambda: guard.feed_healthy, what="first poll")
     bad, jti = feed.revocation_set("grant_id", claim(token, "grant_id"), aud="rs-2")
     feed.publish(bad, jti)
     wait_until(lambda: len([b for b in feed.poll_bodies if jti in b.get("setErrs", {})]) >= 3,
-               message="three reports")
+               what="three reports")
     reports = [b["received_at"] for b in feed.poll_bodies if jti in b.get("setErrs", {})]
     assert reports[2] - reports[0] >= 0.2 + 0.4  # paused with backoff between redeliveries
     assert guard.validate(token, tenant=TENANT, scope="tenant:read")
@@ -337,7 +329,7 @@ def test_a_transmitter_redelivering_a_bad_set_is_not_polled_in_a_busy_loop(feed,
 def test_verification_events_are_acked(feed, guards):
     guard = guards()
     guard.start_revocation_listener(CLIENT_ID, SECRET)
-    wait_until(lambda: guard.feed_healthy, message="first poll")
+    wait_until(lambda: guard.feed_healthy, what="first poll")
     stream_id = feed.stream["stream_id"]
     now = int(time.time())
     token = sign_compact({"alg": "ES256", "kid": "k1", "typ": "secevent+jwt"}, {
@@ -345,7 +337,7 @@ def test_verification_events_are_acked(feed, guards):
         "sub_id": {"format": "opaque", "id": stream_id},
         "events": {VERIFICATION: {"state": "abc"}}}, feed.keys["k1"])
     feed.publish(token, "ver-1")
-    wait_until(lambda: "ver-1" in feed.acked, message="the ack")
+    wait_until(lambda: "ver-1" in feed.acked, what="the ack")
     assert guard.revocation_count == 0
 
 
@@ -355,13 +347,13 @@ def test_a_set_signed_with_a_rotated_key_is_applied(feed, guards):
     guard = guards()
     token = feed.mint()
     guard.start_revocation_listener(CLIENT_ID, SECRET)
-    wait_until(lambda: guard.feed_healthy, message="first poll")
+    wait_until(lambda: guard.feed_healthy, what="first poll")
     assert guard.validate(token, tenant=TENANT, scope="tenant:read")
     feed.add_key("k2")
     set_token, jti = feed.revocation_set("grant_id", claim(token, "grant_id"), kid="k2")
     feed.publish(set_token, jti)
-    wait_until(rejects(guard, token, "revoked"), message="the revocation")
-    wait_until(lambda: jti in feed.acked, message="the ack")
+    wait_until(rejects(guard, token, "revoked"), what="the revocation")
+    wait_until(lambda: jti in feed.acked, what="the ack")
 
 
 def test_feed_down_fails_closed(feed, guards):
@@ -369,14 +361,14 @@ def test_feed_down_fails_closed(feed, guards):
     guard = guards(feed_staleness=0.5)
     token = feed.mint()
     guard.start_revocation_listener(CLIENT_ID, SECRET)
-    wait_until(accepts(guard, token), message="a healthy feed")
+    wait_until(accepts(guard, token), what="a healthy feed")
     feed.down = True
-    wait_until(lambda: not guard.feed_healthy, message="staleness")
+    wait_until(lambda: not guard.feed_healthy, what="staleness")
     with pytest.raises(InvalidToken, match="revocation feed unavailable") as caught:
         guard.validate(token, tenant=TENANT, scope="tenant:read")
     assert caught.value.error == "invalid_token"
     feed.down = False  # back: the listener recovers with its backoff (0.2 s, 0.4 s, ...)
-    wait_until(accepts(guard, token), message="recovery")
+    wait_until(accepts(guard, token), what="recovery")
 
 
 def test_a_listener_that_never_succeeded_fails_closed(feed, guards):
@@ -392,7 +384,7 @@ def test_a_listener_that_never_succeeded_fails_closed(feed, guards):
 def test_wrong_credentials_never_make_the_feed_healthy(feed, guards):
     guard = guards()
     guard.start_revocation_listener(CLIENT_ID, "wrong")
-    wait_until(lambda: feed.unauthorized >= 2, message="two refused attempts")
+    wait_until(lambda: feed.unauthorized >= 2, what="two refused attempts")
     assert feed.stream_requests == []
     with pytest.raises(InvalidToken, match="revocation feed unavailable"):
         guard.validate(feed.mint(), tenant=TENANT, scope="tenant:read")
@@ -423,7 +415,7 @@ def test_healthy_feed_needs_no_introspection(feed, guards):
     guard = guards(introspection_fallback=True)
     token = feed.mint()
     guard.start_revocation_listener(CLIENT_ID, SECRET)
-    wait_until(lambda: guard.feed_healthy, message="first poll")
+    wait_until(lambda: guard.feed_healthy, what="first poll")
     assert guard.validate(token, tenant=TENANT, scope="tenant:read")
     assert feed.introspections == []
 
@@ -432,7 +424,7 @@ def test_stop_returns_promptly_during_a_long_poll(feed, guards):
     feed.long_poll = 60.0
     guard = guards()
     guard.start_revocation_listener(CLIENT_ID, SECRET)
-    wait_until(lambda: feed.waiting == 1, message="a long poll in flight")
+    wait_until(lambda: feed.waiting == 1, what="a long poll in flight")
     started = time.monotonic()
     guard.stop_revocation_listener()
     assert time.monotonic() - started < 2.0
@@ -441,28 +433,28 @@ def test_stop_returns_promptly_during_a_long_poll(feed, guards):
     with pytest.raises(InvalidToken, match="revocation feed unavailable"):  # still fails closed
         guard.validate(feed.mint(), tenant=TENANT, scope="tenant:read")
     guard.start_revocation_listener(CLIENT_ID, SECRET)  # and can be started again
-    wait_until(lambda: guard.feed_healthy, message="the restarted listener")
+    wait_until(lambda: guard.feed_healthy, what="the restarted listener")
 
 
 def test_errors_back_off_and_recover(feed, guards):
     feed.fail_polls = 2
     guard = guards()
     guard.start_revocation_listener(CLIENT_ID, SECRET)
-    wait_until(lambda: guard.feed_healthy, message="recovery after two failures")
+    wait_until(lambda: guard.feed_healthy, what="recovery after two failures")
     assert feed.fail_polls == 0
 
 
 def test_a_deleted_stream_is_created_again(feed, guards):
     guard = guards()
     guard.start_revocation_listener(CLIENT_ID, SECRET)
-    wait_until(lambda: feed.waiting == 1, message="a long poll in flight")
+    wait_until(lambda: feed.waiting == 1, what="a long poll in flight")
     with feed.cond:
         feed.stream = None  # deleted by an operator: the next poll gets 404
         feed.closing = True
         feed.cond.notify_all()
-    wait_until(lambda: feed.stream is not None, message="a new stream")
+    wait_until(lambda: feed.stream is not None, what="a new stream")
     feed.closing = False
-    wait_until(lambda: guard.feed_healthy, message="polling the new stream")
+    wait_until(lambda: guard.feed_healthy, what="polling the new stream")
 
 
 def test_start_twice_is_refused(feed, guards):
@@ -479,7 +471,7 @@ def test_a_stream_the_transmitter_paused_is_not_a_current_feed(feed, guards):
 
     guard = guards()
     guard.start_revocation_listener(CLIENT_ID, SECRET)
-    wait_until(lambda: guard.feed_healthy, message="first poll")
+    wait_until(lambda: guard.feed_healthy, what="first poll")
     listener = guard._listener
     stream_id = feed.stream["stream_id"]
 
@@ -492,11 +484,11 @@ def test_a_stream_the_transmitter_paused_is_not_a_current_feed(feed, guards):
                                   claims, feed.keys["k1"]), jti)
 
     update("u-1", STREAM_UPDATED, {"status": "paused", "reason": "maintenance"})
-    wait_until(lambda: listener.stream_stopped and "u-1" in feed.acked, message="the pause")
+    wait_until(lambda: listener.stream_stopped and "u-1" in feed.acked, what="the pause")
     healthy_at = guard._feed_ok_at
     update("v-1", VERIFICATION, {})  # one more poll round, answered and acknowledged
-    wait_until(lambda: "v-1" in feed.acked, message="the verification's ack")
+    wait_until(lambda: "v-1" in feed.acked, what="the verification's ack")
     assert guard._feed_ok_at == healthy_at  # polls of a paused stream are not health
     update("u-2", STREAM_UPDATED, {"status": "enabled"})
-    wait_until(lambda: not listener.stream_stopped, message="the re-enabling")
-    wait_until(lambda: guard._feed_ok_at != healthy_at, message="health again")
+    wait_until(lambda: not listener.stream_stopped, what="the re-enabling")
+    wait_until(lambda: guard._feed_ok_at != healthy_at, what="health again")

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import RS_CLIENT_ID, TENANT, Bridge, ServerThread, build_app
+from conftest import RS_CLIENT_ID, TENANT, Bridge, ServerThread, build_app, wait_until
 from scopes.guard import InvalidToken, TokenGuard
 
 RECEIVER = Path(__file__).resolve().parents[1] / "bench" / "revocation_receiver.py"
@@ -37,15 +36,6 @@ def served(settings, upstream, tmp_path):
         yield issuer, Bridge(flask_app, flask_app.test_client(), upstream)
 
 
-def wait_until(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def rejected(guard, token):
     try:
         guard.validate(token, tenant=TENANT, scope="payments:read")
@@ -59,13 +49,14 @@ def test_removal_reaches_a_listening_guard(served):
     guard = TokenGuard(issuer, "konfipay-api")
     guard.start_revocation_listener(RS_CLIENT_ID, bridge.rs_secret)
     try:
-        assert wait_until(lambda: guard.feed_healthy)
+        wait_until(lambda: guard.feed_healthy, timeout=20, what="a healthy feed")
         tokens = bridge.join("bob")
         claims = guard.validate(tokens["access_token"], tenant=TENANT, scope="payments:read")
         assert claims["membership"] == "temporary"
         mid = bridge.membership_id("bob")
         assert bridge.api("delete", f"/api/tenants/{TENANT}/memberships/{mid}").status_code == 204
-        assert wait_until(lambda: rejected(guard, tokens["access_token"]))
+        wait_until(lambda: rejected(guard, tokens["access_token"]), timeout=20,
+                   what="the guard rejecting the revoked token")
     finally:
         guard.stop_revocation_listener()
 
@@ -75,12 +66,13 @@ def test_refresh_reuse_reaches_the_guard_by_sid(served):
     guard = TokenGuard(issuer, "konfipay-api")
     guard.start_revocation_listener(RS_CLIENT_ID, bridge.rs_secret)
     try:
-        assert wait_until(lambda: guard.feed_healthy)
+        wait_until(lambda: guard.feed_healthy, timeout=20, what="a healthy feed")
         tokens = bridge.join("bob")
         bridge.token({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
         replay = bridge.token({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
         assert replay.json["error"] == "invalid_grant"
-        assert wait_until(lambda: rejected(guard, tokens["access_token"]))
+        wait_until(lambda: rejected(guard, tokens["access_token"]), timeout=20,
+                   what="the guard rejecting the revoked token")
         # Another family of the same grant is untouched.
         other = bridge.exchange("bob").json["access_token"]
         assert guard.validate(other, tenant=TENANT, scope="payments:read")["sub"]
@@ -98,7 +90,7 @@ def test_example_resource_server(served):
     guard = TokenGuard(issuer, "konfipay-api")
     guard.start_revocation_listener(RS_CLIENT_ID, bridge.rs_secret)
     try:
-        assert wait_until(lambda: guard.feed_healthy)
+        wait_until(lambda: guard.feed_healthy, timeout=20, what="a healthy feed")
         rs = example.create_app(guard).test_client()
         # A multi-factor sign-in: writing a report steps up (RFC 9470, tests/test_step_up.py).
         tokens = bridge.join("bob", subject_token=bridge.upstream_token("bob", acr="2"))
@@ -122,8 +114,8 @@ def test_example_resource_server(served):
         assert denied.status_code == 403 and denied.json["error"] == "insufficient_scope"
         mid = bridge.membership_id("bob")
         bridge.api("delete", f"/api/tenants/{TENANT}/memberships/{mid}")
-        assert wait_until(lambda: rs.get(f"/tenants/{TENANT}/payments",
-                                         headers=auth).status_code == 401)
+        wait_until(lambda: rs.get(f"/tenants/{TENANT}/payments", headers=auth).status_code == 401,
+                   timeout=20, what="the example resource server refusing the removed advisor")
     finally:
         guard.stop_revocation_listener()
 
@@ -136,7 +128,8 @@ def test_receiver_offline_during_removal_catches_up(served):
     guard = TokenGuard(issuer, "konfipay-api")  # starts after the removal
     guard.start_revocation_listener(RS_CLIENT_ID, bridge.rs_secret)
     try:
-        assert wait_until(lambda: rejected(guard, tokens["access_token"]))
+        wait_until(lambda: rejected(guard, tokens["access_token"]), timeout=20,
+                   what="the guard rejecting the revoked token")
     finally:
         guard.stop_revocation_listener()
 
@@ -179,7 +172,7 @@ def test_group_narrowing_reaches_a_listening_guard(served):
     guard = TokenGuard(issuer, "konfipay-api")
     guard.start_revocation_listener(RS_CLIENT_ID, bridge.rs_secret)
     try:
-        assert wait_until(lambda: guard.feed_healthy)
+        wait_until(lambda: guard.feed_healthy, timeout=20, what="a healthy feed")
         group = bridge.api("post", f"/api/tenants/{TENANT}/groups", json={
             "name": "Zahlungen", "permissions": ["payments:read", "payments:write"]}).json
         invitation = bridge.api("post", f"/api/tenants/{TENANT}/invitations", json={
@@ -190,7 +183,8 @@ def test_group_narrowing_reaches_a_listening_guard(served):
         guard.validate(token, tenant=TENANT, scope="payments:write")
         bridge.api("patch", f"/api/tenants/{TENANT}/groups/{group['id']}",
                    json={"permissions": ["payments:read"]})
-        assert wait_until(lambda: rejected(guard, token))
+        wait_until(lambda: rejected(guard, token), timeout=20,
+                   what="the guard rejecting the narrowed token")
         narrower = bridge.exchange("bob").json["access_token"]
         guard.validate(narrower, tenant=TENANT, scope="payments:read")
         with pytest.raises(Exception) as caught:

@@ -46,7 +46,8 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 
-from conftest import ACCESS_TOKEN_TYPE, CLIENT_ID, RS_CLIENT_ID, TENANT, TOKEN_EXCHANGE
+from conftest import (ACCESS_TOKEN_TYPE, CLIENT_ID, RS_CLIENT_ID, TENANT, TOKEN_EXCHANGE,
+                      wait_until)
 from test_keycloak_e2e import ADVISORS, kc, members  # noqa: F401  (kc: a fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.keycloak]
@@ -153,16 +154,6 @@ class Access:
 _ACCESS = re.compile(r'^(\S+) (\S+) (\d{3}) "([^"]*)" "([^"]*)"$')
 
 
-def wait_until(predicate, timeout: float = 60.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
-
-
 def _live_processes_of_group(pgid: int) -> list[int]:
     """Processes of the process group that are not zombies (a zombie holds no sockets)."""
     alive = []
@@ -264,10 +255,9 @@ class Topology:
     def logged(self, predicate, what: str) -> list[Access]:
         """The access log once ``predicate`` holds for it (nginx writes a line after the
         answer is sent, so a client can be faster than the log)."""
-        entries = wait_until(lambda: (lambda e: e if predicate(e) else None)(self.access_log()),
-                             30)
-        assert entries, f"access log: {what}: {self.access_log()}"
-        return entries
+        return wait_until(lambda: (lambda e: e if predicate(e) else None)(self.access_log()),
+                          timeout=30, interval=0.05,
+                          what=lambda: f"access log: {what}: {self.access_log()}")
 
     def logs(self) -> str:
         """The tails of every log, for failure messages."""
@@ -285,8 +275,8 @@ class Topology:
         process = self.bridges[index]
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(30)
-        assert wait_until(lambda: not _live_processes_of_group(process.pid), 30), \
-            "the killed bridge's workers did not exit"
+        wait_until(lambda: not _live_processes_of_group(process.pid), timeout=30,
+                   interval=0.05, what="the killed bridge's workers to exit")
 
     def stop(self) -> None:
         for process in [*self.bridges, self.nginx]:
@@ -309,8 +299,8 @@ def _wait_ready(url: str, topology: Topology, what: str) -> None:
         except requests.RequestException:
             return False
 
-    if not wait_until(ready, 90, 0.1):
-        pytest.fail(f"{what} did not become ready at {url}\n{topology.logs()}", pytrace=False)
+    wait_until(ready, timeout=90, interval=0.1,
+               what=lambda: f"{what} ready at {url}\n{topology.logs()}")
 
 
 @pytest.fixture(scope="module")
@@ -498,8 +488,8 @@ def _story(t: Topology, kc, database) -> None:
     assert carol.status_code == 200, carol.text
     carol = carol.json()
     # The mirror (background work of the instances) puts both into the Keycloak group.
-    assert wait_until(lambda: members(kc, ADVISORS) == {"bob", "carol"}, 60), \
-        members(kc, ADVISORS)
+    wait_until(lambda: members(kc, ADVISORS) == {"bob", "carol"}, timeout=60, interval=0.05,
+               what=lambda: f"bob and carol in the advisors group (now {members(kc, ADVISORS)})")
 
     # 2. Two receivers long-poll, sent one right after the other: nginx's round robin puts
     #    one on each instance. Both are waiting inside their instance (the poll records
@@ -508,8 +498,9 @@ def _story(t: Topology, kc, database) -> None:
     before = [_stream_seen_at(database, r.stream_id) for r in receivers]
     for receiver in receivers:
         receiver.send()
-    assert wait_until(lambda: all(_stream_seen_at(database, r.stream_id) != seen
-                                  for r, seen in zip(receivers, before)), 30), t.logs()
+    wait_until(lambda: all(_stream_seen_at(database, r.stream_id) != seen
+                           for r, seen in zip(receivers, before)), timeout=30, interval=0.05,
+               what=lambda: f"both long polls waiting in their instance\n{t.logs()}")
     for receiver in receivers:
         receiver.start()
 
@@ -526,13 +517,15 @@ def _story(t: Topology, kc, database) -> None:
 
     loader = threading.Thread(target=load, daemon=True)
     loader.start()
-    assert wait_until(lambda: len(load_statuses) >= 5, 30)
+    wait_until(lambda: len(load_statuses) >= 5, timeout=30, interval=0.05,
+               what="five answers to the load")
 
     # 4. ... when the first instance dies (SIGKILL: no clean shutdown, sockets just close).
     t.kill(0)
     killed, survivor = t.upstream(0), t.upstream(1)
     after_kill = len(load_statuses)
-    assert wait_until(lambda: len(load_statuses) >= after_kill + 10, 30), t.logs()
+    wait_until(lambda: len(load_statuses) >= after_kill + 10, timeout=30, interval=0.05,
+               what=lambda: f"ten answers to the load after the kill\n{t.logs()}")
 
     # Nothing committed is lost: both memberships are there, read through the survivor.
     assert set(t.memberships()) == {kc.user_id("bob"), kc.user_id("carol")}
@@ -587,4 +580,5 @@ def _story(t: Topology, kc, database) -> None:
     assert set(t.memberships()) == {kc.user_id("carol")}
     # The survivor's mirror takes bob out of the Keycloak group (the outbox item was
     # committed with the removal).
-    assert wait_until(lambda: members(kc, ADVISORS) == {"carol"}, 90), members(kc, ADVISORS)
+    wait_until(lambda: members(kc, ADVISORS) == {"carol"}, timeout=90, interval=0.05,
+               what=lambda: f"only carol in the advisors group (now {members(kc, ADVISORS)})")
