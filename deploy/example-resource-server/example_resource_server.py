@@ -36,7 +36,14 @@ Run: ``python example_resource_server.py`` with ``RS_ISSUER`` (the bridge), ``RS
 / ``RS_CLIENT_SECRET`` (a receiver client of the revocation feed) and optionally
 ``RS_AUDIENCE`` (default ``konfipay-api``), ``RS_PORT``, ``RS_TIMEZONE`` (default
 ``Europe/Berlin``), ``RS_RESOURCE``, ``RS_WRITE_ACR_VALUES``, ``RS_WRITE_MAX_AGE``,
-``RS_EXTERNAL_URL``, ``RS_DPOP_REQUIRED``.
+``RS_EXTERNAL_URL``, ``RS_DPOP_REQUIRED``, ``RS_FEED_STALENESS``.
+
+Revocation feed and outages: the server listens to the bridge's revocation feed and fails
+closed (401 ``invalid_token``) once its last successful poll is ``RS_FEED_STALENESS`` seconds
+old (default 30, the guard's default): during a longer outage of the bridge it refuses
+advisor tokens rather than accept ones that may have been revoked meanwhile. A larger value
+keeps it serving longer through an outage, at the price of revocations reaching it that much
+later in the worst case.
 
 Access records (what advisors read, for the tenant's access log): with ``RS_ACCESS_SPOOL_DIR``
 set, every request authorised with an advisor or guest token is recorded and shipped to the
@@ -48,6 +55,7 @@ bridge's ``/access-records`` with the same receiver client; ``RS_ACCESS_SPOOL_MA
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import random
 import threading
@@ -312,6 +320,23 @@ def write_requirement(environ=os.environ) -> AuthenticationRequirement | None:
         raise ValueError(f"RS_WRITE_ACR_VALUES: {exc}") from None
 
 
+def feed_staleness(environ=os.environ) -> float:
+    """``RS_FEED_STALENESS``: seconds after the last successful poll of the revocation feed
+    until validation fails closed (empty: the guard's default, 30). A bad value stops the
+    start with a message naming the variable."""
+    value = environ.get("RS_FEED_STALENESS", "").strip()
+    if not value:
+        return 30.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= 86400:  # also refuses nan, which would never count as stale
+        raise ValueError("RS_FEED_STALENESS must be a number of seconds above 0 and at most "
+                         "86400")
+    return seconds
+
+
 def resource_metadata(guard: TokenGuard, resource: str) -> ResourceMetadata:
     """The RFC 9728 metadata of this resource server at ``resource`` (its URL for clients):
     the guard's issuer (the bridge) and DPoP settings; for ``guard.resource_metadata``."""
@@ -390,7 +415,8 @@ def main() -> None:
     guard = TokenGuard(issuer, os.environ.get("RS_AUDIENCE", "konfipay-api"),
                        dpop_url=os.environ.get("RS_EXTERNAL_URL") or resource,
                        dpop_required=os.environ.get("RS_DPOP_REQUIRED", "").lower() in (
-                           "1", "true", "yes"))
+                           "1", "true", "yes"),
+                       feed_staleness=feed_staleness())
     guard.resource_metadata = resource_metadata(guard, resource)
     app = create_app(guard)  # a bad setting stops here, before the listener starts
     spool_dir = os.environ.get("RS_ACCESS_SPOOL_DIR")
