@@ -4,11 +4,12 @@ In-process (the Flask app's test client, no socket): ``--count`` token exchanges
 advisors of one tenant, each writing its ``token.issued`` audit event, on SQLite (WAL, the
 bridge's pragmas) and, with ``--postgresql``, on a throw-away PostgreSQL server
 (``tests/services.py``, ``fsync=off`` like the tests: what is measured is the bridge's own
-work, not the disk). Reports the mean, p50/p99 and this process's CPU time of one exchange, and the CPU time of
-one ``audit.record`` call inside an otherwise empty write transaction. Bounded by
-``--count``. To compare with a revision before the chain, run the same file from a copy of
-that revision (``git archive <rev> | tar -x -C /tmp/before``, copy this file into its
-``bench/``, ``cd /tmp/before && python -m bench.bench_audit_chain``).
+work, not the disk). The exchanges run in batches, with the chain and without it (each
+event then one plain insert, as before the chain) in turn in one process, so that the load
+of a shared machine falls on both alike: per exchange the median wall and CPU time of
+each, the median of the per-round ratios, p50/p99; and the CPU time of one
+``audit.record`` in an otherwise empty write transaction, with and without the chain.
+Bounded by ``--count``.
 
 With ``--postgresql`` also the write transactions/s of 8 threads into one tenant's chain and
 into a chain each, on a durable PostgreSQL (fsync on): the chain orders a tenant's events
@@ -16,12 +17,13 @@ one after the other, so its writers queue on the chain's head until each commit 
 
 Writes ``bench/results/audit_chain.json``.
 
-    python -m bench.bench_audit_chain [--count 1500] [--postgresql]
+    python -m bench.bench_audit_chain [--count 3000] [--postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import secrets
 import statistics
@@ -63,7 +65,45 @@ def _app(database_url: str, issuer_of_provider: str):
     return create_app(settings, database=db), secret
 
 
-def measure_exchange(database_url: str, provider, count: int) -> dict:
+class ChainSwitch:
+    """Turns the chain off and on in this process (the benchmark's baseline): off, each
+    queued audit event is one plain insert at the commit, as before the chain (into a chain
+    of its own that nothing reads, numbered from a counter); on, the bridge's writer."""
+
+    def __init__(self):
+        from sqlalchemy.orm import Session
+
+        from idp_bridge.domain import audit  # noqa: F401  (registers the writer)
+        from idp_bridge.domain import audit_chain
+
+        self._session, self._chain = Session, audit_chain
+        self._numbers = itertools.count(1)
+        self.on = True
+
+    def _plain(self, session) -> None:
+        pending = session.info.pop(self._chain.PENDING, None)
+        if pending:
+            session.connection().execute(self._chain._INSERT_EVENT, [
+                {**v, "chain": "bench-baseline", "seq": next(self._numbers), "hash": "-"}
+                for v in pending])
+
+    def set(self, on: bool) -> None:
+        from sqlalchemy import event
+
+        if on == self.on:
+            return
+        old, new = ((self._plain, self._chain.link_pending) if on
+                    else (self._chain.link_pending, self._plain))
+        event.remove(self._session, "before_commit", old)
+        event.listen(self._session, "before_commit", new)
+        self.on = on
+
+
+def measure_exchange(database_url: str, provider, count: int, rounds: int = 30) -> dict:
+    """``rounds`` pairs of batches of ``count // rounds`` exchanges, chain on and off in
+    turn (the order alternating), in one process: the machine's other load falls on both
+    alike. Per exchange: wall and CPU time of each batch, their medians, and the median of
+    the per-round ratios."""
     app, secret = _app(database_url, provider.issuer)
     client = app.test_client()
     auth = ("advisor-console", secret)
@@ -79,28 +119,47 @@ def measure_exchange(database_url: str, provider, count: int) -> dict:
     forms = [{"grant_type": TOKEN_EXCHANGE, "subject_token": t,
               "subject_token_type": ACCESS_TOKEN_TYPE, "tenant": TENANT}
              for t in tokens.values()]
-    for i in range(100):  # warm-up: caches, prepared statements, the key ring
-        assert client.post("/token", auth=auth, data=forms[i % 2]).status_code == 200
-    latencies = []
-    cpu_started = time.process_time()
-    for i in range(count):
-        t0 = time.perf_counter()
-        answer = client.post("/token", auth=auth, data=forms[i % 2])
-        latencies.append(time.perf_counter() - t0)
-        assert answer.status_code == 200, answer.json
-    cpu = (time.process_time() - cpu_started) / count
+    switch = ChainSwitch()
+    for on in (True, False, True):  # warm-up: caches, prepared statements, the key ring
+        switch.set(on)
+        for i in range(100):
+            assert client.post("/token", auth=auth, data=forms[i % 2]).status_code == 200
+    batch = max(10, count // rounds)
+    times = {True: {"wall": [], "cpu": []}, False: {"wall": [], "cpu": []}}
+    latencies = {True: [], False: []}
+    for round_ in range(rounds):
+        for on in ((True, False) if round_ % 2 else (False, True)):
+            switch.set(on)
+            wall, cpu = time.perf_counter(), time.process_time()
+            for i in range(batch):
+                t0 = time.perf_counter()
+                answer = client.post("/token", auth=auth, data=forms[i % 2])
+                latencies[on].append(time.perf_counter() - t0)
+                assert answer.status_code == 200, answer.json
+            times[on]["wall"].append((time.perf_counter() - wall) / batch)
+            times[on]["cpu"].append((time.process_time() - cpu) / batch)
+    switch.set(True)
     services = app.extensions["idp_bridge"]
-    record = measure_record(services.db)
+    record = {"with_chain": measure_record(services.db)}
+    switch.set(False)
+    record["without_chain"] = measure_record(services.db)
+    switch.set(True)
     services.db.dispose()
-    return {"exchanges": count,
-            "mean_ms": round(statistics.fmean(latencies) * 1000, 3),
-            "p50_ms": round(percentile(latencies, 50) * 1000, 3),
-            "p99_ms": round(percentile(latencies, 99) * 1000, 3),
-            "exchanges_per_second_one_thread": round(count / sum(latencies)),
-            # CPU time of this process per exchange: what the machine's other load does not
-            # blur (PostgreSQL's own work runs in its server processes).
-            "cpu_ms": round(cpu * 1000, 3),
-            "audit_record": record}
+
+    def ms(values):
+        return round(statistics.median(values) * 1000, 3)
+
+    result = {"rounds": rounds, "exchanges_per_batch": batch}
+    for on, name in ((True, "with_chain"), (False, "without_chain")):
+        result[name] = {"wall_ms_median": ms(times[on]["wall"]),
+                        "cpu_ms_median": ms(times[on]["cpu"]),
+                        "p50_ms": round(percentile(latencies[on], 50) * 1000, 3),
+                        "p99_ms": round(percentile(latencies[on], 99) * 1000, 3),
+                        "audit_record": record[name]}
+    for key in ("wall", "cpu"):
+        ratios = [a / b for a, b in zip(times[True][key], times[False][key])]
+        result[f"{key}_ratio_with_over_without_median"] = round(statistics.median(ratios), 3)
+    return result
 
 
 def measure_record(db, count: int = 2000) -> dict:
@@ -164,7 +223,7 @@ def main(argv=None) -> dict:
     from idp_bridge.devidp import DevProvider
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=1500)
+    parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--postgresql", action="store_true")
     parser.add_argument("--label", default=None, help="stored with the result (e.g. a commit)")
     args = parser.parse_args(argv)
@@ -172,7 +231,9 @@ def main(argv=None) -> dict:
     provider = DevProvider(f"http://127.0.0.1:{port}", mode="test", access_token_lifetime=3600)
     idp = make_server("127.0.0.1", port, provider.create_app(), threaded=True)
     threading.Thread(target=idp.serve_forever, daemon=True).start()
-    result = {"label": args.label, "setup": "in-process test client, one thread"}
+    result = {"label": args.label,
+              "setup": "in-process test client, one thread; chain on and off alternating "
+                       "in one process"}
     try:
         with tempfile.TemporaryDirectory(prefix="idp-bridge-bench-") as workdir:
             result["sqlite"] = measure_exchange(f"sqlite:///{workdir}/bench.sqlite", provider,

@@ -497,6 +497,16 @@ def test_the_access_log_downloads_verify(app, bridge, tmp_path, language, delimi
     assert code == 0 and "checkpoint" in line, line
 
 
+def test_an_empty_chain_downloads_and_verifies(app, bridge, tmp_path):
+    anna = signed_in(app, "anna")
+    doc = json.loads(anna.get(f"/tenants/{TENANT}/log/chain.json").data)
+    assert doc["events"] == [] and doc["head"] == {"seq": 0, "hash": GENESIS}
+    code, line = verdicts(tmp_path, doc)
+    assert (code, line) == (0, f"OK: chain {CHAIN} has no events")
+    assert "Noch ist kein Prüfpunkt signiert" in anna.get(
+        f"/tenants/{TENANT}/log", headers={"Accept-Language": "de"}).text
+
+
 def test_a_csv_cell_that_a_spreadsheet_would_run_stays_verifiable(bridge, tmp_path, app):
     group = bridge.api("post", f"/api/tenants/{TENANT}/groups",
                        json={"name": "=HYPERLINK(\"x\")", "permissions": ["payments:read"]})

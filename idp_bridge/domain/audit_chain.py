@@ -60,7 +60,9 @@ def format_time(at: datetime) -> str:
     digits; the database keeps microseconds on SQLite and PostgreSQL)."""
     if at.tzinfo is None:
         raise ValueError("audit times are aware datetimes")
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if at.tzinfo is not timezone.utc:
+        at = at.astimezone(timezone.utc)
+    return at.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def canonical_json(value) -> str:
