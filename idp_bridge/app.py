@@ -19,6 +19,7 @@ from .domain.access_codes import AccessCodes
 from .domain.audit_checkpoints import CheckpointKeys, Checkpoints
 from .domain.access_requests import AccessRequests
 from .domain.approvals import FourEyes
+from .domain.permanent_consent import PermanentConsent
 from .domain.errors import DomainError
 from .domain.exchange import AdvisorExchange, GuessLimiter
 from .domain.guests import Guests
@@ -100,6 +101,8 @@ class Services:
     management_tokens: ManagementTokens | None = None
     #: The audit chains' signed checkpoints and their keys (/audit/jwks).
     checkpoints: Checkpoints | None = None
+    #: Permanent advisors with the tenant's consent, re-confirmation.
+    permanent_consent: PermanentConsent | None = None
 
     def start_background(self) -> None:
         """Threads of a serving process (not of tests): push delivery, maintenance, the
@@ -179,6 +182,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
                                       support_admin_role=settings.support_admin_role)
     notifications = Notifications(
         db=db, issuer=settings.issuer, timezone=settings.web_timezone,
+        reconfirm_after=timedelta(days=settings.permanent_reconfirm_days),
         smtp=SmtpConfig(host=settings.smtp_host, port=settings.smtp_port,
                         security=settings.smtp_security, sender=settings.smtp_from,
                         username=settings.smtp_username, password=settings.smtp_password)
@@ -202,6 +206,14 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
                                      expiry_hours=settings.access_request_expiry_hours,
                                      listeners=[notifications.access_request_changed])
     tenant_settings = TenantSettings(memberships=memberships, four_eyes=four_eyes)
+    # Permanent advisors with the tenant's consent and their re-confirmation (four eyes'
+    # action permanent_advisor.accept).
+    permanent_consent = PermanentConsent(
+        memberships=memberships, four_eyes=four_eyes,
+        reconfirm_days=settings.permanent_reconfirm_days,
+        notice_days=settings.permanent_reconfirm_notice_days,
+        grace_days=settings.permanent_grace_days, reason_max_length=settings.reason_max_length,
+        listeners=[notifications.permanent_changed])
     issuer = TokenIssuer(keys, issuer=settings.issuer,
                          access_lifetime=settings.access_token_lifetime,
                          refresh_lifetime=settings.refresh_token_lifetime)
@@ -271,12 +283,13 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
                                 guesses=guesses,
                                 access_record_retention_days=settings.access_record_retention_days,
                                 access_requests=access_requests, four_eyes=four_eyes,
-                                checkpoints=checkpoints),
+                                checkpoints=checkpoints, permanent_consent=permanent_consent),
         mirror=mirror, mirror_worker=MirrorWorker(mirror) if mirror else None, fanout=fanout,
         notifications=notifications, notification_worker=NotificationWorker(notifications),
         web_sessions=WebSessions(lifetime=timedelta(hours=settings.web_session_hours)),
         tokens=tokens, revocations=revocations, set_keys=set_keys,
-        management_tokens=server.management_tokens, checkpoints=checkpoints)
+        management_tokens=server.management_tokens, checkpoints=checkpoints,
+        permanent_consent=permanent_consent)
     app.extensions["idp_bridge"].use_cases = build_use_cases(
         db=db, roles=roles, validator=validator, session_has_ended=session_has_ended,
         memberships=memberships, codes=codes, guests=guests,
@@ -284,7 +297,8 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         directory=directory, sign_ins=sign_ins,
         tenant_admin_group=settings.tenant_admin_group, timezone=settings.web_timezone,
         access_requests=access_requests, four_eyes=four_eyes, tenant_settings=tenant_settings,
-        access_listeners=[notifications.access_recorded], checkpoints=checkpoints)
+        access_listeners=[notifications.access_recorded], checkpoints=checkpoints,
+        permanent_consent=permanent_consent)
 
     from .access_records.views import bp as access_records_bp
     from .api import bp as api_bp

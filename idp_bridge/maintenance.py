@@ -4,7 +4,8 @@ account was disabled or deleted (publishing their grants on the feed within ``in
 seconds) and end their web sessions, forget one-time JWT ids, expired web sessions, wrong
 access-code guesses no limit counts any more, feed bookkeeping no longer needed, access
 records older than their retention (``access_record_retention_days``), and mark access
-requests and four-eyes approvals that expired unanswered; and sign the checkpoints of the
+requests and four-eyes approvals that expired unanswered; ask tenants to re-confirm their
+permanent advisors and end those left unconfirmed; and sign the checkpoints of the
 audit chains that are due (``audit_checkpoint_seconds``)."""
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ class Maintenance(Loop):
 
     def __init__(self, *, db, memberships, transmitter, interval: float = 30.0, accounts=None,
                  guesses=None, access_record_retention_days: int = 400, access_requests=None,
-                 four_eyes=None, checkpoints=None):
+                 four_eyes=None, checkpoints=None, permanent_consent=None):
         super().__init__()
+        #: Re-confirmation of permanent advisors (domain/permanent_consent.py).
+        self.permanent_consent = permanent_consent
         #: The audit chains' checkpoints (domain/audit_checkpoints.py): signed when due.
         self.checkpoints = checkpoints
         self.access_requests = access_requests
@@ -43,8 +46,8 @@ class Maintenance(Loop):
         self.interval = interval
         self.access_record_retention_days = access_record_retention_days
 
-    def run_once(self) -> int:
-        now = utcnow()
+    def run_once(self, now=None) -> int:
+        now = now or utcnow()
         with self.db.transaction() as session:
             expired = self.memberships.expire_due(session, now)
             session.execute(delete(SeenJti).where(SeenJti.expires_at < now))
@@ -57,6 +60,8 @@ class Maintenance(Loop):
                 self.access_requests.expire_due(session, now)
             if self.four_eyes is not None:
                 self.four_eyes.expire_due(session, now)
+            if self.permanent_consent is not None:
+                expired += self.permanent_consent.sweep(session, now)[1]
         # Its own transactions of bounded size: a sweep never holds the write lock long.
         for _ in range(10):
             with self.db.transaction() as session:

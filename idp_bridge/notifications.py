@@ -47,7 +47,7 @@ from sqlalchemy import or_, select, update
 from .background import Loop
 from .domain.people import People
 from .storage.db import utcnow
-from .storage.models import AccessRecord, Membership, NotificationItem, Tenant
+from .storage.models import AccessRecord, Membership, NotificationItem, PermanentProposal, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,12 @@ NOTIFIED_KINDS = ("temporary", "permanent")
 EVENTS = ("advisor.joined", "advisor.permanent_assigned", "advisor.left", "advisor.removed",
           "advisor.expired", "advisor.first_access", "access_request.created",
           "access_request.withdrawn", "access_request.approved", "access_request.denied",
-          "access_request.expired", "approval.pending")
+          "access_request.expired", "approval.pending", "advisor.permanent_lapsed",
+          "permanent_advisor.proposed", "permanent_advisor.accepted",
+          "permanent_advisor.declined", "permanent_advisor.withdrawn",
+          "permanent_advisor.reconfirmation_due")
+#: Permanent-advisor events told to the tenant's admins; the others go to the advisor.
+TENANT_PERMANENT_EVENTS = ("proposed", "withdrawn", "reconfirmation_due")
 #: Access-request events told to the tenant's admins (e-mail to its addresses); the others
 #: go to the advisor (e-mail to the directory's address). Every one goes to the webhook.
 TENANT_REQUEST_EVENTS = ("created", "withdrawn")
@@ -111,7 +116,8 @@ def event_for(change: str, membership) -> str | None:
         return "advisor.joined" if membership.kind == "temporary" else "advisor.permanent_assigned"
     return {"left": "advisor.left", "removed_by_tenant": "advisor.removed",
             "removed_by_support": "advisor.removed", "upstream_account_ended": "advisor.removed",
-            "expired": "advisor.expired"}.get(membership.end_reason)
+            "expired": "advisor.expired",
+            "reconfirmation_lapsed": "advisor.permanent_lapsed"}.get(membership.end_reason)
 
 
 def parse_addresses(text: str | None) -> list[str]:
@@ -137,7 +143,7 @@ class Notifications:
     def __init__(self, *, db, issuer: str, timezone: str = "Europe/Berlin",
                  smtp: SmtpConfig | None = None, webhook: WebhookConfig | None = None,
                  max_attempts: int = 12, backoff_seconds: float = 5.0,
-                 http: requests.Session | None = None):
+                 http: requests.Session | None = None, reconfirm_after=None):
         self.db = db
         self.issuer = issuer.rstrip("/")
         self.zone = ZoneInfo(timezone)
@@ -146,6 +152,9 @@ class Notifications:
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self._http = http or requests.Session()
+        #: How long after its confirmation a permanent advisor is due for re-confirmation
+        #: (for the date in the message; set by the app).
+        self.reconfirm_after = reconfirm_after
 
     @property
     def enabled(self) -> bool:
@@ -182,7 +191,61 @@ class Notifications:
         if event == "advisor.joined" and membership.created_by != membership.advisor_subject:
             # A temporary access someone else created: a tenant admin approving a request.
             facts["via"] = "access_request"
+        if event == "advisor.permanent_assigned":
+            proposal = session.scalars(select(PermanentProposal).where(
+                PermanentProposal.tenant_id == membership.tenant_id,
+                PermanentProposal.advisor_subject == membership.advisor_subject,
+                PermanentProposal.status == "pending")).first()
+            if proposal is not None and proposal.proposed_by != membership.created_by:
+                facts["via"] = "proposal"  # the tenant's admins accepted support's proposal
         self._queue(session, tenant, event, facts, now, tenant_id=membership.tenant_id)
+        if event == "advisor.permanent_lapsed":  # both sides are told
+            self._queue(session, tenant, event, facts, now, tenant_id=membership.tenant_id,
+                        recipients=self._advisor_address(session, membership.advisor_subject),
+                        webhook=False)
+
+    @staticmethod
+    def _advisor_address(session, subject: str) -> list[str]:
+        """The advisor's e-mail address as the directory knows it (none if unknown)."""
+        person = People.get(session, subject)
+        try:
+            return parse_addresses(person.email) if person is not None and person.email else []
+        except (ValueError, OverflowError):
+            return []  # the directory's value; never fail the change
+
+    def permanent_changed(self, session, change: str, subject, now: datetime) -> None:
+        """A permanent-consent listener: a proposal made or withdrawn and a re-confirmation
+        due (told to the tenant's admins), a proposal accepted or declined (told to the
+        advisor), in the transaction of the change."""
+        if not self.enabled or change not in (*TENANT_PERMANENT_EVENTS, "accepted", "declined"):
+            return
+        event = f"permanent_advisor.{change}"
+        tenant = session.get(Tenant, subject.tenant_id)
+        proposal = subject if isinstance(subject, PermanentProposal) else None
+        actor = proposal.decided_by or proposal.proposed_by if proposal else "system"
+        labels = People.labels(session, [subject.advisor_subject, actor])
+        facts = {
+            "event_id": str(uuid.uuid4()), "type": event, "at": _iso(now),
+            "tenant": subject.tenant_id, "tenant_name": tenant.name if tenant else None,
+            "advisor": subject.advisor_subject,
+            "advisor_name": labels.get(subject.advisor_subject) or subject.advisor_name,
+            "actor": actor, "actor_name": labels.get(actor),
+            "help_page": f"{self.issuer}/tenants/{subject.tenant_id}/help",
+            "advisor_page": f"{self.issuer}/advisor",
+        }
+        if proposal is not None:
+            facts.update(proposal=proposal.id, reason=proposal.reason,
+                         note=proposal.decision_note,
+                         accepted_by=[labels.get(s) or s for s in (proposal.accepted_by or ())])
+        else:
+            facts.update(membership=subject.id, confirmed_at=_iso(subject.confirmed_at),
+                         due_at=_iso(subject.confirmed_at + self.reconfirm_after)
+                         if subject.confirmed_at and self.reconfirm_after else None)
+        if change in TENANT_PERMANENT_EVENTS:
+            self._queue(session, tenant, event, facts, now, tenant_id=subject.tenant_id)
+        else:
+            self._queue(session, tenant, event, facts, now, tenant_id=subject.tenant_id,
+                        recipients=self._advisor_address(session, subject.advisor_subject))
 
     def access_recorded(self, session, client_id: str, record_ids: list[str],
                         now: datetime) -> None:
@@ -313,11 +376,12 @@ class Notifications:
         self._queue(session, tenant, "approval.pending", facts, now, tenant_id=approval.tenant_id)
 
     def _queue(self, session, tenant, event: str, facts: dict, now: datetime, *,
-               tenant_id: str | None = None, recipients: list[str] | None = None) -> None:
+               tenant_id: str | None = None, recipients: list[str] | None = None,
+               webhook: bool = True) -> None:
         """Outbox rows for ``event``: the webhook, and e-mail to ``recipients``, by default
         the tenant's addresses (none when the tenant row is gone)."""
         items = []
-        if self.webhook is not None:
+        if self.webhook is not None and webhook:
             items.append(("webhook", facts))
         if self.smtp is not None and (tenant is not None or recipients):
             if recipients is None:
@@ -459,10 +523,14 @@ class Notifications:
         kind = p["type"]
         if kind == "advisor.joined" and p.get("via") == "access_request":
             kind = "advisor.joined_by_request"
+        if kind == "advisor.permanent_assigned" and p.get("via") == "proposal":
+            kind = "advisor.permanent_accepted"
         subject = t[kind].format(name=name, tenant=p["tenant"])
         lines = [t["hello"], "", t[kind + ".body"].format(name=name, tenant=tenant, when=when)]
         if p["type"].startswith(("access_request.", "approval.")):
             return subject, "\n".join(lines + self._request_lines(t, lang, p))
+        if p["type"].startswith("permanent_advisor."):
+            return subject, "\n".join(lines + self._permanent_lines(t, lang, p))
         if kind == "advisor.joined_by_request" and p.get("actor_name"):
             lines.append(t["approved_by"].format(names=_one_line(p["actor_name"])))
         if p["type"] == "advisor.joined":
@@ -484,6 +552,23 @@ class Notifications:
             lines.append(t["by"].format(name=_one_line(p["actor_name"])))
         lines += ["", t["footer"], p["help_page"], "", t["auto"]]
         return subject, "\n".join(lines)
+
+    def _permanent_lines(self, t: dict, lang: str, p: dict) -> list[str]:
+        """The rest of a message about a proposed permanent advisor or a re-confirmation."""
+        kind, lines = p["type"], []
+        if p.get("reason") and kind == "permanent_advisor.proposed":
+            lines.append(t["reason"].format(reason=_one_line(p["reason"])))
+        if kind == "permanent_advisor.declined" and p.get("note"):
+            lines.append(t["request.note"].format(note=_one_line(p["note"])))
+        if kind == "permanent_advisor.accepted" and p.get("accepted_by"):
+            names = ", ".join(_one_line(n) for n in p["accepted_by"])
+            lines.append(t["accepted_by"].format(names=names))
+        if kind == "permanent_advisor.reconfirmation_due":
+            lines.append(t["reconfirm.due"].format(when=self._when(p.get("due_at"), lang)))
+        if kind in ("permanent_advisor.accepted", "permanent_advisor.declined"):
+            return lines + ["", t["request.advisor_footer"], p["advisor_page"], "", t["auto"]]
+        footer = "reconfirm.footer" if kind.endswith("reconfirmation_due") else "permanent.footer"
+        return lines + ["", t[footer], p["help_page"], "", t["auto"]]
 
     def _request_lines(self, t: dict, lang: str, p: dict) -> list[str]:
         """The rest of a message about an access request or a pending approval."""
@@ -513,6 +598,45 @@ class Notifications:
 TEXTS = {
     "de": {
         "hello": "Guten Tag,",
+        "advisor.permanent_accepted": "Permanenter Kundenberater {name} für Mandant {tenant}",
+        "advisor.permanent_accepted.body": "{name} ist seit {when} permanenter Kundenberater "
+                                           "des Mandanten {tenant}: der Vorschlag des Supports "
+                                           "wurde angenommen.",
+        "advisor.permanent_lapsed": "Permanenter Zugriff von {name} auf Mandant {tenant} beendet",
+        "advisor.permanent_lapsed.body": "der permanente Zugriff von {name} auf den Mandanten "
+                                         "{tenant} wurde nicht rechtzeitig bestätigt und ist am "
+                                         "{when} beendet worden.",
+        "permanent_advisor.proposed": "Vorschlag: {name} als permanenter Kundenberater für "
+                                      "Mandant {tenant}",
+        "permanent_advisor.proposed.body": "der Support schlägt am {when} {name} als "
+                                           "permanenten Kundenberater des Mandanten {tenant} "
+                                           "vor. Ohne Ihre Annahme erhält er keinen Zugriff.",
+        "permanent_advisor.withdrawn": "Vorschlag für {name} zurückgezogen",
+        "permanent_advisor.withdrawn.body": "der Support hat am {when} seinen Vorschlag, {name} "
+                                            "als permanenten Kundenberater des Mandanten "
+                                            "{tenant} einzusetzen, zurückgezogen.",
+        "permanent_advisor.accepted": "Sie sind permanenter Kundenberater für Mandant {tenant}",
+        "permanent_advisor.accepted.body": "der Mandant {tenant} hat am {when} angenommen, dass "
+                                           "Sie sein permanenter Kundenberater sind.",
+        "permanent_advisor.declined": "Mandant {tenant} lehnt Sie als permanenten "
+                                      "Kundenberater ab",
+        "permanent_advisor.declined.body": "der Mandant {tenant} hat am {when} abgelehnt, Sie "
+                                           "als permanenten Kundenberater einzusetzen.",
+        "permanent_advisor.reconfirmation_due": "Bitte bestätigen: permanenter Kundenberater "
+                                                "{name} für Mandant {tenant}",
+        "permanent_advisor.reconfirmation_due.body": "der permanente Zugriff von {name} auf den "
+                                                     "Mandanten {tenant} muss von einem "
+                                                     "Mandanten-Administrator erneut bestätigt "
+                                                     "werden.",
+        "reconfirm.due": "Bestätigen Sie bis {when}; danach endet der Zugriff nach einer "
+                         "Nachfrist.",
+        "reconfirm.footer": "Bestätigen oder entfernen können Sie den Kundenberater auf der "
+                            "Hilfeseite:",
+        "permanent.footer": "Annehmen oder ablehnen können Sie den Vorschlag auf der Hilfeseite:",
+        "accepted_by": "Angenommen von: {names}",
+        "approval.permanent_accept": "einen permanenten Kundenberater annehmen",
+        "approval.permanent_direct": "permanente Kundenberater wieder direkt durch den Support "
+                                     "zuweisen lassen",
         "advisor.joined_by_request": "Kundenberater {name} hat Zugriff auf Mandant {tenant}",
         "advisor.joined_by_request.body": "der Kundenberater {name} hat am {when} temporären "
                                           "Zugriff auf den Mandanten {tenant} erhalten: seine "
@@ -584,6 +708,38 @@ TEXTS = {
     },
     "en": {
         "hello": "Hello,",
+        "advisor.permanent_accepted": "Permanent advisor {name} for tenant {tenant}",
+        "advisor.permanent_accepted.body": "{name} has been a permanent advisor of tenant "
+                                           "{tenant} since {when}: support's proposal was "
+                                           "accepted.",
+        "advisor.permanent_lapsed": "Permanent access of {name} to tenant {tenant} ended",
+        "advisor.permanent_lapsed.body": "the permanent access of {name} to tenant {tenant} "
+                                         "was not re-confirmed in time and ended on {when}.",
+        "permanent_advisor.proposed": "Proposal: {name} as a permanent advisor of tenant "
+                                      "{tenant}",
+        "permanent_advisor.proposed.body": "on {when}, support proposes {name} as a permanent "
+                                           "advisor of tenant {tenant}. Without your "
+                                           "acceptance they get no access.",
+        "permanent_advisor.withdrawn": "Proposal of {name} withdrawn",
+        "permanent_advisor.withdrawn.body": "on {when}, support withdrew its proposal of {name} "
+                                            "as a permanent advisor of tenant {tenant}.",
+        "permanent_advisor.accepted": "You are a permanent advisor of tenant {tenant}",
+        "permanent_advisor.accepted.body": "on {when}, tenant {tenant} accepted you as its "
+                                           "permanent advisor.",
+        "permanent_advisor.declined": "Tenant {tenant} declined you as a permanent advisor",
+        "permanent_advisor.declined.body": "on {when}, tenant {tenant} declined to have you as "
+                                           "a permanent advisor.",
+        "permanent_advisor.reconfirmation_due": "Please re-confirm: permanent advisor {name} "
+                                                "of tenant {tenant}",
+        "permanent_advisor.reconfirmation_due.body": "the permanent access of {name} to tenant "
+                                                     "{tenant} must be re-confirmed by a "
+                                                     "tenant admin.",
+        "reconfirm.due": "Please re-confirm by {when}; after a grace period the access ends.",
+        "reconfirm.footer": "You can re-confirm or remove the advisor on the help page:",
+        "permanent.footer": "You can accept or decline the proposal on the help page:",
+        "accepted_by": "Accepted by: {names}",
+        "approval.permanent_accept": "accept a permanent advisor",
+        "approval.permanent_direct": "let support assign permanent advisors directly again",
         "advisor.joined_by_request": "Advisor {name} has access to tenant {tenant}",
         "advisor.joined_by_request.body": "advisor {name} got temporary access to tenant "
                                           "{tenant} on {when}: their access request was "
@@ -665,6 +821,10 @@ def _approval_text(t: dict, p: dict) -> str:
         return t["approval.max_age"].format(days=terms.get("days", "?"))
     if action == "tenant.four_eyes_off":
         return t["approval.four_eyes_off"]
+    if action == "permanent_advisor.accept":
+        return t["approval.permanent_accept"]
+    if action == "tenant.permanent_direct":
+        return t["approval.permanent_direct"]
     return _one_line(str(action))
 
 

@@ -109,6 +109,13 @@ class Settings:
     #: Four eyes: a first approval that no second tenant admin completes within this many
     #: hours lapses (one of an access request lapses with the request at the latest).
     four_eyes_expiry_hours: int = 24
+    #: A permanent advisor must be re-confirmed by a tenant admin this many days after its
+    #: assignment or last re-confirmation (domain/permanent_consent.py) ...
+    permanent_reconfirm_days: int = 180
+    #: ... its admins are asked this many days before that date (once) ...
+    permanent_reconfirm_notice_days: int = 14
+    #: ... and unconfirmed this many days after it, the access ends (revoked at once).
+    permanent_grace_days: int = 14
     #: Redis for instant revocation wake-ups across processes.
     redis_url: str = ""
     log_format: str = "json"
@@ -372,6 +379,9 @@ def _validate(s: Settings) -> None:
         ("reason_max_length", 10, 2000),
         ("access_request_expiry_hours", 1, 168),
         ("four_eyes_expiry_hours", 1, 168),
+        ("permanent_reconfirm_days", 7, 3650),
+        ("permanent_reconfirm_notice_days", 1, 365),
+        ("permanent_grace_days", 1, 365),
         ("upstream_cache_seconds", 0, 86400),
         ("upstream_leeway_seconds", 0, 300),
         ("max_request_bytes", 1024, 10 * 1024 * 1024),
@@ -398,6 +408,9 @@ def _validate(s: Settings) -> None:
         raise SettingsError("keycloak_account_cache_seconds", "must be from 0 to 300")
     if not 1 <= s.maintenance_interval <= 60:
         raise SettingsError("maintenance_interval", "must be from 1 to 60 seconds")
+    if s.permanent_reconfirm_notice_days >= s.permanent_reconfirm_days:
+        raise SettingsError("permanent_reconfirm_notice_days",
+                            "must be fewer days than permanent_reconfirm_days")
     if not 1 <= s.access_record_retention_days <= 3650:
         raise SettingsError("access_record_retention_days", "must be from 1 to 3650 days")
     if not 1 <= s.audit_checkpoint_seconds <= 86400:

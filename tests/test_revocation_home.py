@@ -84,6 +84,17 @@ def expire(s, ctx):
     s.maintenance.run_once()
 
 
+def reconfirmation_lapses(s, ctx):
+    """The membership made permanent, last confirmed beyond the period and the grace."""
+    settings = s.settings
+    with s.db.transaction() as session:
+        m = session.get(Membership, ctx.membership.id)
+        m.kind, m.expires_at = "permanent", None
+        m.confirmed_at = utcnow() - timedelta(days=settings.permanent_reconfirm_days
+                                              + settings.permanent_grace_days + 1)
+    s.maintenance.run_once()
+
+
 def supersede(s, ctx):
     with s.db.transaction() as session:
         tenant = s.memberships.tenant(session, TENANT)
@@ -132,6 +143,7 @@ CASES = {
     "expired": (expire, False),
     "superseded": (supersede, False),
     "upstream_account_ended": (account_disabled, False),
+    "reconfirmation_lapsed": (reconfirmation_lapses, False),
     "refresh_token_reuse": (reuse_refresh_token, False),
     "revoked_by_client": (revoke_by_client, False),
     "upstream_logout": (upstream_logout, False),

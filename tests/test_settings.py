@@ -55,6 +55,9 @@ def test_defaults():
     assert s.support_admin_role == "support-admin"
     assert s.tenant_admin_group == "/tenants/{tenant}/admins"
     assert s.temporary_max_age_days == 30
+    # Permanent advisors are re-confirmed every 180 days, asked 14 days ahead, 14 days' grace.
+    assert (s.permanent_reconfirm_days, s.permanent_reconfirm_notice_days,
+            s.permanent_grace_days) == (180, 14, 14)
     assert s.code_ttl_seconds == 3600  # DESIGN.md 1: a code is valid for 60 minutes
     assert s.code_max_failures == 5
     assert s.code_guess_window == (10, 900)
@@ -95,9 +98,12 @@ def test_environment_variables_are_read():
         "IDP_BRIDGE_MFA_REQUIRED": "true",
         "IDP_BRIDGE_UPSTREAM_TIMEOUT_SECONDS": "2.5",
         "IDP_BRIDGE_SIGNING_ALG": "RS256",
+        "IDP_BRIDGE_PERMANENT_RECONFIRM_DAYS": "365",
+        "IDP_BRIDGE_PERMANENT_GRACE_DAYS": "30",
         "UNRELATED": "ignored",
     }
     s = Settings.load(environ=environ)
+    assert (s.permanent_reconfirm_days, s.permanent_grace_days) == (365, 30)
     assert s.issuer == "https://bridge.example"
     assert s.upstream_issuer == "https://sso.example/realms/x"
     assert s.access_token_lifetime == 600
@@ -190,6 +196,13 @@ def test_config_file_override_beats_environment_config(tmp_path):
     pytest.param({"access_token_lifetime": True}, "access_token_lifetime", id="lifetime-bool"),
     pytest.param({"refresh_token_lifetime": 59}, "refresh_token_lifetime", id="refresh-low"),
     pytest.param({"temporary_max_age_days": 0}, "temporary_max_age_days", id="max-age-zero"),
+    pytest.param({"permanent_reconfirm_days": 6}, "permanent_reconfirm_days",
+                 id="reconfirm-too-short"),
+    pytest.param({"permanent_grace_days": 0}, "permanent_grace_days", id="grace-zero"),
+    pytest.param({"permanent_reconfirm_notice_days": 0}, "permanent_reconfirm_notice_days",
+                 id="notice-zero"),
+    pytest.param({"permanent_reconfirm_days": 30, "permanent_reconfirm_notice_days": 30},
+                 "permanent_reconfirm_notice_days", id="notice-not-before-due"),
     pytest.param({"code_ttl_seconds": 10}, "code_ttl_seconds", id="code-ttl-low"),
     pytest.param({"code_max_failures": 0}, "code_max_failures", id="max-failures-zero"),
     pytest.param({"mfa_required": "maybe"}, "mfa_required", id="bool-garbage"),

@@ -112,7 +112,21 @@ def membership_json(m) -> dict:
         "reason": m.reason, "expires_at": iso(m.expires_at),
         "last_token_issued_at": iso(m.last_token_at), "created_by": m.created_by,
         "group": m.group_id,
+        **({"confirmed_at": iso(m.confirmed_at), "reconfirm_due_at": iso(m.reconfirm_due_at),
+            "lapses_at": iso(m.lapses_at)} if m.kind == "permanent" else {}),
     }
+
+
+def proposal_json(p) -> dict:
+    """Support's proposal of a permanent advisor and its answer."""
+    return {"id": p.id, "tenant": p.tenant_id, "tenant_name": p.tenant_name,
+            "advisor": p.advisor_subject, "advisor_name": p.advisor_name, "reason": p.reason,
+            "status": p.status, "proposed_by": p.proposed_by,
+            "proposed_by_name": p.proposed_by_name, "proposed_at": iso(p.proposed_at),
+            "decided_at": iso(p.decided_at), "decided_by": p.decided_by,
+            "decided_by_name": p.decided_by_name, "accepted_by": list(p.accepted_by),
+            "note": p.note, "membership_id": p.membership_id,
+            "first_approval": approval_json(p.first_approval) if p.first_approval else None}
 
 
 def person_json(person) -> dict:
@@ -139,7 +153,8 @@ def tenant_json(tenant) -> dict:
     return {"id": tenant.id, "name": tenant.name,
             "temporary_max_age_days": tenant.temporary_max_age_days,
             "temporary_max_age_days_limit": tenant.temporary_max_age_days_limit,
-            "access_modes": tenant.access_modes, "four_eyes": tenant.four_eyes}
+            "access_modes": tenant.access_modes, "four_eyes": tenant.four_eyes,
+            "permanent_mode": tenant.permanent_mode}
 
 
 def approval_json(a) -> dict:

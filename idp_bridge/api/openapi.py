@@ -6,6 +6,7 @@ from ..domain.access_requests import ACCESS_MODES, STATUSES as REQUEST_STATUSES
 from ..domain.approvals import STATUSES as APPROVAL_STATUSES
 from ..domain.audit import EVENTS
 from ..domain.people import SEARCH_LIMIT_MAX, SEARCH_MAX, SEARCH_MIN
+from ..domain.permanent_consent import MODES as PERMANENT_MODES, STATUSES as PROPOSAL_STATUSES
 from ..request_guard import MAX_QUERY_INT
 from ..services.receipts import REASONS as RECEIPT_REASONS
 
@@ -161,6 +162,56 @@ def openapi_document(issuer: str) -> dict:
                 "delete": _op("Remove a permanent advisor", "support admin", ok=no_content,
                               params=["tenant", "advisor_subject"]),
             },
+            "/api/tenants/{tenant_id}/permanent-proposals": {
+                "get": _op("Pending proposals of permanent advisors, oldest first, each with "
+                           "its first acceptance where four eyes awaits a second admin",
+                           "tenant admin or support admin",
+                           ok={"200": _json("PermanentProposalList")}, params=["tenant"]),
+                "post": _op("Propose a permanent advisor (an enabled person of the directory "
+                            "with the advisor role; unknown 404 person_unknown, disabled 409 "
+                            "person_disabled, no advisor role 400 person_not_advisor): nothing "
+                            "is live until a tenant admin accepts. Refused: already permanent "
+                            "409 already_permanent, a proposal pending 409 proposal_pending, "
+                            "a guest 409 advisor_is_guest", "support admin",
+                            ok={"201": _json("PermanentProposal", "Proposed")},
+                            params=["tenant"],
+                            body={"$ref": "#/components/schemas/PermanentProposalCreate"},
+                            errors=(400, 401, 403, 404, 409, 503))},
+            "/api/tenants/{tenant_id}/permanent-proposals/{proposal_id}": {"delete": _op(
+                "Withdraw a pending proposal (a first acceptance of it is closed)",
+                "support admin", ok={"200": _json("PermanentProposal", "Withdrawn")},
+                params=["tenant", "proposal_id"], errors=(401, 403, 404, 409))},
+            "/api/tenants/{tenant_id}/permanent-proposals/{proposal_id}/accept": {"post": _op(
+                "Accept a proposed permanent advisor: 200 with the permanent membership (a "
+                "temporary access of the advisor is superseded); under four eyes the first "
+                "acceptance is held (202) and a second, different admin's acceptance (here or "
+                "under /approvals) completes it. Refused: the advisor themselves 403 "
+                "own_permanent_access, the same admin twice 403 same_approver, answered or "
+                "withdrawn 409 proposal_closed", "tenant admin",
+                ok={"200": _json("PermanentAcceptance", "Accepted"),
+                    "202": _json("PermanentAcceptance", "Held for a second admin")},
+                params=["tenant", "proposal_id"], errors=(400, 401, 403, 404, 409))},
+            "/api/tenants/{tenant_id}/permanent-proposals/{proposal_id}/decline": {"post": _op(
+                "Decline a proposed permanent advisor with a note (required); a first "
+                "acceptance of it is closed", "tenant admin",
+                ok={"200": _json("PermanentProposal", "Declined")},
+                params=["tenant", "proposal_id"],
+                body={"$ref": "#/components/schemas/AccessRequestDenial"},
+                errors=(400, 401, 403, 404, 409))},
+            "/api/tenants/{tenant_id}/permanent-confirmations": {"get": _op(
+                "The tenant's permanent advisors with their last confirmation, the date their "
+                "re-confirmation is due and the date they lapse unconfirmed", "tenant admin",
+                ok={"200": _json("MembershipList")}, params=["tenant"])},
+            "/api/tenants/{tenant_id}/memberships/{membership_id}/reconfirm": {"post": _op(
+                "Re-confirm a permanent advisor: the next re-confirmation is due a full period "
+                "from now. Refused: not permanent 409 not_permanent, ended 409 "
+                "membership_ended, the advisor themselves 403 own_permanent_access",
+                "tenant admin", ok={"200": _json("Membership", "Re-confirmed")},
+                params=["tenant", "membership_id"], errors=(400, 401, 403, 404, 409))},
+            "/api/permanent-proposals": {"get": _op(
+                "Every pending proposal of a permanent advisor (tenant filters)",
+                "support admin", ok={"200": _json("PermanentProposalList")},
+                params=["tenant_filter"], errors=(401, 403))},
             "/api/directory/advisors": {"get": _op(
                 "Advisors of the directory whose name, username or e-mail matches q",
                 "support admin", ok={"200": _json("PeopleFound")}, params=["q", "search_limit"],
@@ -243,6 +294,10 @@ def openapi_document(issuer: str) -> dict:
                                     "schema": {"type": "string"}},
                 "request_id": {"name": "request_id", "in": "path", "required": True,
                                "schema": {"type": "string", "format": "uuid"}},
+                "proposal_id": {"name": "proposal_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}},
+                "tenant_filter": {"name": "tenant", "in": "query", "required": False,
+                                  "schema": {"type": "string"}},
                 "approval_id": {"name": "approval_id", "in": "path", "required": True,
                                 "schema": {"type": "string", "format": "uuid"}},
                 "before": {"name": "before", "in": "query", "schema": {
@@ -312,7 +367,16 @@ def openapi_document(issuer: str) -> dict:
                     "expires_at": {"type": ["string", "null"], "format": "date-time"},
                     "last_token_issued_at": {"type": ["string", "null"], "format": "date-time"},
                     "created_by": {"type": "string"},
-                    "group": {"type": ["string", "null"]}}},
+                    "group": {"type": ["string", "null"]},
+                    "confirmed_at": {"type": ["string", "null"], "format": "date-time",
+                                     "description": "permanent only: the last confirmation "
+                                                    "(assignment, acceptance, re-confirmation)"},
+                    "reconfirm_due_at": {"type": ["string", "null"], "format": "date-time",
+                                         "description": "permanent only: a tenant admin must "
+                                                        "re-confirm by then"},
+                    "lapses_at": {"type": ["string", "null"], "format": "date-time",
+                                  "description": "permanent only: unconfirmed, the access "
+                                                 "ends then (after the grace period)"}}},
                 "MembershipDetail": {"allOf": [{"$ref": "#/components/schemas/Membership"}, {
                     "type": "object",
                     "required": ["ended_at", "ended_by", "end_reason", "revocation_receipts"],
@@ -405,7 +469,11 @@ def openapi_document(issuer: str) -> dict:
                     "four_eyes": {"type": "boolean", "description":
                                   "approving access requests, lengthening the maximum age "
                                   "and turning four eyes off need a second, different "
-                                  "admin"}}},
+                                  "admin"},
+                    "permanent_mode": {"enum": list(PERMANENT_MODES), "description":
+                                       "direct: support assigns permanent advisors; accept: "
+                                       "support proposes, a tenant admin accepts (back to "
+                                       "direct needs four eyes)"}}},
                 "TenantChange": {"allOf": [{"$ref": "#/components/schemas/Tenant"}, {
                     "type": "object", "properties": {
                         "memberships_expired": {"type": "integer"},
@@ -415,7 +483,8 @@ def openapi_document(issuer: str) -> dict:
                                  "minProperties": 1, "properties": {
                                      "temporary_max_age_days": {"type": "integer", "minimum": 1},
                                      "access_modes": {"enum": list(ACCESS_MODES)},
-                                     "four_eyes": {"type": "boolean"}}},
+                                     "four_eyes": {"type": "boolean"},
+                                     "permanent_mode": {"enum": list(PERMANENT_MODES)}}},
                 "AccessRequestCreate": {"type": "object", "additionalProperties": False,
                                         "required": ["tenant", "reason", "duration_hours"],
                                         "properties": {
@@ -433,6 +502,38 @@ def openapi_document(issuer: str) -> dict:
                                         "required": ["note"],
                                         "properties": {"note": {"type": "string",
                                                                 "minLength": 1}}},
+                "PermanentProposalCreate": {"type": "object", "additionalProperties": False,
+                                            "required": ["advisor"], "properties": {
+                                                "advisor": {"type": "string",
+                                                            "description": "the subject"},
+                                                "reason": {"type": "string"}}},
+                "PermanentProposal": {"type": "object", "required": [
+                    "id", "tenant", "advisor", "status", "proposed_by", "proposed_at"],
+                    "properties": {
+                    "id": {"type": "string"}, "tenant": {"type": "string"},
+                    "tenant_name": {"type": ["string", "null"]},
+                    "advisor": {"type": "string"}, "advisor_name": {"type": ["string", "null"]},
+                    "reason": {"type": ["string", "null"]},
+                    "status": {"enum": list(PROPOSAL_STATUSES)},
+                    "proposed_by": {"type": "string"},
+                    "proposed_by_name": {"type": ["string", "null"]},
+                    "proposed_at": {"type": "string", "format": "date-time"},
+                    "decided_at": {"type": ["string", "null"], "format": "date-time"},
+                    "decided_by": {"type": ["string", "null"]},
+                    "decided_by_name": {"type": ["string", "null"]},
+                    "accepted_by": {"type": "array", "items": {"type": "string"}},
+                    "note": {"type": ["string", "null"]},
+                    "membership_id": {"type": ["string", "null"]},
+                    "first_approval": {"oneOf": [{"type": "null"},
+                                                 {"$ref": "#/components/schemas/Approval"}]}}},
+                "PermanentProposalList": {"type": "object", "properties": {"proposals": {
+                    "type": "array", "items": {"$ref": "#/components/schemas/PermanentProposal"}}}},
+                "PermanentAcceptance": {"type": "object", "properties": {
+                    "proposal": {"$ref": "#/components/schemas/PermanentProposal"},
+                    "membership": {"oneOf": [{"type": "null"},
+                                             {"$ref": "#/components/schemas/Membership"}]},
+                    "pending_approval": {"oneOf": [{"type": "null"},
+                                                   {"$ref": "#/components/schemas/Approval"}]}}},
                 "ApprovalRejection": {"type": "object", "additionalProperties": False,
                                       "properties": {"note": {"type": "string"}}},
                 "AccessRequest": {"type": "object", "required": [
@@ -470,7 +571,8 @@ def openapi_document(issuer: str) -> dict:
                     "first_approved_at", "expires_at"], "properties": {
                     "id": {"type": "string"}, "tenant": {"type": "string"},
                     "action": {"type": "string", "examples": [
-                        "access_request.approve", "tenant.max_age", "tenant.four_eyes_off"]},
+                        "access_request.approve", "tenant.max_age", "tenant.four_eyes_off",
+                        "permanent_advisor.accept", "tenant.permanent_direct"]},
                     "target": {"type": "string"}, "terms": {"type": "object"},
                     "status": {"enum": list(APPROVAL_STATUSES)},
                     "first_approver": {"type": "string"},

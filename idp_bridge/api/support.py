@@ -6,7 +6,8 @@ from __future__ import annotations
 from flask import g, jsonify, request
 
 from ..domain.errors import InvalidInput
-from .common import authenticated, bp, json_body, membership_json, only, person_json, use_cases
+from .common import (authenticated, bp, json_body, membership_json, only, person_json,
+                     proposal_json, use_cases)
 
 
 def _support():
@@ -40,6 +41,35 @@ def permanent_assign(tenant_id, advisor_subject):
 def permanent_remove(tenant_id, advisor_subject):
     _support().remove(g.identity, tenant_id, advisor_subject)
     return "", 204
+
+
+# --- proposals of permanent advisors (the tenant accepts them) ---
+@bp.post("/tenants/<tenant_id>/permanent-proposals")
+@authenticated
+def permanent_propose(tenant_id):
+    """Support proposes ``advisor`` (a subject the directory resolves to an enabled advisor)
+    with an optional ``reason``; nothing is live until a tenant admin accepts."""
+    use_cases().authorize.support_admin(g.identity)
+    body = json_body()
+    only(body, {"advisor", "reason"})
+    proposal = use_cases().permanent.propose(g.identity, tenant_id, body.get("advisor"),
+                                             reason=body.get("reason"))
+    return jsonify(proposal_json(proposal)), 201
+
+
+@bp.delete("/tenants/<tenant_id>/permanent-proposals/<proposal_id>")
+@authenticated
+def permanent_withdraw(tenant_id, proposal_id):
+    return jsonify(proposal_json(use_cases().permanent.withdraw(g.identity, tenant_id,
+                                                                proposal_id)))
+
+
+@bp.get("/permanent-proposals")
+@authenticated
+def permanent_proposals_everywhere():
+    """Support: every pending proposal (``tenant`` filters)."""
+    return jsonify(proposals=[proposal_json(p) for p in use_cases().permanent.pending_everywhere(
+        g.identity, request.args.get("tenant"))])
 
 
 @bp.get("/directory/advisors")

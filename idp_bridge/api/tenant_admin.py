@@ -12,7 +12,8 @@ from scopes.catalog import ProfileChangeRefused
 from ..domain.errors import InvalidInput
 from ..request_guard import MAX_QUERY_INT, parse_int
 from .common import (PROFILE_FIELDS, access_request_json, approval_json, authenticated, bp,
-                     error, iso, json_body, membership_json, only, tenant_json, use_cases)
+                     error, iso, json_body, membership_json, only, proposal_json, tenant_json,
+                     use_cases)
 
 
 def _admin():
@@ -25,7 +26,7 @@ def tenant_show(tenant_id):
     return jsonify(tenant_json(_admin().tenant(g.identity, tenant_id)))
 
 
-SETTINGS_FIELDS = ("temporary_max_age_days", "access_modes", "four_eyes")
+SETTINGS_FIELDS = ("temporary_max_age_days", "access_modes", "four_eyes", "permanent_mode")
 
 
 @bp.patch("/tenants/<tenant_id>")
@@ -90,6 +91,57 @@ def access_request_deny(tenant_id, request_id):
     only(body, {"note"})
     return jsonify(access_request_json(_requests().deny(g.identity, tenant_id, request_id,
                                                         note=body.get("note"))))
+
+
+# --- permanent advisors with the tenant's consent ---
+@bp.get("/tenants/<tenant_id>/permanent-proposals")
+@authenticated
+def permanent_proposal_list(tenant_id):
+    """Pending proposals of permanent advisors (the tenant's admins and support)."""
+    return jsonify(proposals=[proposal_json(p) for p in
+                              use_cases().permanent.proposals(g.identity, tenant_id)])
+
+
+@bp.post("/tenants/<tenant_id>/permanent-proposals/<proposal_id>/accept")
+@authenticated
+def permanent_proposal_accept(tenant_id, proposal_id):
+    """Accept: 200 with the permanent membership, or under four eyes 202 with the first
+    acceptance awaiting a second admin."""
+    use_cases().authorize.tenant_admin(g.identity, tenant_id)
+    only(json_body(), set())
+    done = use_cases().permanent.accept(g.identity, tenant_id, proposal_id)
+    answer = {"proposal": proposal_json(done.proposal),
+              "membership": membership_json(done.membership) if done.membership else None,
+              "pending_approval": approval_json(done.approval) if done.approval else None}
+    return jsonify(answer), 200 if done.applied else 202
+
+
+@bp.post("/tenants/<tenant_id>/permanent-proposals/<proposal_id>/decline")
+@authenticated
+def permanent_proposal_decline(tenant_id, proposal_id):
+    use_cases().authorize.tenant_admin(g.identity, tenant_id)
+    body = json_body()
+    only(body, {"note"})
+    return jsonify(proposal_json(use_cases().permanent.decline(
+        g.identity, tenant_id, proposal_id, note=body.get("note"))))
+
+
+@bp.get("/tenants/<tenant_id>/permanent-confirmations")
+@authenticated
+def permanent_confirmations(tenant_id):
+    """The tenant's permanent advisors with ``confirmed_at``, ``reconfirm_due_at`` and
+    ``lapses_at``."""
+    return jsonify(memberships=[membership_json(m) for m in
+                                use_cases().permanent.confirmations(g.identity, tenant_id)])
+
+
+@bp.post("/tenants/<tenant_id>/memberships/<membership_id>/reconfirm")
+@authenticated
+def permanent_reconfirm(tenant_id, membership_id):
+    use_cases().authorize.tenant_admin(g.identity, tenant_id)
+    only(json_body(), set())
+    return jsonify(membership_json(use_cases().permanent.reconfirm(g.identity, tenant_id,
+                                                                   membership_id)))
 
 
 @bp.get("/tenants/<tenant_id>/approvals")

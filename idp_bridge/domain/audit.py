@@ -42,6 +42,13 @@ EVENTS = (
     "approval.closed",
     "approval.expired",
     "tenant.settings_changed",
+    "permanent_advisor.proposed",
+    "permanent_advisor.accepted",
+    "permanent_advisor.declined",
+    "permanent_advisor.withdrawn",
+    "permanent_advisor.reconfirmed",
+    "permanent_advisor.reconfirmation_due",
+    "permanent_advisor.lapsed",
 )
 
 

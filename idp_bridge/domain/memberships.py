@@ -122,6 +122,9 @@ class Memberships:
             created_at=now, created_by=created_by,
             expires_at=now + lifetime if kind == "temporary" else None,
             group_id=group_id,
+            # A permanent advisor is confirmed by its creation (support's assignment, the
+            # tenant's acceptance): re-confirmation is due from then (permanent_consent.py).
+            confirmed_at=now if kind == "permanent" else None,
         )
         session.add(membership)
         # The partial unique index on (tenant_id, advisor_subject) of active memberships
@@ -173,8 +176,11 @@ class Memberships:
         return membership
 
     def assign_permanent(self, session, tenant: Tenant, *, subject: str, name: str | None,
-                         by: str, now: datetime) -> tuple[Membership, bool]:
+                         by: str, now: datetime, actor_role: str = "support_admin",
+                         detail: dict | None = None) -> tuple[Membership, bool]:
         """Make ``subject`` a permanent advisor of ``tenant``; returns (membership, created).
+        Support assigns (``actor_role`` ``support_admin``), or the tenant's admins accept
+        support's proposal (``tenant_admin``, ``detail`` naming it).
 
         An active temporary membership is superseded (its grant revoked): its tokens say
         ``membership: temporary`` and must not outlive that fact.
@@ -186,11 +192,11 @@ class Memberships:
             raise Conflict("this advisor is a guest of the tenant; remove the guest access first",
                            code="advisor_is_guest")
         if current is not None:
-            self.end(session, current, by=by, actor_role="support_admin", reason="superseded",
+            self.end(session, current, by=by, actor_role=actor_role, reason="superseded",
                      now=now)
             session.flush()
         membership = self.create(session, tenant, subject=subject, name=name, kind="permanent",
-                                 created_by=by, actor_role="support_admin", now=now)
+                                 created_by=by, actor_role=actor_role, now=now, detail=detail)
         return membership, True
 
 

@@ -55,6 +55,7 @@ CAUSES: dict[str, Cause] = {c.reason: c for c in (
     Cause("expired", "grant", "membership.ended"),
     Cause("superseded", "grant", "membership.ended"),
     Cause("upstream_account_ended", "grant", "membership.ended"),
+    Cause("reconfirmation_lapsed", "grant", "membership.ended"),
     Cause("refresh_token_reuse", "family", "token.family_revoked"),
     Cause("revoked_by_client", "family", "token.family_revoked"),
     Cause("upstream_logout", "family", "token.family_revoked"),

@@ -6,6 +6,7 @@ setting                       tightening (at once)            loosening
 ``temporary_max_age_days``    shortening                      lengthening: four eyes
 ``four_eyes``                 turning it on                   turning it off: four eyes
 ``access_modes``              either way at once (a request grants nothing until approved)
+``permanent_mode``            ``accept`` (the tenant consents) back to ``direct``: four eyes
 ============================  ==============================  =============================
 
 "Four eyes" means :meth:`~idp_bridge.domain.approvals.FourEyes.approve`: applied at once when
@@ -23,9 +24,11 @@ from . import audit
 from .access_requests import check_access_modes
 from .approvals import Action, Outcome
 from .errors import InvalidInput
+from .permanent_consent import check_mode
 
 MAX_AGE = "tenant.max_age"
 FOUR_EYES_OFF = "tenant.four_eyes_off"
+PERMANENT_DIRECT = "tenant.permanent_direct"
 
 
 class TenantSettings:
@@ -34,6 +37,7 @@ class TenantSettings:
         self.four_eyes = four_eyes
         four_eyes.register(Action(MAX_AGE, apply=self._apply_max_age))
         four_eyes.register(Action(FOUR_EYES_OFF, apply=self._apply_four_eyes_off))
+        four_eyes.register(Action(PERMANENT_DIRECT, apply=self._apply_permanent_direct))
 
     def current_max_age_days(self, tenant) -> int:
         return tenant.temporary_max_age_days or self.memberships.default_max_age_days
@@ -68,7 +72,26 @@ class TenantSettings:
             self._audit(session, tenant, "access_modes", old, modes, (by,), now)
         return Outcome(True, None, None, (by,))
 
+    def set_permanent_mode(self, session, tenant, mode, *, by: str, now: datetime) -> Outcome:
+        """``accept`` (the tenant's admins accept support's proposals) at once; back to
+        ``direct`` (support assigns alone) through four eyes."""
+        mode = check_mode(mode)
+        old = tenant.permanent_mode or "direct"
+        if mode == old:
+            return Outcome(True, None, None, (by,))
+        if mode == "accept":
+            tenant.permanent_mode = "accept"
+            self._audit(session, tenant, "permanent_mode", old, mode, (by,), now)
+            return Outcome(True, None, None, (by,))
+        return self.four_eyes.approve(session, tenant, PERMANENT_DIRECT, "permanent_mode",
+                                      {"permanent_mode": "direct"}, by=by, now=now)
+
     # --- what four eyes applies ---
+    def _apply_permanent_direct(self, session, tenant, _target, _terms, approvers, now) -> None:
+        if (tenant.permanent_mode or "direct") != "direct":
+            tenant.permanent_mode = "direct"
+            self._audit(session, tenant, "permanent_mode", "accept", "direct", approvers, now)
+
     def _apply_max_age(self, session, tenant, _target, terms, approvers, now) -> int:
         old = self.current_max_age_days(tenant)
         ended = self.memberships.set_temporary_max_age(session, tenant, terms["days"], now)

@@ -33,6 +33,9 @@ module                 use cases
                        admins': open requests, approve (four eyes), deny
 ``approvals``          four eyes: pending first approvals, complete as the second admin,
                        reject
+``permanent_consent``  permanent advisors with the tenant's consent: support proposes or
+                       withdraws; the tenant admins accept (four eyes), decline,
+                       re-confirm; proposals and confirmation dates
 ``audit_chain``        the tenant's audit chain: export pages, the latest checkpoint,
                        the checkpoint keys
 ``tokens``             exchange, refresh, redeem (join), open tenant, RFC 7009,
@@ -53,6 +56,7 @@ from .authorization import Authorizer
 from .callers import Callers
 from .directory import PeopleDirectory, SignIns
 from .groups import Groups
+from .permanent_consent import PermanentAdvisors
 from .support import Support
 from .tenant_admin import TenantAdmin
 from .web_sign_in import WebSignIn
@@ -79,12 +83,15 @@ class UseCases:
     approvals: Approvals
     #: The tenant's audit chain: export, checkpoints, their keys.
     audit_chains: AuditChains | None = None
+    #: Permanent advisors with the tenant's consent, re-confirmation.
+    permanent: PermanentAdvisors | None = None
 
 
 def build_use_cases(*, db, roles, validator, session_has_ended, memberships, codes, guests,
                     web_sessions, people, directory, sign_ins: SignIns,
                     tenant_admin_group: str, timezone: str, access_requests, four_eyes,
-                    tenant_settings, access_listeners=(), checkpoints=None) -> UseCases:
+                    tenant_settings, access_listeners=(), checkpoints=None,
+                    permanent_consent=None) -> UseCases:
     authorize = Authorizer(roles, tenant_admin_group=tenant_admin_group)
     common = {"db": db, "authorize": authorize, "memberships": memberships}
     found = PeopleDirectory(**common, directory=directory, people=people)
@@ -95,7 +102,7 @@ def build_use_cases(*, db, roles, validator, session_has_ended, memberships, cod
         tenant_admin=TenantAdmin(**common, codes=codes, guests=guests, people=people,
                                  timezone=timezone, settings=tenant_settings),
         advisors=Advisors(**common, guests=guests),
-        support=Support(**common, directory=found, people=people),
+        support=Support(**common, directory=found, people=people, consent=permanent_consent),
         groups=Groups(**common, guests=guests, directory=found, people=people),
         web_sign_in=WebSignIn(db=db, web_sessions=web_sessions, sign_ins=sign_ins),
         directory=found,
@@ -106,4 +113,7 @@ def build_use_cases(*, db, roles, validator, session_has_ended, memberships, cod
                                               four_eyes=four_eyes, people=people),
         approvals=Approvals(**common, four_eyes=four_eyes, people=people),
         audit_chains=AuditChains(**common, checkpoints=checkpoints)
-        if checkpoints is not None else None)
+        if checkpoints is not None else None,
+        permanent=PermanentAdvisors(**common, consent=permanent_consent, directory=found,
+                                    four_eyes=four_eyes, people=people)
+        if permanent_consent is not None else None)

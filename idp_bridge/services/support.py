@@ -7,6 +7,8 @@ and the name shown is the directory's, never text the support admin typed."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlalchemy import select
 
 from ..domain.errors import NotFound
@@ -17,15 +19,24 @@ from .values import MembershipInfo, TenantInfo, named
 
 
 class Support:
-    def __init__(self, *, db, authorize, memberships, directory, people):
+    def __init__(self, *, db, authorize, memberships, directory, people, consent=None):
         self.db = db
         self.authorize = authorize
         self.memberships = memberships
         self.directory = directory
         self.people = people
+        #: The tenant's consent (domain/permanent_consent.py): a tenant that accepts its
+        #: permanent advisors itself refuses a direct assignment.
+        self.consent = consent
 
     def _named(self, session, infos):
-        return named(session, self.people, infos)
+        """``infos`` named from the directory, with the re-confirmation dates."""
+        infos = named(session, self.people, infos)
+        if self.consent is None:
+            return infos
+        return [replace(i, reconfirm_due_at=self.consent.due_at(i),
+                        lapses_at=self.consent.lapses_at(i)) if i.kind == "permanent" else i
+                for i in infos]
 
     def permanent_advisors(self, caller, tenant_id: str) -> list[MembershipInfo]:
         self.authorize.support_admin(caller)
@@ -40,15 +51,17 @@ class Support:
         """Make the advisor ``subject`` (resolved by the directory: an enabled person with
         the advisor role) a permanent advisor of the tenant; returns (membership, created).
         An active temporary membership is superseded; a guest must be removed first
-        (``advisor_is_guest``)."""
+        (``advisor_is_guest``). A tenant that accepts permanent advisors itself refuses
+        (``tenant_consent_required``): support proposes instead."""
         self.authorize.support_admin(caller)
         person = self.directory.advisor(subject)
         with self.db.transaction() as session:
             tenant = self.memberships.tenant(session, tenant_id)
             self.directory.remember(session, person)
-            membership, created = self.memberships.assign_permanent(
-                session, tenant, subject=person.subject, name=person.display, by=caller.subject,
-                now=utcnow())
+            assign = self.consent.assign if self.consent is not None \
+                else self.memberships.assign_permanent
+            membership, created = assign(session, tenant, subject=person.subject,
+                                         name=person.display, by=caller.subject, now=utcnow())
             info = MembershipInfo.of(membership, tenant_name=tenant.name)
             return self._named(session, [info])[0], created
 

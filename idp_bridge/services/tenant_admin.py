@@ -117,7 +117,8 @@ class TenantAdmin:
         return self.update_settings(caller, tenant_id, {"temporary_max_age_days": days})
 
     def update_settings(self, caller, tenant_id: str, changes: dict) -> "SettingsChange":
-        """Change any of ``four_eyes``, ``access_modes`` and ``temporary_max_age_days`` in
+        """Change any of ``four_eyes``, ``access_modes``, ``permanent_mode`` and
+        ``temporary_max_age_days`` in
         one unit of work (:class:`~idp_bridge.domain.tenant_settings.TenantSettings`: what
         loosens needs four eyes where the tenant asks for it, and is then held for a second
         admin). ``four_eyes`` is read first, so that turning it on covers the rest of the
@@ -134,6 +135,9 @@ class TenantAdmin:
             if "access_modes" in changes:
                 outcomes.append(self.settings.set_access_modes(
                     session, tenant, changes["access_modes"], by=by, now=now))
+            if "permanent_mode" in changes:
+                outcomes.append(self.settings.set_permanent_mode(
+                    session, tenant, changes["permanent_mode"], by=by, now=now))
             ended = 0
             if "temporary_max_age_days" in changes:
                 outcome = self.settings.set_max_age(session, tenant,

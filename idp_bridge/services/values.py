@@ -22,6 +22,8 @@ class TenantInfo:
     access_modes: str = "both"
     #: Four eyes: certain decisions need a second, different admin.
     four_eyes: bool = False
+    #: Permanent advisors: ``direct`` (support assigns) or ``accept`` (the tenant accepts).
+    permanent_mode: str = "direct"
 
     @classmethod
     def of(cls, tenant, limit: int) -> "TenantInfo":
@@ -31,7 +33,8 @@ class TenantInfo:
                    notification_emails=tenant.notification_emails,
                    notify_first_access=bool(tenant.notify_first_access),
                    access_modes=tenant.access_modes or "both",
-                   four_eyes=bool(tenant.four_eyes))
+                   four_eyes=bool(tenant.four_eyes),
+                   permanent_mode=tenant.permanent_mode or "direct")
 
     @property
     def allows_codes(self) -> bool:
@@ -61,6 +64,11 @@ class MembershipInfo:
     #: The advisor's e-mail address (else username) as the directory knows it: what tells
     #: a person apart where a name is not enough (the user list).
     advisor_contact: str | None = None
+    #: Permanent only: the last confirmation, when the next re-confirmation is due and when
+    #: the access lapses unconfirmed (filled by the use cases that know the periods).
+    confirmed_at: datetime | None = None
+    reconfirm_due_at: datetime | None = None
+    lapses_at: datetime | None = None
 
     @property
     def shown_name(self) -> str:
@@ -73,7 +81,8 @@ class MembershipInfo:
                    advisor_name=m.advisor_name, kind=m.kind, created_at=m.created_at,
                    created_by=m.created_by, reason=m.reason, expires_at=m.expires_at,
                    last_token_at=m.last_token_at, group_id=m.group_id,
-                   tenant_name=tenant_name, group_name=group_name)
+                   tenant_name=tenant_name, group_name=group_name,
+                   confirmed_at=getattr(m, "confirmed_at", None))
 
 
 @dataclass(frozen=True)
@@ -248,3 +257,41 @@ def named(session, people, infos) -> list:
 def named_invitations(infos, labels: dict[str, str]) -> list:
     return [replace(i, invitee_name=labels.get(i.invitee_subject)) if i.invitee_subject else i
             for i in infos]
+
+
+@dataclass(frozen=True)
+class ProposalInfo:
+    """Support's proposal of a permanent advisor to a tenant, and its answer."""
+
+    id: str
+    tenant_id: str
+    advisor_subject: str
+    advisor_name: str | None
+    reason: str | None
+    status: str
+    proposed_by: str
+    proposed_by_name: str | None
+    proposed_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+    decided_by_name: str | None
+    accepted_by: tuple[str, ...]
+    note: str | None
+    membership_id: str | None
+    tenant_name: str | None = None
+    #: Under four eyes: the first acceptance awaiting a second admin.
+    first_approval: "ApprovalInfo | None" = None
+
+    @classmethod
+    def of(cls, p, names: dict | None = None, *, tenant_name: str | None = None,
+           first_approval=None) -> "ProposalInfo":
+        names = names or {}
+        return cls(id=p.id, tenant_id=p.tenant_id, advisor_subject=p.advisor_subject,
+                   advisor_name=names.get(p.advisor_subject) or p.advisor_name,
+                   reason=p.reason, status=p.status, proposed_by=p.proposed_by,
+                   proposed_by_name=names.get(p.proposed_by), proposed_at=p.proposed_at,
+                   decided_at=p.decided_at, decided_by=p.decided_by,
+                   decided_by_name=names.get(p.decided_by) if p.decided_by else None,
+                   accepted_by=tuple(p.accepted_by or ()), note=p.decision_note,
+                   membership_id=p.membership_id, tenant_name=tenant_name,
+                   first_approval=first_approval)

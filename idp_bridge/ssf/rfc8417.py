@@ -40,6 +40,7 @@ INITIATING_ENTITY = {
     "expired": "policy",
     "refresh_token_reuse": "policy",
     "upstream_account_ended": "policy",
+    "reconfirmation_lapsed": "policy",
 }
 
 

@@ -63,6 +63,10 @@ class Tenant(Base):
     #: Four eyes: certain decisions need a second, different tenant admin
     #: (domain/approvals.py).
     four_eyes: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    #: How a permanent advisor comes in: ``direct`` (support assigns) or ``accept`` (support
+    #: proposes, a tenant admin accepts; domain/permanent_consent.py).
+    permanent_mode: Mapped[str] = mapped_column(String(10), default="direct",
+                                                server_default=text("'direct'"))
 
 
 class Client(Base):
@@ -151,6 +155,11 @@ class Membership(Base):
     #: Guests only: the tenant's user group whose permissions apply.
     group_id: Mapped[str | None] = mapped_column(
         ForeignKey("user_groups.id", name="fk_memberships_group_id_user_groups"), index=True)
+    #: Permanent only: when the tenant last confirmed it (its creation, a re-confirmation);
+    #: re-confirmation is due a configured number of days later (domain/permanent_consent.py).
+    confirmed_at: Mapped[datetime | None] = mapped_column(index=True)
+    #: Permanent only: when the tenant's admins were asked to re-confirm it (once per due).
+    reconfirm_asked_at: Mapped[datetime | None]
 
     #: One active membership per advisor and tenant: a partial unique index on the two
     #: columns (never a key joined from them: ``"a|b" + "c"`` and ``"a" + "b|c"`` collide).
@@ -600,6 +609,39 @@ class Approval(Base):
 
     __table_args__ = (
         Index("uq_approvals_pending_tenant_action_target", "tenant_id", "action", "target",
+              unique=True, sqlite_where=text("status = 'pending'"),
+              postgresql_where=text("status = 'pending'")),
+    )
+
+
+class PermanentProposal(Base):
+    """Support proposes a permanent advisor to a tenant whose admins accept them (setting
+    ``permanent_mode = accept``): pending until accepted (under four eyes by two admins),
+    declined with a note, or withdrawn by support. One pending per tenant and advisor."""
+
+    __tablename__ = "permanent_proposals"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    advisor_subject: Mapped[str] = mapped_column(String(255), index=True)
+    #: The directory's name of the advisor when proposed.
+    advisor_name: Mapped[str | None] = mapped_column(String(255))
+    #: Why support proposes them (shown to the tenant's admins).
+    reason: Mapped[str | None] = mapped_column(String(2000))
+    #: pending | accepted | declined | withdrawn
+    status: Mapped[str] = mapped_column(String(12))
+    proposed_by: Mapped[str] = mapped_column(String(255))
+    proposed_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(255))
+    #: The admins whose acceptance made it take effect (two under four eyes), in order.
+    accepted_by: Mapped[list | None] = mapped_column(JSON)
+    decision_note: Mapped[str | None] = mapped_column(String(2000))
+    #: The permanent membership the acceptance created.
+    membership_id: Mapped[str | None] = mapped_column(String(36), index=True)
+
+    __table_args__ = (
+        Index("uq_permanent_proposals_pending_tenant_subject", "tenant_id", "advisor_subject",
               unique=True, sqlite_where=text("status = 'pending'"),
               postgresql_where=text("status = 'pending'")),
     )

@@ -151,6 +151,20 @@ PAGE_MESSAGES = {
     "approval_closed": _l("This approval is no longer needed: its request was answered or "
                           "withdrawn."),
     "approval_expired": _l("This first approval has lapsed. Please approve again."),
+    # permanent advisors with the tenant's consent (domain/permanent_consent.py)
+    "tenant_consent_required": _l("This tenant accepts its permanent advisors itself. Please "
+                                  "propose the advisor; an administrator of the tenant "
+                                  "decides."),
+    "permanent_mode_invalid": _l("Please choose how permanent advisors are added: assigned by "
+                                 "support or accepted by the tenant."),
+    "already_permanent": _l("This advisor is already a permanent advisor of the tenant."),
+    "proposal_pending": _l("This advisor has already been proposed to the tenant. Please wait "
+                           "for its answer or withdraw the proposal."),
+    "unknown_proposal": _l("This proposal does not exist."),
+    "proposal_closed": _l("This proposal has already been answered or withdrawn."),
+    "own_permanent_access": _l("You cannot accept or re-confirm your own permanent access. "
+                               "Another administrator of the tenant must."),
+    "not_permanent": _l("Only permanent advisors are re-confirmed."),
     # the management API's request parsing (idp_bridge/api/; a page never sends these)
     "body_not_object": _l("The request was not valid."),
     "unknown_fields": _l("The request was not valid."),
