@@ -365,6 +365,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sqlite-records", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--result", default="access_ingest",
+                        help="the name of the result file in bench/results/ (a 10 M-record run "
+                             "is kept apart as access_ingest_10m)")
     args = parser.parse_args(argv)
     random.seed(14)
     provider = served_provider()
@@ -403,7 +406,7 @@ def main(argv=None) -> int:
             value <= 100 for r in runs.values() for key, value in r["read_tenant_admin"].items()
             if key.endswith("_p99_ms")),
     }
-    print(write_result("access_ingest", out))
+    print(write_result(args.result, out))
     return 0
 
 
