@@ -355,9 +355,16 @@ def verify(doc, keys, others):
         if events and newest[0] < last:
             notes.append(f"events after seq {newest[0]} are not covered by a checkpoint yet")
     else:
-        notes.append("no checkpoint was verified: the chain's newest events are not fixed by "
-                     "a signature" + (" (a CSV holds none: give the JSON export with "
-                                      "--compare)" if doc.get("csv") else ""))
+        offered = len(doc.get("checkpoints") or []) + sum(len(o.get("checkpoints") or [])
+                                                          for o in others)
+        if offered and not keys:
+            notes.append(f"{offered} checkpoint{'s were' if offered != 1 else ' was'} not "
+                         "checked: give the published keys with --jwks "
+                         + str(doc.get("jwks_uri") or "<the bridge>/audit/jwks"))
+        else:
+            notes.append("no checkpoint was verified: the chain's newest events are not fixed "
+                         "by a signature" + (" (a CSV holds none: give the JSON export with "
+                                             "--compare)" if doc.get("csv") else ""))
     if after:
         notes.append(f"this file starts after seq {after}: the events before it were not "
                      "checked")

@@ -467,7 +467,11 @@ def test_the_access_log_downloads_are_for_tenant_admins_only(app, bridge, suffix
 
 
 @pytest.mark.parametrize("language, delimiter", [("en", ","), ("de", ";")])
-def test_the_access_log_downloads_verify(app, bridge, tmp_path, language, delimiter):
+def test_the_access_log_downloads_verify(app, bridge, tmp_path, language, delimiter,
+                                         monkeypatch):
+    from idp_bridge.web import audit_chain as downloads
+
+    monkeypatch.setattr(downloads, "PAGE", 4)  # streamed over several pages
     populate(bridge)
     sign(bridge)
     anna = signed_in(app, "anna")
@@ -706,15 +710,23 @@ def test_an_earlier_download_finds_a_chain_cut_and_its_checkpoints_removed(bridg
     assert code == 1 and line.startswith(f"BROKEN at seq {seq - 1}: removed: "), line
 
 
-def test_without_keys_the_verifier_says_what_it_used(bridge, tmp_path):
+def test_without_keys_the_verifier_says_what_it_used(app, bridge, tmp_path):
     populate(bridge)
     sign(bridge)
+    # The API's pages bring no keys: the checkpoints stay unchecked, and the output says so.
     path = tmp_path / "chain.json"
     path.write_text(json.dumps(document(bridge)))
-    code, lines = run_cli(path)
-    assert code == 0
-    assert any("keys in the file itself" in line for line in lines) or \
-        any("no checkpoint was verified" in line for line in lines), lines
+    for run in (run_cli, run_script):
+        code, lines = run(path)
+        assert code == 0 and "checkpoint" not in lines[0], lines
+        assert "note: 1 checkpoint was not checked: give the published keys with --jwks " \
+               "http://127.0.0.1:8000/audit/jwks" in lines, lines
+    # The page's download brings them: used, with a note to check them against /audit/jwks.
+    path.write_text(signed_in(app, "anna").get(f"/tenants/{TENANT}/log/chain.json").text)
+    for run in (run_cli, run_script):
+        code, lines = run(path)
+        assert code == 0 and "1 checkpoint verified" in lines[0], lines
+        assert any("keys in the file itself" in line for line in lines), lines
 
 
 @pytest.mark.parametrize("content", ["", "not json", "{\"format\": \"other\"}", "seq,x\n1,2\n",

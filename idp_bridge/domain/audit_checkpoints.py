@@ -28,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 from joserfc import jwt
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import aliased
 
 from ..storage.models import AuditChainHead, AuditCheckpoint, AuditEvent
 from .audit_chain import GENESIS, SYSTEM_CHAIN, event_hash
@@ -123,20 +124,21 @@ class Checkpoints:
     def _due(self, session, cutoff: datetime):
         """(chain, head seq, head hash, last checkpoint's seq, its hash) of the chains whose
         head moved past their last checkpoint, that checkpoint signed at ``cutoff`` or
-        before."""
-        latest = (select(AuditCheckpoint.chain, func.max(AuditCheckpoint.seq).label("seq"))
-                  .group_by(AuditCheckpoint.chain).subquery())
-        last = AuditCheckpoint
+        before. One pass over the heads; each chain's last checkpoint found on the index
+        (chain, seq)."""
+        inner = aliased(AuditCheckpoint)
+        last = aliased(AuditCheckpoint)
+        newest = (select(func.max(inner.seq)).where(inner.chain == AuditChainHead.chain)
+                  .correlate(AuditChainHead).scalar_subquery())
         rows = session.execute(
             select(AuditChainHead.chain, AuditChainHead.seq, AuditChainHead.hash,
-                   last.seq, last.hash, last.signed_at)
-            .outerjoin(latest, latest.c.chain == AuditChainHead.chain)
-            .outerjoin(last, (last.chain == latest.c.chain) & (last.seq == latest.c.seq))
+                   last.seq, last.hash)
+            .outerjoin(last, (last.chain == AuditChainHead.chain) & (last.seq == newest))
             .where((last.seq.is_(None)) | ((AuditChainHead.seq > last.seq)
                                            & (last.signed_at <= cutoff)))
             .order_by(AuditChainHead.chain).limit(CHAINS_PER_RUN)).all()
         return [(chain, seq, digest, last_seq or 0, last_hash or GENESIS)
-                for chain, seq, digest, last_seq, last_hash, _at in rows]
+                for chain, seq, digest, last_seq, last_hash in rows]
 
     def sign(self, chain: str, seq: int, head_hash: str, now: datetime) -> str:
         kid, alg, key = self.keys.signing_key()

@@ -205,7 +205,13 @@ def _verify(document, jwks, compare, report: Report) -> None:
                 _fail(event["seq"], "changed", "the event differs from the one in a compared "
                                                "export")
         _check_checkpoints(other, chain, by_seq, after, complete, keys, report)
-    if not report.checkpoints:
+    offered = len(document.get("checkpoints") or ()) + sum(
+        len(other.get("checkpoints") or ()) for other in compare)
+    if offered and not keys:
+        report.notes.append(f"{offered} checkpoint{'s were' if offered != 1 else ' was'} not "
+                            "checked: give the published keys with --jwks "
+                            + str(document.get("jwks_uri") or "<the bridge>/audit/jwks"))
+    elif not report.checkpoints:
         report.notes.append("no checkpoint was verified: the chain's newest events are not "
                             "fixed by a signature"
                             + (" (a CSV holds none: give the JSON export with --compare)"

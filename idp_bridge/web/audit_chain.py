@@ -13,11 +13,15 @@ from datetime import timezone
 
 from flask import Response, g, stream_with_context
 
-from ..services.audit_chain import CSV_COLUMNS, FORMAT, csv_cells
+from ..services.audit_chain import CSV_COLUMNS, DEFAULT_PAGE, FORMAT, csv_cells
 from ..storage.db import utcnow
 from .i18n import current_language
 from .pages import services, tenant_admin_required, use_cases
 from .tenant import bp
+
+
+#: Events read per query while a download streams.
+PAGE = DEFAULT_PAGE
 
 
 def _chains():
@@ -28,7 +32,7 @@ def _chains():
 @tenant_admin_required
 def audit_chain_json(tenant_id):
     chains = _chains()
-    pages = chains.pages(g.identity, tenant_id)
+    pages = chains.pages(g.identity, tenant_id, limit=PAGE)
     first = next(pages)  # refusals (unknown tenant) answer before the download starts
     issuer = services().settings.issuer
     jwks = chains.jwks()
@@ -55,7 +59,7 @@ def audit_chain_json(tenant_id):
 @bp.get("/log/chain.csv")
 @tenant_admin_required
 def audit_chain_csv(tenant_id):
-    pages = _chains().pages(g.identity, tenant_id)
+    pages = _chains().pages(g.identity, tenant_id, limit=PAGE)
     first = next(pages)
     delimiter = ";" if current_language() == "de" else ","
 
