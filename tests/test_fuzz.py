@@ -321,6 +321,11 @@ class FuzzEnv:
         assigned = b.api("put", f"/api/tenants/{TENANT}/permanent-advisors/"
                          f"{DEMO_USERS['carol']['sub']}", token=self.tokens["sam"])
         assert assigned.status_code == 201, assigned.json
+        # Support's pending proposal of bob as a permanent advisor (the tenant accepts).
+        proposal = b.api("post", f"/api/tenants/{TENANT}/permanent-proposals",
+                         token=self.tokens["sam"], json={"advisor": DEMO_USERS["bob"]["sub"]})
+        assert proposal.status_code == 201, proposal.json
+        self.proposal_id = proposal.json["id"]
         group = b.api("post", f"/api/tenants/{TENANT}/groups", token=self.tokens["anna"],
                       json={"name": "Lohnbuchhaltung", "permissions": ["payments:read"]})
         assert group.status_code == 201, group.json
@@ -341,7 +346,7 @@ class FuzzEnv:
                       "group_id": self.group_id, "invitation_id": self.invitation_id,
                       "stream_id": self.stream_id, "advisor_subject": DEMO_USERS["carol"]["sub"],
                       "request_id": self.request_id, "approval_id": self.approval_id,
-                      "filename": "web/app.css"}
+                      "proposal_id": self.proposal_id, "filename": "web/app.css"}
         self.pages = {user: signed_in(app, user) for user in ("anna", "bob", "sam")}
         self.csrf = {user: csrf_token(client) for user, client in self.pages.items()}
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..domain.permanent_consent import ACCEPT
+
+__all__ = ["ACCEPT", "Acceptance", "PermanentAdvisors"]
 from ..storage.db import utcnow
 from ..storage.models import Tenant
 from .units import unit_of_work

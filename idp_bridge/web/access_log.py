@@ -25,7 +25,7 @@ from flask_babel import lazy_gettext as _l
 from scopes.catalog import AREAS, CATALOG
 
 from ..services.values import AuditEntry
-from .access_requests import MODE_LABELS, hours_label
+from .access_requests import MODE_LABELS, PERMANENT_MODE_LABELS, hours_label
 from .i18n import current_language
 
 #: Filter categories and their audit events (``idp_bridge.domain.audit.EVENTS``).
@@ -41,6 +41,10 @@ CATEGORIES = {
                  "access_request.withdrawn", "access_request.expired"),
     "approvals": ("approval.requested", "approval.completed", "approval.rejected",
                   "approval.closed", "approval.expired", "tenant.settings_changed"),
+    "permanent": ("permanent_advisor.proposed", "permanent_advisor.accepted",
+                  "permanent_advisor.declined", "permanent_advisor.withdrawn",
+                  "permanent_advisor.reconfirmed", "permanent_advisor.reconfirmation_due",
+                  "permanent_advisor.lapsed"),
 }
 CATEGORY_LABELS = {
     "joins": _l("Joins and assignments"),
@@ -52,6 +56,7 @@ CATEGORY_LABELS = {
     "records": _l("Refused reports of applications"),
     "requests": _l("Access requests"),
     "approvals": _l("Four eyes and settings"),
+    "permanent": _l("Permanent advisors: proposals and re-confirmation"),
 }
 PAGE_SIZE = 50
 #: Dates a filter may name (the day after the latest still exists as a datetime).
@@ -169,6 +174,8 @@ def describe(event: AuditEntry, names: dict[str, str]) -> str:
                             "access.", advisor=advisor),
             "upstream_account_ended": _("The access of %(advisor)s ended because the account "
                                         "was disabled or deleted.", advisor=advisor),
+            "reconfirmation_lapsed": _("The permanent access of %(advisor)s ended: it was not "
+                                       "re-confirmed in time.", advisor=advisor),
         }.get(reason, _("The access of %(advisor)s ended.", advisor=advisor))
     if event.event == "access_code.failed":
         return _("Wrong access code entered (attempt %(count)s for this code).",
@@ -213,6 +220,8 @@ def describe(event: AuditEntry, names: dict[str, str]) -> str:
         return _("A guest invitation was withdrawn.")
     if event.event.startswith("access_request."):
         return _describe_request(event, d, advisor, names)
+    if event.event.startswith("permanent_advisor."):
+        return _describe_permanent(event, d, advisor, names)
     if event.event.startswith("approval.") or event.event == "tenant.settings_changed":
         return _describe_approval(event, d, names)
     if event.event == "group.changed":
@@ -221,6 +230,27 @@ def describe(event: AuditEntry, names: dict[str, str]) -> str:
                 "deleted": _("User group %(name)s was deleted.", name=name)}.get(
             d.get("change"), _("User group %(name)s was changed.", name=name))
     return event.event
+
+
+def _describe_permanent(event: AuditEntry, d: dict, advisor: str, names: dict[str, str]) -> str:
+    if event.event == "permanent_advisor.proposed":
+        return _("Support proposed %(advisor)s as a permanent advisor.", advisor=advisor)
+    if event.event == "permanent_advisor.accepted":
+        accepted = ", ".join(names.get(s) or s for s in d.get("accepted_by") or ()
+                             if isinstance(s, str))
+        return _("%(advisor)s was accepted as a permanent advisor by %(names)s.",
+                 advisor=advisor, names=accepted or "?")
+    if event.event == "permanent_advisor.declined":
+        return _("The proposal of %(advisor)s as a permanent advisor was declined. Note: "
+                 "%(note)s", advisor=advisor, note=d.get("note") or "–")
+    if event.event == "permanent_advisor.withdrawn":
+        return _("Support withdrew the proposal of %(advisor)s.", advisor=advisor)
+    if event.event == "permanent_advisor.reconfirmed":
+        return _("%(advisor)s was re-confirmed as a permanent advisor.", advisor=advisor)
+    if event.event == "permanent_advisor.reconfirmation_due":
+        return _("The administrators were asked to re-confirm %(advisor)s.", advisor=advisor)
+    return _("The permanent access of %(advisor)s lapsed: it was not re-confirmed in time.",
+             advisor=advisor)
 
 
 def _hours(value) -> str:
@@ -255,6 +285,8 @@ def _setting_text(d: dict) -> str:
         return _("four eyes on") if new else _("four eyes off")
     if setting == "access_modes":
         return _("ways in: %(modes)s", modes=MODE_LABELS.get(new, new))
+    if setting == "permanent_mode":
+        return _("permanent advisors: %(mode)s", mode=PERMANENT_MODE_LABELS.get(new, new))
     return str(setting)
 
 
@@ -268,7 +300,10 @@ def _describe_approval(event: AuditEntry, d: dict, names: dict[str, str]) -> str
     what = {"access_request.approve": _("approving an access request"),
             "tenant.max_age": _("lengthening the maximum duration to %(days)s days",
                                 days=(d.get("terms") or {}).get("days", "?")),
-            "tenant.four_eyes_off": _("turning four eyes off")}.get(action, str(action))
+            "tenant.four_eyes_off": _("turning four eyes off"),
+            "permanent_advisor.accept": _("accepting a permanent advisor"),
+            "tenant.permanent_direct": _("letting support assign permanent advisors directly")
+            }.get(action, str(action))
     first = d.get("first_approver")
     first_name = names.get(first) or first or "?"
     if event.event == "approval.requested":

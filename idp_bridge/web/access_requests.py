@@ -26,6 +26,10 @@ MODE_LABELS = {
     "code": _l("Access code only"),
     "request": _l("Access request only"),
 }
+PERMANENT_MODE_LABELS = {
+    "direct": _l("Support assigns them (after agreeing it with you)"),
+    "accept": _l("Support proposes them, an administrator of the tenant accepts"),
+}
 
 
 def hours_label(hours: int | None) -> str:
@@ -61,9 +65,14 @@ def approval_text(approval) -> str:
                  days=terms.get("days", "?"))
     if approval.action == "tenant.four_eyes_off":
         return _("Turn four eyes off")
+    if approval.action == "permanent_advisor.accept":
+        return _("Accept a proposed permanent advisor")
+    if approval.action == "tenant.permanent_direct":
+        return _("Let support assign permanent advisors directly again")
     return approval.action
 
 
 def template_helpers() -> dict:
     return {"hours_label": hours_label, "request_status": status_label,
-            "approval_text": approval_text, "mode_labels": MODE_LABELS}
+            "approval_text": approval_text, "mode_labels": MODE_LABELS,
+            "permanent_mode_labels": PERMANENT_MODE_LABELS}

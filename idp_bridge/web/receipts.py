@@ -18,6 +18,7 @@ REVOCATION_LABELS = {
     "expired": _l("Access ended: the temporary access expired"),
     "superseded": _l("Access ended: replaced by permanent access"),
     "upstream_account_ended": _l("Access ended: the account was disabled or deleted"),
+    "reconfirmation_lapsed": _l("Access ended: the permanent access was not re-confirmed in time"),
     "refresh_token_reuse": _l("Tokens revoked: a refresh token was used twice."),
     "upstream_logout": _l("Tokens revoked: the advisor signed out at the identity provider."),
     "revoked_by_client": _l("Tokens revoked by the application."),

@@ -20,6 +20,7 @@ from ..notifications import MAX_RECIPIENTS
 from ..request_guard import parse_int
 from ..services.access_records import AccessQuery
 from ..services.access_requests import APPROVE
+from ..services.permanent_consent import ACCEPT
 from ..services.tenant_admin import LogQuery
 from ..storage.db import utcnow
 from . import access_log, receipts
@@ -54,7 +55,10 @@ def _live_state(tenant_id: str) -> dict:
     open_requests = use_cases().access_requests.open_requests(g.identity, tenant_id)
     # Pending approvals of settings; those of requests are shown with their request.
     approvals = [a for a in use_cases().approvals.pending(g.identity, tenant_id)
-                 if a.action != APPROVE]
+                 if a.action not in (APPROVE, ACCEPT)]
+    # Permanent advisors: support's pending proposals, the re-confirmation dates.
+    proposals = use_cases().permanent.proposals(g.identity, tenant_id)
+    confirmation = {m.id: m for m in use_cases().permanent.confirmations(g.identity, tenant_id)}
     fingerprint = hashlib.sha256("|".join(
         [code.code] + [f"{m.id}/{m.kind}/{last_activity[m.id]}/{m.expires_at}/"
                        f"{m.group_name or ''}" for m in members]
@@ -63,6 +67,9 @@ def _live_state(tenant_id: str) -> dict:
         + [f"request/{r.id}/{r.first_approval.id if r.first_approval else ''}"
            for r in open_requests]
         + [f"approval/{a.id}" for a in approvals]
+        + [f"proposal/{p.id}/{p.first_approval.id if p.first_approval else ''}"
+           for p in proposals]
+        + [f"confirmed/{m.id}/{m.reconfirm_due_at}" for m in confirmation.values()]
     ).encode()).hexdigest()[:16]
     return {"tenant": state.tenant, "code": code, "now": state.now, "active": active,
             "last_activity": last_activity, "recorded_activity": recorded,
@@ -74,6 +81,7 @@ def _live_state(tenant_id: str) -> dict:
             "max_age_days": state.tenant.temporary_max_age_days,
             "max_age_limit": state.tenant.temporary_max_age_days_limit,
             "open_requests": open_requests, "approvals": approvals,
+            "proposals": proposals, "confirmation": confirmation,
             "me": g.identity.subject, "duration_choices": requests_view.duration_choices,
             **requests_view.template_helpers()}
 
@@ -225,9 +233,11 @@ def set_access(tenant_id):
     eyes off is held for a second admin while it is on."""
     modes = request.form.get("access_modes", "")
     four_eyes = request.form.get("four_eyes") == "on"
+    changes = {"four_eyes": four_eyes, "access_modes": modes}
+    if "permanent_mode" in request.form:
+        changes["permanent_mode"] = request.form.get("permanent_mode", "")
     try:
-        change = _admin().update_settings(g.identity, tenant_id,
-                                          {"four_eyes": four_eyes, "access_modes": modes})
+        change = _admin().update_settings(g.identity, tenant_id, changes)
     except Forbidden as exc:
         if exc.code != "same_approver":
             raise
@@ -235,13 +245,66 @@ def set_access(tenant_id):
     except DomainError as exc:
         return _render_help(tenant_id, status=explain(exc)[0], errors={"access": explain(exc)[1]})
     if change.pending:
-        flash(_("Four eyes: turning four eyes off takes effect when another administrator of "
-                "the tenant approves it. The ways in are saved."), "success")
+        flash(_("Four eyes: %(what)s takes effect when another administrator of the tenant "
+                "approves it. The rest is saved.", what=", ".join(
+                    requests_view.approval_text(a) for a in change.pending)), "success")
         return redirect(url_for("tenant.help", tenant_id=tenant_id) + "#approvals", 303)
     flash(_("Saved: %(modes)s; four eyes %(state)s.",
             modes=requests_view.MODE_LABELS[change.tenant.access_modes],
             state=_("on") if change.tenant.four_eyes else _("off")), "success")
     return redirect(url_for("tenant.help", tenant_id=tenant_id) + "#settings", 303)
+
+
+# --- permanent advisors with the tenant's consent ---
+def _permanent_refused(tenant_id: str, exc: DomainError):
+    """A refused answer to a proposal or re-confirmation: the help page again with the
+    reason above the permanent advisors (a role refusal is a 403 page)."""
+    if exc.kind == "forbidden" and exc.code not in ("own_permanent_access", "same_approver"):
+        raise exc
+    status, message = explain(exc)
+    return _render_help(tenant_id, status=status, errors={"permanent": message})
+
+
+@bp.post("/proposals/<proposal_id>/accept")
+@tenant_admin_required
+def accept_proposal(tenant_id, proposal_id):
+    """Accept support's proposal; under four eyes the first acceptance is held."""
+    try:
+        done = use_cases().permanent.accept(g.identity, tenant_id, proposal_id)
+    except DomainError as exc:
+        return _permanent_refused(tenant_id, exc)
+    name = done.proposal.advisor_name or done.proposal.advisor_subject
+    if done.applied:
+        flash(_("%(name)s is now a permanent advisor of the tenant.", name=name), "success")
+    else:
+        flash(_("Your acceptance of %(name)s is recorded. Four eyes: it takes effect when "
+                "another administrator of the tenant accepts too.", name=name), "success")
+    return redirect(url_for("tenant.help", tenant_id=tenant_id) + "#permanent-heading", 303)
+
+
+@bp.post("/proposals/<proposal_id>/decline")
+@tenant_admin_required
+def decline_proposal(tenant_id, proposal_id):
+    try:
+        declined = use_cases().permanent.decline(g.identity, tenant_id, proposal_id,
+                                                 note=request.form.get("note", ""))
+    except DomainError as exc:
+        return _permanent_refused(tenant_id, exc)
+    flash(_("The proposal of %(name)s is declined; the advisor is told your note.",
+            name=declined.advisor_name or declined.advisor_subject), "success")
+    return redirect(url_for("tenant.help", tenant_id=tenant_id) + "#permanent-heading", 303)
+
+
+@bp.post("/memberships/<membership_id>/reconfirm")
+@tenant_admin_required
+def reconfirm_permanent(tenant_id, membership_id):
+    try:
+        done = use_cases().permanent.reconfirm(g.identity, tenant_id, membership_id)
+    except DomainError as exc:
+        return _permanent_refused(tenant_id, exc)
+    flash(_("%(name)s is re-confirmed until %(until)s.", name=done.shown_name,
+            until=format_datetime(done.reconfirm_due_at, "short")), "success")
+    return redirect(url_for("tenant.help", tenant_id=tenant_id) + "#permanent-heading", 303)
 
 
 # --- access requests and four eyes ---
