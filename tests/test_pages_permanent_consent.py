@@ -157,3 +157,48 @@ def test_the_api_and_the_page_agree_on_the_advisor_themselves(bridge):
     refused = bridge.api("post", f"/api/tenants/{TENANT}/permanent-proposals/{made['id']}/accept",
                          token=admin_token(bridge))
     assert refused.status_code == 403 and refused.json["error_code"] == "own_permanent_access"
+
+
+# --- the support page ---
+
+@pytest.fixture
+def sam(app):
+    return signed_in(app, "sam")
+
+
+@pytest.mark.parametrize("headers, texts", [
+    (EN, ["Propose to the tenant", "Reason for the tenant", "Confirmed until"]),
+    (DE, ["Dem Mandanten vorschlagen", "Begründung für den Mandanten", "Bestätigt bis"]),
+])
+def test_the_support_page_offers_a_proposal(bridge, sam, headers, texts):
+    assert assign(bridge).status_code == 201
+    page = sam.get("/support", headers=headers)
+    assert page.status_code == 200
+    for expected in texts:
+        assert expected in text_of(page), expected
+
+
+def test_support_proposes_on_the_page_and_withdraws(bridge, sam):
+    set_mode(bridge, "accept")
+    before = dump_database(bridge.services.db)
+    refused = post_form_page(sam, "/support/assign", {"tenant": TENANT, "advisor": BOB},
+                             token_from="/support")
+    assert refused.status_code == 409
+    assert "propose the advisor" in text_of(refused)
+    assert dump_database(bridge.services.db) == before
+    response = post_form_page(sam, "/support/assign", {"tenant": TENANT, "advisor": BOB,
+                                                       "action": "propose",
+                                                       "reason": "Onboarding"},
+                              token_from="/support")
+    assert response.status_code == 303
+    [proposal] = bridge.api("get", f"/api/tenants/{TENANT}/permanent-proposals").json[
+        "proposals"]
+    assert (proposal["advisor"], proposal["reason"]) == (BOB, "Onboarding")
+    assert active_memberships(bridge) == []
+    page = sam.get("/support", headers=EN)
+    assert "Proposals awaiting the tenant" in text_of(page)
+    withdrawn = post_form_page(sam, f"/support/proposals/{TENANT}/{proposal['id']}/withdraw",
+                               token_from="/support")
+    assert withdrawn.status_code == 303
+    assert bridge.api("get", f"/api/tenants/{TENANT}/permanent-proposals").json[
+        "proposals"] == []

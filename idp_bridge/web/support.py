@@ -33,6 +33,8 @@ def _render(status: int = 200, *, error: str | None = None, values: dict | None 
         lambda text: use_cases().directory.advisors_for_support(g.identity, text), query)
     return render_template("web/support.html",
                            assignments=_support().assignments(g.identity, tenant_filter),
+                           proposals=use_cases().permanent.pending_everywhere(g.identity,
+                                                                              tenant_filter),
                            found=found, search_error=search_error,
                            source=use_cases().directory.source,
                            tenant_filter=tenant_filter, error=error,
@@ -57,10 +59,13 @@ def assign():
     tenant_id = request.form.get("tenant", "").strip()
     subject = request.form.get("advisor", "")
     values = {"tenant": tenant_id[:64], "advisor": subject[:255],
+              "reason": request.form.get("reason", "")[:200],
               "q": request.form.get("q", "").strip()[:100]}
     if not tenant_id or not subject:
         return _render(400, values=values, error=_(
             "Please enter the tenant number and choose the advisor from the matches."))
+    if request.form.get("action") == "propose":
+        return _propose(tenant_id, subject, values)
     try:
         membership, created = _support().assign(g.identity, tenant_id, subject)
     except Forbidden:
@@ -72,6 +77,36 @@ def assign():
             name=membership.shown_name, tenant=tenant_id) if created else
           _("%(name)s already is a permanent advisor of tenant %(tenant)s.",
             name=membership.shown_name, tenant=tenant_id), "success")
+    return redirect(url_for("support.home"), 303)
+
+
+def _propose(tenant_id: str, subject: str, values: dict):
+    """Propose the advisor to a tenant that accepts its permanent advisors itself."""
+    try:
+        proposal = use_cases().permanent.propose(g.identity, tenant_id, subject,
+                                                 reason=request.form.get("reason") or None)
+    except Forbidden:
+        raise
+    except DomainError as exc:
+        status, message = explain(exc)
+        return _render(status, values=values, error=message)
+    flash(_("%(name)s is proposed to tenant %(tenant)s; an administrator of the tenant decides.",
+            name=proposal.advisor_name or proposal.advisor_subject, tenant=tenant_id), "success")
+    return redirect(url_for("support.home"), 303)
+
+
+@bp.post("/proposals/<tenant_id>/<proposal_id>/withdraw")
+@support_admin_required
+def withdraw(tenant_id, proposal_id):
+    try:
+        withdrawn = use_cases().permanent.withdraw(g.identity, tenant_id, proposal_id)
+    except Forbidden:
+        raise
+    except DomainError as exc:
+        status, message = explain(exc)
+        return _render(status, error=message)
+    flash(_("The proposal of %(name)s is withdrawn.",
+            name=withdrawn.advisor_name or withdrawn.advisor_subject), "success")
     return redirect(url_for("support.home"), 303)
 
 
