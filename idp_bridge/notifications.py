@@ -611,7 +611,7 @@ TEXTS = {
         "permanent_advisor.proposed.body": "der Support schlägt am {when} {name} als "
                                            "permanenten Kundenberater des Mandanten {tenant} "
                                            "vor. Ohne Ihre Annahme erhält er keinen Zugriff.",
-        "permanent_advisor.withdrawn": "Vorschlag für {name} zurückgezogen",
+        "permanent_advisor.withdrawn": "Vorschlag für {name} (Mandant {tenant}) zurückgezogen",
         "permanent_advisor.withdrawn.body": "der Support hat am {when} seinen Vorschlag, {name} "
                                             "als permanenten Kundenberater des Mandanten "
                                             "{tenant} einzusetzen, zurückgezogen.",
@@ -720,7 +720,7 @@ TEXTS = {
         "permanent_advisor.proposed.body": "on {when}, support proposes {name} as a permanent "
                                            "advisor of tenant {tenant}. Without your "
                                            "acceptance they get no access.",
-        "permanent_advisor.withdrawn": "Proposal of {name} withdrawn",
+        "permanent_advisor.withdrawn": "Proposal of {name} for tenant {tenant} withdrawn",
         "permanent_advisor.withdrawn.body": "on {when}, support withdrew its proposal of {name} "
                                             "as a permanent advisor of tenant {tenant}.",
         "permanent_advisor.accepted": "You are a permanent advisor of tenant {tenant}",
