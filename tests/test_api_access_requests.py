@@ -275,6 +275,7 @@ def test_changing_the_ways_in_is_audited(bridge):
                  id="profile"),
 ])
 def test_refused_requests_change_nothing(bridge, body, status, error, code):
+    body = dict(body)  # the parameter table is shared by the SQLite and PostgreSQL runs
     before = dump_database(bridge.services.db)
     kwargs = {"reason": body.pop("reason", "Ticket 4711"), "hours": body.pop("hours", 8),
               "tenant": body.pop("tenant", TENANT)}
