@@ -23,6 +23,7 @@ Writes ``bench/results/access_ingest.json``.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import tempfile
@@ -371,7 +372,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     random.seed(14)
     provider = served_provider()
-    out = {"targets": {"postgresql_records_per_second": 20_000,
+    out = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()], "targets": {"postgresql_records_per_second": 20_000,
                        "sqlite_records_per_second": 10_000, "summary_p99_ms": 100,
                        "issue_records": 10_000_000}, "runs": {}}
     if "sqlite" in args.backends:

@@ -50,7 +50,10 @@ def machine() -> dict:
 def write_result(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     data = {"benchmark": name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": machine(), **data}
+            "machine": machine(),
+            # The 1, 5 and 15 minute load averages when the run ended: other work on the
+            # machine during the run shows here (a quiet 2-core machine stays below ~1.5).
+            "load_average": [round(x, 2) for x in os.getloadavg()], **data}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
