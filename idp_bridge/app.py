@@ -212,7 +212,9 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         memberships=memberships, four_eyes=four_eyes,
         reconfirm_days=settings.permanent_reconfirm_days,
         notice_days=settings.permanent_reconfirm_notice_days,
-        grace_days=settings.permanent_grace_days, reason_max_length=settings.reason_max_length,
+        grace_days=settings.permanent_grace_days,
+        proposal_expiry_days=settings.permanent_proposal_expiry_days,
+        reason_max_length=settings.reason_max_length,
         listeners=[notifications.permanent_changed])
     issuer = TokenIssuer(keys, issuer=settings.issuer,
                          access_lifetime=settings.access_token_lifetime,

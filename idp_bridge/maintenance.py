@@ -61,6 +61,7 @@ class Maintenance(Loop):
             if self.four_eyes is not None:
                 self.four_eyes.expire_due(session, now)
             if self.permanent_consent is not None:
+                self.permanent_consent.expire_proposals(session, now)
                 expired += self.permanent_consent.sweep(session, now)[1]
         # Its own transactions of bounded size: a sweep never holds the write lock long.
         for _ in range(10):

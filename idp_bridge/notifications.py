@@ -60,9 +60,9 @@ EVENTS = ("advisor.joined", "advisor.permanent_assigned", "advisor.left", "advis
           "access_request.expired", "approval.pending", "advisor.permanent_lapsed",
           "permanent_advisor.proposed", "permanent_advisor.accepted",
           "permanent_advisor.declined", "permanent_advisor.withdrawn",
-          "permanent_advisor.reconfirmation_due")
+          "permanent_advisor.expired", "permanent_advisor.reconfirmation_due")
 #: Permanent-advisor events told to the tenant's admins; the others go to the advisor.
-TENANT_PERMANENT_EVENTS = ("proposed", "withdrawn", "reconfirmation_due")
+TENANT_PERMANENT_EVENTS = ("proposed", "withdrawn", "expired", "reconfirmation_due")
 #: Access-request events told to the tenant's admins (e-mail to its addresses); the others
 #: go to the advisor (e-mail to the directory's address). Every one goes to the webhook.
 TENANT_REQUEST_EVENTS = ("created", "withdrawn")
@@ -615,6 +615,11 @@ TEXTS = {
         "permanent_advisor.withdrawn.body": "der Support hat am {when} seinen Vorschlag, {name} "
                                             "als permanenten Kundenberater des Mandanten "
                                             "{tenant} einzusetzen, zurückgezogen.",
+        "permanent_advisor.expired": "Vorschlag für {name} (Mandant {tenant}) abgelaufen",
+        "permanent_advisor.expired.body": "der Vorschlag des Supports, {name} als permanenten "
+                                          "Kundenberater des Mandanten {tenant} einzusetzen, "
+                                          "blieb unbeantwortet und ist am {when} abgelaufen. "
+                                          "Er erhält keinen Zugriff.",
         "permanent_advisor.accepted": "Sie sind permanenter Kundenberater für Mandant {tenant}",
         "permanent_advisor.accepted.body": "der Mandant {tenant} hat am {when} angenommen, dass "
                                            "Sie sein permanenter Kundenberater sind.",
@@ -723,6 +728,10 @@ TEXTS = {
         "permanent_advisor.withdrawn": "Proposal of {name} for tenant {tenant} withdrawn",
         "permanent_advisor.withdrawn.body": "on {when}, support withdrew its proposal of {name} "
                                             "as a permanent advisor of tenant {tenant}.",
+        "permanent_advisor.expired": "Proposal of {name} for tenant {tenant} expired",
+        "permanent_advisor.expired.body": "support's proposal of {name} as a permanent advisor "
+                                          "of tenant {tenant} was not answered and expired on "
+                                          "{when}. They get no access.",
         "permanent_advisor.accepted": "You are a permanent advisor of tenant {tenant}",
         "permanent_advisor.accepted.body": "on {when}, tenant {tenant} accepted you as its "
                                            "permanent advisor.",

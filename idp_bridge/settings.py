@@ -116,6 +116,9 @@ class Settings:
     permanent_reconfirm_notice_days: int = 14
     #: ... and unconfirmed this many days after it, the access ends (revoked at once).
     permanent_grace_days: int = 14
+    #: Support's proposal of a permanent advisor that no tenant admin answers within this
+    #: many days expires (support may propose again).
+    permanent_proposal_expiry_days: int = 30
     #: Redis for instant revocation wake-ups across processes.
     redis_url: str = ""
     log_format: str = "json"
@@ -382,6 +385,7 @@ def _validate(s: Settings) -> None:
         ("permanent_reconfirm_days", 7, 3650),
         ("permanent_reconfirm_notice_days", 1, 365),
         ("permanent_grace_days", 1, 365),
+        ("permanent_proposal_expiry_days", 1, 365),
         ("upstream_cache_seconds", 0, 86400),
         ("upstream_leeway_seconds", 0, 300),
         ("max_request_bytes", 1024, 10 * 1024 * 1024),

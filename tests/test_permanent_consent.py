@@ -522,3 +522,63 @@ def test_an_accepted_advisor_is_confirmed_from_the_acceptance(consenting):
     with consenting.services.db.read() as session:
         stored = session.get(PermanentProposal, made["id"])
         assert stored.membership_id == membership["id"]
+
+
+# --- proposals nobody answers ---
+
+def test_an_unanswered_proposal_expires_and_the_tenant_is_told(bridge_with):
+    bridge = bridge_with(smtp_host="127.0.0.1", smtp_port=2525, smtp_security="none",
+                         smtp_from="bridge@konfipay.example")
+    with bridge.services.db.transaction() as session:
+        session.get(Tenant, TENANT).notification_emails = "admins@muster-gmbh.example"
+    set_mode(bridge, "accept")
+    bridge.api("patch", f"/api/tenants/{TENANT}", json={"four_eyes": True})
+    made = proposed(bridge)
+    days = bridge.services.settings.permanent_proposal_expiry_days
+    assert made["expires_at"] is not None
+    # A first acceptance under four eyes is pending when the proposal runs out.
+    assert accept(bridge, made["id"]).json["pending_approval"] is not None
+    maintenance = bridge.services.maintenance
+    with bridge.services.db.read() as session:
+        proposed_at = session.get(PermanentProposal, made["id"]).proposed_at
+    maintenance.run_once(now=proposed_at + timedelta(days=days) - timedelta(minutes=1))
+    with bridge.services.db.read() as session:
+        assert session.get(PermanentProposal, made["id"]).status == "pending"
+    maintenance.run_once(now=proposed_at + timedelta(days=days))
+    with bridge.services.db.read() as session:
+        stored = session.get(PermanentProposal, made["id"])
+        assert (stored.status, stored.decided_by) == ("expired", "system")
+        items = session.scalars(select(NotificationItem).where(
+            NotificationItem.event == "permanent_advisor.expired")).all()
+    assert [i.payload["recipients"] for i in items if i.channel == "email"] == [
+        ["admins@muster-gmbh.example"]]
+    [event] = audit_events(bridge, "permanent_advisor.expired")
+    assert (event["actor"], event["detail"]["proposal"]) == ("system", made["id"])
+    # The first acceptance lapsed long before (four eyes' expiry): nothing is pending.
+    assert bridge.api("get", f"/api/tenants/{TENANT}/approvals").json["approvals"] == []
+    assert active_memberships(bridge) == []
+    listed = bridge.api("get", f"/api/tenants/{TENANT}/permanent-proposals")
+    assert listed.status_code == 200 and listed.json["proposals"] == []
+    # Answering it now is refused and changes nothing; support may propose again.
+    before = dump_database(bridge.services.db)
+    assert_refused(accept(bridge, made["id"], user="dora"), 409, "conflict", "proposal_expired")
+    assert_refused(decline(bridge, made["id"]), 409, "conflict", "proposal_expired")
+    assert dump_database(bridge.services.db) == before
+    assert proposed(bridge)["status"] == "pending"
+
+
+def test_a_proposal_past_its_expiry_is_refused_before_the_sweep_marks_it(consenting):
+    made = proposed(consenting)
+    days = consenting.services.settings.permanent_proposal_expiry_days
+    with consenting.services.db.transaction() as session:
+        stored = session.get(PermanentProposal, made["id"])
+        stored.proposed_at = stored.proposed_at - timedelta(days=days, seconds=1)
+    listed = consenting.api("get", f"/api/tenants/{TENANT}/permanent-proposals")
+    assert listed.json["proposals"] == []
+    before = dump_database(consenting.services.db)
+    assert_refused(accept(consenting, made["id"]), 409, "conflict", "proposal_expired")
+    withdrawn = consenting.api(
+        "delete", f"/api/tenants/{TENANT}/permanent-proposals/{made['id']}", user="sam")
+    assert_refused(withdrawn, 409, "conflict", "proposal_expired")
+    assert dump_database(consenting.services.db) == before
+    assert active_memberships(consenting) == []

@@ -29,6 +29,7 @@ FACTS = {"tenant": "10042", "tenant_name": "Muster GmbH", "at": "2026-12-03T10:0
     ("permanent_advisor.accepted", "Anna Admin, Dora Admin"),
     ("permanent_advisor.declined", "We have our own"),
     ("permanent_advisor.withdrawn", "Bob Advisor"),
+    ("permanent_advisor.expired", "Bob Advisor"),
     ("permanent_advisor.reconfirmation_due", "2027"),
     ("advisor.permanent_lapsed", "Bob Advisor"),
 ])

@@ -125,7 +125,7 @@ def proposal_json(p) -> dict:
             "proposed_by_name": p.proposed_by_name, "proposed_at": iso(p.proposed_at),
             "decided_at": iso(p.decided_at), "decided_by": p.decided_by,
             "decided_by_name": p.decided_by_name, "accepted_by": list(p.accepted_by),
-            "note": p.note, "membership_id": p.membership_id,
+            "note": p.note, "membership_id": p.membership_id, "expires_at": iso(p.expires_at),
             "first_approval": approval_json(p.first_approval) if p.first_approval else None}
 
 

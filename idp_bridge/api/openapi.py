@@ -116,6 +116,26 @@ def openapi_document(issuer: str) -> dict:
                     "Remove an advisor from the tenant (revokes every token of its grant)",
                     "tenant admin", ok=no_content, params=["tenant", "membership_id"],
                     errors=(401, 403, 404, 409))},
+            "/api/tenants/{tenant_id}/memberships/{membership_id}/evidence": {"get": {**_op(
+                "The membership's evidence pack (docs/evidence-pack.md): how the access began "
+                "and who agreed, the reason, every token issued or renewed, the requests the "
+                "resource servers recorded, how and when it ended, the revocation receipts, "
+                "the earlier downloads, and each of its audit events with its position in the "
+                "tenant's hash chain and the digests linking it to a signed checkpoint. A "
+                "compact JWS (ES256, typ evidence-pack+jwt, a key of /audit/jwks); with "
+                "`Accept: application/json` `{jws, pack}`. Verify offline with `idp-bridge "
+                "audit verify-evidence FILE --jwks …`. Each download is an audit event "
+                "(evidence.downloaded). Refused: a malformed id 400 membership_id_malformed, "
+                "another tenant's or an unknown membership 404 unknown_membership, an advisor "
+                "asking for another's 403 evidence_forbidden",
+                "tenant admin of the tenant, support admin, or the advisor of the membership "
+                "(its own)", ok={"200": {
+                    "description": "The signed pack",
+                    "content": {"application/evidence-pack+jwt": {"schema": {
+                        "type": "string", "description": "compact JWS"}},
+                        "application/json": {"schema": {
+                            "$ref": "#/components/schemas/EvidencePackAnswer"}}}}},
+                params=["tenant", "membership_id"], errors=(400, 401, 403, 404))}},
             "/api/tenants/{tenant_id}/revocations": {"get": _op(
                 "The tenant's latest revocations (ended grants, revoked token families), "
                 "newest first, with their receipts", "tenant admin",
@@ -524,6 +544,9 @@ def openapi_document(issuer: str) -> dict:
                     "accepted_by": {"type": "array", "items": {"type": "string"}},
                     "note": {"type": ["string", "null"]},
                     "membership_id": {"type": ["string", "null"]},
+                    "expires_at": {"type": ["string", "null"], "format": "date-time",
+                                   "description": "a pending proposal unanswered until then "
+                                                  "expires (null once answered)"},
                     "first_approval": {"oneOf": [{"type": "null"},
                                                  {"$ref": "#/components/schemas/Approval"}]}}},
                 "PermanentProposalList": {"type": "object", "properties": {"proposals": {
@@ -596,6 +619,14 @@ def openapi_document(issuer: str) -> dict:
                         "membership_id": {"type": ["string", "null"]},
                         "client_id": {"type": ["string", "null"]}, "detail": {"type": "object"}}}},
                     "next_before": {"type": ["integer", "null"]}}},
+                "EvidencePackAnswer": {"type": "object", "required": ["jws", "pack"],
+                                       "properties": {
+                    "jws": {"type": "string", "description": "the signed pack (compact JWS)"},
+                    "pack": {"type": "object", "description": "its payload",
+                             "required": ["format", "iss", "iat", "jti", "tenant",
+                                          "membership", "began", "tokens", "access_records",
+                                          "revocations", "downloads", "events", "chain"],
+                             "properties": {"format": {"const": "idp-bridge-evidence/1"}}}}},
                 "AuditChainPage": {"type": "object", "required": [
                     "format", "chain", "head", "after", "next_after", "events", "checkpoints"],
                     "properties": {

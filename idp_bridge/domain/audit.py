@@ -46,9 +46,11 @@ EVENTS = (
     "permanent_advisor.accepted",
     "permanent_advisor.declined",
     "permanent_advisor.withdrawn",
+    "permanent_advisor.expired",
     "permanent_advisor.reconfirmed",
     "permanent_advisor.reconfirmation_due",
     "permanent_advisor.lapsed",
+    "evidence.downloaded",
 )
 
 

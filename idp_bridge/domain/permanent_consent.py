@@ -9,8 +9,11 @@ How a permanent advisor comes in is a tenant setting, ``tenants.permanent_mode``
   live until an admin of the tenant accepts the proposal (:meth:`PermanentConsent.accept`),
   through four eyes (:class:`~idp_bridge.domain.approvals.FourEyes`, action :data:`ACCEPT`):
   under the tenant's four eyes a second, different admin must accept too. An admin may
-  decline it with a note; support may withdraw it. Support may propose in ``direct`` mode
-  as well (to ask first). A direct assignment in ``accept`` mode is refused
+  decline it with a note; support may withdraw it. A proposal nobody answers expires after
+  ``proposal_expiry_days`` (the maintenance loop, :meth:`PermanentConsent.expire_proposals`;
+  the tenant's admins are told, and its pending first acceptance ends with it): an answer
+  months later would consent to a situation nobody remembers. Support may propose in
+  ``direct`` mode as well (to ask first). A direct assignment in ``accept`` mode is refused
   (``tenant_consent_required``) and changes nothing.
 
 Turning ``accept`` on tightens (at once); back to ``direct`` loosens and needs four eyes
@@ -45,7 +48,7 @@ from .text import check_text
 
 #: ``tenants.permanent_mode``.
 MODES = ("direct", "accept")
-STATUSES = ("pending", "accepted", "declined", "withdrawn")
+STATUSES = ("pending", "accepted", "declined", "withdrawn", "expired")
 #: The four-eyes action of accepting a proposal (its target: the proposal's id).
 ACCEPT = "permanent_advisor.accept"
 NOTE_MAX_LENGTH = 500
@@ -68,16 +71,19 @@ def _own(description: str) -> Forbidden:
 
 class PermanentConsent:
     def __init__(self, *, memberships, four_eyes, reconfirm_days: int, grace_days: int,
-                 notice_days: int = 14, reason_max_length: int = 2000, listeners=()):
+                 notice_days: int = 14, proposal_expiry_days: int = 30,
+                 reason_max_length: int = 2000, listeners=()):
         self.memberships = memberships
         self.four_eyes = four_eyes
         self.period = timedelta(days=reconfirm_days)
         self.grace = timedelta(days=grace_days)
         #: Asked this long before the due date (never before the confirmation itself).
         self.notice = timedelta(days=min(notice_days, reconfirm_days))
+        #: A pending proposal unanswered this long expires.
+        self.proposal_expiry = timedelta(days=proposal_expiry_days)
         self.reason_max_length = reason_max_length
         #: Called as ``listener(session, event, subject, now)``: ``proposed``, ``accepted``,
-        #: ``declined``, ``withdrawn`` (subject: the proposal) and ``reconfirmation_due``,
+        #: ``declined``, ``withdrawn``, ``expired`` (subject: the proposal) and ``reconfirmation_due``,
         #: ``reconfirmed`` (subject: the membership), in the transaction.
         self.listeners = list(listeners)
         four_eyes.register(Action(ACCEPT, apply=self._apply_accept, check=self._check_acceptor))
@@ -131,9 +137,13 @@ class PermanentConsent:
         self._tell(session, "proposed", proposal, now)
         return proposal
 
+    def expires_at(self, proposal) -> datetime:
+        """When the pending ``proposal`` expires unanswered."""
+        return proposal.proposed_at + self.proposal_expiry
+
     def withdraw(self, session, tenant, proposal_id, *, by: str, now: datetime):
         proposal = self.get(session, tenant.id, proposal_id, lock=True)
-        self.check_open(proposal)
+        self.check_open(proposal, now)
         self._decide(session, proposal, "withdrawn", by=by, actor_role="support_admin", now=now)
         return proposal
 
@@ -142,7 +152,7 @@ class PermanentConsent:
         """An admin's acceptance (:meth:`FourEyes.approve`): the permanent membership at
         once, or under four eyes the first acceptance held / the second completing it."""
         proposal = self.get(session, tenant.id, proposal_id, lock=True)
-        self.check_open(proposal)
+        self.check_open(proposal, now)
         if by == proposal.advisor_subject:
             raise _own("you cannot accept yourself as a permanent advisor; another admin of "
                        "the tenant must")
@@ -150,7 +160,7 @@ class PermanentConsent:
 
     def decline(self, session, tenant, proposal_id, *, by: str, note, now: datetime):
         proposal = self.get(session, tenant.id, proposal_id, lock=True)
-        self.check_open(proposal)
+        self.check_open(proposal, now)
         note = check_text(note, field="note", max_length=NOTE_MAX_LENGTH, required=True)
         self._decide(session, proposal, "declined", by=by, actor_role="tenant_admin", now=now,
                      note=note)
@@ -204,6 +214,18 @@ class PermanentConsent:
             self._tell(session, "reconfirmation_due", membership, now)
         return len(due), ended
 
+    def expire_proposals(self, session, now: datetime) -> int:
+        """Mark the pending proposals unanswered for ``proposal_expiry_days`` expired (the
+        maintenance loop), ending a pending first acceptance with each; returns how many."""
+        due = session.scalars(select(PermanentProposal).where(
+            PermanentProposal.status == "pending",
+            PermanentProposal.proposed_at <= now - self.proposal_expiry)
+            .with_for_update()).all()
+        for proposal in due:
+            self._decide(session, proposal, "expired", by="system", actor_role="system",
+                         now=now)
+        return len(due)
+
     # --- queries ---
     @staticmethod
     def get(session, tenant_id: str | None, proposal_id, *, lock: bool = False):
@@ -213,24 +235,34 @@ class PermanentConsent:
             raise NotFound("no such proposal of a permanent advisor", code="unknown_proposal")
         return found
 
-    @staticmethod
-    def pending_for_tenant(session, tenant_id: str) -> list[PermanentProposal]:
-        return list(session.scalars(select(PermanentProposal).where(
+    def pending_for_tenant(self, session, tenant_id: str, now: datetime | None = None
+                           ) -> list[PermanentProposal]:
+        """The tenant's open proposals (not past their expiry when ``now`` is given)."""
+        statement = select(PermanentProposal).where(
             PermanentProposal.tenant_id == tenant_id, PermanentProposal.status == "pending")
+        if now is not None:
+            statement = statement.where(PermanentProposal.proposed_at > now - self.proposal_expiry)
+        return list(session.scalars(statement
             .order_by(PermanentProposal.proposed_at, PermanentProposal.id)))
 
-    @staticmethod
-    def pending_all(session, tenant_id: str | None = None) -> list[PermanentProposal]:
+    def pending_all(self, session, tenant_id: str | None = None,
+                    now: datetime | None = None) -> list[PermanentProposal]:
         statement = select(PermanentProposal).where(PermanentProposal.status == "pending")
+        if now is not None:
+            statement = statement.where(PermanentProposal.proposed_at > now - self.proposal_expiry)
         if tenant_id:
             statement = statement.where(PermanentProposal.tenant_id == tenant_id)
         return list(session.scalars(statement.order_by(
             PermanentProposal.tenant_id, PermanentProposal.proposed_at, PermanentProposal.id)))
 
-    @staticmethod
-    def check_open(proposal: PermanentProposal) -> None:
-        if proposal.status == "pending":
+    def check_open(self, proposal: PermanentProposal, now: datetime) -> None:
+        """Refuse (changing nothing) a proposal that is answered, withdrawn or expired (also
+        one past its expiry that the maintenance loop has not marked yet)."""
+        if proposal.status == "pending" and self.expires_at(proposal) > now:
             return
+        if proposal.status in ("expired", "pending"):
+            raise Conflict("this proposal expired unanswered; support may propose the advisor "
+                           "again", code="proposal_expired")
         raise Conflict(f"this proposal is already {proposal.status}", code="proposal_closed")
 
     # --- the four-eyes action ---
@@ -242,7 +274,7 @@ class PermanentConsent:
     def _apply_accept(self, session, tenant, target: str, _terms: dict,
                       approvers: tuple[str, ...], now: datetime):
         proposal = self.get(session, tenant.id, target, lock=True)
-        self.check_open(proposal)
+        self.check_open(proposal, now)
         membership, _created = self.memberships.assign_permanent(
             session, tenant, subject=proposal.advisor_subject, name=proposal.advisor_name,
             by=approvers[-1], now=now, actor_role="tenant_admin",

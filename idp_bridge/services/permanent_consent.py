@@ -66,7 +66,7 @@ class PermanentAdvisors:
         self.authorize.support_admin(caller)
         with self.db.read() as session:
             return [self._info(session, p)
-                    for p in self.consent.pending_all(session, tenant_filter or None)]
+                    for p in self.consent.pending_all(session, tenant_filter or None, utcnow())]
 
     # --- both: the tenant's pending proposals ---
     def proposals(self, caller, tenant_id: str) -> list[ProposalInfo]:
@@ -76,7 +76,7 @@ class PermanentAdvisors:
         with self.db.read() as session:
             tenant = self.memberships.tenant(session, tenant_id)
             return [self._info(session, p, tenant_name=tenant.name)
-                    for p in self.consent.pending_for_tenant(session, tenant_id)]
+                    for p in self.consent.pending_for_tenant(session, tenant_id, utcnow())]
 
     # --- the tenant's admins ---
     def confirmations(self, caller, tenant_id: str) -> list[MembershipInfo]:
@@ -147,4 +147,5 @@ class PermanentAdvisors:
             tenant = session.get(Tenant, proposal.tenant_id)
             tenant_name = tenant.name if tenant else None
         return ProposalInfo.of(proposal, names, tenant_name=tenant_name,
-                               first_approval=ApprovalInfo.of(first, names) if first else None)
+                               first_approval=ApprovalInfo.of(first, names) if first else None,
+                               expires_at=self.consent.expires_at(proposal))

@@ -281,10 +281,12 @@ class ProposalInfo:
     tenant_name: str | None = None
     #: Under four eyes: the first acceptance awaiting a second admin.
     first_approval: "ApprovalInfo | None" = None
+    #: A pending proposal's expiry when unanswered.
+    expires_at: datetime | None = None
 
     @classmethod
     def of(cls, p, names: dict | None = None, *, tenant_name: str | None = None,
-           first_approval=None) -> "ProposalInfo":
+           first_approval=None, expires_at: datetime | None = None) -> "ProposalInfo":
         names = names or {}
         return cls(id=p.id, tenant_id=p.tenant_id, advisor_subject=p.advisor_subject,
                    advisor_name=names.get(p.advisor_subject) or p.advisor_name,
@@ -294,4 +296,5 @@ class ProposalInfo:
                    decided_by_name=names.get(p.decided_by) if p.decided_by else None,
                    accepted_by=tuple(p.accepted_by or ()), note=p.decision_note,
                    membership_id=p.membership_id, tenant_name=tenant_name,
-                   first_approval=first_approval)
+                   first_approval=first_approval,
+                   expires_at=expires_at if p.status == "pending" else None)

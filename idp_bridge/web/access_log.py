@@ -43,7 +43,7 @@ CATEGORIES = {
                   "approval.closed", "approval.expired", "tenant.settings_changed"),
     "permanent": ("permanent_advisor.proposed", "permanent_advisor.accepted",
                   "permanent_advisor.declined", "permanent_advisor.withdrawn",
-                  "permanent_advisor.reconfirmed", "permanent_advisor.reconfirmation_due",
+                  "permanent_advisor.expired", "permanent_advisor.reconfirmed", "permanent_advisor.reconfirmation_due",
                   "permanent_advisor.lapsed"),
 }
 CATEGORY_LABELS = {
@@ -245,6 +245,9 @@ def _describe_permanent(event: AuditEntry, d: dict, advisor: str, names: dict[st
                  "%(note)s", advisor=advisor, note=d.get("note") or "–")
     if event.event == "permanent_advisor.withdrawn":
         return _("Support withdrew the proposal of %(advisor)s.", advisor=advisor)
+    if event.event == "permanent_advisor.expired":
+        return _("The proposal of %(advisor)s as a permanent advisor expired unanswered.",
+                 advisor=advisor)
     if event.event == "permanent_advisor.reconfirmed":
         return _("%(advisor)s was re-confirmed as a permanent advisor.", advisor=advisor)
     if event.event == "permanent_advisor.reconfirmation_due":

@@ -101,6 +101,10 @@ PAGE_MESSAGES = {
     "advisor_is_guest": _l("This advisor is a guest user of the tenant. Remove the guest "
                            "access first."),
     "not_permanent_advisor": _l("This advisor is not a permanent advisor of the tenant."),
+    # evidence packs (services/evidence.py)
+    "evidence_forbidden": _l("Only the tenant's administrators, support administrators and "
+                             "the advisor of this access may open its evidence pack."),
+    "membership_id_malformed": _l("The page address is not valid."),
     "advisor_subject_invalid": _l("Please choose the advisor from the matches of the search."),
     # the directory (services/directory.py)
     "person_unknown": _l("The directory knows no such person. Please search again and choose "
@@ -162,6 +166,8 @@ PAGE_MESSAGES = {
                            "for its answer or withdraw the proposal."),
     "unknown_proposal": _l("This proposal does not exist."),
     "proposal_closed": _l("This proposal has already been answered or withdrawn."),
+    "proposal_expired": _l("This proposal expired unanswered. Support may propose the advisor "
+                           "again."),
     "own_permanent_access": _l("You cannot accept or re-confirm your own permanent access. "
                                "Another administrator of the tenant must."),
     "not_permanent": _l("Only permanent advisors are re-confirmed."),
