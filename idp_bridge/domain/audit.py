@@ -50,7 +50,6 @@ EVENTS = (
     "permanent_advisor.reconfirmed",
     "permanent_advisor.reconfirmation_due",
     "permanent_advisor.lapsed",
-    "evidence.downloaded",
 )
 
 
