@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -35,7 +36,8 @@ CLIENT_ID, CLIENT_SECRET = "konfipay-rs", "rs-secret-0123456789"
 FIELDS = {"id", "tenant", "grant_id", "sid", "sub", "area", "action", "method", "route",
           "status", "at"}
 AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+# Record ids: the layout of an RFC 9562 UUID version 8 (random prefix, then a counter).
+RECORD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
 class FakeIngest:
@@ -172,7 +174,7 @@ def test_advisor_requests_are_recorded_and_shipped(fake, guard, tmp_path):
     account = "DE89370400440532013000"
     assert client.get(f"/tenants/{TENANT}/ebics/{account}?iban=DE-SECRET-IBAN",
                       headers=auth(token)).status_code == 200
-    assert client.post(f"/tenants/{TENANT}/evaluation?amount=999", headers=auth(token),
+    assert client.post(f"/tenants/{TENANT}/evaluation?amount=31415926", headers=auth(token),
                        json={"iban": "DE-SECRET-BODY"}).status_code == 201
     assert client.get(f"/tenants/{TENANT}/users/u-4711", headers=auth(token)).status_code == 404
 
@@ -193,10 +195,10 @@ def test_advisor_requests_are_recorded_and_shipped(fake, guard, tmp_path):
         "evaluation", "write", "POST", 201)
     assert by_route["/tenants/<tenant>/users/<user>"]["status"] == 404
     for record in records:
-        assert set(record) == FIELDS and UUID4.match(record["id"]) and AT.match(record["at"])
+        assert set(record) == FIELDS and RECORD_ID.match(record["id"]) and AT.match(record["at"])
     # No raw path values, query strings or bodies, in what was shipped or is still on disk.
     shipped = json.dumps(records)
-    for raw in (account, "DE-SECRET-IBAN", "DE-SECRET-BODY", "u-4711", "999", TENANT + "/"):
+    for raw in (account, "DE-SECRET-IBAN", "DE-SECRET-BODY", "u-4711", "31415926", TENANT + "/"):
         assert raw not in shipped
     assert spooled_files(tmp_path / "spool") in ([], [spooled_files(tmp_path / "spool")[0]])
     assert recorder.stats["accepted"] == 3 and recorder.stats["dropped"] == 0
@@ -324,7 +326,7 @@ def fill(guard, fake, recorder, count: int):
     for _ in range(count):
         guard.record_access(claims, "evaluation:read", method="GET",
                             route="/tenants/<tenant>/evaluation", status=200)
-    wait_for(lambda: recorder._queue.empty() and recorder._cycles > 0, message="the writer")
+    wait_for(lambda: not recorder._queue and recorder._cycles > 0, message="the writer")
 
 
 def test_full_spool_drop_oldest_keeps_serving_and_drops_the_oldest(fake, guard, tmp_path,
@@ -355,8 +357,10 @@ def test_full_spool_drop_oldest_keeps_serving_and_drops_the_oldest(fake, guard, 
 def test_full_spool_refuse_answers_503_for_advisor_requests(fake, guard, tmp_path, caplog,
                                                             when_full, read_status):
     fake.ingest.mode = "down"
+    # A short linger: the spool is filled one record (one batch) at a time.
     recorder = start(guard, tmp_path / "spool", max_spool_bytes=64 * 1024,
-                     when_full=when_full, segment_bytes=16 * 1024, backoff_max=0.1)
+                     when_full=when_full, segment_bytes=16 * 1024, backoff_max=0.1,
+                     writer_linger=0.002)
     claims = fake.claims()
     filled = 0
     while not recorder.full:  # one by one: the spool just full, its reserve unused
@@ -463,3 +467,457 @@ def test_killed_between_spool_and_shipping_records_arrive_once_after_restart(fak
     if phase == "answer_lost":
         assert max(ingest.seen.values()) >= 2  # sent again, stored once
     assert list(spool.glob("*.jsonl")) == [] and list(spool.glob("*.lock")) == []
+
+
+# --- record ids ---
+
+@pytest.mark.slow
+def test_record_ids_are_unique_across_recorders_restarts_and_processes(fake, guard, tmp_path):
+    """The bridge keys records by (client, record id): every recorder of a resource server
+    (two processes at once, and this one before and after a restart) numbers its own."""
+    spool = tmp_path / "spool"
+    recorder = start(guard, spool)
+    claims = fake.claims()
+    for _ in range(300):
+        guard.record_access(claims, "ebics:read", method="GET", route="/r", status=200)
+    assert recorder.wait_idle(60)
+    prefixes = {recorder._ids._prefix}
+    guard.stop_access_recording(timeout=2)
+    recorder = start(guard, spool)  # a restart: a new recorder on the same spool
+    for _ in range(300):
+        guard.record_access(claims, "ebics:read", method="GET", route="/r", status=200)
+    assert recorder.wait_idle(60)
+    prefixes.add(recorder._ids._prefix)
+    children = [child(fake, spool, first, 300, "idle") for first in (0, 300)]
+    for process in children:
+        out, _ = process.communicate(timeout=60)
+        assert out.split() == ["spooled", "300", "idle"]
+    stored = fake.ingest.stored
+    assert len(stored) == 1200 and set(fake.ingest.stores.values()) == {1}
+    assert all(RECORD_ID.match(record_id) for record_id in stored)
+    by_prefix = Counter(record_id[:24] for record_id in stored)
+    assert len(prefixes) == 2 and len(by_prefix) == 4 and set(by_prefix.values()) == {300}
+    assert prefixes <= set(by_prefix)
+
+
+def test_a_record_id_counter_that_runs_out_draws_new_random_bits():
+    from scopes.guard.access_log import _IdSource
+
+    source = _IdSource()
+    first = source._prefix
+    source._next = _IdSource.LIMIT - 256  # one block left
+    ids = source.take(600)
+    assert len(set(ids)) == 600 and all(RECORD_ID.match(i) for i in ids)
+    assert {i[:24] for i in ids[:256]} == {first} and source._prefix != first
+    assert {i[:24] for i in ids[256:]} == {source._prefix}
+    assert ids[256].endswith("-000000000000")
+
+
+# --- what the writer refuses to spool ---
+
+def test_invalid_records_are_counted_and_the_rest_of_their_batch_is_spooled(fake, guard,
+                                                                           tmp_path):
+    recorder = start(guard, tmp_path / "spool")
+    good = fake.claims()
+    bad = [fake.claims(tenant=["10042"]),  # a list: not even hashable
+           fake.claims(grant_id="g" * 65), fake.claims(sub={"id": "x"}),
+           fake.claims(sid=7)]
+    for claims in [good, *bad, good]:
+        guard.record_access(claims, "ebics:read", method="GET", route="/r", status=200)
+    recorder.record(good, "ebics", "read", "X" * 17, "/r", 200)  # not a method
+    recorder.record(good, "ebics", "read", "GET", "/r", 99)  # not a status
+    assert recorder.wait_idle(60)
+    assert recorder.stats["invalid"] == 6 and recorder.stats["spooled"] == 2
+    assert recorder.stats["enqueued"] == 8  # what the request threads handed over
+    assert len(fake.ingest.stored) == 2
+    assert {r["grant_id"] for r in fake.ingest.stored.values()} == {good["grant_id"]}
+
+
+# --- the shipper's reading of a spool ---
+
+def test_corrupt_lines_of_an_adopted_spool_are_skipped_and_the_rest_shipped(fake, guard,
+                                                                          tmp_path):
+    """A killed process left a segment with lines that are not records, a line longer than
+    a POST may be, a record of an older version (a UUID 4 id) and a torn last write."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    owner = "access-99999-0123456789ab"
+    (spool / f"{owner}.lock").write_text("")
+    claims = fake.claims()
+
+    def line(record_id):
+        return json.dumps({"id": record_id, "tenant": TENANT, "grant_id": claims["grant_id"],
+                           "sid": claims["sid"], "sub": claims["sub"], "area": "ebics",
+                           "action": "read", "method": "GET", "route": "/r", "status": 200,
+                           "at": "2026-01-02T03:04:05.678Z"}) + "\n"
+
+    old_id, new_id = str(uuid.uuid4()), "0c6d4e1a-9b2f-8a31-b7c4-00000000002a"
+    content = (line(new_id) + "not json at all\n" + json.dumps({"no": "id"}) + "\n"
+               + "x" * (70 * 1024) + "\n" + line(old_id) + line("bad id with spaces")
+               + '{"id": "torn-off')
+    (spool / f"{owner}-000001.jsonl").write_text(content)
+    recorder = start(guard, spool)
+    assert recorder.wait_idle(60)
+    assert set(fake.ingest.stored) == {new_id, old_id}
+    assert recorder.stats["corrupt_lines"] == 5 and recorder.stats["shipped"] == 2
+    wait_for(lambda: list(spool.glob(f"{owner}*")) == [], message="the adopted spool to go")
+
+
+def test_corrupt_lines_are_counted_once_though_their_batch_is_read_again(fake, guard,
+                                                                        tmp_path):
+    """The bridge is down: the batch with the corrupt lines is read again for every attempt,
+    its corrupt lines counted at the first reading only."""
+    fake.ingest.mode = "down"
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    owner = "access-99998-0123456789ab"
+    (spool / f"{owner}.lock").write_text("")
+    claims = fake.claims()
+    good = [json.dumps({"id": f"0c6d4e1a-9b2f-8a31-b7c4-00000000000{n}", "tenant": TENANT,
+                        "grant_id": claims["grant_id"], "sid": None, "sub": claims["sub"],
+                        "area": "ebics", "action": "read", "method": "GET", "route": "/r",
+                        "status": 200, "at": "2026-01-02T03:04:05.678Z"}) for n in range(3)]
+    lines = [good[0], "{not json", good[1], '{"id": "has spaces"}', good[2], "[]"]
+    (spool / f"{owner}-000001.jsonl").write_text("\n".join(lines) + "\n")
+    recorder = start(guard, spool, backoff_max=0.05)
+    wait_for(lambda: recorder.stats["ship_failures"] >= 3, timeout=30, message="failures")
+    assert recorder.stats["corrupt_lines"] == 3 and recorder.stats["shipped"] == 0
+    fake.ingest.mode = "up"
+    assert recorder.wait_idle(60)
+    assert recorder.stats["corrupt_lines"] == 3 and recorder.stats["shipped"] == 3
+    assert len(fake.ingest.stored) == 3
+
+
+def test_shipped_offsets_are_saved_so_a_restart_sends_nothing_again(fake, guard, tmp_path):
+    spool = tmp_path / "spool"
+    recorder = start(guard, spool, ack_save_interval=3600)  # saved when idle or stopping
+    claims = fake.claims()
+    for _ in range(150):
+        guard.record_access(claims, "ebics:read", method="GET", route="/r", status=200)
+    assert recorder.wait_idle(60)
+    (segment,) = spool.glob("*.jsonl")
+    acked = Path(f"{segment}.acked")
+    wait_for(lambda: acked.exists() and int(acked.read_text()) == segment.stat().st_size,
+             message="the idle shipper to save its offset")
+    guard.stop_access_recording(timeout=2)
+    posts = fake.ingest.posts
+    recorder = start(guard, spool)
+    assert recorder.wait_idle(60)
+    assert fake.ingest.posts == posts and set(fake.ingest.seen.values()) == {1}
+    assert len(fake.ingest.stored) == 150
+
+
+# --- the shipper's HTTP client (urllib3) against answers the fake ingest does not give ---
+
+class ScriptedIngest:
+    """An HTTP server on 127.0.0.1 (a thread per connection) answering each request with
+    ``answer(n, ids)``: raw bytes, for the n-th request, whose records have ``ids``; the
+    answer ``CLOSE`` closes the connection without answering. Counts the ids of records it
+    answered 200 for (hostile answers too) in ``stored``, counts requests and connections; ``drop_connections`` closes the
+    open ones (a server's keep-alive timeout)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.requests = 0
+        self.connections = 0
+        self.stored = Counter()
+        self.lock = threading.Lock()
+        self.open: set = set()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/access-records"
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with self.lock:
+                self.connections += 1
+                self.open.add(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            with conn:
+                self._exchange(conn)
+        except OSError:  # the client or drop_connections closed it
+            pass
+        finally:
+            with self.lock:
+                self.open.discard(conn)
+
+    def _exchange(self, conn):
+        conn.settimeout(10)
+        buffer = b""
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buffer += data
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            while len(buffer) < length:
+                buffer += conn.recv(65536)
+            body, buffer = buffer[:length], buffer[length:]
+            ids = [r["id"] for r in json.loads(body)["records"]]
+            with self.lock:
+                self.requests += 1
+                n = self.requests
+            raw = self.answer(n, ids)
+            if raw == b"CLOSE":  # the server closes the connection as the request arrives
+                return
+            if re.search(rb"(?m)^HTTP/1\.[01] 200 OK\r$", raw):
+                with self.lock:
+                    self.stored.update(ids)
+            conn.sendall(raw)
+            if b"Connection: close" in raw or raw.startswith(b"HTTP/1.0"):
+                return
+
+    def drop_connections(self):
+        with self.lock:
+            conns = list(self.open)
+        for conn in conns:
+            conn.shutdown(socket.SHUT_RDWR)
+        wait_for(lambda: not self.open, message="the server to close its connections")
+
+    def close(self):
+        self.stopped.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def ingest_answer(ids, *, version="1.1", framing="length", extra=b""):
+    body = json.dumps({"accepted": ids, "duplicates": [], "refused": []}).encode()
+    head = f"HTTP/{version} 200 OK\r\nContent-Type: application/json\r\n".encode() + extra
+    if framing == "length":
+        return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    if framing == "chunked":
+        chunks = [body[i:i + 7] for i in range(0, len(body), 7)]
+        return head + b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(
+            b"%x;ext=1\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\nX-Trailer: 1\r\n\r\n"
+    return head + b"\r\n" + body  # to the end of the connection (HTTP/1.0)
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def make(answer):
+        servers.append(ScriptedIngest(answer))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def post_batches(recorder_url, tmp_path, count, **options):
+    recorder = AccessRecorder(recorder_url, CLIENT_ID, CLIENT_SECRET, tmp_path / "spool",
+                              max_spool_bytes=1 << 20, backoff_initial=0.05, backoff_max=0.2,
+                              http_timeout=2, **options)
+    recorder.start()
+    record_more(recorder, count)
+    return recorder
+
+
+def record_more(recorder, count):
+    claims = {"tenant": TENANT, "grant_id": "g-1", "sid": "s-1", "sub": "bob"}
+    for _ in range(count):
+        recorder.record(claims, "ebics", "read", "GET", "/tenants/<tenant>/ebics", 200)
+
+
+def test_the_shipper_keeps_its_connection_and_replaces_one_the_server_closed(scripted,
+                                                                            tmp_path, caplog):
+    # Requests 1-3 on one connection; the server then drops it as the 4th arrives (no
+    # answer): sent again at once on a new connection, not counted as a failure.
+    server = scripted(lambda n, ids: b"CLOSE" if n == 4 else ingest_answer(ids))
+    recorder = post_batches(server.url, tmp_path, 300)
+    try:
+        assert recorder.wait_idle(60)
+        assert server.connections == 1 and server.requests == 3
+        record_more(recorder, 50)
+        assert recorder.wait_idle(60)
+    finally:
+        recorder.stop(2)
+    assert server.connections == 2 and server.requests == 5 and recorder._http.resent == 1
+    assert len(server.stored) == 350 and set(server.stored.values()) == {1}
+    assert recorder.stats["ship_failures"] == 0 and "shipping failed" not in caplog.text
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_sending(scripted,
+                                                                             tmp_path, caplog):
+    server = scripted(lambda n, ids: ingest_answer(ids))
+    recorder = post_batches(server.url, tmp_path, 200)
+    try:
+        assert recorder.wait_idle(60)
+        assert server.connections == 1 and server.requests == 2
+        server.drop_connections()  # its keep-alive timeout: closed while the shipper idles
+        record_more(recorder, 100)
+        assert recorder.wait_idle(60)
+    finally:
+        recorder.stop(2)
+    # urllib3 saw the connection closed and sent on a new one: nothing was sent on the
+    # closed one (and again).
+    assert server.connections == 2 and recorder._http.resent == 0
+    assert len(server.stored) == 300 and set(server.stored.values()) == {1}
+    assert recorder.stats["ship_failures"] == 0 and "shipping failed" not in caplog.text
+
+
+def test_a_server_that_keeps_closing_gets_one_retry_per_send_and_the_records_stay(scripted,
+                                                                                tmp_path):
+    closing = True
+    server = scripted(lambda n, ids: b"CLOSE" if closing else ingest_answer(ids))
+    recorder = post_batches(server.url, tmp_path, 100)
+    try:
+        wait_for(lambda: recorder.stats["ship_failures"] >= 2, timeout=60,
+                 message="failed shipments")
+        with server.lock:
+            requests, connections = server.requests, server.connections
+        failures = recorder.stats["ship_failures"]
+        # Each attempt: the batch and one retry on a new connection, no more.
+        assert 2 * failures <= requests <= 2 * failures + 2 and connections == requests
+        assert failures <= recorder._http.resent <= failures + 1
+        assert recorder.stats["shipped"] == 0 and recorder.stats["dropped"] == 0
+        assert recorder._pending() and not server.stored
+        closing = False
+        assert recorder.wait_idle(60)
+    finally:
+        recorder.stop(2)
+    assert len(server.stored) == 100 and recorder.stats["shipped"] == 100
+
+
+@pytest.mark.parametrize("framing", ["chunked", "to_close", "early_hints", "interim_answers"])
+def test_the_shipper_reads_chunked_close_delimited_and_informational_answers(
+        scripted, tmp_path, framing):
+    def answer(n, ids):
+        if framing == "chunked":
+            return ingest_answer(ids, framing="chunked")
+        if framing == "to_close":
+            return ingest_answer(ids, version="1.0", framing="close")
+        if framing == "early_hints":
+            return b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + ingest_answer(ids)
+        return (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n"
+                b"HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n"
+                + ingest_answer(ids))
+
+    server = scripted(answer)
+    recorder = post_batches(server.url, tmp_path, 250)
+    try:
+        assert recorder.wait_idle(60)
+    finally:
+        recorder.stop(2)
+    assert len(server.stored) == 250 and recorder.stats["accepted"] == 250
+    assert recorder.stats["ship_failures"] == 0
+    # Interim answers are read past, the final one in full: the connection stays in step
+    # (kept alive for every batch), nothing is left to be taken for the next answer.
+    assert server.connections == (server.requests if framing == "to_close" else 1)
+
+
+def _json_200(text: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(text), text)
+
+
+HOSTILE = {  # kind: (the answer, what the shipper logs about it)
+    "head_line_too_long": (lambda ids: b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 + b"\r\n\r\n",
+                           "got more than 65536 bytes"),
+    "too_many_headers": (lambda ids: b"HTTP/1.1 200 OK\r\n" + b"X: a\r\n" * 150 + b"\r\n",
+                         "got more than 100 headers"),
+    "body_too_long": (lambda ids: b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n{",
+                      "the answer is too large"),
+    "chunked_too_long": (lambda ids: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         + (b"10000\r\n" + b" " * 65536 + b"\r\n") * 20 + b"0\r\n\r\n",
+                         "the answer is too large"),
+    "close_delimited_too_long": (lambda ids: b"HTTP/1.0 200 OK\r\n\r\n" + b" " * 2_000_000,
+                                 "the answer is too large"),
+    "never_ends": (lambda ids: b"HTTP/1.1 200 OK\r\n\r\n{", "timed out"),
+    "not_http": (lambda ids: b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "BadStatusLine"),
+    "http_2": (lambda ids: b"HTTP/2 200\r\n\r\n", "UnknownProtocol"),
+    "two_lengths": (lambda ids: (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                                 b"Content-Length: 3\r\n\r\n{}"), "multiple unmatching values"),
+    "bad_chunk": (lambda ids: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                  "IncompleteRead"),
+    "short_body": (lambda ids: (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n"
+                                b"Connection: close\r\n\r\n{}"), "IncompleteRead"),
+    "content_coding": (lambda ids: (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n"
+                                    b"Content-Length: 2\r\n\r\n{}"), "content coding"),
+    "interim_flood": (lambda ids: b"HTTP/1.1 103 Early Hints\r\n\r\n" * 11 + _json_200(b"{}"),
+                      "too many interim answers"),
+    "switching_protocols": (lambda ids: b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c"
+                            b"\r\nConnection: Upgrade\r\n\r\n", "HTTP 101"),
+    "redirect": (lambda ids: (b"HTTP/1.1 307 Temporary Redirect\r\nLocation: "
+                              b"http://127.0.0.1:9/x\r\nContent-Length: 0\r\n\r\n"), "HTTP 307"),
+    "server_error": (lambda ids: b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2"
+                     b"\r\n\r\n{}", "HTTP 500"),
+    "not_json": (lambda ids: _json_200(b"<html>accepted</html>"), "not the ingest's JSON"),
+    "wrong_json": (lambda ids: _json_200(b'{"accepted": 7}'), "not the ingest's JSON"),
+    "not_the_ids": (lambda ids: ingest_answer(ids[:-1]), "does not name 1 of the records"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_an_answer_the_shipper_cannot_trust_keeps_the_records_in_the_spool(scripted, tmp_path,
+                                                                          caplog, kind):
+    hostile = True
+    make, message = HOSTILE[kind]
+
+    def answer(n, ids):
+        return make(ids) if hostile else ingest_answer(ids)
+
+    server = scripted(answer)
+    recorder = post_batches(server.url, tmp_path, 120)
+    try:
+        wait_for(lambda: recorder.stats["ship_failures"] >= 2, timeout=60,
+                 message="failed shipments")
+        # Nothing changed: nothing counted as shipped or dropped, all of it still pending.
+        assert recorder.stats["shipped"] == 0 and recorder.stats["dropped"] == 0
+        assert recorder.stats["accepted"] == recorder.stats["refused_by_bridge"] == 0
+        assert recorder.stats["spooled"] == 120 and recorder.stats["spool_bytes"] > 0
+        assert recorder._pending() and recorder.alive
+        assert any(message in r.getMessage() and "shipping failed" in r.getMessage()
+                   for r in caplog.records)
+        hostile = False
+        assert recorder.wait_idle(60)  # the shipper survived: all of it arrives now
+    finally:
+        recorder.stop(2)
+    assert recorder.stats["shipped"] == recorder.stats["accepted"] == 120
+    assert recorder.stats["dropped"] == 0 and len(server.stored) == 120
+
+
+def test_the_shipper_gets_the_same_batches_from_memory_as_from_the_disk(tmp_path):
+    """What the writer just wrote, the shipper posts from memory: batch for batch the same
+    ids, bytes and offsets as it would read from the spool (which it does for the rest)."""
+    from scopes.guard.access_log import MEMO_BYTES
+
+    recorder = AccessRecorder("http://127.0.0.1:9/access-records", CLIENT_ID, CLIENT_SECRET,
+                              tmp_path, max_spool_bytes=8 << 20,
+                              segment_bytes=8 << 20)  # not started: played here
+    n = 0
+    for size in (1, 57, 100, 230, 3, 99, 1, 2500, 44, 1800):
+        for _ in range(size):
+            n += 1
+            recorder.record({"tenant": TENANT, "grant_id": "g-1", "sid": None,
+                             "sub": f"bob-{n}" * (1 + n % 3)}, "ebics", "read", "GET",
+                            "/tenants/<tenant>/ebics", 200)
+        recorder._spool([recorder._queue.popleft() for _ in range(len(recorder._queue))])
+    assert recorder._memo_bytes <= MEMO_BYTES and recorder._memo
+    (segment,) = recorder._segments
+    position, remembered, shipped = 0, 0, []
+    while position < segment.size:
+        ids, lines, end, corrupt = recorder._read_lines(segment.path, position, segment.size,
+                                                         True)
+        assert ids and corrupt == 0 and len(ids) <= 100
+        memo = recorder._from_memo(segment, position)
+        if memo is not None:
+            assert memo == (ids, b", ".join(lines), end)
+            remembered += 1
+        shipped += ids
+        position = end
+    assert position == segment.size and len(shipped) == len(set(shipped)) == n
+    assert 0 < remembered < len(shipped) / 100 + 10  # the newest from memory, the rest not
+    recorder._close_reading()

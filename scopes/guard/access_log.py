@@ -7,13 +7,30 @@ route's scope, HTTP method, the route *template* (never the raw path, query or b
 response status and the time (RFC 3339 UTC, milliseconds). Three stages, so that the request
 thread of the resource server never waits for a disk or the network:
 
-1. :meth:`AccessRecorder.record` (the request thread) puts a tuple on an in-memory queue.
-2. The writer thread gives each record its id (a UUID 4: the idempotency key at the bridge),
-   appends the batch it has as JSON lines to the spool of this process and fsyncs it once.
+1. :meth:`AccessRecorder.record` (the request thread) appends a tuple of values it already
+   has (the time, four claims, area, action, method, route, status) to an in-memory
+   ``collections.deque``: no lock, no formatting, no id, and no wake-up per request (the
+   writer is woken only when it had gone idle).
+2. The writer thread takes what collected for ``writer_linger`` seconds at once, gives each
+   record its id (the idempotency key at the bridge, see below), formats the time and the
+   JSON lines (the fields that repeat, those of one token and route, are encoded once and
+   reused), appends the batch to the spool of this process in one write and fsyncs it once.
 3. The shipper thread posts at most 100 records per request with the receiver client's Basic
-   credentials and, once the bridge answered (``accepted``, ``duplicates`` and ``refused``
-   all count as done; refused ones are logged), moves the segment's acknowledged offset on.
-   While the bridge is unreachable it backs off exponentially and the spool grows.
+   credentials on one kept-alive connection (a urllib3 pool of one; the records taken from
+   what the writer just wrote, kept in memory for it, while it keeps up; else read from the
+   spool, several batches per read)
+   and, once the bridge answered (``accepted``, ``duplicates`` and ``refused`` all count as
+   done; refused ones are logged), moves the segment's acknowledged offset on (saved to disk
+   at most every ``ack_save_interval`` seconds, after half a second with nothing to ship, and
+   by :meth:`~AccessRecorder.stop`: after a crash at most that much is sent again, and the
+   bridge stores it once). While the bridge is unreachable it backs off exponentially and
+   the spool grows.
+
+Record ids are 36 characters in the layout of an RFC 9562 UUID version 8 (custom): 74
+random bits drawn from ``os.urandom`` when a recorder is made (and again should its counter
+ever run out), then a 48-bit counter. They are unique across the processes and restarts of a
+resource server (a collision needs two recorders drawing the same 74 bits) and cost the
+writer a string concatenation each (made 256 at a time).
 
 The spool (``spool_dir``) holds, per process, segment files
 ``access-<pid>-<instance>-<seq>.jsonl`` with a ``.acked`` offset beside each and a lock file
@@ -33,21 +50,30 @@ records for a segment again, so read traffic cannot wash out the fail-closed wri
 are logged (a warning when the spool becomes full or drops, once per episode) and counted in
 :attr:`AccessRecorder.stats` (``spool_full``, ``dropped``, ``refused_requests``, ...).
 
+Every stage runs in the resource server's process: whatever the writer and the shipper do
+while holding the GIL is taken from the request threads, which is why they work per batch,
+not per record (bench/bench_access_recording.py measures the whole cost).
+
 The spool needs POSIX ``flock`` (Linux, macOS).
 """
 
 from __future__ import annotations
 
+import bisect
+import collections
 import fcntl
+import http.client
+import itertools
 import json
 import logging
 import os
-import queue
 import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import urllib3
 
 from .bearer import GuardError
 
@@ -63,8 +89,19 @@ MAX_ID = 64
 MAX_ROUTE = 200
 _SEGMENT = re.compile(r"^(access-\d+-[0-9a-f]{12})-(\d{6})\.jsonl$")
 _LOCK = re.compile(r"^(access-\d+-[0-9a-f]{12})\.lock$")
-_ID_PREFIX = b'{"id": "'
+MAX_METHOD = 16
+MAX_WRITE_BATCH = 5000  # records the writer takes from the queue at once
+MAX_FRAGMENTS = 4096  # encoded (token, route) parts the writer keeps
+SHIP_BYTES = 60 * 1024  # lines of one POST (the bridge takes 64 KiB per request)
+READ_AHEAD = 256 * 1024  # what the shipper reads of a segment at once
+MEMO_BYTES = 512 * 1024  # what the writer keeps of what it wrote, for the shipper
+# The id at the start of a spooled line: the first one, and those after a newline (a literal
+# prefix the regular expression engine searches for; "^" with MULTILINE would try every byte).
+_FIRST_ID = re.compile(rb'\{"id": "([A-Za-z0-9._~:@+=-]{1,64})"')
+_NEXT_IDS = re.compile(rb'\n\{"id": "([A-Za-z0-9._~:@+=-]{1,64})"')
+_ID = re.compile(r"[A-Za-z0-9._~:@+=-]{1,64}")  # the ids the bridge takes
 _encode = json.JSONEncoder().encode  # json.dumps' C encoder without its per-call set-up
+_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
 class RecordingUnavailable(GuardError):
@@ -83,6 +120,9 @@ class _Segment:
     acked: int = 0
     adopted: bool = False
     lock_fd: int | None = field(default=None, repr=False)  # for adopted ones: the owner's lock
+    saved: int = 0  # the acknowledged offset last written to the .acked file
+    saved_at: float = 0.0  # time.monotonic() of that write
+    counted: int = 0  # corrupt lines before this offset are counted
 
     @property
     def pending(self) -> int:
@@ -102,8 +142,8 @@ class AccessRecorder:
                  max_spool_bytes: int, when_full=None, http=None, http_timeout: float = 5.0,
                  backoff_initial: float = 0.2, backoff_max: float = 30.0,
                  max_queue: int = 10_000, segment_bytes: int | None = None,
-                 orphan_scan_interval: float = 30.0, writer_linger: float = 0.01,
-                 ship_linger: float = 0.2):
+                 orphan_scan_interval: float = 30.0, writer_linger: float = 0.05,
+                 ship_linger: float = 0.2, ack_save_interval: float = 0.5):
         if not endpoint.startswith(("https://", "http://")):
             raise ValueError("endpoint must be an http(s) URL")
         if not client_id or not client_secret:
@@ -124,10 +164,14 @@ class AccessRecorder:
         self.orphan_scan_interval = orphan_scan_interval
         self.writer_linger = writer_linger  # seconds a batch collects before its fsync
         self.ship_linger = ship_linger  # seconds a short batch waits to fill up
+        self.ack_save_interval = ack_save_interval  # seconds between writes of .acked
         self.spool_dir = Path(spool_dir)
         self._auth = (client_id, client_secret)
         self._http = http if http is not None else _Poster()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        # Appended by request threads, popped by the writer: both atomic, no lock.
+        self._queue: collections.deque = collections.deque()
+        self._writer_idle = False  # the writer waits on _writer_wake (record() sets it)
+        self._writer_wake = threading.Event()
         self._lock = threading.Lock()  # the segment list and the counters below
         self._segments: list[_Segment] = []  # oldest first; the last own one is written
         self._current: _Segment | None = None
@@ -145,6 +189,14 @@ class AccessRecorder:
         self._shipper = threading.Thread(target=self._ship_loop,
                                          name="scopes-guard-access-shipper", daemon=True)
         self._ids = _IdSource()
+        # The shipper's segment: (path, descriptor, offset and bytes it read last).
+        self._reading: tuple[Path, int, int, bytes] | None = None
+        self._fragments: dict[tuple, str | None] = {}  # the writer's encoded repeated fields
+        # What the writer wrote last, for the shipper: (segment, offset, end offset of each
+        # line from there, ids, bytes), oldest first, MEMO_BYTES at most (the lock).
+        self._memo: collections.deque = collections.deque()
+        self._memo_bytes = 0
+        self._at = _Timestamps()
         self.stats = {"enqueued": 0, "spooled": 0, "shipped": 0, "accepted": 0,
                       "duplicates": 0, "refused_by_bridge": 0, "dropped": 0, "dropped_queue": 0,
                       "refused_requests": 0, "invalid": 0, "corrupt_lines": 0,
@@ -154,20 +206,24 @@ class AccessRecorder:
     def record(self, claims: dict, area: str, action: str, method: str, route: str,
                status: int) -> bool:
         """Enqueue the record of one request authorised with ``claims`` (an advisor or guest
-        token); False when the queue is full (the record is dropped and counted)."""
-        if self._queue.qsize() >= self.max_queue:
+        token); False when the queue is full (the record is dropped and counted). One deque
+        append: the writer thread validates, formats and numbers it."""
+        queue = self._queue
+        if len(queue) >= self.max_queue:
             self.stats["dropped_queue"] += 1
             return False
-        self._queue.put((time.time(), claims.get("tenant"), claims.get("grant_id"),
-                         claims.get("sid"), claims.get("sub"), area, action, method, route,
-                         status))
+        get = claims.get
+        queue.append((time.time(), get("tenant"), get("grant_id"), get("sid"), get("sub"),
+                      area, action, method, route, status))
+        if self._writer_idle:  # only the first record after a quiet spell wakes the writer
+            self._writer_wake.set()
         return True
 
     def check(self, action: str) -> None:
         """Raise :class:`RecordingUnavailable` when an advisor request of ``action`` must be
         refused now (the spool or the queue is full and ``when_full`` says ``"refuse"``)."""
         if self.policy[action] == "refuse" and (
-                self._full or self._queue.qsize() >= self.max_queue):
+                self._full or len(self._queue) >= self.max_queue):
             self.stats["refused_requests"] += 1
             raise RecordingUnavailable("access recording is unavailable: the resource "
                                        "server's spool is full; try again later")
@@ -175,6 +231,12 @@ class AccessRecorder:
     @property
     def full(self) -> bool:
         return self._full
+
+    @property
+    def refusing(self) -> bool:
+        """Whether :meth:`check` may refuse now (the spool or the queue is full): the guard
+        asks this first, and the token and action only then."""
+        return self._full or len(self._queue) >= self.max_queue
 
     # --- lifecycle ---
     def start(self) -> None:
@@ -194,6 +256,7 @@ class AccessRecorder:
         self._stop_deadline = deadline - min(0.5, timeout / 4)  # the shipper's last sends
         self._stop.set()
         self._wake.set()
+        self._writer_wake.set()
         for thread in (self._writer, self._shipper):
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
@@ -205,6 +268,7 @@ class AccessRecorder:
             for segment in list(self._segments):
                 if segment.pending == 0:
                     self._remove(segment)  # shipped: nothing for the next recorder
+            self._save_offsets(force=True)  # the next recorder starts where this one stopped
             for segment in self._segments:
                 if segment.lock_fd is not None:
                     os.close(segment.lock_fd)
@@ -232,12 +296,11 @@ class AccessRecorder:
         (for tests and orderly shutdowns); False when ``timeout`` passed first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._queue.empty() and not self._pending():
-                cycles = self._cycles  # the writer finishes what it may have taken
-                while self._cycles < cycles + 2 and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                if self._queue.empty() and not self._pending():
-                    return True
+            # Idle, the writer holds nothing it took from the queue (it goes idle only
+            # between batches); a stopped one holds nothing either.
+            if not self._queue and (self._writer_idle or not self._writer.is_alive()) \
+                    and not self._pending():
+                return True
             time.sleep(0.02)
         return False
 
@@ -249,22 +312,26 @@ class AccessRecorder:
 
     # --- the writer thread ---
     def _write_loop(self) -> None:
+        queue, wake = self._queue, self._writer_wake
         while True:
-            try:
-                item = self._queue.get(timeout=0.05)
-            except queue.Empty:
-                self._cycles += 1
+            if not queue:
                 if self._stop.is_set():
                     break
+                # Idle: record() wakes it (one Event.set for the first record, not per
+                # request), and so does stop().
+                self._writer_idle = True
+                if not queue:
+                    wake.wait(1.0)
+                wake.clear()
+                self._writer_idle = False
+                self._cycles += 1
                 continue
-            if not self._stop.is_set():
+            if not self._stop.is_set() and len(queue) < MAX_WRITE_BATCH:
                 time.sleep(self.writer_linger)  # a batch per fsync, not a record
-            items = [item]
-            while len(items) < 5000:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            # popleft() called by starmap: the queue emptied without a bytecode per record.
+            items = list(itertools.starmap(queue.popleft, itertools.repeat(
+                (), min(len(queue), MAX_WRITE_BATCH))))
+            self.stats["enqueued"] += len(items)
             try:
                 self._spool(items)
             except Exception:  # noqa: BLE001 - the thread must survive a full disk
@@ -274,43 +341,153 @@ class AccessRecorder:
             self._cycles += 1
             self._wake.set()
 
+    def _lines(self, items) -> tuple[list[str], list, list[str]]:
+        """The JSON lines of ``items`` (queue tuples), the items and the ids they are of
+        (invalid ones are counted and left out). The fields of one token and route are
+        validated and encoded once (``_fragments``), the time once per millisecond, an id
+        per record."""
+        fragments, at = self._fragments, self._at
+        ids = self._ids.take(len(items))
+        lines = []
+        append = lines.append
+        invalid = 0
+        milli, text_at = at.milli, at.text
+        for record_id, item in zip(ids, items):
+            try:
+                text = fragments[item[1:]]
+            except (KeyError, TypeError):  # TypeError: a claim that is a list or an object
+                text = self._fragment(item[1:])
+                if text is None:
+                    invalid += 1
+                    continue
+            when = int(item[0] * 1000)
+            if when != milli:
+                milli, text_at = when, at.format(when)
+            append(f'{{"id": "{record_id}", {text}, "at": "{text_at}"}}\n')
+        if not invalid:
+            return lines, items, ids
+        self.stats["invalid"] += invalid
+        valid = [self._fragment(item[1:]) is not None for item in items]
+        return (lines, [item for item, ok in zip(items, valid) if ok],
+                [record_id for record_id, ok in zip(ids, valid) if ok])
+
+    def _fragment(self, key: tuple) -> str | None:
+        """``"tenant": …, "status": …`` of a record's repeated fields (``key``: the queue
+        tuple without its time), or None when they are not valid; remembered (a bounded
+        number) when valid."""
+        try:
+            text = self._fragments.get(key)
+        except TypeError:  # unhashable: a claim that is a list or an object
+            return None
+        if text is not None:
+            return text
+        tenant, grant_id, sid, sub, area, action, method, route, status = key
+        if not (_bounded(tenant) and _bounded(grant_id) and _bounded(sub)
+                and (sid is None or _bounded(sid)) and action in self.policy
+                and type(area) is str and len(area) <= MAX_ID
+                and type(method) is str and 0 < len(method) <= MAX_METHOD
+                and type(route) is str and type(status) is int and 100 <= status <= 599):
+            return None
+        text = _encode({"tenant": tenant, "grant_id": grant_id, "sid": sid, "sub": sub,
+                        "area": area, "action": action, "method": method,
+                        "route": route[:MAX_ROUTE], "status": status})[1:-1]
+        if len(self._fragments) >= MAX_FRAGMENTS:
+            self._fragments.clear()
+        self._fragments[key] = text
+        return text
+
     def _spool(self, items) -> None:
-        lines_by_action: list[tuple[str, bytes]] = []
-        at = _Timestamps()
-        for (when, tenant, grant_id, sid, sub, area, action, method, route, status) in items:
-            if not (_bounded(tenant) and _bounded(grant_id) and _bounded(sub)
-                    and (sid is None or _bounded(sid)) and type(status) is int
-                    and 100 <= status <= 599):
-                self.stats["invalid"] += 1
-                continue
-            record = {"id": self._ids.next(), "tenant": tenant, "grant_id": grant_id,
-                      "sid": sid, "sub": sub, "area": area, "action": action,
-                      "method": method, "route": route[:MAX_ROUTE], "status": status,
-                      "at": at.format(when)}
-            lines_by_action.append((action, _encode(record).encode() + b"\n"))
-        if not lines_by_action:
+        lines, kept, ids = self._lines(items)
+        if not lines:
             return
+        # ensure_ascii: one character is one byte, len() of a line is its size on disk.
+        batch = "".join(lines).encode("ascii")
         with self._lock:
             used = self._used()
             soft = self.max_spool_bytes - self.reserve
-            keep: list[bytes] = []
             touched: set = set()
-            for action, line in lines_by_action:
-                over_soft = used + len(line) > soft and self.policy[action] == "drop_oldest"
-                if over_soft or used + len(line) > self.max_spool_bytes:
-                    self._append(keep, touched)  # on disk first, so that it can be dropped
-                    keep = []
-                    limit = soft if over_soft else self.max_spool_bytes
-                    used -= self._drop_oldest(len(line) + used - limit)
-                keep.append(line)
-                used += len(line)
-            self._append(keep, touched)
+            current = self._current
+            if used + len(batch) <= soft and current is not None and \
+                    current.size + len(batch) <= self.segment_bytes:
+                start = current.size
+                self._write_chunk([batch], len(batch), touched)  # the usual case: one write
+                self._remember(current, start, lines, ids, batch)
+            else:
+                self._spool_lines([line.encode("ascii") for line in lines],
+                                  [item[6] for item in kept], used, soft, touched)
             for f in touched:  # one fsync per batch (and segment written)
                 if not f.closed:
-                    f.flush()
                     os.fsync(f.fileno())
-            self.stats["spooled"] += len(lines_by_action)
+            self.stats["spooled"] += len(lines)
             self._set_full(self._used() > soft or self._pressure)
+
+    def _remember(self, segment: _Segment, start: int, lines: list[str], ids: list[str],
+                  batch: bytes) -> None:
+        """Keep what was just written for the shipper (the lock is held): it posts it from
+        memory, without reading and splitting the lines again, when it gets there while it
+        is still here (``MEMO_BYTES`` at most, the oldest forgotten first)."""
+        ends = list(itertools.accumulate(map(len, lines)))  # after each line, from ``start``
+        self._memo.append((segment, start, ends, ids, batch))
+        self._memo_bytes += len(batch)
+        while self._memo_bytes > MEMO_BYTES and self._memo:
+            self._memo_bytes -= len(self._memo.popleft()[4])
+
+    def _from_memo(self, segment: _Segment, start: int):
+        """(ids, records joined for the body, end offset) of the lines of ``segment`` from
+        ``start`` that the writer remembered, at most ``MAX_BATCH`` and ``SHIP_BYTES``; None
+        when it does not have the line at ``start`` (the lock is held)."""
+        ids: list[str] = []
+        pieces: list[bytes] = []
+        position, size = start, 0
+        for entry_segment, entry_start, ends, entry_ids, data in self._memo:
+            if entry_segment is not segment or entry_start + ends[-1] <= position:
+                continue
+            offset = position - entry_start
+            if offset < 0:
+                break  # not contiguous: the rest from the disk
+            first = 0 if offset == 0 else bisect.bisect_left(ends, offset) + 1
+            if first > 0 and ends[first - 1] != offset:
+                break  # not at a line's start (cannot happen: lines are shipped whole)
+            last = min(len(ends), first + MAX_BATCH - len(ids),
+                       bisect.bisect_right(ends, offset + SHIP_BYTES - size))
+            if last <= first:
+                break
+            ids += entry_ids[first:last]
+            pieces.append(data[offset:ends[last - 1]])
+            size += ends[last - 1] - offset
+            position = entry_start + ends[last - 1]
+            if len(ids) >= MAX_BATCH or last < len(ends):
+                break
+        if not ids:
+            return None
+        records = b"".join(pieces) if len(pieces) > 1 else pieces[0]
+        return ids, records[:-1].replace(b"\n", b", "), position
+
+    def _forget_shipped(self) -> None:
+        """Drop what the writer remembered of records shipped or dropped since (the lock is
+        held)."""
+        memo = self._memo
+        while memo:
+            segment, start, ends = memo[0][:3]
+            if segment in self._segments and start + ends[-1] > segment.acked:
+                break
+            self._memo_bytes -= len(memo.popleft()[4])
+
+    def _spool_lines(self, lines: list[bytes], actions: list[str], used: int, soft: int,
+                     touched: set) -> None:
+        """Line by line, near the limits: drop the oldest for ``drop_oldest`` actions, new
+        segments as they fill (the lock is held)."""
+        keep: list[bytes] = []
+        for action, line in zip(actions, lines):
+            over_soft = used + len(line) > soft and self.policy[action] == "drop_oldest"
+            if over_soft or used + len(line) > self.max_spool_bytes:
+                self._append(keep, touched)  # on disk first, so that it can be dropped
+                keep = []
+                limit = soft if over_soft else self.max_spool_bytes
+                used -= self._drop_oldest(len(line) + used - limit)
+            keep.append(line)
+            used += len(line)
+        self._append(keep, touched)
 
     def _append(self, lines: list[bytes], touched: set) -> None:
         """Write ``lines`` to the current segment, a new one whenever it is full (the lock
@@ -389,9 +566,15 @@ class AccessRecorder:
 
     # --- the shipper thread ---
     def _ship_loop(self) -> None:
+        try:
+            self._ship()
+        finally:
+            self._close_reading()
+
+    def _ship(self) -> None:
         backoff = 0.0
         next_scan = time.monotonic() + self.orphan_scan_interval
-        lingered = False
+        short_since = None  # when the batch at the head of the spool was first found short
         while not (self._stop.is_set() and time.monotonic() > self._stop_deadline):
             if time.monotonic() >= next_scan:
                 next_scan = time.monotonic() + self.orphan_scan_interval
@@ -400,21 +583,34 @@ class AccessRecorder:
                 except Exception:  # noqa: BLE001
                     log.exception("access records: could not look for orphaned spools")
             self._wake.clear()
-            batch = self._next_batch()
+            try:
+                batch = self._next_batch()
+            except OSError:  # the spool cannot be read now (a full or failing disk)
+                log.exception("access records: could not read the spool; retrying")
+                self._close_reading()
+                self._stop.wait(max(self.backoff_initial, 1.0))
+                continue
             if batch is None:
                 if self._stop.is_set() and not self._writer.is_alive():
                     break
-                self._wake.wait(0.5)
+                if not self._wake.wait(0.5):  # quiet for a while: what was shipped is on
+                    with self._lock:          # disk, a shipped segment's space is freed
+                        self._save_offsets(force=True)
+                    self._close_reading()
                 continue
-            if len(batch[2]) < MAX_BATCH and not lingered and not self._stop.is_set():
-                # Fewer requests to the bridge (and less CPU here): let the batch fill up.
-                lingered = True
-                self._stop.wait(self.ship_linger)
-                continue
-            lingered = False
-            segment, end, ids, lines = batch
+            if len(batch[2]) < MAX_BATCH and not self._stop.is_set():
+                # Fewer requests to the bridge (and less CPU here): let a short batch fill
+                # up, for at most ship_linger, looking again after each batch the writer
+                # spools (at a high rate the next one fills it: no waiting behind it).
+                now = time.monotonic()
+                short_since = now if short_since is None else short_since
+                if now - short_since < self.ship_linger:
+                    self._wake.wait(self.ship_linger - (now - short_since))
+                    continue
+            short_since = None
+            segment, end, ids, records = batch
             try:
-                done = self._post(ids, lines)
+                done = self._post(ids, records)
             except Exception as exc:  # noqa: BLE001 - network, TLS, HTTP: all mean retry
                 self.stats["ship_failures"] += 1
                 if self._stop.is_set():
@@ -429,53 +625,93 @@ class AccessRecorder:
             self._acknowledge(segment, end)
 
     def _next_batch(self):
-        """(segment, end offset, ids, raw lines) of the oldest unshipped records, or None."""
-        with self._lock:
-            for segment in list(self._segments):
-                if segment.pending == 0:
-                    if segment is not self._current:
-                        self._remove(segment)
-                    continue
-                break
-            else:
-                return None
-            path, start, size = segment.path, segment.acked, segment.size
-            is_current = segment is self._current
-        ids, lines, offset, budget = [], [], start, 60 * 1024
-        try:
-            with open(path, "rb") as f:
-                f.seek(start)
-                while len(lines) < MAX_BATCH and offset < size and budget > 0:
-                    line = f.readline()
-                    if not line.endswith(b"\n"):
-                        if is_current:
-                            break  # not flushed yet
-                        offset += len(line)  # a torn last write of a killed process
-                        self.stats["corrupt_lines"] += 1
-                        break
-                    offset += len(line)
-                    record_id = _record_id(line)
-                    if record_id is None:
-                        self.stats["corrupt_lines"] += 1
-                        continue
-                    ids.append(record_id)
-                    lines.append(line.rstrip(b"\n"))
-                    budget -= len(line)
-        except FileNotFoundError:
+        """(segment, end offset, ids, the records joined for the body) of the oldest
+        unshipped records, or None."""
+        while True:
             with self._lock:
-                self._remove(segment)
-            return self._next_batch()
-        if not ids:
-            self._acknowledge(segment, offset)
-            return self._next_batch() if offset > start else None
-        return segment, offset, ids, lines
+                for segment in list(self._segments):
+                    if segment.pending == 0:
+                        if segment is not self._current:
+                            self._remove(segment)
+                        continue
+                    break
+                else:
+                    return None
+                path, start, size = segment.path, segment.acked, segment.size
+                is_current = segment is self._current
+                remembered = self._from_memo(segment, start)
+            if remembered is not None:
+                ids, records, offset = remembered
+                return segment, offset, ids, records
+            try:
+                ids, lines, offset, corrupt = self._read_lines(path, start, size, is_current)
+            except FileNotFoundError:
+                with self._lock:
+                    self._remove(segment)
+                continue
+            if corrupt and start >= segment.counted:  # once, though a batch is read again
+                self.stats["corrupt_lines"] += corrupt
+                segment.counted = offset
+            if ids:
+                return segment, offset, ids, b", ".join(lines)
+            if offset == start:
+                return None  # the current segment's last line is not complete yet
+            self._acknowledge(segment, offset)  # nothing but corrupt lines there
 
-    def _post(self, ids: list[str], lines: list[bytes]) -> int:
-        body = b'{"records": [' + b", ".join(lines) + b"]}"
+    def _read_lines(self, path: Path, start: int, size: int, is_current: bool):
+        """(ids, lines, end offset, corrupt lines) of the complete lines from ``start``: at
+        most ``MAX_BATCH`` and ``SHIP_BYTES``, read ``READ_AHEAD`` bytes at a time (the bytes
+        of a segment below its size never change, so what was read serves the next batches
+        too: one ``pread`` for several POSTs). A line that is not JSON with an id the bridge
+        takes, a line longer than ``SHIP_BYTES`` and the torn last line of a killed process
+        are skipped (counted as ``corrupt_lines``); the unfinished last line of the segment
+        being written is left for later. The shipper keeps the segment it reads open (one
+        descriptor, its own: closed when it moves to another segment, has been idle for a
+        while or stops; a segment deleted meanwhile frees its disk space then)."""
+        reading = self._reading
+        if reading is None or reading[0] != path:
+            self._close_reading()
+            reading = self._reading = (path, os.open(path, os.O_RDONLY), 0, b"")
+        _, fd, read_at, read = reading
+        wanted = min(size - start, SHIP_BYTES)
+        if read_at <= start and start + wanted <= read_at + len(read):
+            data = read[start - read_at:start - read_at + wanted]
+        else:
+            read = os.pread(fd, min(size - start, READ_AHEAD), start)
+            self._reading = (path, fd, start, read)
+            data = read[:wanted]
+        parts = data.split(b"\n", MAX_BATCH)
+        rest = parts.pop()  # after the last newline (or after the MAX_BATCH-th)
+        offset = start + len(data) - len(rest)
+        if not parts:  # not one complete line
+            if start + len(data) < size:  # one longer than SHIP_BYTES: skip it
+                return [], [], _next_line(fd, start + len(data), size), 1
+            if data and not is_current:  # a torn last write of a killed process
+                return [], [], size, 1
+            return [], [], offset, 0
+        first = _FIRST_ID.match(data)
+        if first is not None:
+            found = _NEXT_IDS.findall(data, 0, offset - start)
+            if len(found) + 1 == len(parts):  # the usual case: every line starts with its id
+                found.insert(0, first.group(1))
+                return b"\n".join(found).decode("ascii").split("\n"), parts, offset, 0
+        ids, lines = [], []
+        for line in parts:
+            record_id = _record_id(line)
+            if record_id is not None:
+                ids.append(record_id)
+                lines.append(line)
+        return ids, lines, offset, len(parts) - len(ids)
+
+    def _close_reading(self) -> None:
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            os.close(reading[1])
+
+    def _post(self, ids: list[str], records: bytes) -> int:
+        body = b'{"records": [' + records + b"]}"
         response = self._http.post(self.endpoint, data=body, auth=self._auth,
-                                   timeout=self.http_timeout,
-                                   headers={"Content-Type": "application/json",
-                                            "Accept": "application/json"})
+                                   timeout=self.http_timeout, headers=_HEADERS)
         if response.status_code == 400:
             # The bridge calls the batch malformed: sending it again cannot help.
             log.error("access records: the bridge refused a batch of %d records as malformed "
@@ -486,13 +722,18 @@ class AccessRecorder:
             raise _ShipError(f"HTTP {response.status_code}")
         try:
             answer = response.json()
+            if answer["accepted"] == ids and not answer["duplicates"] and \
+                    not answer["refused"]:  # the usual answer: all taken, in order
+                self.stats["accepted"] += len(ids)
+                return len(ids)
             accepted = set(answer["accepted"])
             duplicates = set(answer["duplicates"])
             refused = {r["id"]: r.get("error") for r in answer["refused"]}
+            answered = accepted | duplicates
+            answered.update(refused)
         except Exception:  # noqa: BLE001
             raise _ShipError("the answer is not the ingest's JSON") from None
-        missing = [i for i in ids if i not in accepted and i not in duplicates
-                   and i not in refused]
+        missing = [i for i in ids if i not in answered]
         if missing:
             raise _ShipError(f"the answer does not name {len(missing)} of the records")
         for record_id, error in refused.items():
@@ -508,16 +749,31 @@ class AccessRecorder:
             if segment not in self._segments:
                 return  # dropped meanwhile
             segment.acked = end
-            try:
-                _write_offset(segment.path, end)
-            except OSError:  # only costs a duplicate after a restart
-                log.warning("access records: could not save the shipped offset")
             if segment.pending == 0 and segment is not self._current:
                 self._remove(segment)
+            else:
+                self._save_offsets()
+            self._forget_shipped()
             soft = self.max_spool_bytes - self.reserve
             if self._used() <= soft - self.segment_bytes:
                 self._pressure = False  # the bridge took records: room for a segment
             self._set_full(self._used() > soft or self._pressure)
+
+    def _save_offsets(self, force: bool = False) -> None:
+        """Write the acknowledged offsets that changed to the ``.acked`` files: at most every
+        ``ack_save_interval`` seconds per segment, or now with ``force`` (the lock is held).
+        An offset not saved yet only costs duplicates after a crash, which the bridge
+        stores once."""
+        now = time.monotonic()
+        for segment in self._segments:
+            if segment.acked != segment.saved and (
+                    force or now - segment.saved_at >= self.ack_save_interval):
+                try:
+                    _write_offset(segment.path, segment.acked)
+                except OSError:  # only costs a duplicate after a restart
+                    log.warning("access records: could not save the shipped offset")
+                    continue
+                segment.saved, segment.saved_at = segment.acked, now
 
     def _remove(self, segment: _Segment) -> None:
         """Forget and delete ``segment`` (the lock is held)."""
@@ -577,7 +833,8 @@ class AccessRecorder:
                 except FileNotFoundError:
                     continue
                 acked = min(_read_offset(path), size)
-                adopted.append(_Segment(path, size=size, acked=acked, adopted=True, lock_fd=fd))
+                adopted.append(_Segment(path, size=size, acked=acked, adopted=True, lock_fd=fd,
+                                        saved=acked))
             if not adopted:
                 try:
                     (self.spool_dir / f"{owner}.lock").unlink()
@@ -600,25 +857,140 @@ class _ShipError(Exception):
     pass
 
 
+class _FinalAnswer(http.client.HTTPResponse):
+    """``http.client``'s answer, read past interim (1xx) answers: ``http.client`` skips
+    ``100 Continue`` only and would take e.g. ``103 Early Hints`` for the answer, leaving the
+    real one unread on the connection. ``begin`` parses the next status line and header
+    block again (with ``http.client``'s own parser and bounds), at most ``MAX_INTERIM``
+    times; ``101 Switching Protocols`` is final (and not an answer the shipper takes)."""
+
+    MAX_INTERIM = 10
+
+    def begin(self):
+        super().begin()
+        interim = 0
+        while 100 <= self.status < 200 and self.status != 101:
+            interim += 1
+            if interim > self.MAX_INTERIM:
+                raise http.client.HTTPException("too many interim answers")
+            self.headers = self.msg = None  # begin() reads a status line again
+            super().begin()
+
+
+class _Connection(urllib3.connection.HTTPConnection):
+    response_class = _FinalAnswer
+
+
+class _TLSConnection(urllib3.connection.HTTPSConnection):
+    response_class = _FinalAnswer
+
+
+# A kept-alive connection the server closed just as the shipper sent on it: sent again, once,
+# on a new connection. (One closed while idle urllib3 notices itself and replaces.)
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+          ConnectionAbortedError)
+
+
 class _Poster:
-    """The shipper's HTTP client: urllib3 with one kept-alive pool, a ``requests``-like
-    ``post`` (a tenth of the CPU ``requests`` takes per call, which the request threads feel
-    through the GIL; bench/bench_access_recording.py)."""
+    """The shipper's HTTP client: a urllib3 connection pool of one kept-alive connection to
+    the endpoint (``urllib3.connection_from_url``: TLS for ``https``, verified against the
+    system's CAs), a ``requests``-like ``post``. The pool's ``urlopen`` directly, with the
+    request head's fields made once: the shipper posts a batch per 100 records, and every
+    microsecond it holds the GIL is taken from the request threads
+    (bench/bench_access_recording.py). Answers are bounded (``MAX_BODY``, read within the
+    timeout; no content coding is decoded). A connection the server closed is replaced; one
+    it closed as the batch was sent is tried again once at once on a new connection (the
+    ingest is idempotent: a batch sent twice is stored once). After any other failure or an
+    answer that is not 200 the pool is dropped: the next POST starts on a new connection."""
+
+    MAX_BODY = 1024 * 1024
 
     def __init__(self):
-        import urllib3
-
-        self._urllib3 = urllib3
-        self._pool = urllib3.PoolManager(num_pools=2, maxsize=1, retries=False)
+        self._pool = None
+        self._key = None  # (url, auth, headers, timeout) the pool and the head are for
+        self._path = "/"
+        self._headers: dict[str, str] = {}
+        self._timeout = None
+        self._retries = urllib3.Retry(total=False, redirect=0)  # none: the shipper decides
+        self.resent = 0  # batches sent again on a new connection (the old one closed)
 
     def post(self, url, *, data, auth, timeout, headers):
-        headers = {**headers, **self._urllib3.make_headers(basic_auth=":".join(auth))}
-        response = self._pool.request("POST", url, body=data, headers=headers,
-                                      timeout=timeout, redirect=False)
-        return _Response(response.status, response.data)
+        key = (url, auth, tuple(headers.items()), timeout)
+        if key != self._key:
+            self._prepare(key)
+        try:
+            response = self._send(data)
+        except urllib3.exceptions.ProtocolError as exc:
+            if not any(isinstance(arg, _STALE) for arg in exc.args):
+                self.close()
+                raise
+            self.resent += 1
+            response = self._send(data)  # urllib3 dropped the connection: a new one
+        except BaseException:
+            self.close()
+            raise
+        try:
+            body = self._read(response, timeout)
+        except BaseException:
+            response.close()  # what is left of the answer: never read as the next one's
+            response.release_conn()
+            self.close()
+            raise
+        response.release_conn()
+        if response.status != 200:
+            self.close()
+        return _Response(response.status, body)
 
-    def close(self):
-        self._pool.clear()
+    def _prepare(self, key) -> None:
+        url, auth, headers, timeout = key
+        self.close()
+        parts = urllib3.util.parse_url(url)
+        if parts.scheme not in ("http", "https") or not parts.host:
+            raise ValueError("the endpoint must be an http(s) URL")
+        self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
+        pool = urllib3.connection_from_url(url, maxsize=1, block=False,
+                                           retries=self._retries, timeout=self._timeout)
+        pool.ConnectionCls = _TLSConnection if parts.scheme == "https" else _Connection
+        self._path = parts.request_uri
+        self._headers = {**dict(headers), "User-Agent": "scopes-guard",
+                         **urllib3.make_headers(basic_auth=":".join(auth))}
+        self._pool, self._key = pool, key
+
+    def _send(self, data: bytes):
+        return self._pool.urlopen("POST", self._path, body=data, headers=self._headers,
+                                  retries=self._retries, redirect=False,
+                                  assert_same_host=False,
+                                  timeout=self._timeout, preload_content=False,
+                                  decode_content=False, release_conn=False)
+
+    def _read(self, response, timeout: float) -> bytes:
+        """The answer's body: at most ``MAX_BODY`` bytes, read within ``timeout`` (per read
+        and in all, so that a server sending a byte at a time cannot hold the shipper)."""
+        coding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if coding != "identity":
+            raise _ShipError(f"the answer has a content coding ({coding[:20]!r})")
+        length = response.length_remaining
+        if length is not None:
+            if length > self.MAX_BODY:
+                raise _ShipError("the answer is too large")
+            return response.read()  # exactly Content-Length bytes, or IncompleteRead
+        deadline = time.monotonic() + timeout
+        chunks, size = [], 0  # chunked or delimited by the end of the connection
+        while True:
+            chunk = response.read(65536)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > self.MAX_BODY:
+                raise _ShipError("the answer is too large")
+            if time.monotonic() > deadline:
+                raise _ShipError("the answer took too long")
+            chunks.append(chunk)
+
+    def close(self) -> None:
+        pool, self._pool, self._key = self._pool, None, None
+        if pool is not None:
+            pool.close()
 
 
 class _Response:
@@ -646,49 +1018,70 @@ def _bounded(value) -> bool:
 
 
 def _record_id(line: bytes) -> str | None:
-    """The id of a spooled line: the writer puts it first, so no parsing is needed."""
-    if line.startswith(_ID_PREFIX) and line[44:45] == b'"':
-        return line[8:44].decode("ascii", "replace")
+    """The id of a spooled line (the writer puts it first, so usually no parsing is needed),
+    if it is one the bridge takes: a line with another id would be refused without it, and
+    an answer that does not name a record is sent again, for ever."""
+    found = _FIRST_ID.match(line)
+    if found is not None:
+        return found.group(1).decode("ascii")
     try:
         record = json.loads(line)
     except ValueError:
         return None
     record_id = record.get("id") if type(record) is dict else None
-    return record_id if _bounded(record_id) else None
+    return record_id if type(record_id) is str and _ID.fullmatch(record_id) else None
 
 
 class _IdSource:
-    """UUID 4 strings from one ``os.urandom`` call per 256 ids (the writer thread only)."""
+    """Record ids (the writer thread only): 36 characters in the layout of an RFC 9562 UUID
+    version 8, 74 random bits from ``os.urandom`` per source (drawn again should the counter
+    run out), then a 48-bit counter (module docstring). Made 256 at a time: the high 40 bits
+    of the counter formatted once, the low 8 from a table."""
+
+    LIMIT = 1 << 48
+    _LOW = [f"{n:02x}" for n in range(256)]
 
     def __init__(self):
+        self._prefix = _id_prefix()
+        self._next = 0
         self._pool: list[str] = []
 
-    def next(self) -> str:
-        if not self._pool:
-            raw = bytearray(os.urandom(16 * 256))
-            pool = []
-            for i in range(0, len(raw), 16):
-                raw[i + 6] = (raw[i + 6] & 0x0F) | 0x40  # version 4
-                raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80  # RFC 4122 variant
-                h = raw[i:i + 16].hex()
-                pool.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-            self._pool = pool
-        return self._pool.pop()
+    def take(self, count: int) -> list[str]:
+        pool = self._pool
+        while len(pool) < count:
+            if self._next >= self.LIMIT:
+                self._prefix, self._next = _id_prefix(), 0
+            block = f"{self._prefix}{self._next >> 8:010x}"
+            pool.extend([block + low for low in self._LOW])
+            self._next += 256
+        taken = pool[:count]
+        del pool[:count]
+        return taken
+
+
+def _id_prefix() -> str:
+    """``xxxxxxxx-xxxx-8xxx-Vxxx-``: 74 random bits, version 8, variant 10 (RFC 9562)."""
+    h = os.urandom(10).hex()
+    return f"{h[:8]}-{h[8:12]}-8{h[12:15]}-{'89ab'[int(h[15], 16) & 3]}{h[16:19]}-"
 
 
 class _Timestamps:
-    """RFC 3339 UTC with milliseconds, the seconds part formatted once per second."""
+    """RFC 3339 UTC with milliseconds of a time in milliseconds, the seconds part formatted
+    once per second; ``milli`` and ``text`` are the last one (the writer reuses it)."""
 
     def __init__(self):
         self._second = None
-        self._text = ""
+        self._seconds_text = ""
+        self.milli = None
+        self.text = ""
 
-    def format(self, when: float) -> str:
-        second = int(when)
+    def format(self, milli: int) -> str:
+        second, fraction = divmod(milli, 1000)
         if second != self._second:
             self._second = second
-            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._text}.{int((when - second) * 1000):03d}Z"
+            self._seconds_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        self.milli, self.text = milli, f"{self._seconds_text}.{fraction:03d}Z"
+        return self.text
 
 
 def _offset_path(path: Path) -> Path:
@@ -707,6 +1100,19 @@ def _read_offset(path: Path) -> int:
         return max(0, int(_offset_path(path).read_text().strip() or 0))
     except (FileNotFoundError, ValueError):
         return 0
+
+
+def _next_line(fd: int, offset: int, size: int) -> int:
+    """The offset after the next newline at or after ``offset`` (``size`` if none)."""
+    while offset < size:
+        data = os.pread(fd, min(size - offset, 65536), offset)
+        if not data:
+            break
+        index = data.find(b"\n")
+        if index >= 0:
+            return offset + index + 1
+        offset += len(data)
+    return size
 
 
 def _count_lines(path: Path, start: int) -> int:

@@ -430,7 +430,9 @@ class TokenGuard:
         request of an advisor token for ``scope`` must be refused: the spool is full and
         ``when_full`` is ``"refuse"`` for its action. Memory only."""
         recorder = self.access_recorder
-        if recorder is not None and claims.get("membership") in ADVISOR_MEMBERSHIPS:
+        # Memory only, and cheapest first: most of the time the spool is not full.
+        if recorder is not None and recorder.refusing and \
+                claims.get("membership") in ADVISOR_MEMBERSHIPS:
             recorder.check(self._recorded_scope(scope)[1])
 
     def record_access(self, claims: dict, scope: str, *, method: str, route: str,
@@ -442,8 +444,10 @@ class TokenGuard:
         recorder = self.access_recorder
         if recorder is None or claims.get("membership") not in ADVISOR_MEMBERSHIPS:
             return False
-        area, action = self._recorded_scope(scope)
-        return recorder.record(claims, area, action, method, route, status)
+        found = self._recorded_scopes.get(scope)
+        if found is None:
+            found = self._recorded_scope(scope)
+        return recorder.record(claims, found[0], found[1], method, route, status)
 
     def _recorded_scope(self, scope: str) -> tuple[str, str]:
         """(area, action) a record names for ``scope``: its first write scope, else its
