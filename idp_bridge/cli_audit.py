@@ -1,5 +1,6 @@
-"""``idp-bridge audit``: verify an exported audit chain offline, sign the due checkpoints
-now, make a new checkpoint key (docs/audit-chain.md)."""
+"""``idp-bridge audit``: verify an exported audit chain or an evidence pack offline, sign the
+due checkpoints now, make a new checkpoint key (docs/audit-chain.md,
+docs/evidence-pack.md)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,50 @@ def audit_verify(file, jwks_source, others):
     for line in report.lines():
         click.echo(line)
     sys.exit(0 if report.ok else 1)
+
+
+@audit.command("verify-evidence")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--jwks", "jwks_source", required=True,
+              help="The bridge's audit keys: a saved copy of <bridge>/audit/jwks, or that URL.")
+@click.option("--output", "output", type=click.Path(dir_okay=False, writable=True),
+              default=None, help="Write the verified pack's content (JSON) to this file.")
+def audit_verify_evidence(file, jwks_source, output):
+    """Check an evidence pack (the signed file, or the API's JSON answer holding it): its
+    signature, every event's hash at its chain position, and the links to the signed
+    checkpoints. Exit 0 when intact, 1 with a line naming what is broken, 2 when a file
+    or the keys cannot be read."""
+    from .domain.evidence_verify import verify
+
+    data = _read(file)
+    token = _pack_token(data)
+    if token is None:
+        click.echo("UNREADABLE: the file is no evidence pack (a compact JWS, or JSON with "
+                   "\"jws\")")
+        sys.exit(2)
+    report = verify(token, jwks=_jwks(jwks_source))
+    for line in report.lines():
+        click.echo(line)
+    if report.ok and output:
+        Path(output).write_text(json.dumps(report.pack, indent=2, ensure_ascii=False) + "\n",
+                                encoding="utf-8")
+    sys.exit(0 if report.ok else 1)
+
+
+def _pack_token(data: bytes) -> str | None:
+    try:
+        text = data.decode("utf-8").strip().lstrip("\ufeff")
+    except UnicodeDecodeError:
+        return None
+    if text.startswith("{"):
+        try:
+            document = json.loads(text)
+        except ValueError:
+            return None
+        text = document.get("jws") if isinstance(document, dict) else None
+        if not isinstance(text, str):
+            return None
+    return text if text.count(".") == 2 and text.isascii() else None
 
 
 def _read(path: str) -> bytes:
@@ -114,3 +159,41 @@ def audit_rotate_key(obj):
     finally:
         database.dispose()
     click.echo(f"new checkpoint key {kid} is active; running bridges pick it up within 10 s")
+
+
+@audit.command("export")
+@click.option("--tenant", "tenant_id", default=None, help="The tenant whose chain to export.")
+@click.option("--system", "system", is_flag=True,
+              help="Export the system chain instead: the events without a tenant (support's "
+                   "and the operator's own).")
+@click.option("--output", "output", type=click.Path(dir_okay=False, writable=True),
+              default="-", show_default=True, help="Where to write the JSON export (- for "
+                                                   "standard output).")
+@click.pass_obj
+def audit_export(obj, tenant_id, system, output):
+    """Export one chain as the JSON that `idp-bridge audit verify` reads (the same document
+    a tenant admin downloads from the access-log page), read from the database a page at a
+    time. For the operator, who holds the database: the system chain has no other export."""
+    from .app import create_app, services
+    from .cli import _migrated_database, _settings
+    from .domain.errors import DomainError
+
+    if system == (tenant_id is not None):
+        raise click.UsageError("give either --tenant TENANT or --system")
+    settings = _settings(obj)
+    built = services(create_app(settings, database=_migrated_database(settings.database_url)))
+    try:
+        chains = built.use_cases.audit_chains
+        pages = chains.operator_pages(None if system else tenant_id)
+        try:
+            first = next(pages)
+        except DomainError as exc:  # an unknown tenant: one line, nothing written
+            raise click.ClickException(exc.description) from None
+        with click.open_file(output, "w", encoding="utf-8", atomic=output != "-") as out:
+            for piece in chains.document_text(first, pages):
+                out.write(piece)
+    finally:
+        built.db.dispose()
+    if output != "-":
+        click.echo(f"chain {first.chain} (head seq {first.head_seq}) written to {output}",
+                   err=True)

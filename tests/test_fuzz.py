@@ -66,6 +66,12 @@ FRESH_CLIENT = frozenset({"auth.login", "auth.logout", "auth.callback"})
 #: Endpoints that create something from the body alone (no path parameter names where):
 #: with valid credentials they only get poisoned bodies, a random body may be a valid one.
 CREATES_FROM_BODY = frozenset({"ssf.stream_create", "api.my_access_request_create"})
+#: Reads that are themselves audited (docs/evidence-pack.md: downloading an evidence pack is an
+#: event of the tenant's chain): when one answers 200, the one change allowed is that event
+#: (and its chain's head), exactly once.
+AUDITED_READS = {"api.membership_evidence": "evidence.downloaded",
+                 "tenant.evidence": "evidence.downloaded",
+                 "tenant.evidence_file": "evidence.downloaded"}
 #: Routes not fuzzed, with the reason. Empty today: every route is fuzzed.
 EXCLUDED: dict[str, str] = {}
 
@@ -582,6 +588,13 @@ def test_route_survives_hostile_input(fuzz_env, route, caplog):
                     or "Traceback" in r.getMessage()]
         assert problems == [], shown
         after = fuzz_env.snapshot()
+        if endpoint in AUDITED_READS and response.status_code == 200:
+            added = [line for line in set(after) - set(before)
+                     if line.startswith("audit_events: ")]
+            assert len(added) == 1 and f"| {AUDITED_READS[endpoint]} |" in added[0], shown
+            after, before = ([line for line in lines if line not in added
+                              and not line.startswith("audit_chain_heads: ")]
+                             for lines in (after, before))
         assert after == before, shown + ": the database changed: " + repr(
             sorted(set(after) ^ set(before))[:6])
 

@@ -50,6 +50,7 @@ EVENTS = (
     "permanent_advisor.reconfirmed",
     "permanent_advisor.reconfirmation_due",
     "permanent_advisor.lapsed",
+    "evidence.downloaded",
 )
 
 

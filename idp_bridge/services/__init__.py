@@ -38,6 +38,8 @@ module                 use cases
                        re-confirm; proposals and confirmation dates
 ``audit_chain``        the tenant's audit chain: export pages, the latest checkpoint,
                        the checkpoint keys
+``evidence``           the evidence pack of a membership: signed download, printable
+                       page, the verifier's verdict
 ``tokens``             exchange, refresh, redeem (join), open tenant, RFC 7009,
                        back-channel logout
 =====================  ==========================================================
@@ -55,6 +57,7 @@ from .approvals import Approvals
 from .authorization import Authorizer
 from .callers import Callers
 from .directory import PeopleDirectory, SignIns
+from .evidence import EvidencePacks
 from .groups import Groups
 from .permanent_consent import PermanentAdvisors
 from .support import Support
@@ -85,6 +88,8 @@ class UseCases:
     audit_chains: AuditChains | None = None
     #: Permanent advisors with the tenant's consent, re-confirmation.
     permanent: PermanentAdvisors | None = None
+    #: The evidence pack of a membership (signed with the audit checkpoint keys).
+    evidence: EvidencePacks | None = None
 
 
 def build_use_cases(*, db, roles, validator, session_has_ended, memberships, codes, guests,
@@ -116,4 +121,6 @@ def build_use_cases(*, db, roles, validator, session_has_ended, memberships, cod
         if checkpoints is not None else None,
         permanent=PermanentAdvisors(**common, consent=permanent_consent, directory=found,
                                     four_eyes=four_eyes, people=people)
-        if permanent_consent is not None else None)
+        if permanent_consent is not None else None,
+        evidence=EvidencePacks(**common, people=people, checkpoints=checkpoints)
+        if checkpoints is not None else None)

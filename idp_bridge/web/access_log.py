@@ -45,6 +45,7 @@ CATEGORIES = {
                   "permanent_advisor.declined", "permanent_advisor.withdrawn",
                   "permanent_advisor.expired", "permanent_advisor.reconfirmed", "permanent_advisor.reconfirmation_due",
                   "permanent_advisor.lapsed"),
+    "evidence": ("evidence.downloaded",),
 }
 CATEGORY_LABELS = {
     "joins": _l("Joins and assignments"),
@@ -57,6 +58,7 @@ CATEGORY_LABELS = {
     "requests": _l("Access requests"),
     "approvals": _l("Four eyes and settings"),
     "permanent": _l("Permanent advisors: proposals and re-confirmation"),
+    "evidence": _l("Evidence packs"),
 }
 PAGE_SIZE = 50
 #: Dates a filter may name (the day after the latest still exists as a datetime).
@@ -224,6 +226,12 @@ def describe(event: AuditEntry, names: dict[str, str]) -> str:
         return _describe_permanent(event, d, advisor, names)
     if event.event.startswith("approval.") or event.event == "tenant.settings_changed":
         return _describe_approval(event, d, names)
+    if event.event == "evidence.downloaded":
+        who = names.get(event.actor) or event.actor or "?"
+        if d.get("format") == "html":
+            return _("%(name)s opened the evidence pack of an access (printable page).",
+                     name=who)
+        return _("%(name)s downloaded the evidence pack of an access (signed file).", name=who)
     if event.event == "group.changed":
         name = d.get("name") or "?"
         return {"created": _("User group %(name)s was created.", name=name),

@@ -31,7 +31,8 @@ bp = page_blueprint("pages", __name__, template_folder="templates", static_folde
 
 def blueprints() -> tuple:
     """The pages' blueprints (``create_app`` registers them as ``surfaces.PAGE``)."""
-    from . import advisor, audit_chain, groups, support, tenant  # audit_chain: routes of tenant
+    # audit_chain and evidence: routes of the tenant blueprint
+    from . import advisor, audit_chain, evidence, groups, support, tenant  # noqa: F401
     from .auth import bp as auth_bp
 
     return (bp, auth_bp, tenant.bp, groups.bp, advisor.bp, support.bp)
