@@ -2,7 +2,8 @@
 
 One check per component the bridge depends on, in the order a start needs them: the
 settings, the database (reachable, schema at the migrations' head), the signing keys (the
-key-encryption key opens them), the upstream provider (discovery and JWK set), Redis, the
+key-encryption key opens them), the audit chains (each stored chain still links up to its
+head from its newest signed checkpoint, and that checkpoint names the stored event), the upstream provider (discovery and JWK set), Redis, the
 Keycloak admin API and the push destinations of the revocation feed's streams. Each check
 answers ``OK``, ``FAIL`` (with the fix) or ``SKIP`` (not configured, or a check it depends
 on failed).
@@ -165,6 +166,12 @@ def run_checks(overrides: dict | None = None, environ=None, *,
         checks.append(Check("signing keys", SKIP, "skipped: the database check failed"))
     else:
         checks.append(check_signing_keys(settings))
+    if settings is None:
+        checks.append(Check("audit chains", SKIP, needs_settings))
+    elif not database_ok:
+        checks.append(Check("audit chains", SKIP, "skipped: the database check failed"))
+    else:
+        checks.append(check_audit_chains(settings.database_url))
     checks.append(check_upstream(settings, timeout=timeout) if settings
                   else Check("upstream", SKIP, needs_settings))
     checks.append(check_redis(settings, timeout=timeout) if settings
@@ -235,6 +242,74 @@ def check_signing_keys(settings: Settings) -> Check:
                      "check the database (see the database check)")
     finally:
         database.dispose()
+
+
+#: At most this many events recomputed by the audit-chain check (a bridge whose maintenance
+#: loop signs checkpoints has only minutes of events after them).
+CHAIN_CHECK_EVENTS = 200_000
+
+
+def check_audit_chains(url: str, *, budget: int = CHAIN_CHECK_EVENTS) -> Check:
+    """Read-only: for every chain, the events after its newest checkpoint recomputed up to
+    the stored head, and that checkpoint's hash found on the stored event at its position
+    (an event before it edited, removed or reordered with its hashes recomputed shows
+    there). The whole of a chain is checked by exporting and verifying it."""
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import aliased
+
+    from .domain.audit_chain import GENESIS
+    from .domain.audit_checkpoints import check_segment
+    from .storage.db import Database
+    from .storage.models import AuditChainHead, AuditCheckpoint, AuditEvent
+
+    database = Database(url)
+    try:
+        with database.read() as session:
+            inner, last = aliased(AuditCheckpoint), aliased(AuditCheckpoint)
+            newest = (select(func.max(inner.seq)).where(inner.chain == AuditChainHead.chain)
+                      .correlate(AuditChainHead).scalar_subquery())
+            rows = session.execute(
+                select(AuditChainHead.chain, AuditChainHead.seq, AuditChainHead.hash,
+                       last.seq, last.hash, AuditEvent.hash)
+                .select_from(AuditChainHead)
+                .outerjoin(last, (last.chain == AuditChainHead.chain) & (last.seq == newest))
+                .outerjoin(AuditEvent, (AuditEvent.chain == last.chain)
+                           & (AuditEvent.seq == last.seq))
+                .order_by(AuditChainHead.chain)).all()
+            checked, events, unfinished = 0, 0, 0
+            for chain, head_seq, head_hash, signed_seq, signed_hash, stored_hash in rows:
+                if signed_seq is not None and stored_hash != signed_hash:
+                    return _broken_chain(chain, signed_seq, "removed" if stored_hash is None
+                                         else "the signed checkpoint names another event")
+                after_seq = signed_seq or 0
+                if events + head_seq - after_seq > budget:
+                    unfinished += 1
+                    continue
+                problem = check_segment(session, chain, after_seq, signed_hash or GENESIS,
+                                        head_seq, head_hash)
+                if problem is not None:
+                    return _broken_chain(chain, problem.seq, problem.problem)
+                checked, events = checked + 1, events + head_seq - after_seq
+    except Exception as exc:
+        return Check("audit chains", FAIL, f"cannot be read ({type(exc).__name__})",
+                     "check the database (see the database check)")
+    finally:
+        database.dispose()
+    detail = (f"{checked} chain{'s' if checked != 1 else ''} link up to their heads "
+              f"({events} event{'s' if events != 1 else ''} after the newest checkpoints "
+              "recomputed)")
+    if unfinished:
+        detail += (f"; {unfinished} more with over {budget} unsigned events left unchecked "
+                   "(is the maintenance loop running? idp-bridge audit checkpoint signs them)")
+    return Check("audit chains", OK, detail)
+
+
+def _broken_chain(chain: str, seq: int, problem: str) -> Check:
+    which = "--system" if chain == "system" else f"--tenant {chain.split(':', 1)[1]}"
+    return Check("audit chains", FAIL, f"chain {chain} does not verify at seq {seq} ({problem})",
+                 f"export it (idp-bridge audit export {which} --output chain.json) and verify it "
+                 "(idp-bridge audit verify chain.json) to see what changed; restore the events "
+                 "from a backup (docs/audit-chain.md)")
 
 
 def check_upstream(settings: Settings, *, timeout: float = 5.0) -> Check:

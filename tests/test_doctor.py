@@ -24,8 +24,8 @@ from idp_bridge.storage.db import Database, utcnow
 from idp_bridge.storage.models import SsfStream
 
 CLI = [sys.executable, "-m", "idp_bridge.cli"]
-NAMES = ["settings", "database", "signing keys", "upstream", "redis", "keycloak admin",
-         "push destinations"]
+NAMES = ["settings", "database", "signing keys", "audit chains", "upstream", "redis",
+         "keycloak admin", "push destinations"]
 
 
 def free_port() -> int:
@@ -64,8 +64,8 @@ def test_a_healthy_installation(settings):
     checks = doctor(settings)
     assert list(checks) == NAMES
     assert statuses(checks) == {"settings": OK, "database": OK, "signing keys": OK,
-                                "upstream": OK, "redis": SKIP, "keycloak admin": SKIP,
-                                "push destinations": SKIP}
+                                "audit chains": OK, "upstream": OK, "redis": SKIP,
+                                "keycloak admin": SKIP, "push destinations": SKIP}
     assert "schema at the latest revision" in checks["database"].detail
     assert "opens the active key" in checks["signing keys"].detail
     assert "discovery and JWK set" in checks["upstream"].detail
@@ -262,8 +262,8 @@ def test_the_command_exits_0_when_nothing_fails(settings):
                             text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines[:-1]] == [OK, OK, OK, OK, SKIP, SKIP, SKIP]
-    assert lines[-1] == "all 7 checks passed or were skipped"
+    assert [line.split()[0] for line in lines[:-1]] == [OK, OK, OK, OK, OK, SKIP, SKIP, SKIP]
+    assert lines[-1] == "all 8 checks passed or were skipped"
 
 
 @pytest.mark.slow
@@ -276,9 +276,9 @@ def test_the_command_exits_1_on_a_failure_and_prints_no_secret(settings):
                             text=True, timeout=60)
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert lines[2].startswith("FAIL  signing keys: ") and lines[3].startswith("FAIL  upstream: ")
+    assert lines[2].startswith("FAIL  signing keys: ") and lines[4].startswith("FAIL  upstream: ")
     assert all(". Fix: " in line for line in lines if line.startswith(FAIL))
-    assert lines[-1] == "2 of 7 checks failed"
+    assert lines[-1] == "2 of 8 checks failed"
     for secret in (wrong, settings.key_encryption_key, settings.secret_key):
         assert secret not in result.stdout + result.stderr
 
@@ -296,3 +296,69 @@ def test_the_checks_load_no_flask():
                                              if not k.startswith("IDP_BRIDGE_")})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# --- the audit chains -------------------------------------------------------------------------
+
+def chained(settings, count: int = 4, *, sign_after: int | None = None):
+    """``count`` events of the tenant's chain (and one of the system chain), a checkpoint
+    signed after the first ``sign_after``."""
+    from idp_bridge.domain import audit
+
+    app = build_app(settings)
+    db, services = app.extensions["idp_bridge"].db, app.extensions["idp_bridge"]
+    for i in range(count):
+        with db.transaction() as session:
+            audit.record(session, "access_code.failed", utcnow(), tenant_id="10042",
+                         actor="probe", attempt=i)
+        if sign_after is not None and i + 1 == sign_after:
+            services.checkpoints.sign_due(utcnow(), every_moved=True)
+    with db.transaction() as session:
+        audit.record(session, "token.rejected", utcnow(), actor="system", actor_role="system")
+    return db
+
+
+def sql(db, statement: str) -> None:
+    with db.engine.begin() as connection:
+        connection.execute(text(statement))
+
+
+def test_intact_chains_pass_and_nothing_is_written(settings):
+    from conftest import dump_database
+
+    db = chained(settings, sign_after=2)
+    before = dump_database(db)
+    check = doctor(settings)["audit chains"]
+    assert check.status == OK, check.line()
+    assert check.detail.startswith("2 chains link up to their heads")
+    assert "(3 events after the newest checkpoints" in check.detail  # 2 + the system chain's
+    assert dump_database(db) == before
+
+
+@pytest.mark.parametrize("tamper, problem", [
+    ("UPDATE audit_events SET actor = 'mallory' WHERE chain = 'tenant:10042' AND seq = 3",
+     "at seq 3 (changed)"),
+    ("DELETE FROM audit_events WHERE chain = 'tenant:10042' AND seq = 4",
+     "at seq 4 (removed)"),
+    ("DELETE FROM audit_events WHERE chain = 'tenant:10042' AND seq = 2",
+     "at seq 2 (removed)"),
+    ("UPDATE audit_events SET hash = '" + "1" * 64 + "' WHERE chain = 'tenant:10042' AND seq = 2",
+     "at seq 2 (the signed checkpoint names another event)"),
+    ("UPDATE audit_events SET actor = 'mallory' WHERE chain = 'system' AND seq = 1",
+     "chain system does not verify at seq 1 (changed)"),
+])
+def test_a_tampered_chain_fails_with_how_to_find_out(settings, tamper, problem):
+    db = chained(settings, sign_after=2)
+    sql(db, tamper)
+    check = doctor(settings)["audit chains"]
+    assert check.status == FAIL and problem in check.detail, check.line()
+    assert "idp-bridge audit export --" in check.fix and "idp-bridge audit verify" in check.fix
+
+
+def test_a_chain_beyond_the_budget_is_named_not_read(settings):
+    from idp_bridge.doctor import check_audit_chains
+
+    chained(settings, count=6)
+    check = check_audit_chains(settings.database_url, budget=3)
+    assert check.status == OK
+    assert check.detail.startswith("1 chain link up") and "1 more with over 3" in check.detail

@@ -9,6 +9,9 @@ Pages are bounded (:data:`MAX_PAGE` events) and read by ``seq`` on the unique in
 
 from __future__ import annotations
 
+import itertools
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -30,7 +33,8 @@ class ChainPage:
     """One page of a chain in the export's shape (plain dicts: docs/audit-chain.md)."""
 
     chain: str
-    tenant_id: str
+    #: None for the system chain.
+    tenant_id: str | None
     head_seq: int
     head_hash: str
     after: int
@@ -77,6 +81,49 @@ class AuditChains:
         1 to :data:`MAX_PAGE`), the first with its ``prev``; the checkpoints of that range,
         and on the last page every later one too (so that a chain cut short shows)."""
         self.authorize.tenant_admin(caller, tenant_id)
+        return self._page(tenant_id, after=after, limit=limit)
+
+    def pages(self, caller, tenant_id: str, *, limit: int = DEFAULT_PAGE):
+        """Every page of the chain, from seq 1 to the last (a whole download)."""
+        self.authorize.tenant_admin(caller, tenant_id)
+        return self._pages(tenant_id, limit=limit)
+
+    def operator_pages(self, tenant_id: str | None, *, limit: int = DEFAULT_PAGE):
+        """Every page of the chain of ``tenant_id``, or with None of the system chain (the
+        events without a tenant: support's and the operator's own), for the operator's
+        ``idp-bridge audit export``: who runs the CLI holds the database already."""
+        return self._pages(tenant_id, limit=limit)
+
+    def document_text(self, first: ChainPage, rest) -> Iterator[str]:
+        """The whole-chain export (docs/audit-chain.md) of the pages ``first`` and
+        ``rest`` as pieces of JSON text, a page at a time (a long chain never sits in
+        memory): what the access-log page downloads and ``idp-bridge audit export``
+        writes; ``idp-bridge audit verify`` reads it."""
+        issuer = self.issuer
+        opening = {"format": FORMAT, "issuer": issuer, "chain": first.chain,
+                   "tenant": first.tenant_id, "exported_at": self.now_text(),
+                   "jwks_uri": f"{issuer}/audit/jwks"}
+        yield json.dumps(opening)[:-1] + ', "events": ['
+        checkpoints, last, separator = [], first, ""
+        for page in itertools.chain((first,), rest):
+            for event in page.events:
+                yield separator + "\n" + json.dumps(event)
+                separator = ","
+            checkpoints += page.checkpoints
+            last = page
+        yield ("\n], " + json.dumps({
+            "checkpoints": checkpoints, "head": {"seq": last.head_seq, "hash": last.head_hash},
+            "after": 0, "next_after": None, "jwks": self.jwks()})[1:] + "\n")
+
+    def _pages(self, tenant_id: str | None, *, limit: int):
+        page = self._page(tenant_id, limit=limit)
+        yield page
+        while page.next_after is not None:
+            page = self._page(tenant_id, after=page.next_after, limit=limit)
+            yield page
+
+    def _page(self, tenant_id: str | None, *, after: int = 0,
+              limit: int = DEFAULT_PAGE) -> ChainPage:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be an integer from 1 to {MAX_PAGE}",
                                code="limit_out_of_range")
@@ -84,7 +131,8 @@ class AuditChains:
             raise InvalidInput("after must be a position from 0", code="after_out_of_range")
         chain = chain_of(tenant_id)
         with self.db.read() as session:
-            self.memberships.tenant(session, tenant_id)
+            if tenant_id is not None:
+                self.memberships.tenant(session, tenant_id)
             # Checkpoints first, then the head, then the events: whatever a checkpoint
             # covers was committed before the events are read (PostgreSQL reads each
             # statement's own snapshot), so no event a checkpoint names can be missed.
@@ -109,14 +157,6 @@ class AuditChains:
         return ChainPage(chain=chain, tenant_id=tenant_id, head_seq=head_seq,
                          head_hash=head_hash, after=after, events=events,
                          checkpoints=checkpoints, next_after=last if more else None)
-
-    def pages(self, caller, tenant_id: str, *, limit: int = DEFAULT_PAGE):
-        """Every page of the chain, from seq 1 to the last (a whole download)."""
-        page = self.page(caller, tenant_id, limit=limit)
-        yield page
-        while page.next_after is not None:
-            page = self.page(caller, tenant_id, after=page.next_after, limit=limit)
-            yield page
 
     def latest_checkpoint(self, caller, tenant_id: str) -> CheckpointInfo | None:
         """The tenant's newest checkpoint (for the access-log page)."""

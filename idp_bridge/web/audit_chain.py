@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import itertools
 from datetime import timezone
 
 from flask import Response, g, stream_with_context
 
-from ..services.audit_chain import CSV_COLUMNS, DEFAULT_PAGE, FORMAT, csv_cells
+from ..services.audit_chain import CSV_COLUMNS, DEFAULT_PAGE, csv_cells
 from ..storage.db import utcnow
 from .i18n import current_language
-from .pages import services, tenant_admin_required, use_cases
+from .pages import tenant_admin_required, use_cases
 from .tenant import bp
 
 
@@ -34,26 +34,8 @@ def audit_chain_json(tenant_id):
     chains = _chains()
     pages = chains.pages(g.identity, tenant_id, limit=PAGE)
     first = next(pages)  # refusals (unknown tenant) answer before the download starts
-    issuer = services().settings.issuer
-    jwks = chains.jwks()
-    opening = {"format": FORMAT, "issuer": issuer, "chain": first.chain,
-               "tenant": first.tenant_id, "exported_at": chains.now_text(),
-               "jwks_uri": f"{issuer}/audit/jwks"}
-
-    def body():
-        yield json.dumps(opening)[:-1] + ', "events": ['
-        checkpoints, last, separator = [], first, ""
-        for page in _all(first, pages):
-            for event in page.events:
-                yield separator + "\n" + json.dumps(event)
-                separator = ","
-            checkpoints += page.checkpoints
-            last = page
-        yield ("\n], " + json.dumps({
-            "checkpoints": checkpoints, "head": {"seq": last.head_seq, "hash": last.head_hash},
-            "after": 0, "next_after": None, "jwks": jwks})[1:] + "\n")
-
-    return _download(stream_with_context(body()), "application/json", tenant_id, "json")
+    body = chains.document_text(first, pages)
+    return _download(stream_with_context(body), "application/json", tenant_id, "json")
 
 
 @bp.get("/log/chain.csv")
@@ -68,7 +50,7 @@ def audit_chain_csv(tenant_id):
         writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
         out.write("\ufeff")
         writer.writerow(CSV_COLUMNS)
-        for page in _all(first, pages):
+        for page in itertools.chain((first,), pages):
             for event in page.events:
                 writer.writerow(csv_cells(event))
             yield out.getvalue()
@@ -76,11 +58,6 @@ def audit_chain_csv(tenant_id):
             out.truncate()
 
     return _download(stream_with_context(body()), "text/csv", tenant_id, "csv")
-
-
-def _all(first, rest):
-    yield first
-    yield from rest
 
 
 def _download(body, mimetype: str, tenant_id: str, suffix: str) -> Response:
