@@ -646,6 +646,9 @@ def test_the_printable_page_in_both_languages_without_script(app, bridge, langua
     assert bridge.api("delete", f"/api/tenants/{TENANT}/memberships/{mid}").status_code == 204
     sign(bridge)
     anna = signed_in(app, "anna")
+    assert bridge.join("carol")
+    users = anna.get(f"/tenants/{TENANT}/users")
+    assert f'href="/tenants/{TENANT}/memberships/{bridge.membership_id("carol")}"' in users.text
     detail = anna.get(f"/tenants/{TENANT}/memberships/{mid}", headers={"Accept-Language": language})
     assert detail.status_code == 200
     assert f'href="/tenants/{TENANT}/memberships/{mid}/evidence"' in detail.text
@@ -674,6 +677,9 @@ def test_the_printable_page_in_both_languages_without_script(app, bridge, langua
 def test_the_advisor_opens_its_own_page(app, bridge):
     bridge.join("bob")
     mid = bridge.membership_id("bob")
-    page = signed_in(app, "bob").get(f"/tenants/{TENANT}/memberships/{mid}/evidence")
+    bob = signed_in(app, "bob")
+    mine = bob.get("/advisor")
+    assert f'href="/tenants/{TENANT}/memberships/{mid}/evidence"' in mine.text
+    page = bob.get(f"/tenants/{TENANT}/memberships/{mid}/evidence")
     assert page.status_code == 200 and "Bob Advisor" in page.text
     assert [e.actor_role for e in downloads(bridge)] == ["advisor"]

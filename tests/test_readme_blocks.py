@@ -305,6 +305,11 @@ def run_curl_story(cwd: Path, env: dict, demo_output: str) -> str:
         time.sleep(0.05)
     assert answer.json() == {"error": "invalid_token",
                              "error_description": "token has been revoked"}
+    # 7. the evidence pack verifies offline, and tells the story of the steps above
+    assert re.search(r"OK: evidence pack of membership [0-9a-f-]{36} \(tenant 10042\)", out), out
+    (story,) = [json.loads(line) for line in out.splitlines() if line.startswith('{"way":')]
+    assert story == {"way": "access_code", "reason": "Ticket 4711", "tokens": 1, "recorded": 3,
+                     "ended": "removed_by_tenant"}, out
     return out
 
 
