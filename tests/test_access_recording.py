@@ -611,8 +611,9 @@ def test_shipped_offsets_are_saved_so_a_restart_sends_nothing_again(fake, guard,
 
 class ScriptedIngest:
     """An HTTP server on 127.0.0.1 (a thread per connection) answering each request with
-    ``answer(n, ids)``: raw bytes, for the n-th request, whose records have ``ids``; the
-    answer ``CLOSE`` closes the connection without answering. Counts the ids of records it
+    ``answer(n, ids)``: raw bytes, for the n-th request, whose records have ``ids`` (a list:
+    pieces sent slowly, then the connection closed); the answer ``CLOSE`` closes the
+    connection without answering. Counts the ids of records it
     answered 200 for (hostile answers too) in ``stored``, counts requests and connections; ``drop_connections`` closes the
     open ones (a server's keep-alive timeout)."""
 
@@ -672,9 +673,15 @@ class ScriptedIngest:
             raw = self.answer(n, ids)
             if raw == b"CLOSE":  # the server closes the connection as the request arrives
                 return
-            if re.search(rb"(?m)^HTTP/1\.[01] 200 OK\r$", raw):
+            first = raw[0] if isinstance(raw, list) else raw
+            if re.search(rb"(?m)^HTTP/1\.[01] 200 OK\r$", first):
                 with self.lock:
                     self.stored.update(ids)
+            if isinstance(raw, list):  # pieces, sent a tenth of a second apart
+                for piece in raw:
+                    conn.sendall(piece)
+                    time.sleep(0.1)
+                return
             conn.sendall(raw)
             if b"Connection: close" in raw or raw.startswith(b"HTTP/1.0"):
                 return
@@ -836,6 +843,8 @@ HOSTILE = {  # kind: (the answer, what the shipper logs about it)
     "close_delimited_too_long": (lambda ids: b"HTTP/1.0 200 OK\r\n\r\n" + b" " * 2_000_000,
                                  "the answer is too large"),
     "never_ends": (lambda ids: b"HTTP/1.1 200 OK\r\n\r\n{", "timed out"),
+    "trickles": (lambda ids: [b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"]
+                 + [b" "] * 1000, "the answer took too long"),  # 100 s, a read each 0.1 s
     "not_http": (lambda ids: b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "BadStatusLine"),
     "http_2": (lambda ids: b"HTTP/2 200\r\n\r\n", "UnknownProtocol"),
     "two_lengths": (lambda ids: (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"

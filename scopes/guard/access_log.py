@@ -969,23 +969,22 @@ class _Poster:
         coding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if coding != "identity":
             raise _ShipError(f"the answer has a content coding ({coding[:20]!r})")
-        length = response.length_remaining
-        if length is not None:
-            if length > self.MAX_BODY:
-                raise _ShipError("the answer is too large")
-            return response.read()  # exactly Content-Length bytes, or IncompleteRead
+        length = response.length_remaining  # None: chunked or to the end of the connection
+        if length is not None and length > self.MAX_BODY:
+            raise _ShipError("the answer is too large")
         deadline = time.monotonic() + timeout
-        chunks, size = [], 0  # chunked or delimited by the end of the connection
-        while True:
-            chunk = response.read(65536)
+        chunks, size = [], 0
+        while length is None or size < length:  # the bridge's answer: one read
+            chunk = response.read1(65536)  # what one receive brought (or had buffered)
             if not chunk:
-                return b"".join(chunks)
+                break  # the end (a short Content-Length body raises IncompleteRead)
             size += len(chunk)
             if size > self.MAX_BODY:
                 raise _ShipError("the answer is too large")
             if time.monotonic() > deadline:
                 raise _ShipError("the answer took too long")
             chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def close(self) -> None:
         pool, self._pool, self._key = self._pool, None, None
