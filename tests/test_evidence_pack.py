@@ -682,4 +682,6 @@ def test_the_advisor_opens_its_own_page(app, bridge):
     assert f'href="/tenants/{TENANT}/memberships/{mid}/evidence"' in mine.text
     page = bob.get(f"/tenants/{TENANT}/memberships/{mid}/evidence")
     assert page.status_code == 200 and "Bob Advisor" in page.text
+    assert 'href="/advisor"' in page.text  # back to its tenants, not to the admins' page
+    assert f'href="/tenants/{TENANT}/memberships/{mid}"' not in page.text
     assert [e.actor_role for e in downloads(bridge)] == ["advisor"]
