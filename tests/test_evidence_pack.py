@@ -37,6 +37,7 @@ from conftest import (OTHER_TENANT, RS_CLIENT_ID, TENANT, active_memberships, du
                       verify_access_token)
 from idp_bridge.cli import main as cli
 from idp_bridge.devidp import DEMO_USERS
+from idp_bridge.domain import audit
 from idp_bridge.domain import evidence as evidence_module
 from idp_bridge.domain.audit_chain import GENESIS, chain_of, event_hash
 from idp_bridge.domain.evidence_verify import verify
@@ -68,7 +69,12 @@ def pack_of(bridge, membership_id, user="anna") -> tuple[str, dict]:
     assert response.status_code == 200, response.get_data(True)
     assert response.mimetype == MEDIA_TYPE
     token = response.get_data(True).strip()
-    return token, json.loads(jose_jws.extract_compact(token.encode()).payload)
+    return token, payload_of(token)
+
+
+def payload_of(token: str) -> dict:
+    part = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
 
 
 def sign(bridge):
@@ -595,6 +601,25 @@ def test_an_unreadable_pack_or_keys_exit_2(bridge, tmp_path):
 
 
 # --- bounds -----------------------------------------------------------------------------------
+def test_a_pack_beyond_joserfcs_default_payload_limit_verifies(bridge, tmp_path):
+    """joserfc refuses JWS payloads above 128 kB by default; the verifier raises its limit."""
+    bob = bridge.join("bob")
+    with bridge.services.db.transaction() as session:
+        for number in range(1500):  # other advisors' events between bob's and the checkpoint
+            audit.record(session, "token.issued", utcnow(), tenant_id=TENANT, actor=CAROL,
+                         actor_role="advisor", membership_id=str(uuid.UUID(int=number)),
+                         client_id="advisor-console", sid=str(uuid.UUID(int=number)),
+                         scope="ebics:read", audience="konfipay-api")
+    assert bridge.token({"grant_type": "refresh_token",
+                         "refresh_token": bob["refresh_token"]}).status_code == 200
+    sign(bridge)
+    token, pack = pack_of(bridge, bridge.membership_id("bob"))
+    assert len(token.split(".")[1]) * 3 // 4 > 128_000
+    assert sum(len(s["digests"]) for s in pack["chain"]["segments"]) == 1500
+    assert verify(token, jwks=jwks(bridge)).ok
+    assert verdicts(bridge, tmp_path, token)[0] == 0
+
+
 def test_long_lists_keep_the_first_and_the_last_half_and_say_so(bridge, monkeypatch, tmp_path):
     monkeypatch.setattr(evidence_module, "LIST_LIMIT", 4)
     tokens = bridge.join("bob")

@@ -31,6 +31,8 @@ from .evidence import FORMAT, PACK_TYPE
 KINDS = ("unreadable", "signature", "changed", "removed", "checkpoint_signature",
          "checkpoint_mismatch")
 _HEX = frozenset("0123456789abcdef")
+#: The largest pack (its JWS payload) the verifier reads.
+MAX_PACK_BYTES = 2 * 1024 ** 3
 
 
 @dataclass(frozen=True)
@@ -103,18 +105,22 @@ def pack_claims(token: str | bytes, keys: dict) -> tuple[dict, str] | None:
     from joserfc.errors import JoseError
     from joserfc.jwk import ECKey
 
+    # joserfc refuses payloads above 128 kB by default; a pack is often larger.
+    registry = jws.JWSRegistry(algorithms=["ES256"])
+    registry.max_payload_length = MAX_PACK_BYTES
     try:
         if isinstance(token, bytes):
             token = token.decode("ascii")
         token = token.strip()
-        header = jws.extract_compact(token.encode("ascii")).protected
+        header = jws.extract_compact(token.encode("ascii"), registry=registry).protected
         jwk = keys.get(header.get("kid"))
         if jwk is None or header.get("alg") != "ES256" or header.get("typ") != PACK_TYPE:
             return None
         key = ECKey.import_key(dict(jwk))
         if key.is_private or key.as_dict().get("crv") != "P-256":
             return None
-        payload = jws.deserialize_compact(token, key, algorithms=["ES256"]).payload
+        payload = jws.deserialize_compact(token, key, algorithms=["ES256"],
+                                          registry=registry).payload
         claims = json.loads(payload, parse_constant=_refuse_constant)
     except (JoseError, ValueError, TypeError, KeyError, AttributeError, UnicodeError):
         return None
