@@ -319,6 +319,28 @@ def test_the_pack_of_a_proposal_accepted_by_the_tenant_and_reconfirmed(bridge, t
     assert verdicts(bridge, tmp_path, token)[0] == 0
 
 
+def test_the_pack_of_a_guest_invitation_names_the_group_and_who_invited(bridge):
+    group = bridge.api("post", f"/api/tenants/{TENANT}/groups",
+                       json={"name": "Prüfer Q4", "permissions": ["payments:read"]})
+    assert group.status_code == 201, group.json
+    invitation = bridge.api("post", f"/api/tenants/{TENANT}/invitations",
+                            json={"group": group.json["id"], "subject": BOB})
+    assert invitation.status_code == 201, invitation.json
+    joined = bridge.api("post", f"/api/me/invitations/{invitation.json['id']}/accept", user="bob")
+    assert joined.status_code == 201, joined.json
+    sign(bridge)
+    token, pack = pack_of(bridge, joined.json["id"])
+    m = pack["membership"]
+    assert m["kind"] == "guest" and m["scopes"] == ["payments:read"]
+    assert m["group"]["name"] == "Prüfer Q4" and m["group"]["permissions"] == ["payments:read"]
+    began = pack["began"]
+    assert began["way"] == "guest_invitation" and began["invitation"] == invitation.json["id"]
+    assert began["invited_by"] == {"subject": ANNA, "name": "Anna Admin"}
+    assert [(s["event"], s["by"]["subject"]) for s in began["steps"]] == [
+        ("invitation.changed", ANNA), ("membership.created", BOB)]
+    assert verify(token, jwks=jwks(bridge)).ok
+
+
 def test_every_download_is_audited_and_the_next_pack_lists_it(bridge):
     bridge.join("bob")
     mid = bridge.membership_id("bob")

@@ -72,7 +72,7 @@ def build(session, membership: Membership, *, labels, now: datetime,
     for e in events:
         subjects.add(e.actor)
         detail = e.detail or {}
-        for key in ("advisor", "first_approver", "second_approver", "proposed_by"):
+        for key in ("advisor", "first_approver", "second_approver", "proposed_by", "invited_by"):
             subjects.add(detail.get(key))
         for key in ("approved_by", "accepted_by"):
             subjects.update(v for v in detail.get(key) or () if isinstance(v, str))
@@ -156,18 +156,19 @@ def _membership_events(session, m: Membership):
 
 def _events_before(session, m: Membership, created) -> list[AuditEvent]:
     """The events that led to the membership and name it only in their detail: the access
-    request (asked, first approvals under four eyes) or support's proposal (proposed, the
-    tenant's first acceptance)."""
+    request (asked, first approvals under four eyes), support's proposal (proposed, the
+    tenant's first acceptance) or the guest invitation (the tenant's admin invited)."""
     detail = (created.detail or {}) if created is not None else {}
-    request_id, proposal_id = detail.get("access_request"), detail.get("proposal")
-    if created is None or not (isinstance(request_id, str) or isinstance(proposal_id, str)):
+    for key, names, action in (("access_request", ("access_request.created",), REQUEST_ACTION),
+                               ("proposal", ("permanent_advisor.proposed",), PROPOSAL_ACTION),
+                               ("invitation", ("invitation.changed",), None)):
+        if isinstance(detail.get(key), str):
+            target = detail[key]
+            break
+    else:
         return []
-    target, action, key, names = (
-        (request_id, REQUEST_ACTION, "access_request", ("access_request.created",))
-        if isinstance(request_id, str) else
-        (proposal_id, PROPOSAL_ACTION, "proposal", ("permanent_advisor.proposed",)))
     approvals = ("approval.requested", "approval.completed", "approval.rejected",
-                 "approval.expired", "approval.closed")
+                 "approval.expired", "approval.closed") if action else ()
     pattern = f"%{_like_escape(target)}%"
     rows = session.scalars(select(AuditEvent).where(
         AuditEvent.tenant_id == m.tenant_id, AuditEvent.membership_id.is_(None),
@@ -212,7 +213,10 @@ def _began(m: Membership, events: list, created, person) -> dict:
     approvers = []
     for e in events:
         d = e.detail or {}
-        if e.event in ("access_request.created", "permanent_advisor.proposed"):
+        if e.event == "invitation.changed":
+            steps.append(_step(e, person) | {"invitation": d.get("invitation"),
+                                             "change": d.get("change")})
+        elif e.event in ("access_request.created", "permanent_advisor.proposed"):
             steps.append(_step(e, person) | {"reason": d.get("reason"),
                                              "duration_hours": d.get("duration_hours")})
         elif e.event == "approval.requested":
@@ -244,6 +248,8 @@ def _began(m: Membership, events: list, created, person) -> dict:
             "reason": m.reason, "access_request": detail.get("access_request"),
             "proposal": detail.get("proposal"),
             "proposed_by": person(detail.get("proposed_by")),
+            "invitation": detail.get("invitation"),
+            "invited_by": person(detail.get("invited_by")),
             "approvers": approvers, "four_eyes": any(a["step"] == "second" for a in approvers),
             "steps": steps}
 

@@ -51,6 +51,7 @@ EVENT_LABELS = {
     "permanent_advisor.reconfirmation_due": _l("Re-confirmation requested"),
     "permanent_advisor.lapsed": _l("Not re-confirmed in time"),
     "evidence.downloaded": _l("Evidence pack downloaded"),
+    "invitation.changed": _l("Invited as a guest user"),
 }
 
 ROLE_LABELS = {
