@@ -1,4 +1,12 @@
-"""Engine and sessions. SQLite gets WAL and a busy timeout; other backends their defaults."""
+"""Engine and sessions. SQLite gets WAL, ``synchronous=FULL`` and a busy timeout; other
+backends their defaults.
+
+Durability: on SQLite every commit is flushed to disk (the WAL fsynced, ``synchronous=FULL``)
+before the call that made it returns, so a response that follows it (an exchange's tokens,
+a removal's 204) survives a crash of the machine, not only of the process (``NORMAL``
+flushed only at checkpoints: a power loss could bring a removal back). On PostgreSQL the
+server's own ``fsync`` and ``synchronous_commit`` decide (both on by default; README:
+Durability)."""
 
 from __future__ import annotations
 
@@ -131,7 +139,8 @@ def _sqlite_pragmas(dbapi_connection, _record):
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # Every commit reaches the disk before it returns (the module docstring).
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=15000")
     cursor.close()

@@ -1,0 +1,198 @@
+"""Durability (issue 16 item 2): every exchange, refresh and removal is on disk before its
+response. On SQLite each connection runs ``synchronous=FULL`` (the WAL is fsynced at every
+commit); strace, attached to this very process, shows an fdatasync or fsync of the database's
+WAL between the start of each request and its answer. A bridge killed with SIGKILL right after
+a 204 removal finds the removal there after its restart."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from cryptography.fernet import Fernet
+from sqlalchemy import select, text
+
+from conftest import ACCESS_TOKEN_TYPE, CLIENT_ID, TENANT, TOKEN_EXCHANGE, wait_until
+from idp_bridge.devidp import DEMO_USERS
+from idp_bridge.storage.db import Database
+from idp_bridge.storage.models import Membership
+from test_access_records_e2e import ServedBridge, stable_port
+
+REFRESH = "refresh_token"
+
+
+def test_every_sqlite_connection_commits_with_full_sync(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'bridge.sqlite'}")
+    try:
+        for _ in range(3):  # several pooled connections, each set up the same
+            with db.engine.connect() as connection:
+                assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+                assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        db.dispose()
+
+
+# --- the flushes, counted with strace -----------------------------------------------------------
+
+class Strace:
+    """strace attached to this process, tracing fsync and fdatasync with the file names."""
+
+    def __init__(self, log: Path):
+        strace = shutil.which("strace")
+        assert strace, "strace is needed to count the flushes (.ci/run installs it)"
+        self.log = log
+        self.process = subprocess.Popen(
+            [strace, "-f", "-p", str(os.getpid()), "-e", "trace=fsync,fdatasync", "-y",
+             "-qq", "-o", str(log)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
+        # Attached once a marker's flush shows in its output (a deadline, no fixed sleep).
+        self.marker_dir = log.parent
+        wait_until(self._sees_probe, timeout=30, interval=0.05,
+                   what=lambda: "strace attached to the test process "
+                                f"({self._stderr_if_exited()})")
+
+    def _stderr_if_exited(self) -> str:
+        if self.process.poll() is None:
+            return "still starting"
+        return self.process.stderr.read().decode(errors="replace")[:500]
+
+    def _sees_probe(self) -> bool:
+        assert self.process.poll() is None, f"strace exited: {self._stderr_if_exited()}"
+        self.mark("probe")
+        return self.log.exists() and "marker-probe" in self.log.read_text()
+
+    def mark(self, name: str) -> None:
+        """A flush of the file ``marker-NAME``: a point in the trace."""
+        fd = os.open(self.marker_dir / f"marker-{name}", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def stop(self) -> list[str]:
+        self.mark("end")
+        wait_until(lambda: "marker-end" in self.log.read_text(), timeout=30, interval=0.05,
+                   what="strace wrote the last marker")
+        self.process.send_signal(signal.SIGINT)  # detaches; the traced process goes on
+        self.process.wait(30)
+        return self.log.read_text().splitlines()
+
+
+def flushes_between(lines: list[str], start: str, end: str, path: str) -> int:
+    """How many fsync/fdatasync of ``path`` the trace shows between the two markers."""
+    begin = next(i for i, line in enumerate(lines) if f"marker-{start}>" in line)
+    finish = next(i for i, line in enumerate(lines) if f"marker-{end}>" in line)
+    pattern = re.compile(r"\b(fsync|fdatasync)\(\d+<" + re.escape(path) + r">\)")
+    return sum(1 for line in lines[begin:finish] if pattern.search(line))
+
+
+@pytest.mark.slow
+@pytest.mark.db_independent  # SQLite's flushes (PostgreSQL's server flushes its own WAL)
+def test_each_exchange_refresh_and_removal_is_flushed_before_its_answer(bridge, tmp_path,
+                                                                        backend):
+    assert backend == "sqlite"
+    database = bridge.services.db.url.database
+    wal = str(Path(database).resolve()) + "-wal"
+    code = bridge.current_code()
+    tracer = Strace(tmp_path / "strace.txt")
+    try:
+        tracer.mark("join-start")
+        joined = bridge.exchange("bob", code=code)
+        tracer.mark("join-end")
+        assert joined.status_code == 200, joined.json
+        answers = []
+        for i in range(3):
+            tracer.mark(f"exchange-{i}-start")
+            answers.append(bridge.exchange("bob"))
+            tracer.mark(f"exchange-{i}-end")
+        tracer.mark("refresh-start")
+        refreshed = bridge.token({"grant_type": REFRESH,
+                                  "refresh_token": joined.json["refresh_token"]})
+        tracer.mark("refresh-end")
+        membership = bridge.membership_id("bob")
+        tracer.mark("remove-start")
+        removed = bridge.api("delete", f"/api/tenants/{TENANT}/memberships/{membership}")
+        tracer.mark("remove-end")
+    finally:
+        lines = tracer.stop()
+    assert [a.status_code for a in answers] == [200, 200, 200], [a.json for a in answers]
+    assert refreshed.status_code == 200, refreshed.json
+    assert removed.status_code == 204, removed.get_data(True)
+    for step in ("join", *(f"exchange-{i}" for i in range(3)), "refresh", "remove"):
+        assert flushes_between(lines, f"{step}-start", f"{step}-end", wal) >= 1, (
+            step, [line for line in lines if "marker" in line or wal in line][:40])
+    # The markers themselves prove strace saw this thread's flushes; and a read-only
+    # request flushes nothing (it commits nothing).
+    tracer = Strace(tmp_path / "strace-read.txt")
+    try:
+        tracer.mark("read-start")
+        listed = bridge.api("get", f"/api/tenants/{TENANT}/memberships")
+        tracer.mark("read-end")
+    finally:
+        lines = tracer.stop()
+    assert listed.status_code == 200
+    assert flushes_between(lines, "read-start", "read-end", wal) == 0
+
+
+# --- SIGKILL right after a removal ------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_removal_answered_204_survives_a_sigkill(settings, upstream, new_database_url,
+                                                  tmp_path):
+    from conftest import _seeded
+
+    url = new_database_url()
+    seed = _seeded[url]
+    port = stable_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_BRIDGE_")}
+    env.update({"IDP_BRIDGE_MODE": "test", "IDP_BRIDGE_ISSUER": f"http://127.0.0.1:{port}",
+                "IDP_BRIDGE_DATABASE_URL": url,
+                "IDP_BRIDGE_SECRET_KEY": secrets.token_urlsafe(32),
+                "IDP_BRIDGE_KEY_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+                "IDP_BRIDGE_UPSTREAM_ISSUER": upstream.issuer, "IDP_BRIDGE_LOG_FORMAT": "text"})
+    served = ServedBridge(env, port, tmp_path / "bridge.log")
+    served.start()
+    try:
+        def bearer(user):
+            return {"Authorization": f"Bearer {upstream.issue_tokens(user)['access_token']}"}
+
+        code = requests.get(f"{served.base}/api/tenants/{TENANT}/access-code",
+                            headers=bearer("anna"), timeout=30).json()["code"]
+        joined = requests.post(f"{served.base}/token", auth=(CLIENT_ID, seed.secret), timeout=30,
+                               data={"grant_type": TOKEN_EXCHANGE, "tenant": TENANT,
+                                     "subject_token": upstream.issue_tokens("bob")["access_token"],
+                                     "subject_token_type": ACCESS_TOKEN_TYPE,
+                                     "access_code": code})
+        assert joined.status_code == 200, joined.text
+        listed = requests.get(f"{served.base}/api/tenants/{TENANT}/memberships",
+                              headers=bearer("anna"), timeout=30).json()["memberships"]
+        membership = next(m["id"] for m in listed if m["advisor"] == DEMO_USERS["bob"]["sub"])
+        removed = requests.delete(f"{served.base}/api/tenants/{TENANT}/memberships/{membership}",
+                                  headers=bearer("anna"), timeout=30)
+        assert removed.status_code == 204, removed.text
+        served.kill()  # at once: no clean shutdown, nothing flushed on the way out
+        served.start()
+        db = Database(url)
+        try:
+            with db.read() as session:
+                row = session.get(Membership, membership)
+                assert row is not None and row.ended_at is not None
+                assert row.end_reason == "removed_by_tenant", row.end_reason
+        finally:
+            db.dispose()
+        # The restarted bridge refuses the removed advisor's refresh token.
+        again = requests.post(f"{served.base}/token", auth=(CLIENT_ID, seed.secret), timeout=30,
+                              data={"grant_type": REFRESH,
+                                    "refresh_token": joined.json()["refresh_token"]})
+        assert again.status_code == 400 and again.json()["error"] == "invalid_grant", again.text
+    finally:
+        served.stop()
