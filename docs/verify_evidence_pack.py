@@ -92,6 +92,9 @@ def verify(token, keys):
     by_seq = {}
     for event in pack.get("events") or []:
         seq = event.get("seq") if isinstance(event, dict) else None
+        if isinstance(seq, int) and not isinstance(seq, bool) and seq > 1 \
+                and event.get("prev") is None:
+            raise Broken(seq - 1, "removed", "the chain holds no event before this one")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1 or seq in by_seq \
                 or not is_hash(event.get("hash")) or not is_hash(event.get("prev")) \
                 or not isinstance(event.get("at"), str) or not isinstance(event.get("event"), str):

@@ -504,7 +504,23 @@ def _edit_ended(bridge, mid, _carol):
     return seq
 
 
+def _delete_other(bridge, mid, carol):
+    """Carol's join, between bob's events, deleted: the segment misses its position."""
+    seq = _seq_of(bridge, "membership.created", carol)
+    sql(bridge, "DELETE FROM audit_events WHERE chain = :c AND seq = :s", c=CHAIN, s=seq)
+    return seq
+
+
+def _delete_before_own(bridge, mid, _carol):
+    """The event right before bob's refresh deleted: the pack has no prev for it."""
+    seq = _seq_of(bridge, "token.refreshed", mid) - 1
+    sql(bridge, "DELETE FROM audit_events WHERE chain = :c AND seq = :s", c=CHAIN, s=seq)
+    return seq
+
+
 @pytest.mark.parametrize("tamper, kind", [
+    pytest.param(_delete_other, "removed", id="other-event-deleted"),
+    pytest.param(_delete_before_own, "removed", id="event-before-own-deleted"),
     pytest.param(_edit_own, "changed", id="own-event-edited"),
     pytest.param(_edit_ended, "changed", id="end-edited"),
     pytest.param(_rewrite_own, "changed", id="own-event-edited-and-chain-rehashed"),

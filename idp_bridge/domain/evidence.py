@@ -20,7 +20,7 @@ entries: the first and the last half, with the total and ``truncated``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import String, cast, func, select
 
@@ -42,6 +42,8 @@ LIST_LIMIT = 10_000
 PROOF_LIMIT = 200_000
 #: Checkpoints read per query while the proofs are made.
 CHECKPOINT_BATCH = 1000
+#: How much earlier than the membership's start a resource server's record may be stamped.
+RECORD_CLOCK_MARGIN = timedelta(days=1)
 #: The events of the token families (listed within :data:`LIST_LIMIT`).
 TOKEN_EVENTS = ("token.issued", "token.refreshed")
 #: The four-eyes actions that lead to a membership (domain/access_requests.py,
@@ -281,7 +283,10 @@ def _access_records(session, m: Membership, now: datetime) -> dict:
     """What resource servers recorded under the membership (their reports, ``POST
     /access-records``): per resource server, area, action and status how many and when;
     the records themselves within :data:`LIST_LIMIT`."""
-    base = (AccessRecord.tenant_id == m.tenant_id, AccessRecord.at >= m.created_at,
+    # On the tenant-and-time index; a day's margin for a resource server whose clock is
+    # behind (its records are the membership's all the same).
+    base = (AccessRecord.tenant_id == m.tenant_id,
+            AccessRecord.at >= m.created_at - RECORD_CLOCK_MARGIN,
             AccessRecord.membership_id == m.id)
     receivers = sorted(c for c, roles in session.execute(select(Client.client_id, Client.roles))
                        if "receiver" in (roles or "").split())

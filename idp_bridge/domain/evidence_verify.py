@@ -205,6 +205,8 @@ def _check_event(event, index: int, tenant: str) -> None:
     seq = event.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         _fail(None, "unreadable", f"{where} has no seq")
+    if event.get("prev") is None and seq > 1:
+        _fail(seq - 1, "removed", "the chain holds no event before this one")
     for name in ("hash", "prev"):
         if not _is_hash(event.get(name)):
             _fail(seq, "unreadable", f"the event's {name} is not 64 hex digits")
