@@ -737,6 +737,18 @@ def test_the_printable_page_in_both_languages_without_script(app, bridge, langua
     assert verify(signed.get_data(True), jwks=jwks(bridge)).ok
 
 
+def test_support_opens_the_page_from_its_list(app, bridge):
+    assigned = bridge.api("put", f"/api/tenants/{TENANT}/permanent-advisors/{BOB}", user="sam")
+    assert assigned.status_code == 201, assigned.json
+    sam = signed_in(app, "sam")
+    listed = sam.get("/support")
+    link = f'/tenants/{TENANT}/memberships/{assigned.json["id"]}/evidence'
+    assert f'href="{link}"' in listed.text
+    page = sam.get(link)
+    assert page.status_code == 200 and 'data-way="support_assignment"' in page.text
+    assert [e.actor_role for e in downloads(bridge)] == ["support_admin"]
+
+
 def test_the_advisor_opens_its_own_page(app, bridge):
     bridge.join("bob")
     mid = bridge.membership_id("bob")
