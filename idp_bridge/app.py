@@ -31,7 +31,7 @@ from .domain.tenant_settings import TenantSettings
 from .domain.tokens import TokenIssuer
 from .domain.upstream_sessions import session_has_ended
 from .domain.web_sessions import WebSessions
-from .events import RedisFanout, RevocationNotifier
+from .events import DatabaseWakeups, RedisFanout, RevocationNotifier
 from . import ops
 from .request_guard import check_request
 from .maintenance import Maintenance
@@ -103,6 +103,8 @@ class Services:
     checkpoints: Checkpoints | None = None
     #: Permanent advisors with the tenant's consent, re-confirmation.
     permanent_consent: PermanentConsent | None = None
+    #: Revocations committed by other processes wake this one's waiters (events.py).
+    database_wakeups: DatabaseWakeups | None = None
 
     def start_background(self) -> None:
         """Threads of a serving process (not of tests): push delivery, maintenance, the
@@ -115,6 +117,8 @@ class Services:
             self.mirror_worker.start()
         if self.fanout is not None:
             self.fanout.start()
+        if self.database_wakeups is not None:
+            self.database_wakeups.start()
 
     def stop_background(self) -> None:
         self.pusher.stop()
@@ -124,6 +128,8 @@ class Services:
             self.mirror_worker.stop()
         if self.fanout is not None:
             self.fanout.stop()
+        if self.database_wakeups is not None:
+            self.database_wakeups.stop()
 
 
 def derive_secret(secret_key: str, purpose: str) -> bytes:
@@ -192,7 +198,9 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     # Revocations wake the feed's waiters after commit: here, and through Redis elsewhere.
     notifier = RevocationNotifier()
     fanout = RedisFanout(settings.redis_url, notifier) if settings.redis_url else None
-    revocations = Revocations(wake_ups=[notifier.notify, *([fanout.publish] if fanout else [])])
+    database_wakeups = DatabaseWakeups(db, notifier)
+    revocations = Revocations(wake_ups=[notifier.notify, database_wakeups.publish,
+                                        *([fanout.publish] if fanout else [])])
     memberships = Memberships(default_max_age_days=settings.temporary_max_age_days,
                               reason_max_length=settings.reason_max_length,
                               listeners=[*([mirror.membership_changed] if mirror else []),
@@ -287,6 +295,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
                                 access_requests=access_requests, four_eyes=four_eyes,
                                 checkpoints=checkpoints, permanent_consent=permanent_consent),
         mirror=mirror, mirror_worker=MirrorWorker(mirror) if mirror else None, fanout=fanout,
+        database_wakeups=database_wakeups,
         notifications=notifications, notification_worker=NotificationWorker(notifications),
         web_sessions=WebSessions(lifetime=timedelta(hours=settings.web_session_hours)),
         tokens=tokens, revocations=revocations, set_keys=set_keys,

@@ -4,16 +4,24 @@ Within one process a committed revocation wakes waiters at once: the domain's re
 (:class:`idp_bridge.domain.revocation.Revocations`) registers its ``wake_ups`` — wired in
 ``create_app`` to :meth:`RevocationNotifier.notify` and :meth:`RedisFanout.publish` — to run
 after the transaction commits (:func:`idp_bridge.storage.db.after_commit`), never after a
-rollback. Other processes and hosts are covered by a cheap database check
-every ``poll_interval`` seconds, so the feed stays correct without any shared broker;
-a broker (Redis) only shortens that bound.
+rollback. Other processes learn of it from the database itself
+(:class:`DatabaseWakeups`, one thread per process): on SQLite (one host) a look at
+``PRAGMA data_version`` every few milliseconds — it changes when another connection commits,
+and costs no I/O — then, only if it changed, whether the newest revocation id grew (SQLite
+commits one writer after another, so ids appear in order); on PostgreSQL a ``NOTIFY`` after
+the commit and a ``LISTEN`` per process (every host of the database). Should any of that
+fail, each waiter's own database check every ``poll_interval`` seconds still finds the
+revocation, so the feed stays correct without any shared broker; a broker (Redis) is
+optional.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
+from pathlib import Path
 
 from .background import Loop
 
@@ -98,3 +106,96 @@ class RedisFanout(Loop):
             return bool(self._redis.ping())
         except Exception:
             return False
+
+
+class DatabaseWakeups(Loop):
+    """Wakes the waiters of this process when another process (or host, on PostgreSQL)
+    commits a revocation (the module docstring). :meth:`publish` is a wake-up of
+    :class:`~idp_bridge.domain.revocation.Revocations` (after the commit)."""
+
+    name = "database-wakeups"
+    #: NOTIFY channel on PostgreSQL.
+    CHANNEL = "idp_bridge_revocations"
+
+    def __init__(self, db, notifier: RevocationNotifier, *, interval: float = 0.005):
+        super().__init__()
+        self.db = db
+        self.notifier = notifier
+        #: How often SQLite's data_version is looked at.
+        self.check_interval = interval
+        self.backend = db.url.get_backend_name()
+        self._delay = 0.2
+        #: True while the database is watched (LISTEN issued / data_version read).
+        self.watching = False
+        #: Commits of other connections seen (SQLite), revocations or not.
+        self.seen_commits = 0
+
+    def publish(self) -> None:
+        """Tell the other processes (PostgreSQL: ``NOTIFY``; SQLite needs nothing: its
+        watchers see the commit). Run after the commit; a failure costs only speed."""
+        if self.backend != "postgresql":
+            return
+        try:
+            with self.db.engine.connect() as connection:
+                connection.exec_driver_sql(f"NOTIFY {self.CHANNEL}")
+                connection.commit()
+        except Exception:  # the waiters' own database checks still find the revocation
+            log.warning("could not publish a revocation wake-up to PostgreSQL")
+
+    def step(self) -> float:
+        try:
+            if self.backend == "sqlite":
+                self._watch_sqlite()
+            elif self.backend == "postgresql":
+                self._listen_postgresql()
+            else:
+                return 3600.0
+            self._delay = 0.2
+            return 0.0
+        except Exception:
+            log.warning("revocation wake-ups from the database paused; the waiters' own "
+                        "checks continue", exc_info=True)
+            self._delay = min(5.0, self._delay * 2)
+            return self._delay
+        finally:
+            self.watching = False
+
+    def _watch_sqlite(self) -> None:
+        path = self.db.url.database
+        if not path or path == ":memory:":
+            self.stopping.wait(3600.0)  # one connection per memory database: nothing to see
+            return
+        # A read-only connection of its own; the file URI percent-encodes the path.
+        connection = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True,
+                                     timeout=1.0, isolation_level=None)
+        try:
+            version = connection.execute("PRAGMA data_version").fetchone()[0]
+            newest = self._newest(connection)
+            self.watching = True
+            while not self.stopping.wait(self.check_interval):
+                current = connection.execute("PRAGMA data_version").fetchone()[0]
+                if current == version:
+                    continue
+                version = current
+                self.seen_commits += 1
+                latest = self._newest(connection)
+                if latest != newest:
+                    newest = latest
+                    self.notifier.notify()
+        finally:
+            connection.close()
+
+    @staticmethod
+    def _newest(connection) -> int:
+        return connection.execute("SELECT coalesce(max(id), 0) FROM revocations").fetchone()[0]
+
+    def _listen_postgresql(self) -> None:
+        import psycopg
+
+        url = self.db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+            connection.execute(f"LISTEN {self.CHANNEL}")
+            self.watching = True
+            while not self.stopping.is_set():
+                for _ in connection.notifies(timeout=0.5):
+                    self.notifier.notify()
