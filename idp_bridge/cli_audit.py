@@ -76,6 +76,34 @@ def audit_verify_evidence(file, jwks_source, output):
     sys.exit(0 if report.ok else 1)
 
 
+@audit.command("evidence")
+@click.option("--tenant", "tenant_id", required=True, help="The tenant's id.")
+@click.option("--membership", "membership_id", required=True, help="The membership's id.")
+@click.option("--output", "output", required=True,
+              type=click.Path(dir_okay=False, writable=True),
+              help="Where to write the signed pack (a compact JWS).")
+@click.pass_obj
+def audit_evidence(obj, tenant_id, membership_id, output):
+    """Write a membership's evidence pack for the operator (the same signed file the API
+    answers); the download is an audit event of the tenant (actor operator). Exit 1 when
+    the tenant or membership is unknown (nothing written)."""
+    from .app import create_app, services
+    from .cli import _migrated_database, _settings
+    from .domain.errors import DomainError
+
+    settings = _settings(obj)
+    built = services(create_app(settings, database=_migrated_database(settings.database_url)))
+    try:
+        pack = built.use_cases.evidence.download_as_operator(tenant_id, membership_id)
+    except DomainError as exc:
+        click.echo(f"refused: {exc.description} ({exc.code})")
+        sys.exit(1)
+    finally:
+        built.db.dispose()
+    Path(output).write_text(pack.jws + "\n", encoding="ascii")
+    click.echo(f"evidence pack {pack.id} of membership {pack.membership_id} written to {output}")
+
+
 def _pack_token(data: bytes) -> str | None:
     try:
         text = data.decode("utf-8").strip().lstrip("\ufeff")

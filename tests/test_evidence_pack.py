@@ -625,6 +625,44 @@ def test_the_verifier_finds_a_changed_pack(bridge, tmp_path, tamper, kind):
     assert code == 1 and f": {kind}:" in line, line
 
 
+@pytest.fixture
+def operator_env(bridge, monkeypatch):
+    settings = bridge.services.settings
+    for key in ("database_url", "secret_key", "key_encryption_key", "issuer", "upstream_issuer",
+                "mode"):
+        monkeypatch.setenv(f"IDP_BRIDGE_{key.upper()}", str(getattr(settings, key)))
+    return bridge
+
+
+def test_the_operator_writes_a_pack_from_the_command_line(operator_env, tmp_path):
+    bridge = operator_env
+    bridge.join("bob")
+    mid = bridge.membership_id("bob")
+    sign(bridge)
+    path = tmp_path / "pack.jwt"
+    done = CliRunner().invoke(cli, ["audit", "evidence", "--tenant", TENANT, "--membership", mid,
+                                    "--output", str(path)])
+    assert done.exit_code == 0, done.output
+    token = path.read_text().strip()
+    pack = payload_of(token)
+    assert pack["generated_by"] == {"subject": "operator", "name": None, "role": "operator"}
+    assert [(d["by"]["subject"], d["role"]) for d in pack["downloads"]] == [("operator",
+                                                                            "operator")]
+    assert verdicts(bridge, tmp_path, token)[0] == 0
+    log = signed_in(bridge.app, "anna").get(f"/tenants/{TENANT}/log",
+                                            headers={"Accept-Language": "de"})
+    assert "Der Betreiber hat den Nachweis eines Zugriffs heruntergeladen" in log.text
+    before = dump_database(bridge.services.db)
+    for tenant, membership in ((TENANT, str(uuid.uuid4())), (OTHER_TENANT, mid),
+                               ("99999", mid), (TENANT, "nope")):
+        refused = CliRunner().invoke(cli, ["audit", "evidence", "--tenant", tenant,
+                                           "--membership", membership,
+                                           "--output", str(tmp_path / "refused.jwt")])
+        assert refused.exit_code == 1 and refused.output.startswith("refused: "), refused.output
+    assert not (tmp_path / "refused.jwt").exists()
+    assert dump_database(bridge.services.db) == before
+
+
 def test_an_unreadable_pack_or_keys_exit_2(bridge, tmp_path):
     path = tmp_path / "not-a-pack.jwt"
     path.write_text("hello")

@@ -4,7 +4,8 @@ printable page (the same content).
 
 Who may: the admins of the membership's tenant, support admins (they assign and remove
 permanent advisors of every tenant, and answer for them), and the advisor of the membership
-itself (its own pack only: what was recorded about it). Anyone else is refused with 403
+itself (its own pack only: what was recorded about it); the operator on the bridge's host
+with ``idp-bridge audit evidence``. Anyone else is refused with 403
 before anything is read; an advisor asking for another's membership gets the same 403,
 whether or not it exists. A refusal writes nothing.
 
@@ -35,6 +36,8 @@ __all__ = ["EvidencePack", "EvidencePacks", "FORMAT", "FORMATS", "MEDIA_TYPE", "
 
 #: ``format`` in the download's audit event: the signed file, the printable page.
 FORMATS = ("jws", "html")
+#: Actor and role of the operator's download (the command line on the bridge's host).
+OPERATOR = "operator"
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,15 @@ class EvidencePacks:
         """Audit the download, then build and sign the pack (``form``: :data:`FORMATS`)."""
         assert form in FORMATS
         role = self.role(caller, tenant_id)
+        return self._download(caller.subject, role, tenant_id, membership_id, form)
+
+    def download_as_operator(self, tenant_id: str, membership_id: str) -> EvidencePack:
+        """The operator's download (``idp-bridge audit evidence``, on the bridge's own host:
+        no upstream identity), audited with the actor and role ``operator``."""
+        return self._download(OPERATOR, OPERATOR, tenant_id, membership_id, "jws")
+
+    def _download(self, subject: str, role: str, tenant_id: str, membership_id: str,
+                  form: str) -> EvidencePack:
         if not is_uuid(membership_id):
             raise InvalidInput("the membership id is not a membership id (a UUID)",
                                code="membership_id_malformed")
@@ -103,23 +115,24 @@ class EvidencePacks:
         with self.db.transaction() as session:
             self.memberships.tenant(session, tenant_id)
             membership = session.get(Membership, membership_id)
-            own = membership is not None and membership.advisor_subject == caller.subject
+            own = membership is not None and membership.advisor_subject == subject
             if role == "advisor" and not (own and membership.tenant_id == tenant_id):
                 raise Forbidden("an advisor may download the evidence pack of its own "
                                 "membership only", code="evidence_forbidden")
             if membership is None or membership.tenant_id != tenant_id:
                 raise NotFound("no such membership in this tenant", code="unknown_membership")
             audit.record(session, "evidence.downloaded", now, tenant_id=tenant_id,
-                         actor=caller.subject, actor_role=role, membership_id=membership.id,
+                         actor=subject, actor_role=role, membership_id=membership.id,
                          pack=pack_id, format=form)
         with self.db.read() as session:
             membership = session.get(Membership, membership_id)
             content = build(session, membership, labels=self.people.labels, now=now,
                             receipts=self.receipts)
-            name = self.people.labels(session, [caller.subject]).get(caller.subject)
+            name = None if subject == OPERATOR else \
+                self.people.labels(session, [subject]).get(subject)
         claims = {"iss": self.issuer, "iat": int(now.timestamp()), "jti": pack_id,
                   "generated_at": format_time(now), "jwks_uri": f"{self.issuer}/audit/jwks",
-                  "generated_by": {"subject": caller.subject, "name": name, "role": role},
+                  "generated_by": {"subject": subject, "name": name, "role": role},
                   **content}
         kid, alg, key = self.checkpoints.keys.signing_key()
         token = jwt.encode({"alg": alg, "kid": kid, "typ": PACK_TYPE}, claims, key)

@@ -227,6 +227,8 @@ def describe(event: AuditEntry, names: dict[str, str]) -> str:
     if event.event.startswith("approval.") or event.event == "tenant.settings_changed":
         return _describe_approval(event, d, names)
     if event.event == "evidence.downloaded":
+        if event.actor_role == "operator":
+            return _("The operator downloaded the evidence pack of an access (command line).")
         who = names.get(event.actor) or event.actor or "?"
         if d.get("format") == "html":
             return _("%(name)s opened the evidence pack of an access (printable page).",

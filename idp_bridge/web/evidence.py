@@ -59,6 +59,7 @@ ROLE_LABELS = {
     "support_admin": _l("support admin"),
     "advisor": _l("advisor"),
     "system": _l("the system"),
+    "operator": _l("the operator"),
 }
 
 
@@ -71,8 +72,8 @@ def _at(text: str | None, fmt: str = "medium") -> str:
 def _who(person) -> str:
     if not person:
         return "–"
-    if person.get("subject") == "system":
-        return str(ROLE_LABELS["system"])
+    if person.get("subject") in ("system", "operator"):
+        return str(ROLE_LABELS[person["subject"]])
     return person.get("name") or person.get("subject") or "–"
 
 
