@@ -663,6 +663,22 @@ def test_the_operator_writes_a_pack_from_the_command_line(operator_env, tmp_path
     assert dump_database(bridge.services.db) == before
 
 
+@pytest.mark.slow
+def test_the_standalone_script_runs_isolated_beside_its_sibling(bridge, tmp_path):
+    """``python3 -I verify_evidence_pack.py`` (no site, no current folder on the path): it
+    finds verify_audit_chain.py beside itself and needs nothing of the bridge."""
+    import subprocess
+
+    bridge.join("bob")
+    sign(bridge)
+    token, _pack = pack_of(bridge, bridge.membership_id("bob"))
+    (tmp_path / "pack.jwt").write_text(token + "\n")
+    keys = keys_file(bridge, tmp_path)
+    done = subprocess.run([sys.executable, "-I", str(SCRIPT), "pack.jwt", "--jwks", str(keys)],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("OK: evidence pack"), done
+
+
 def test_an_unreadable_pack_or_keys_exit_2(bridge, tmp_path):
     path = tmp_path / "not-a-pack.jwt"
     path.write_text("hello")
