@@ -510,14 +510,16 @@ def test_revocation_entries_live_as_long_as_tokens_can(fake, guard):
     assert not guard.is_revoked("grant_id", "g-old")
     assert guard.revoke("sid", "s-1", time.time())
     assert guard.is_revoked("sid", "s-1")
-    guard.prune_revocations(now=time.time() + 100, force=True)
+    guard.prune_revocations(now=time.time() + 100)
     assert guard.is_revoked("sid", "s-1")
-    guard.prune_revocations(now=time.time() + 400, force=True)
+    guard.prune_revocations(now=time.time() + 400)
     assert not guard.is_revoked("sid", "s-1")
     assert guard.revocation_count == 0
 
 
-@pytest.mark.parametrize("args", [("jti", "x", 1.0), ("sid", "", 1.0), ("sid", "x", "now")])
+@pytest.mark.parametrize("args", [("jti", "x", 1.0), ("sid", "", 1.0), ("sid", "x", "now"),
+                                  ("sid", "x", float("nan")), ("sid", "x", float("inf")),
+                                  ("sid", "x", True), ("sid", 7, 1.0)])
 def test_revoke_checks_its_arguments(guard, args):
     with pytest.raises(ValueError):
         guard.revoke(*args)

@@ -284,10 +284,48 @@ BAD_SETS = [
         "rev-none"), "invalid_request"),
     ("unknown-subject-kind", lambda f, t: f.revocation_set(
         "jti", claim(t, "grant_id")), "invalid_request"),
-    ("no-event-timestamp", lambda f, t: f.revocation_set(
-        "grant_id", claim(t, "grant_id"), event_changes={"event_timestamp": None}),
+    # NaN passed the old number check and was then never stored (compares false): acked
+    # and lost. A malformed timestamp is refused; a missing one is applied (below).
+    ("nan-event-timestamp", lambda f, t: f.revocation_set(
+        "grant_id", claim(t, "grant_id"), event_changes={"event_timestamp": float("nan")}),
+     "invalid_request"),
+    ("infinite-event-timestamp", lambda f, t: f.revocation_set(
+        "grant_id", claim(t, "grant_id"), event_changes={"event_timestamp": float("inf")}),
+     "invalid_request"),
+    ("string-event-timestamp", lambda f, t: f.revocation_set(
+        "grant_id", claim(t, "grant_id"), event_changes={"event_timestamp": "yesterday"}),
      "invalid_request"),
 ]
+
+
+@pytest.mark.parametrize("timestamp", ["absent", None])
+def test_a_revocation_without_event_timestamp_is_applied_for_the_max_lifetime(
+        feed, guards, timestamp):
+    """CAEP makes event_timestamp optional: without one the entry is kept as long as a token
+    issued when it arrived could be accepted (fail closed), and the event is acked."""
+    guard = guards()
+    token = feed.mint()
+    guard.start_revocation_listener(CLIENT_ID, SECRET)
+    wait_until(lambda: guard.feed_healthy, what="first poll")
+    if timestamp is None:
+        set_token, jti = feed.revocation_set("grant_id", claim(token, "grant_id"),
+                                             event_changes={"event_timestamp": None})
+    else:
+        event = {"initiating_entity": "admin", "reason_admin": {"en": "removed_by_tenant"},
+                 "subject_kind": "grant_id", "tenant": TENANT}
+        jti = f"rev-{uuid.uuid4().hex[:8]}"
+        set_token = sign_compact({"alg": "ES256", "kid": "k1", "typ": "secevent+jwt"}, {
+            "iss": feed.issuer, "aud": CLIENT_ID, "jti": jti, "iat": int(time.time()),
+            "sub_id": {"format": "opaque", "id": claim(token, "grant_id")},
+            "events": {SESSION_REVOKED: event}}, feed.keys["k1"])
+    before = time.time()
+    feed.publish(set_token, jti)
+    wait_until(lambda: jti in feed.acked, what="the ack")
+    assert jti not in feed.set_errs
+    with pytest.raises(InvalidToken, match="revoked"):
+        guard.validate(token, tenant=TENANT, scope="tenant:read")
+    until = guard.revocations.grants[claim(token, "grant_id")]
+    assert until >= before + guard.max_token_lifetime + 2 * guard.leeway
 
 
 @pytest.mark.parametrize("make, err", [c[1:] for c in BAD_SETS], ids=[c[0] for c in BAD_SETS])

@@ -265,11 +265,14 @@ class RevocationListener:
             try:
                 kind = event["subject_kind"]
                 value = subject["id"]
-                self.revocations.revoke(kind, value, event["event_timestamp"])
-            except (KeyError, TypeError, ValueError):
+                # event_timestamp is optional in CAEP: without it the entry is kept as long
+                # as a token issued now could live (fail closed); a malformed one is refused.
+                self.revocations.revoke(kind, value, event.get("event_timestamp"))
+            except (KeyError, TypeError, ValueError, AttributeError):
                 return self._reject(jti, "invalid_request",
                                     "session-revoked needs sub_id.id, subject_kind "
-                                    "(grant_id or sid) and event_timestamp")
+                                    "(grant_id or sid) and, if it has one, an event_timestamp "
+                                    "that is a finite number")
             log.info("revocation feed: %s revoked (event %s)", kind, jti)
         return _Outcome.ACK
 

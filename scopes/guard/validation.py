@@ -65,9 +65,10 @@ class TokenGuard:
 
     ``max_token_lifetime`` must be at least the bridge's access-token lifetime: a token living
     longer is refused (it could outlive its revocation entry, which is kept
-    ``event_timestamp + max_token_lifetime + leeway``). ``feed_staleness`` bounds how old the
-    last successful poll of the revocation feed may be before validation fails closed (or
-    introspects, with ``introspection_fallback``); the bridge's long poll is always shorter.
+    ``event_timestamp + max_token_lifetime + 2 * leeway``: :mod:`~scopes.guard.revocation`).
+    ``feed_staleness`` bounds how old the last successful poll of the revocation feed may be
+    before validation fails closed (or introspects, with ``introspection_fallback``); the
+    bridge's long poll is always shorter.
 
     ``http`` is a ``requests.Session``-like object used for discovery, JWKS and introspection
     (default: a new ``requests.Session``). Nothing is fetched before the first validation or
@@ -154,8 +155,9 @@ class TokenGuard:
         self._satisfying = {s: frozenset(v) for s, v in satisfying.items()}
         self._scope_checks: dict[str, tuple] = {}
 
-        # An entry matters as long as a token it revokes can still be accepted.
-        self.revocations = RevocationSet(max_token_lifetime + leeway)
+        # An entry matters as long as a token it revokes can still be accepted: until its
+        # exp + leeway, plus a leeway of margin (scopes/guard/revocation.py says why).
+        self.revocations = RevocationSet(max_token_lifetime + 2 * leeway)
         self.introspection = Introspector(http, self._introspection_endpoint,
                                           timeout=http_timeout,
                                           cache_seconds=introspection_cache_seconds)
@@ -332,32 +334,26 @@ class TokenGuard:
                          resource_metadata=metadata.url(resource) if metadata else None)
 
     # --- revocation (scopes.guard.revocation) ---
-    def revoke(self, kind: str, value: str, event_timestamp: float) -> bool:
+    def revoke(self, kind: str, value: str, event_timestamp: float | None = None) -> bool:
         """Reject tokens whose ``kind`` claim (``grant_id`` or ``sid``) is ``value``.
 
-        Kept until ``event_timestamp + max_token_lifetime + leeway``: any token it revokes
-        has expired by then. Returns False when that moment has already passed.
+        Kept until ``event_timestamp + max_token_lifetime + 2 * leeway`` (``event_timestamp``
+        None: unknown, taken as now): any token it revokes has expired by then. Returns
+        False when that moment has already passed.
         """
         return self.revocations.revoke(kind, value, event_timestamp)
 
     def is_revoked(self, kind: str, value: str) -> bool:
         return self.revocations.is_revoked(kind, value)
 
-    def prune_revocations(self, now: float | None = None, *, force: bool = False) -> None:
-        """Forget entries whose tokens have all expired (cheap: at most every few seconds)."""
-        self.revocations.prune(now, force=force)
+    def prune_revocations(self, now: float | None = None) -> int:
+        """Forget entries whose tokens have all expired (cheap: only the entries that leave
+        are touched; revoke and the feed do it by themselves). Returns how many left."""
+        return self.revocations.prune(now)
 
     @property
     def revocation_count(self) -> int:
         return len(self.revocations)
-
-    @property
-    def prune_interval(self) -> float:
-        return self.revocations.prune_interval
-
-    @prune_interval.setter
-    def prune_interval(self, seconds: float) -> None:
-        self.revocations.prune_interval = seconds
 
     # --- revocation feed ---
     def start_revocation_listener(self, client_id: str, client_secret: str) -> None:
