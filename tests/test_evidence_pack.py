@@ -791,6 +791,68 @@ def test_the_printable_page_in_both_languages_without_script(app, bridge, langua
     assert verify(signed.get_data(True), jwks=jwks(bridge)).ok
 
 
+def _by_request_under_four_eyes(bridge) -> str:
+    assert bridge.api("patch", f"/api/tenants/{TENANT}", json={"four_eyes": True}).status_code == 200
+    asked = bridge.api("post", "/api/me/access-requests", user="bob", json={
+        "tenant": TENANT, "reason": "Ticket 4711", "duration_hours": 8})
+    first = bridge.api("post", f"/api/tenants/{TENANT}/access-requests/{asked.json['id']}/approve",
+                       json={"note": "ok"})
+    second = bridge.api("post", f"/api/tenants/{TENANT}/approvals/"
+                                f"{first.json['pending_approval']['id']}/approve", user="dora")
+    assert second.status_code == 200, second.json
+    return bridge.membership_id("bob")
+
+
+def _by_acceptance(bridge) -> str:
+    assert bridge.api("patch", f"/api/tenants/{TENANT}",
+                      json={"permanent_mode": "accept"}).status_code == 200
+    proposed = bridge.api("post", f"/api/tenants/{TENANT}/permanent-proposals", user="sam",
+                          json={"advisor": BOB, "reason": "Onboarding"})
+    accepted = bridge.api("post", f"/api/tenants/{TENANT}/permanent-proposals/"
+                                  f"{proposed.json['id']}/accept")
+    assert accepted.status_code == 200, accepted.json
+    return accepted.json["membership"]["id"]
+
+
+def _by_assignment(bridge) -> str:
+    assigned = bridge.api("put", f"/api/tenants/{TENANT}/permanent-advisors/{BOB}", user="sam")
+    assert assigned.status_code == 201, assigned.json
+    return assigned.json["id"]
+
+
+def _as_guest(bridge) -> str:
+    group = bridge.api("post", f"/api/tenants/{TENANT}/groups",
+                       json={"name": "Prüfer Q4", "permissions": ["payments:read"]})
+    invitation = bridge.api("post", f"/api/tenants/{TENANT}/invitations",
+                            json={"group": group.json["id"], "subject": BOB})
+    joined = bridge.api("post", f"/api/me/invitations/{invitation.json['id']}/accept", user="bob")
+    assert joined.status_code == 201, joined.json
+    return joined.json["id"]
+
+
+@pytest.mark.parametrize("way_in, way, shown", [
+    pytest.param(_by_request_under_four_eyes, "access_request",
+                 ("Anna Admin", "Dora Admin", "Two different admins approved"), id="request"),
+    pytest.param(_by_acceptance, "tenant_acceptance", ("Sam Support", "Anna Admin"),
+                 id="acceptance"),
+    pytest.param(_by_assignment, "support_assignment", ("Sam Support",), id="assignment"),
+    pytest.param(_as_guest, "guest_invitation", ("Prüfer Q4", "Invited as a guest user"),
+                 id="guest"),
+])
+@pytest.mark.parametrize("language", ["en", "de"])
+def test_the_printable_page_of_every_way_in(app, bridge, way_in, way, shown, language):
+    mid = way_in(bridge)
+    sign(bridge)
+    page = signed_in(app, "anna").get(f"/tenants/{TENANT}/memberships/{mid}/evidence",
+                                      headers={"Accept-Language": language})
+    assert page.status_code == 200, page.text[:2000]
+    assert f'data-way="{way}"' in page.text and 'id="verdict" class="ok"' in page.text
+    for text in shown:
+        if language == "en" or "Admin" in text or "Support" in text or "Q4" in text:
+            assert text in page.text, text
+    assert "<script" not in page.text.lower()
+
+
 def test_support_opens_the_page_from_its_list(app, bridge):
     assigned = bridge.api("put", f"/api/tenants/{TENANT}/permanent-advisors/{BOB}", user="sam")
     assert assigned.status_code == 201, assigned.json
