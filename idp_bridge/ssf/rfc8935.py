@@ -53,6 +53,10 @@ class Pusher(Loop):
         (None when there is no push stream at all)."""
         with self.transmitter.db.read() as session:
             streams = session.scalars(select(SsfStream).where(SsfStream.delivery_method == PUSH)).all()
+        # Back-off state of streams that are gone (deleted, idle) goes with them.
+        live = {stream.stream_id for stream in streams}
+        for stream_id in [s for s in self._backoff if s not in live]:
+            del self._backoff[stream_id]
         if not streams:
             return None
         accepted = 0

@@ -478,8 +478,8 @@ class Transmitter:
         room = max_events - len(claims)
         if room <= 0:
             return claims, more or self._has_revocations(session, stream, now)
-        rows = session.scalars(
-            self._pending_revocations(stream, now).order_by(Revocation.id).limit(room + 1)).all()
+        rows = session.scalars(self._pending_revocations(session, stream, now)
+                               .order_by(Revocation.id).limit(room + 1)).all()
         delivered, skipped = [], []
         for revocation in rows[:room]:
             subjects = ({"format": "opaque", "id": revocation.value},
@@ -503,14 +503,25 @@ class Transmitter:
             self._delivered_through(session, stream, max(r.id for r in rows[:room]))
         return claims, more or len(rows) > room
 
-    def _pending_revocations(self, stream: SsfStream, now: datetime):
+    def _pending_revocations(self, session, stream: SsfStream, now: datetime):
+        cutoff = now - self.relevance
+        # The scan by id starts at the oldest relevant revocation, found by its time
+        # (ix_revocations_created_at), not at the stream's start: a poll and the long poll's
+        # check read the relevant rows only, however many older ones the table keeps. Ids
+        # need not follow created_at exactly; the smallest id of the relevant rows is a lower
+        # bound of all of them. (min of id + 0: a plain min(id) makes SQLite walk the table
+        # by id from the start to the first relevant row instead of reading the index.)
+        floor = session.execute(select(func.min(Revocation.id + 0)).where(
+            Revocation.created_at > cutoff)).scalar_one()
+        # One lower bound for the scan by id (given two, SQLite may pick the stream's).
+        after = stream.start_after_id if floor is None else max(stream.start_after_id,
+                                                                floor - 1)
         acked = select(SsfAck.revocation_id).where(SsfAck.stream_id == stream.stream_id)
         return select(Revocation).where(
-            Revocation.id > stream.start_after_id, Revocation.created_at > now - self.relevance,
-            Revocation.id.not_in(acked))
+            Revocation.id > after, Revocation.created_at > cutoff, Revocation.id.not_in(acked))
 
     def _has_revocations(self, session, stream: SsfStream, now: datetime) -> bool:
-        return session.execute(self._pending_revocations(stream, now).with_only_columns(
+        return session.execute(self._pending_revocations(session, stream, now).with_only_columns(
             Revocation.id).limit(1)).first() is not None
 
     @staticmethod

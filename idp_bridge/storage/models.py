@@ -225,7 +225,9 @@ class Revocation(Base):
     reason: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime]
 
-    __table_args__ = (Index("ix_revocations_kind_value", "kind", "value"),)
+    __table_args__ = (Index("ix_revocations_kind_value", "kind", "value"),
+                      # The feed finds the oldest relevant revocation by time (ssf/streams.py).
+                      Index("ix_revocations_created_at", "created_at"))
 
 
 class SigningKey(Base):

@@ -1,0 +1,114 @@
+"""The feed reads the revocations still relevant, not every one it keeps (issue 16 items 5, 6).
+
+Revocations stay in the table (they are the tenants' history: receipts, evidence packs); a
+poll and the long poll's check used to walk them all by id from the stream's start. The scan
+now starts at the oldest relevant revocation (``ix_revocations_created_at``, migration 0019).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import event, insert
+
+from conftest import RS_CLIENT_ID, TENANT
+from idp_bridge.storage.db import utcnow
+from idp_bridge.storage.models import Revocation
+
+POLL = "urn:ietf:rfc:8936"
+
+
+def new_stream(bridge) -> str:
+    response = bridge.client.post("/ssf/stream", json={"delivery": {"method": POLL}},
+                                  auth=(RS_CLIENT_ID, bridge.rs_secret))
+    assert response.status_code == 201
+    return response.json["stream_id"]
+
+
+def add_revocations(bridge, values, created_at, first_id=None) -> None:
+    rows = [{"kind": "grant", "value": value, "tenant_id": TENANT, "subject": "someone",
+             "reason": "left", "created_at": created_at} for value in values]
+    if first_id is not None:
+        for n, row in enumerate(rows):
+            row["id"] = first_id + n
+    with bridge.services.db.transaction() as session:
+        session.execute(insert(Revocation.__table__), rows)
+
+
+def delivered_values(bridge, stream_id) -> list[str]:
+    sets, more = bridge.services.transmitter.pending(stream_id, RS_CLIENT_ID, 100, utcnow())
+    assert not more
+    return [json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["sub_id"]["id"]
+            for token in sets.values()]
+
+
+def test_relevant_revocations_are_found_whatever_their_ids(bridge):
+    """Ids need not follow the revocations' times (a transaction takes its time before it
+    inserts): a relevant revocation with a smaller id than an old one is still delivered,
+    old ones never."""
+    relevance = bridge.services.transmitter.relevance
+    old = utcnow() - relevance - timedelta(minutes=5)
+    add_revocations(bridge, [f"old-{i}" for i in range(50)], old)
+    add_revocations(bridge, ["fresh-1"], utcnow() - relevance + timedelta(minutes=1))
+    add_revocations(bridge, ["old-late"], old)  # a larger id, an older time
+    add_revocations(bridge, ["fresh-2"], utcnow())
+    stream_id = new_stream(bridge)
+    assert bridge.services.transmitter.has_pending(stream_id, utcnow())
+    assert delivered_values(bridge, stream_id) == ["fresh-1", "fresh-2"]
+
+
+def test_nothing_relevant_means_nothing_pending(bridge):
+    relevance = bridge.services.transmitter.relevance
+    add_revocations(bridge, [f"old-{i}" for i in range(20)], utcnow() - relevance * 2)
+    stream_id = new_stream(bridge)
+    assert not bridge.services.transmitter.has_pending(stream_id, utcnow())
+    assert delivered_values(bridge, stream_id) == []
+
+
+def test_a_poll_costs_the_same_with_a_hundred_times_more_old_revocations(bridge, backend):
+    """Counted in SQLite virtual-machine steps (not time): the long poll's check and a poll
+    with 1,000 and with 101,000 revocations older than the relevance window."""
+    if backend != "sqlite":
+        pytest.skip("counts SQLite's virtual-machine steps")
+    transmitter = bridge.services.transmitter
+    relevance = transmitter.relevance
+    # Ids as they come: the old revocations below the fresh ones.
+    add_revocations(bridge, [f"old-{i}" for i in range(1_000)], utcnow() - relevance * 3,
+                    first_id=1)
+    add_revocations(bridge, [f"fresh-{i}" for i in range(30)], utcnow(), first_id=1_000_000)
+    stream_id = new_stream(bridge)
+
+    steps = [0]
+
+    def count():
+        steps[0] += 1
+        return 0
+
+    engine = bridge.services.db.engine
+    engine.dispose()
+    event.listen(engine, "connect",
+                 lambda connection, _record: connection.set_progress_handler(count, 100))
+
+    def cost() -> int:
+        steps[0] = 0
+        assert transmitter.has_pending(stream_id, utcnow())
+        sets, _ = transmitter.pending(stream_id, RS_CLIENT_ID, 100, utcnow(), touch=False)
+        assert len(sets) == 30
+        return steps[0]
+
+    small = cost()
+    add_revocations(bridge, [f"older-{i}" for i in range(100_000)], utcnow() - relevance * 2,
+                    first_id=1_001)
+    large = cost()
+    assert small > 0
+    assert large <= small * 1.2, (small, large)
+
+
+def test_the_pushers_back_off_state_leaves_with_its_stream(bridge):
+    pusher = bridge.services.pusher
+    pusher._backoff["a-deleted-stream"] = (0.0, 60.0)
+    assert pusher.deliver_once() is None  # no push stream left
+    assert pusher._backoff == {}
