@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -617,8 +618,9 @@ class ScriptedIngest:
     answered 200 for (hostile answers too) in ``stored``, counts requests and connections; ``drop_connections`` closes the
     open ones (a server's keep-alive timeout)."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, tls=None):
         self.answer = answer
+        self.tls = tls  # an ssl.SSLContext: HTTPS
         self.requests = 0
         self.connections = 0
         self.stored = Counter()
@@ -627,6 +629,8 @@ class ScriptedIngest:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.sock.settimeout(0.05)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/access-records"
+        if tls is not None:
+            self.url = f"https://localhost:{self.sock.getsockname()[1]}/access-records"
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
@@ -645,6 +649,11 @@ class ScriptedIngest:
     def _serve(self, conn):
         try:
             with conn:
+                if self.tls is not None:
+                    conn.settimeout(10)
+                    with self.tls.wrap_socket(conn, server_side=True) as tls_conn:
+                        self._exchange(tls_conn)
+                    return
                 self._exchange(conn)
         except OSError:  # the client or drop_connections closed it
             pass
@@ -715,8 +724,8 @@ def ingest_answer(ids, *, version="1.1", framing="length", extra=b""):
 def scripted():
     servers = []
 
-    def make(answer):
-        servers.append(ScriptedIngest(answer))
+    def make(answer, tls=None):
+        servers.append(ScriptedIngest(answer, tls))
         return servers[-1]
 
     yield make
@@ -784,12 +793,16 @@ def test_a_server_that_keeps_closing_gets_one_retry_per_send_and_the_records_sta
     try:
         wait_for(lambda: recorder.stats["ship_failures"] >= 2, timeout=60,
                  message="failed shipments")
+        # Each attempt: the batch and one retry on a new connection, no more (one attempt
+        # may be under way while this looks).
+        failed = recorder.stats["ship_failures"]
         with server.lock:
             requests, connections = server.requests, server.connections
+        resent = recorder._http.resent
         failures = recorder.stats["ship_failures"]
-        # Each attempt: the batch and one retry on a new connection, no more.
-        assert 2 * failures <= requests <= 2 * failures + 2 and connections == requests
-        assert failures <= recorder._http.resent <= failures + 1
+        assert 2 * failed <= requests <= 2 * failures + 2
+        assert requests <= connections <= requests + 1  # one request a connection
+        assert failed <= resent <= failures + 1
         assert recorder.stats["shipped"] == 0 and recorder.stats["dropped"] == 0
         assert recorder._pending() and not server.stored
         closing = False
@@ -824,6 +837,38 @@ def test_the_shipper_reads_chunked_close_delimited_and_informational_answers(
     # Interim answers are read past, the final one in full: the connection stays in step
     # (kept alive for every batch), nothing is left to be taken for the next answer.
     assert server.connections == (server.requests if framing == "to_close" else 1)
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_the_shipper_verifies_the_bridges_certificate(scripted, tmp_path, monkeypatch, caplog,
+                                                      trusted):
+    """HTTPS with urllib3's verification against the system's CAs (here: a test CA made the
+    system's through SSL_CERT_FILE, or not): an untrusted certificate keeps the records in
+    the spool, and nothing reaches the server."""
+    from test_ssf_push_ssrf import _certificates
+
+    ca_path, cert_path, key_path = _certificates(tmp_path, "localhost")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    if trusted:
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_path))
+    server = scripted(lambda n, ids: ingest_answer(ids), tls=context)
+    recorder = post_batches(server.url, tmp_path, 150)
+    try:
+        if trusted:
+            assert recorder.wait_idle(60)
+        else:
+            wait_for(lambda: recorder.stats["ship_failures"] >= 2, timeout=60,
+                     message="failed shipments")
+            assert recorder._pending() and recorder.stats["shipped"] == 0
+            assert any("CERTIFICATE_VERIFY_FAILED" in r.getMessage() for r in caplog.records)
+    finally:
+        recorder.stop(2)
+    if trusted:
+        assert len(server.stored) == 150 and recorder.stats["accepted"] == 150
+        assert server.connections == 1 and recorder.stats["ship_failures"] == 0
+    else:
+        assert server.requests == 0 and not server.stored
 
 
 def _json_200(text: bytes) -> bytes:

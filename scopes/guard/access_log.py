@@ -919,13 +919,13 @@ class _Poster:
         if key != self._key:
             self._prepare(key)
         try:
-            response = self._send(data)
-        except urllib3.exceptions.ProtocolError as exc:
-            if not any(isinstance(arg, _STALE) for arg in exc.args):
-                self.close()
-                raise
-            self.resent += 1
-            response = self._send(data)  # urllib3 dropped the connection: a new one
+            try:
+                response = self._send(data)
+            except urllib3.exceptions.ProtocolError as exc:
+                if not any(isinstance(arg, _STALE) for arg in exc.args):
+                    raise
+                self.resent += 1
+                response = self._send(data)  # urllib3 dropped the connection: a new one
         except BaseException:
             self.close()
             raise
