@@ -12,11 +12,11 @@ import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, insert
+from sqlalchemy import event, insert, select, update
 
 from conftest import RS_CLIENT_ID, TENANT
 from idp_bridge.storage.db import utcnow
-from idp_bridge.storage.models import Revocation
+from idp_bridge.storage.models import Revocation, SsfAck, SsfStream
 
 POLL = "urn:ietf:rfc:8936"
 
@@ -112,3 +112,55 @@ def test_the_pushers_back_off_state_leaves_with_its_stream(bridge):
     pusher._backoff["a-deleted-stream"] = (0.0, 60.0)
     assert pusher.deliver_once() is None  # no push stream left
     assert pusher._backoff == {}
+
+
+# --- the feed's bookkeeping: acknowledgements and idle streams leave ---
+
+def ack_rows(bridge) -> set[tuple[str, int]]:
+    with bridge.services.db.read() as session:
+        return set(session.execute(select(SsfAck.stream_id, SsfAck.revocation_id)).all())
+
+
+def add_acks(bridge, stream_id, revocation_ids, acked_at) -> None:
+    with bridge.services.db.transaction() as session:
+        session.execute(insert(SsfAck.__table__), [
+            {"stream_id": stream_id, "revocation_id": r, "acked_at": acked_at}
+            for r in revocation_ids])
+
+
+def test_acknowledgements_leave_twice_the_relevance_after_they_were_made(bridge):
+    """In batches (here of 3): 10 old acknowledgements leave in one cleanup, the recent ones
+    stay, and the events they acknowledged are not delivered again."""
+    transmitter = bridge.services.transmitter
+    relevance = transmitter.relevance
+    now = utcnow()
+    add_revocations(bridge, [f"old-{i}" for i in range(10)], now - relevance * 3)
+    add_revocations(bridge, ["recent"], now)
+    stream_id = new_stream(bridge)
+    with bridge.services.db.read() as session:
+        ids = session.scalars(select(Revocation.id).order_by(Revocation.id)).all()
+    add_acks(bridge, stream_id, ids[:10], now - relevance * 2 - timedelta(seconds=1))
+    add_acks(bridge, stream_id, ids[10:], now)
+    assert transmitter.cleanup(now, batch=3) == 10
+    assert ack_rows(bridge) == {(stream_id, ids[10])}
+    assert delivered_values(bridge, stream_id) == []  # neither old nor acknowledged
+    assert transmitter.cleanup(now, batch=3) == 0  # nothing more to do
+    assert ack_rows(bridge) == {(stream_id, ids[10])}
+
+
+def test_an_idle_stream_leaves_with_its_acknowledgements(bridge):
+    transmitter = bridge.services.transmitter
+    now = utcnow()
+    add_revocations(bridge, [f"r-{i}" for i in range(7)], now)
+    idle, active = new_stream(bridge), new_stream(bridge)
+    with bridge.services.db.read() as session:
+        ids = session.scalars(select(Revocation.id).order_by(Revocation.id)).all()
+    add_acks(bridge, idle, ids, now)
+    add_acks(bridge, active, ids[:2], now)
+    with bridge.services.db.transaction() as session:
+        session.execute(update(SsfStream).where(SsfStream.stream_id == idle)
+                        .values(last_seen_at=now - timedelta(hours=1, seconds=1)))
+    assert transmitter.cleanup(now, batch=3) == 7
+    assert ack_rows(bridge) == {(active, ids[0]), (active, ids[1])}
+    with bridge.services.db.read() as session:
+        assert session.scalars(select(SsfStream.stream_id)).all() == [active]

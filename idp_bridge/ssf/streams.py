@@ -45,7 +45,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from cryptography.fernet import Fernet
-from sqlalchemy import case, delete, func, or_, select, update
+from sqlalchemy import case, delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from ..domain.errors import Conflict, InvalidInput, NotFound
@@ -594,15 +594,46 @@ class Transmitter:
                                               .where(Revocation.id.in_(new))):
                 FEED_LAG.observe(max(0.0, (now - created_at).total_seconds()))
 
-    def cleanup(self, now: datetime) -> None:
-        """Forget acknowledgements of events no longer relevant and idle streams."""
-        with self.db.transaction() as session:
-            session.execute(delete(SsfAck).where(SsfAck.acked_at < now - self.relevance * 2))
-            idle = session.scalars(select(SsfStream.stream_id)
-                                   .where(SsfStream.last_seen_at < now - IDLE_STREAM)).all()
-            if idle:
-                session.execute(delete(SsfAck).where(SsfAck.stream_id.in_(idle)))
-                session.execute(delete(SsfStream).where(SsfStream.stream_id.in_(idle)))
+    #: Rows one cleanup transaction deletes at most (a sweep never holds the write lock long).
+    CLEANUP_BATCH = 10_000
+    #: Transactions one cleanup runs at most; the maintenance loop comes back for the rest.
+    CLEANUP_ROUNDS = 10
+
+    def cleanup(self, now: datetime, *, batch: int = CLEANUP_BATCH) -> int:
+        """Forget acknowledgements of events no longer relevant and idle streams with theirs,
+        in transactions of at most ``batch`` rows; returns how many acknowledgements left.
+
+        An acknowledgement leaves ``2 x relevance`` after it was made: its event happened
+        before it, so it is no longer delivered to anyone (pending events are the
+        revocations of the last ``relevance``) and forgetting it sends nothing again.
+        """
+        removed = 0
+        for _ in range(self.CLEANUP_ROUNDS):
+            with self.db.transaction() as session:
+                done = self._delete_acks(session, SsfAck.acked_at < now - self.relevance * 2,
+                                         batch)
+                if done < batch:
+                    idle = session.scalars(
+                        select(SsfStream.stream_id)
+                        .where(SsfStream.last_seen_at < now - IDLE_STREAM)
+                        .order_by(SsfStream.stream_id).limit(100)).all()
+                    if idle:
+                        left = batch - done
+                        done += self._delete_acks(session, SsfAck.stream_id.in_(idle), left)
+                        if done < batch:  # their acknowledgements are all gone
+                            session.execute(delete(SsfStream)
+                                            .where(SsfStream.stream_id.in_(idle)))
+            removed += done
+            if done < batch:
+                break
+        return removed
+
+    @staticmethod
+    def _delete_acks(session, condition, limit: int) -> int:
+        keys = select(SsfAck.stream_id, SsfAck.revocation_id).where(condition).limit(limit)
+        return session.execute(
+            delete(SsfAck).where(tuple_(SsfAck.stream_id, SsfAck.revocation_id).in_(keys))
+            .execution_options(synchronize_session=False)).rowcount or 0
 
     def push_header(self, stream: SsfStream) -> str | None:
         return self._fernet.decrypt(stream.authorization_header).decode() \
