@@ -15,7 +15,8 @@ signed a moment *after* the revocation's timestamp (the bridge signs an access t
 after its family committed, and the event's timestamp is whole seconds, rounded down). An
 entry whose event timestamp is unknown (``event_timestamp=None``) is kept ``keep_for``
 from when it arrived: as long as a token issued up to then can live. A revocation of the
-same value again only ever extends the entry.
+same value again only ever extends the entry. (A timestamp in the future keeps an entry
+longer, never shorter: events are signed by the bridge, whose clock also stamps the tokens.)
 
 **Cheap to keep small.** Entries are filed in time buckets of
 :attr:`RevocationSet.GRANULARITY` seconds by the moment they may leave (a bucket is dropped
@@ -175,8 +176,9 @@ class RevocationSet:
     @property
     def next_expiry(self) -> float | None:
         """When the next entries may leave (the end of the earliest bucket), or None."""
-        due = self._due
-        return due[0] * self.GRANULARITY if due else None
+        with self._lock:
+            due = self._due
+            return due[0] * self.GRANULARITY if due else None
 
     def __len__(self) -> int:
         return len(self.grants) + len(self.sids)
