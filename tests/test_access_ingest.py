@@ -196,11 +196,99 @@ def test_malformed_batches_are_400_and_store_nothing(bridge, bob, body):
     assert stored(bridge) == 0
 
 
-def test_more_than_100_records_is_400(bridge, bob):
-    response = send(bridge, [record(bob) for _ in range(101)])
+def test_more_than_1000_records_is_400(bridge, bob):
+    response = send(bridge, [record(bob) for _ in range(1001)])
     assert response.status_code == 400
     assert response.json["error"] == "invalid_request"
     assert stored(bridge) == 0
+
+
+def test_a_batch_of_1000_over_64_kib_is_taken_in_transactions_of_200(bridge, bob):
+    """The ingest has a request limit of its own (1 MiB): 1,000 records (over the app's
+    64 KiB) are stored, in transactions of at most 200 records (the listener is called in
+    each); one refused record in the fourth of them refuses only itself; the batch sent
+    again is stored once."""
+    from idp_bridge.domain.access_records import TRANSACTION_RECORDS
+
+    records = [record(bob) for _ in range(1000)]
+    records[700] = record(bob, sub="someone-else")
+    service = bridge.services.use_cases.access_records
+    calls = []
+    service.listeners.append(lambda session, client_id, ids, now: calls.append(len(ids)))
+    try:
+        body = json.dumps({"records": records}).encode()
+        assert 64 * 1024 < len(body) < 1024 * 1024
+        response = send(bridge, records)
+        assert response.status_code == 200, response.json
+        assert response.json["accepted"] == [r["id"] for i, r in enumerate(records) if i != 700]
+        assert response.json["refused"] == [{"id": records[700]["id"],
+                                             "error": "subject_mismatch"}]
+        assert TRANSACTION_RECORDS == 200 and calls == [200, 200, 200, 199, 200]
+        assert stored(bridge) == 999
+        again = send(bridge, records)
+        assert again.status_code == 200
+        assert again.json["accepted"] == [] and len(again.json["duplicates"]) == 999
+        assert again.json["refused"] == [{"id": records[700]["id"], "error": "subject_mismatch"}]
+        assert stored(bridge) == 999
+    finally:
+        service.listeners.pop()
+
+
+def test_a_failing_transaction_keeps_the_earlier_ones_and_the_batch_sent_again_once(bridge,
+                                                                                   bob):
+    """Should the third transaction of a batch fail, the first two stay stored; sent again,
+    those are duplicates and the rest is stored: every record once."""
+    records = [record(bob) for _ in range(1000)]
+    service = bridge.services.use_cases.access_records
+    calls = []
+
+    def failing(session, client_id, ids, now):
+        calls.append(len(ids))
+        if len(calls) == 3:
+            raise RuntimeError("the database went away")
+
+    service.listeners.append(failing)
+    try:
+        with pytest.raises(RuntimeError):
+            service.ingest(RS_CLIENT_ID, {"records": records})
+        assert stored(bridge) == 400
+        result = service.ingest(RS_CLIENT_ID, {"records": records})
+    finally:
+        service.listeners.remove(failing)
+    assert result.duplicates == [r["id"] for r in records[:400]]
+    assert result.accepted == [r["id"] for r in records[400:]] and result.refused == []
+    assert stored(bridge) == 1000
+
+
+def test_a_batch_over_1_mib_is_413_and_stores_nothing(bridge, bob):
+    records = [record(bob, route="/" + "r" * 199, sub=BOB) for _ in range(1000)]
+    # Over 1 MiB only by its padding: 1,000 valid records of about 1 KiB each.
+    body = json.dumps({"records": records, "padding": "x" * (1024 * 1024)}).encode()
+    response = bridge.client.post("/access-records", data=body,
+                                  content_type="application/json",
+                                  auth=(RS_CLIENT_ID, bridge.rs_secret))
+    assert response.status_code == 413
+    assert response.json["error"] == "invalid_request"
+    assert stored(bridge) == 0
+    assert _refusals(bridge) == []
+
+
+def test_other_endpoints_keep_the_64_kib_limit(bridge, bob):
+    """The ingest's limit is its own: the revocation feed's management endpoint (the same
+    receiver client) and the token endpoint still refuse a body over 64 KiB with 413."""
+    auth = (RS_CLIENT_ID, bridge.rs_secret)
+    streams = bridge.client.get("/ssf/stream", auth=auth).json
+    big = {"delivery": {"method": "urn:ietf:rfc:8936"}, "description": "x" * (65 * 1024)}
+    response = bridge.client.post("/ssf/stream", json=big, auth=auth)
+    assert response.status_code == 413
+    assert response.json["error"] == "invalid_request"
+    assert bridge.client.get("/ssf/stream", auth=auth).json == streams  # no stream made
+    token = bridge.client.post("/token", data={"grant_type": "client_credentials",
+                                                "scope": "x" * (65 * 1024)}, auth=auth)
+    assert token.status_code == 413
+    assert token.json["error"] == "invalid_request"
+    # Just under 64 KiB the ingest answers as usual (its limit is larger, not smaller).
+    assert send(bridge, [record(bob)]).status_code == 200
 
 
 def test_authentication(bridge, bob):
@@ -332,7 +420,10 @@ def test_openapi_document(bridge):
     assert response.status_code == 200
     validate(response.json)
     operation = response.json["paths"]["/access-records"]["post"]
-    assert set(operation["responses"]) >= {"200", "400", "401", "403"}
+    assert set(operation["responses"]) >= {"200", "400", "401", "403", "413"}
+    batch = response.json["components"]["schemas"]["Batch"]["properties"]["records"]
+    assert batch["maxItems"] == 1000
+    assert "1048576 bytes" in operation["description"]
     refusals = response.json["components"]["schemas"]["Answer"]["properties"]["refused"]
     assert refusals["items"]["properties"]["error"]["enum"] == [
         "unknown_grant", "grant_tenant_mismatch", "subject_mismatch", "invalid_record"]

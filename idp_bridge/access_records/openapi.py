@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from scopes.catalog import ACTIONS, CATALOG
 
-from ..domain.access_records import MAX_BATCH, METHODS, REFUSALS
+from ..domain.access_records import MAX_BATCH, MAX_BATCH_BYTES, METHODS, REFUSALS
 from ..ssf.authorization import ACCESS_RECORD
 
 _ID = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9._~:@+=-]+$"}
@@ -35,7 +35,12 @@ def openapi_document(issuer: str) -> dict:
                 "grant_id is the grant of a membership of the tenant (in any state), sub is "
                 "that membership's advisor and sid, if given, a token family of that grant. "
                 "The shipper drops refused records. A malformed batch is 400 and stores "
-                "nothing."),
+                f"nothing. At most {MAX_BATCH} records in a body of at most "
+                f"{MAX_BATCH_BYTES} bytes (this endpoint's own limit; a larger body is 413 "
+                "and stores nothing: a sender then sends smaller batches). A batch is "
+                "stored in transactions of a few hundred records: should the request fail "
+                "midway, some records may be stored already and are answered as duplicates "
+                "when the batch is sent again."),
             "security": [{"receiverBasic": []}, {"receiverToken": [ACCESS_RECORD]}],
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/Batch"}}}},

@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, or_, select
 
-from ..domain.access_records import MAX_BATCH, AccessRecords as Records, IngestResult
+from ..domain.access_records import (MAX_BATCH, TRANSACTION_RECORDS,
+                                      AccessRecords as Records, IngestResult)
 from ..domain.errors import InvalidInput
 from ..storage.db import utcnow
 from ..storage.models import AccessRecord, Client, Membership
@@ -137,11 +138,21 @@ class AccessRecordsService:
         if len(records) > MAX_BATCH:
             raise BatchRefused(f"at most {MAX_BATCH} records in one batch")
         now = utcnow()
-        with self.db.transaction() as session:
-            result = Records.ingest(session, client_id, records, now)
-            for listener in self.listeners:
-                listener(session, client_id, result.accepted, now)
-            return result
+        accepted, duplicates, refused = [], [], []
+        # In transactions of at most TRANSACTION_RECORDS (SQLite's writer lock is held for
+        # one of them, not for the whole batch). Should a later one fail, the earlier ones
+        # stay stored: the resource server sends the batch again, and those come back as
+        # duplicates.
+        for start in range(0, len(records), TRANSACTION_RECORDS):
+            part = records[start:start + TRANSACTION_RECORDS]
+            with self.db.transaction() as session:
+                result = Records.ingest(session, client_id, part, now)
+                for listener in self.listeners:
+                    listener(session, client_id, result.accepted, now)
+            accepted += result.accepted
+            duplicates += result.duplicates
+            refused += result.refused
+        return IngestResult(accepted=accepted, duplicates=duplicates, refused=refused)
 
     # --- the tenant admins' reads ---
     def access_summary(self, caller, tenant_id: str, query: AccessQuery) -> list[AccessGroup]:
