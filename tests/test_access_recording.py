@@ -1,7 +1,8 @@
 """scopes.guard access records (issue 14 item 1): the recorder's queue, spool and shipper.
 
 The bridge's ingest endpoint is faked here, following the issue's contract exactly
-(``POST /access-records``, Basic credentials of a receiver client, at most 100 records,
+(``POST /access-records``, Basic credentials of a receiver client, at most 1,000 records in
+1 MiB (an older bridge: 100 records, 64 KiB),
 ``{"accepted", "duplicates", "refused"}``, idempotent by record id), beside the fake issuer's
 discovery and JWKS of test_guard on loopback. Nothing is timed: every wait polls a condition
 with a deadline.
@@ -43,14 +44,20 @@ RECORD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}
 
 class FakeIngest:
     """``POST /access-records`` as the contract says; ``mode`` ``up``, ``down`` (503) or
-    ``hold`` (store, then answer only once ``release`` is set)."""
+    ``hold`` (store, then answer only once ``release`` is set). ``max_records`` and
+    ``max_bytes`` bound a batch: 400 (``at most … records``) and 413 beyond, as the bridge
+    answers (an older bridge: 100 and 64 KiB)."""
+
+    max_records = 1000
+    max_bytes = 1024 * 1024
 
     def __init__(self, app: Flask):
         self.stored: dict[str, dict] = {}
         self.stores = Counter()  # id -> times stored (must stay 1)
         self.seen = Counter()  # id -> times received
         self.posts = 0
-        self.sizes: list[int] = []
+        self.sizes: list[int] = []  # records of the batches taken
+        self.sizes_sent: list[int] = []  # bytes of every POST
         self.forged: set[str] = set()  # grant ids the bridge does not know
         self.mode = "up"
         self.release = threading.Event()
@@ -63,10 +70,17 @@ class FakeIngest:
             return jsonify({"error": "invalid_client"}), 401
         if self.mode == "down":
             return jsonify({"error": "temporarily_unavailable"}), 503
+        with self.lock:
+            self.sizes_sent.append(request.content_length)
+        if request.content_length > self.max_bytes:
+            return jsonify({"error": "invalid_request",
+                            "error_description": "the request is too large"}), 413
         body = request.get_json(silent=True)
         records = body.get("records") if isinstance(body, dict) else None
-        if not isinstance(records, list) or len(records) > 100:
-            return jsonify({"error": "invalid_request"}), 400
+        if not isinstance(records, list) or len(records) > self.max_records:
+            return jsonify({"error": "invalid_request",
+                            "error_description": f"at most {self.max_records} records in one "
+                                                 f"batch"}), 400
         answer = {"accepted": [], "duplicates": [], "refused": []}
         with self.lock:
             self.posts += 1
@@ -265,17 +279,66 @@ def test_request_thread_only_enqueues(fake, guard, tmp_path, monkeypatch):
     assert len(fake.ingest.stored) == 5
 
 
-def test_batches_hold_at_most_100_records(fake, guard, tmp_path):
+@pytest.mark.parametrize("max_batch", [None, 100, 250])
+def test_batches_hold_at_most_max_batch_records(fake, guard, tmp_path, max_batch):
+    """Waiting records go in batches of up to 1,000 (or ``max_batch``), each under the
+    bridge's 1 MiB; 2,500 waiting: three POSTs."""
     fake.ingest.mode = "down"
-    recorder = start(guard, tmp_path / "spool")
+    options = {} if max_batch is None else {"max_batch": max_batch}
+    recorder = start(guard, tmp_path / "spool", max_spool_bytes=8 << 20, **options)
     claims = fake.claims()
-    for _ in range(250):
+    for _ in range(2500):
         guard.record_access(claims, "evaluation:read", method="GET",
                             route="/tenants/<tenant>/evaluation", status=200)
-    wait_for(lambda: recorder.stats["spooled"] == 250, message="the spool")
+    wait_for(lambda: recorder.stats["spooled"] == 2500, message="the spool")
     fake.ingest.mode = "up"
     assert recorder.wait_idle(60)
-    assert len(fake.ingest.stored) == 250 and max(fake.ingest.sizes) <= 100
+    limit = max_batch or 1000
+    assert len(fake.ingest.stored) == 2500 and max(fake.ingest.sizes) == limit
+    assert len(fake.ingest.sizes) == -(-2500 // limit)
+    assert max(fake.ingest.sizes_sent) < (64 * 1024 if limit == 100 else 1024 * 1024)
+    assert recorder.batch_limit == limit and recorder.stats["dropped"] == 0
+
+
+def test_max_batch_must_be_100_to_1000(tmp_path):
+    for wrong in (99, 1001, 0, 500.0, "500", True):
+        with pytest.raises(ValueError, match="max_batch"):
+            AccessRecorder("http://127.0.0.1:9/access-records", CLIENT_ID, CLIENT_SECRET,
+                           tmp_path, max_spool_bytes=1 << 20, max_batch=wrong)
+    assert not list(tmp_path.iterdir())  # nothing made
+
+
+@pytest.mark.parametrize("limit", ["bytes", "records"])
+def test_an_older_bridge_gets_smaller_batches_and_nothing_is_lost(fake, guard, tmp_path,
+                                                                  caplog, limit):
+    """An older bridge takes 100 records in 64 KiB: a batch of more is 413 (over 64 KiB) or
+    400 ("at most 100 records", under it). The shipper halves its batches (1,000, 500, 250,
+    125, 100) with the records kept in the spool, none dropped, each stored once; and stays
+    at what the bridge takes."""
+    fake.ingest.mode = "down"
+    fake.ingest.max_records = 100
+    fake.ingest.max_bytes = 64 * 1024 if limit == "bytes" else 1024 * 1024
+    recorder = start(guard, tmp_path / "spool", max_spool_bytes=8 << 20, backoff_max=0.2)
+    claims = fake.claims()
+    # Short records (about 330 bytes): 150 fit in 64 KiB, so the 400 is reached too.
+    for _ in range(2000):
+        guard.record_access(claims, "ebics:read", method="GET", route="/r", status=200)
+    wait_for(lambda: recorder.stats["spooled"] == 2000, message="the spool")
+    fake.ingest.mode = "up"
+    assert recorder.wait_idle(60)
+    assert len(fake.ingest.stored) == 2000 and set(fake.ingest.stores.values()) == {1}
+    assert recorder.stats["dropped"] == 0 and recorder.stats["shipped"] == 2000
+    assert recorder.batch_limit == recorder.stats["batch_limit"] == 100
+    assert max(fake.ingest.sizes) == 100
+    refused = [n for n in fake.ingest.sizes_sent if n > 64 * 1024] if limit == "bytes" else []
+    assert (len(refused) >= 1) == (limit == "bytes")
+    assert "too large (HTTP 4" in caplog.text and "batches of at most 100" in caplog.text
+    record_more_guard = 150  # after the step down: no more refusals
+    failures = recorder.stats["ship_failures"]
+    for _ in range(record_more_guard):
+        guard.record_access(claims, "ebics:read", method="GET", route="/r", status=200)
+    assert recorder.wait_idle(60)
+    assert recorder.stats["ship_failures"] == failures and len(fake.ingest.stored) == 2150
 
 
 def test_the_bridge_down_for_a_while_records_arrive_later(fake, guard, tmp_path):
@@ -734,6 +797,7 @@ def scripted():
 
 
 def post_batches(recorder_url, tmp_path, count, **options):
+    options.setdefault("max_batch", 100)  # a request per 100 records: the counts below
     recorder = AccessRecorder(recorder_url, CLIENT_ID, CLIENT_SECRET, tmp_path / "spool",
                               max_spool_bytes=1 << 20, backoff_initial=0.05, backoff_max=0.2,
                               http_timeout=2, **options)
@@ -943,14 +1007,16 @@ def test_an_answer_the_shipper_cannot_trust_keeps_the_records_in_the_spool(scrip
     assert recorder.stats["dropped"] == 0 and len(server.stored) == 120
 
 
-def test_the_shipper_gets_the_same_batches_from_memory_as_from_the_disk(tmp_path):
+@pytest.mark.parametrize("max_batch", [100, 1000])
+def test_the_shipper_gets_the_same_batches_from_memory_as_from_the_disk(tmp_path, max_batch):
     """What the writer just wrote, the shipper posts from memory: batch for batch the same
     ids, bytes and offsets as it would read from the spool (which it does for the rest)."""
     from scopes.guard.access_log import MEMO_BYTES
 
     recorder = AccessRecorder("http://127.0.0.1:9/access-records", CLIENT_ID, CLIENT_SECRET,
                               tmp_path, max_spool_bytes=8 << 20,
-                              segment_bytes=8 << 20)  # not started: played here
+                              segment_bytes=8 << 20,
+                              max_batch=max_batch)  # not started: played here
     n = 0
     for size in (1, 57, 100, 230, 3, 99, 1, 2500, 44, 1800):
         for _ in range(size):
@@ -965,7 +1031,7 @@ def test_the_shipper_gets_the_same_batches_from_memory_as_from_the_disk(tmp_path
     while position < segment.size:
         ids, lines, end, corrupt = recorder._read_lines(segment.path, position, segment.size,
                                                          True)
-        assert ids and corrupt == 0 and len(ids) <= 100
+        assert ids and corrupt == 0 and len(ids) <= max_batch
         memo = recorder._from_memo(segment, position)
         if memo is not None:
             assert memo == (ids, b", ".join(lines), end)
@@ -973,5 +1039,6 @@ def test_the_shipper_gets_the_same_batches_from_memory_as_from_the_disk(tmp_path
         shipped += ids
         position = end
     assert position == segment.size and len(shipped) == len(set(shipped)) == n
-    assert 0 < remembered < len(shipped) / 100 + 10  # the newest from memory, the rest not
+    # The newest from memory, the rest not.
+    assert 0 < remembered < len(shipped) / max_batch + 10
     recorder._close_reading()
