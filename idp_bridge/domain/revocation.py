@@ -30,7 +30,7 @@ from datetime import datetime
 from sqlalchemy import insert, update
 
 from ..metrics import REVOCATIONS
-from ..storage.db import after_commit
+from ..storage.db import after_commit, utcnow
 from ..storage.models import Membership, RefreshToken, Revocation, TokenFamily
 from . import audit
 
@@ -161,9 +161,15 @@ class Revocations:
     # --- the feed ---
     def _publish(self, session, kind: str, value: str, *, tenant_id, subject, reason: str,
                  now: datetime) -> None:
+        # Stamped now, inside the transaction (after SQLite's write lock or PostgreSQL's row
+        # locks were taken), not with the caller's ``now`` from before it: the feed's
+        # event_timestamp tells resource servers how long to keep the revocation (until
+        # its newest token can have expired), and a token of the grant signed while this
+        # transaction waited for its lock must fall inside that window.
+        stamp = max(now, utcnow())
         session.connection().execute(_INSERT_REVOCATION, {
             "kind": kind, "value": value, "tenant_id": tenant_id, "subject": subject,
-            "reason": reason, "created_at": now})
+            "reason": reason, "created_at": stamp})
         after_commit(session, lambda: REVOCATIONS.labels(kind, reason).inc())
         for wake_up in self.wake_ups:
             after_commit(session, wake_up)
