@@ -300,6 +300,30 @@ def test_batches_hold_at_most_max_batch_records(fake, guard, tmp_path, max_batch
     assert recorder.batch_limit == limit and recorder.stats["dropped"] == 0
 
 
+def test_the_end_of_a_finished_segment_is_shipped_without_waiting_for_more(fake, guard,
+                                                                         tmp_path):
+    """A short batch waits up to ship_linger for more records, unless it ends a segment
+    that is no longer written (nothing more can follow): those go at once, only the records
+    of the segment being written wait (here for an hour, or until stop)."""
+    fake.ingest.mode = "down"
+    recorder = start(guard, tmp_path / "spool", segment_bytes=16 * 1024, ship_linger=3600)
+    claims = fake.claims()
+    for count in (60, 120):  # a batch of the writer's fills a segment, the next one starts one
+        for _ in range(60):
+            guard.record_access(claims, "ebics:read", method="GET", route="/r", status=200)
+        wait_for(lambda: recorder.stats["spooled"] == count, message="the spool")
+    with recorder._lock:
+        current = recorder._current.path
+        finished = sum(p.read_bytes().count(b"\n") for p in (tmp_path / "spool").glob("*.jsonl")
+                       if p != current)
+    assert 0 < finished < 120
+    fake.ingest.mode = "up"
+    wait_for(lambda: len(fake.ingest.stored) == finished, message="the finished segments")
+    assert recorder.stats["shipped"] == finished  # the current one's records still wait
+    guard.stop_access_recording(timeout=2)  # stopping ships them
+    assert len(fake.ingest.stored) == 120
+
+
 def test_max_batch_must_be_100_to_1000(tmp_path):
     for wrong in (99, 1001, 0, 500.0, "500", True):
         with pytest.raises(ValueError, match="max_batch"):

@@ -453,10 +453,12 @@ class AccessRecorder:
         while self._memo_bytes > MEMO_BYTES and self._memo:
             self._memo_bytes -= len(self._memo.popleft()[4])
 
-    def _from_memo(self, segment: _Segment, start: int):
+    def _from_memo(self, segment: _Segment, start: int, build: bool = True):
         """(ids, records joined for the body, end offset) of the lines of ``segment`` from
         ``start`` that the writer remembered, at most :attr:`batch_limit` and its bytes; None
-        when it does not have the line at ``start`` (the lock is held)."""
+        when it does not have the line at ``start`` (the lock is held). Without ``build``
+        the records are None: the shipper looks whether a batch is full before it joins
+        one (hundreds of KiB)."""
         ids: list[str] = []
         pieces: list[bytes] = []
         position, size = start, 0
@@ -482,6 +484,8 @@ class AccessRecorder:
                 break
         if not ids:
             return None
+        if not build:
+            return ids, None, position
         records = b"".join(pieces) if len(pieces) > 1 else pieces[0]
         return ids, records[:-1].replace(b"\n", b", "), position
 
@@ -606,7 +610,7 @@ class AccessRecorder:
                     log.exception("access records: could not look for orphaned spools")
             self._wake.clear()
             try:
-                batch = self._next_batch()
+                batch = self._next_batch(build=False)
             except OSError:  # the spool cannot be read now (a full or failing disk)
                 log.exception("access records: could not read the spool; retrying")
                 self._close_reading()
@@ -621,7 +625,10 @@ class AccessRecorder:
                     self._close_reading()
                 continue
             if not self._stop.is_set() and len(batch[2]) < self.batch_limit and \
-                    len(batch[3]) + 2048 < self._ship_bytes:  # short: neither bound reached
+                    batch[4] + 2048 < self._ship_bytes and not (
+                        batch[0] is not self._current and batch[1] >= batch[0].size):
+                # Short: neither bound reached, and more may follow (not the end of a
+                # segment that is no longer written: its last records go at once).
                 # Fewer requests to the bridge (and less CPU here): let a short batch fill
                 # up, for at most ship_linger, looking again after each batch the writer
                 # spools (at a high rate the next one fills it: no waiting behind it).
@@ -631,7 +638,14 @@ class AccessRecorder:
                     self._wake.wait(self.ship_linger - (now - short_since))
                     continue
             short_since = None
-            segment, end, ids, records = batch
+            if batch[3] is None:  # from memory, not joined yet: the batch as it is now
+                try:
+                    batch = self._next_batch()
+                except OSError:
+                    continue  # read again (and the failure logged) at the top
+                if batch is None:
+                    continue
+            segment, end, ids, records, _size = batch
             try:
                 done = self._post(ids, records)
             except _TooLarge as exc:
@@ -657,9 +671,10 @@ class AccessRecorder:
             self.stats["shipped"] += done
             self._acknowledge(segment, end)
 
-    def _next_batch(self):
-        """(segment, end offset, ids, the records joined for the body) of the oldest
-        unshipped records, or None."""
+    def _next_batch(self, build: bool = True):
+        """(segment, end offset, ids, the records joined for the body, their bytes) of the
+        oldest unshipped records, or None; without ``build`` the records of a batch from
+        memory are None (:meth:`_from_memo`)."""
         while True:
             with self._lock:
                 for segment in list(self._segments):
@@ -672,10 +687,10 @@ class AccessRecorder:
                     return None
                 path, start, size = segment.path, segment.acked, segment.size
                 is_current = segment is self._current
-                remembered = self._from_memo(segment, start)
+                remembered = self._from_memo(segment, start, build)
             if remembered is not None:
                 ids, records, offset = remembered
-                return segment, offset, ids, records
+                return segment, offset, ids, records, offset - start
             try:
                 ids, lines, offset, corrupt = self._read_lines(path, start, size, is_current)
             except FileNotFoundError:
@@ -686,7 +701,7 @@ class AccessRecorder:
                 self.stats["corrupt_lines"] += corrupt
                 segment.counted = offset
             if ids:
-                return segment, offset, ids, b", ".join(lines)
+                return segment, offset, ids, b", ".join(lines), offset - start
             if offset == start:
                 return None  # the current segment's last line is not complete yet
             self._acknowledge(segment, offset)  # nothing but corrupt lines there
