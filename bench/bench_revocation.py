@@ -84,7 +84,8 @@ def main(argv=None) -> dict:
     ms = [x * 1000 for x in latencies]
     result = {
         "setup": {"bridge": f"gunicorn, {args.workers} gthread workers, SQLite WAL"
-                            + (", Redis wake-ups" if args.redis else ", database wake-up checks"),
+                            + (", Redis wake-ups" if args.redis else
+                               ", wake-ups from the database (data_version), no broker"),
                   "receivers": f"{args.receivers} processes running scopes.guard, RFC 8936 long poll",
                   "rounds": args.rounds},
         "samples": len(ms),
@@ -96,7 +97,10 @@ def main(argv=None) -> dict:
         "reference": {"offline_jwt_validation_bound_ms": 300_000,
                       "note": "without a feed, a resource server validating JWTs locally accepts "
                               "a revoked token until it expires (access-token lifetime 300 s)"},
+        "targets": {"p99_ms": 50},
+        "met": {"p99": bool(ms) and percentile(ms, 99) <= 50 and failures == 0},
         "ratios": {"p99_vs_target_1s": round(percentile(ms, 99) / 1000, 4) if ms else None,
+                   "p99_vs_target_50ms": round(percentile(ms, 99) / 50, 3) if ms else None,
                    "p99_vs_offline_bound": round(percentile(ms, 99) / 300_000, 6) if ms else None},
     }
     path = write_result("revocation", result)
