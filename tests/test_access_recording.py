@@ -295,7 +295,8 @@ def test_batches_hold_at_most_max_batch_records(fake, guard, tmp_path, max_batch
     assert recorder.wait_idle(60)
     limit = max_batch or 1000
     assert len(fake.ingest.stored) == 2500 and max(fake.ingest.sizes) == limit
-    assert len(fake.ingest.sizes) == -(-2500 // limit)
+    # After the failures while the bridge was down: one batch of 100, then full ones.
+    assert fake.ingest.sizes[0] == 100 and len(fake.ingest.sizes) == 1 + -(-2400 // limit)
     assert max(fake.ingest.sizes_sent) < (64 * 1024 if limit == 100 else 1024 * 1024)
     assert recorder.batch_limit == limit and recorder.stats["dropped"] == 0
 
@@ -322,6 +323,27 @@ def test_the_end_of_a_finished_segment_is_shipped_without_waiting_for_more(fake,
     assert recorder.stats["shipped"] == finished  # the current one's records still wait
     guard.stop_access_recording(timeout=2)  # stopping ships them
     assert len(fake.ingest.stored) == 120
+
+
+def test_while_shipping_fails_batches_are_small_and_nothing_is_kept_in_memory(fake, guard,
+                                                                           tmp_path):
+    """A bridge that does not answer gets batches of 100 (no 900 KiB body made for every
+    retry) and the writer keeps nothing in memory for the shipper; once one is taken, the
+    batches are full again."""
+    fake.ingest.mode = "down"
+    recorder = start(guard, tmp_path / "spool", max_spool_bytes=8 << 20, backoff_max=0.2)
+    claims = fake.claims()
+    for _ in range(2500):
+        guard.record_access(claims, "ebics:read", method="GET", route="/r", status=200)
+    wait_for(lambda: recorder.stats["spooled"] == 2500 and recorder.stats["ship_failures"] >= 2,
+             message="the spool and failed shipments")
+    assert recorder._take() == (100, 60 * 1024)
+    with recorder._lock:
+        assert recorder._memo_bytes == 0 and not recorder._memo
+    fake.ingest.mode = "up"
+    assert recorder.wait_idle(60)
+    assert fake.ingest.sizes == [100, 1000, 1000, 400]
+    assert len(fake.ingest.stored) == 2500 and recorder._take() == (1000, 900 * 1024)
 
 
 def test_max_batch_must_be_100_to_1000(tmp_path):

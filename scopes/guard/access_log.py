@@ -28,8 +28,10 @@ thread of the resource server never waits for a disk or the network:
    ones are logged), the shipper moves the segment's acknowledged offset on (saved to disk
    at most every ``ack_save_interval`` seconds, after half a second with nothing to ship, and
    by :meth:`~AccessRecorder.stop`: after a crash at most that much is sent again, and the
-   bridge stores it once). While the bridge is unreachable it backs off exponentially and
-   the spool grows.
+   bridge stores it once). While the bridge is unreachable it backs off exponentially, tries
+   again with a batch of 100 (none of 900 KiB made for every retry) and the spool grows; the
+   writer keeps nothing in memory for it then (the shipper reads the spool when the bridge
+   is back).
 
 Record ids are 36 characters in the layout of an RFC 9562 UUID version 8 (custom): 74
 random bits drawn from ``os.urandom`` when a recorder is made (and again should its counter
@@ -100,7 +102,7 @@ MAX_WRITE_BATCH = 5000  # records the writer takes from the queue at once
 MAX_FRAGMENTS = 4096  # encoded (token, route) parts the writer keeps
 SHIP_BYTES = 900 * 1024  # lines of one POST of MAX_BATCH (the bridge's ingest takes 1 MiB)
 MIN_SHIP_BYTES = 60 * 1024  # ... of MIN_BATCH (the bridge's other endpoints take 64 KiB)
-READ_AHEAD = 1024 * 1024  # what the shipper reads of a segment at once (a batch or more)
+READ_AHEAD = 256 * 1024  # what the shipper reads of a segment at once (or a whole batch)
 MEMO_BYTES = 1024 * 1024  # what the writer keeps of what it wrote, for the shipper
 # The id at the start of a spooled line: the first one, and those after a newline (a literal
 # prefix the regular expression engine searches for; "^" with MULTILINE would try every byte).
@@ -209,12 +211,20 @@ class AccessRecorder:
         # line from there, ids, bytes), oldest first, MEMO_BYTES at most (the lock).
         self._memo: collections.deque = collections.deque()
         self._memo_bytes = 0
+        self._failing = False  # the last POST failed: small batches, no memo (_take)
         self._at = _Timestamps()
         self.stats = {"enqueued": 0, "spooled": 0, "shipped": 0, "accepted": 0,
                       "duplicates": 0, "refused_by_bridge": 0, "dropped": 0, "dropped_queue": 0,
                       "refused_requests": 0, "invalid": 0, "corrupt_lines": 0,
                       "ship_failures": 0, "spool_full": False, "spool_bytes": 0,
                       "batch_limit": self.batch_limit}
+
+    def _take(self) -> tuple[int, int]:
+        """(records, bytes) the next batch may hold: :attr:`batch_limit` and its bytes, or
+        while shipping fails ``MIN_BATCH`` and ``MIN_SHIP_BYTES``."""
+        if self._failing:
+            return MIN_BATCH, MIN_SHIP_BYTES
+        return self.batch_limit, self._ship_bytes
 
     def _set_batch_limit(self, records: int) -> None:
         """At most ``records`` records in at most :func:`_ship_bytes` bytes per POST."""
@@ -432,7 +442,8 @@ class AccessRecorder:
                     current.size + len(batch) <= self.segment_bytes:
                 start = current.size
                 self._write_chunk([batch], len(batch), touched)  # the usual case: one write
-                self._remember(current, start, lines, ids, batch)
+                if not self._failing:  # nothing for a shipper that cannot ship now
+                    self._remember(current, start, lines, ids, batch)
             else:
                 self._spool_lines([line.encode("ascii") for line in lines],
                                   [item[6] for item in kept], used, soft, touched)
@@ -462,7 +473,7 @@ class AccessRecorder:
         ids: list[str] = []
         pieces: list[bytes] = []
         position, size = start, 0
-        limit, ship_bytes = self.batch_limit, self._ship_bytes
+        limit, ship_bytes = self._take()
         for entry_segment, entry_start, ends, entry_ids, data in self._memo:
             if entry_segment is not segment or entry_start + ends[-1] <= position:
                 continue
@@ -624,8 +635,8 @@ class AccessRecorder:
                         self._save_offsets(force=True)
                     self._close_reading()
                 continue
-            if not self._stop.is_set() and len(batch[2]) < self.batch_limit and \
-                    batch[4] + 2048 < self._ship_bytes and not (
+            if not self._stop.is_set() and len(batch[2]) < self._take()[0] and \
+                    batch[4] + 2048 < self._take()[1] and not (
                         batch[0] is not self._current and batch[1] >= batch[0].size):
                 # Short: neither bound reached, and more may follow (not the end of a
                 # segment that is no longer written: its last records go at once).
@@ -660,6 +671,14 @@ class AccessRecorder:
                 continue
             except Exception as exc:  # noqa: BLE001 - network, TLS, HTTP: all mean retry
                 self.stats["ship_failures"] += 1
+                if not self._failing:
+                    # Until the bridge answers again: batches of MIN_BATCH (no batch of
+                    # 900 KiB made again and again for a bridge that is not there), and the
+                    # writer keeps nothing in memory for the shipper (it reads the spool).
+                    with self._lock:
+                        self._failing = True
+                        self._memo.clear()
+                        self._memo_bytes = 0
                 if self._stop.is_set():
                     break
                 backoff = min(self.backoff_max, max(self.backoff_initial, backoff * 2))
@@ -668,6 +687,7 @@ class AccessRecorder:
                 self._stop.wait(backoff)
                 continue
             backoff = 0.0
+            self._failing = False
             self.stats["shipped"] += done
             self._acknowledge(segment, end)
 
@@ -721,14 +741,15 @@ class AccessRecorder:
             self._close_reading()
             reading = self._reading = (path, os.open(path, os.O_RDONLY), 0, b"")
         _, fd, read_at, read = reading
-        wanted = min(size - start, self._ship_bytes)
+        limit, ship_bytes = self._take()
+        wanted = min(size - start, ship_bytes)
         if read_at <= start and start + wanted <= read_at + len(read):
             data = read[start - read_at:start - read_at + wanted]
         else:
-            read = os.pread(fd, min(size - start, READ_AHEAD), start)
+            read = os.pread(fd, min(size - start, max(READ_AHEAD, wanted)), start)
             self._reading = (path, fd, start, read)
             data = read[:wanted]
-        parts = data.split(b"\n", self.batch_limit)
+        parts = data.split(b"\n", limit)
         rest = parts.pop()  # after the last newline (or after the batch_limit-th)
         offset = start + len(data) - len(rest)
         if not parts:  # not one complete line
