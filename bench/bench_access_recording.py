@@ -14,7 +14,8 @@
    that slice's time: their work is charged to the recording side in full, and the next
    slice without recording starts with them idle. Every slice starts after the same pause
    (``PAUSE``). Target: ratio >= 0.95. Also reported: the CPU time of the writer and the
-   shipper thread per record, and of the ingest.
+   shipper thread per record, and of the ingest; records per POST (the shipper posts up to
+   1,000 when that many wait).
 2. RSS: a process whose spool is full (``max_spool_bytes`` 64 MiB, the bridge unreachable)
    against one with an empty spool, after the same start. Target: within 10 MB.
 
@@ -60,7 +61,7 @@ PAUSE = 0.15
 RSS_TARGET_MB = 10.0
 RUN_FIELDS = ("ratio_median_paired", "ratio_aggregate", "validate_per_second_off",
               "validate_per_second_on", "writer_cpu_us_per_record",
-              "shipper_cpu_us_per_record", "ingest_cpu_us_per_record",
+              "shipper_cpu_us_per_record", "ingest_cpu_us_per_record", "records_per_post",
               "load_average_1m_at_start")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -207,6 +208,14 @@ def measure_rate(args) -> dict:
         recorder = AccessRecorder(f"http://127.0.0.1:{port}/access-records", "rs", "secret",
                                   spool, max_spool_bytes=256 << 20, **options)
         wait_port(port)
+        posts = [0]
+        post = recorder._post
+
+        def counted(ids, records):  # batches posted (for records per POST)
+            posts[0] += 1
+            return post(ids, records)
+
+        recorder._post = counted
         recorder.start()
         recording.access_recorder = recorder
 
@@ -263,6 +272,8 @@ def measure_rate(args) -> dict:
         "background_cpu_during_slices_without_seconds": round(idle_cpu, 4),
         "ingest_cpu_us_per_record": round(ingest_cpu / max(1, stats["shipped"]) * 1e6, 2),
         "unshipped_at_slice_end_median": round(statistics.median(backlogs)),
+        "posts": posts[0], "records_per_post": round(stats["shipped"] / max(1, posts[0])),
+        "shipper_batch_limit": stats["batch_limit"],
         "method": "alternating slices after equal pauses; the CPU the writer and shipper "
                   "spend finishing a recording slice's records is added to that slice",
         "ingest_connections": "new per POST" if args.close_connections else "kept alive",
