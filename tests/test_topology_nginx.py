@@ -401,6 +401,16 @@ def test_body_limits_of_proxy_and_bridge(topology):
                                                                  (t.upstream(1),)}
     assert tokens[-1].status == 413 and tokens[-1].upstreams == ()  # never reached a bridge
 
+    # POST /access-records takes batches up to 1 MiB: nginx lets them through to the
+    # bridge (which answers an unauthenticated one 401 itself), and stops over 2 MiB.
+    big = t.post("/access-records", data=b"{" + b" " * (600 * 1024) + b"}",
+                 headers={"Content-Type": "application/json"})
+    assert big.status_code == 401 and big.json()["error"] == "invalid_client", big.text
+    huge = t.post("/access-records", data=b"{" + b" " * (3 * 1024 * 1024) + b"}",
+                  headers={"Content-Type": "application/json"})
+    assert huge.status_code == 413
+    assert "application/json" not in huge.headers.get("Content-Type", "")  # nginx's page
+
 
 def test_an_idle_long_poll_passes_the_proxy(topology):
     t = topology
