@@ -66,6 +66,17 @@ def directive(config, name: str, block: str | None = None) -> list[tuple[str, ..
             and (block is None or any(b.split()[0] == block for b in blocks))]
 
 
+def server_level(config, name: str) -> tuple[str, ...]:
+    """The one ``name`` directive of the server block itself (what every location of it
+    inherits unless it sets its own)."""
+    values = [args for blocks, found, args in config if found == name and blocks == ("server",)]
+    assert len(values) == 1, f"{NGINX_CONFIG.name}: expected one {name} in server, found {values}"
+    # No location overrides it (a location setting its own would not inherit the rest).
+    assert not [args for blocks, found, args in config if found == name
+                and any(b.split()[0] == "location" for b in blocks)], name
+    return values[0]
+
+
 def one(config, name: str, block: str | None = None) -> tuple[str, ...]:
     values = directive(config, name, block)
     assert len(values) == 1, f"{NGINX_CONFIG.name}: expected one {name}, found {values}"
@@ -136,7 +147,8 @@ def test_nginx_upstreams_are_the_compose_bridges(compose, nginx):
     assert servers == [f"{service}:{listen_port[listen_port.index('--port') + 1]}"
                        for service in BRIDGE_SERVICES]
     assert set(BRIDGE_SERVICES) <= set(compose["services"]["proxy"]["depends_on"])
-    assert one(nginx, "proxy_pass", "location") == ("http://bridge",)
+    passes = directive(nginx, "proxy_pass", "location")
+    assert passes and set(passes) == {("http://bridge",)}  # every location: the two bridges
 
 
 def test_the_topology_test_changes_only_addresses_and_ports():
@@ -162,7 +174,7 @@ def _settings(**changes) -> Settings:
 
 
 def test_every_long_poll_the_settings_allow_ends_before_nginx_gives_up(compose, nginx):
-    read_timeout = seconds(one(nginx, "proxy_read_timeout", "location")[0])
+    read_timeout = seconds(server_level(nginx, "proxy_read_timeout")[0])
     with pytest.raises(SettingsError) as refused:
         _settings(ssf_long_poll_seconds=read_timeout)
     assert refused.value.key == "ssf_long_poll_seconds"
@@ -174,28 +186,37 @@ def test_every_long_poll_the_settings_allow_ends_before_nginx_gives_up(compose, 
 
 
 def test_body_limit_leaves_the_answer_to_the_bridge(compose, nginx):
-    limit = size(one(nginx, "client_max_body_size")[0])
+    limits = {blocks[-1]: size(args[0]) for blocks, found, args in nginx
+              if found == "client_max_body_size"}
     bridge = compose_setting(compose, "max_request_bytes", setting_default("max_request_bytes"))
     # Over the bridge's limit, under nginx's: the bridge answers (JSON or a translated page).
-    assert bridge < limit <= 2 * bridge
+    assert bridge < limits["server"] <= 2 * bridge
+    # The access-record ingest takes bigger batches (a limit of its own in the bridge).
+    from idp_bridge.domain.access_records import MAX_BATCH_BYTES
+
+    assert MAX_BATCH_BYTES < limits["location = /access-records"] <= 2 * MAX_BATCH_BYTES
+    assert set(limits) == {"server", "location = /access-records"}
 
 
 def test_a_request_that_may_have_been_processed_is_never_resent(nginx):
-    conditions = set(one(nginx, "proxy_next_upstream", "location"))
+    conditions = set(server_level(nginx, "proxy_next_upstream"))
     assert "non_idempotent" not in conditions  # a POST /token must never be replayed
     assert conditions <= {"error", "timeout"}, "a 5xx of the bridge is shared by both instances"
-    assert one(nginx, "proxy_next_upstream_tries", "location") == (str(len(NGINX_UPSTREAMS)),)
+    assert server_level(nginx, "proxy_next_upstream_tries") == (str(len(NGINX_UPSTREAMS)),)
 
 
 def test_nginx_drops_idle_upstream_connections_before_the_bridge(nginx):
     nginx_idle = seconds(one(nginx, "keepalive_timeout", "upstream")[0])
     assert nginx_idle < gunicorn_options("127.0.0.1:8000", 1)["keepalive"]
-    assert one(nginx, "proxy_http_version", "location") == ("1.1",)
+    assert server_level(nginx, "proxy_http_version") == ("1.1",)
     assert one(nginx, "keepalive", "upstream")
 
 
 def test_forwarded_headers_cannot_reach_the_bridge_from_a_client(nginx):
-    headers = dict(directive(nginx, "proxy_set_header", "location"))
+    headers = dict(args for blocks, found, args in nginx
+                   if found == "proxy_set_header" and blocks == ("server",))
+    # No location sets headers of its own (it would then inherit none of these).
+    assert not directive(nginx, "proxy_set_header", "location")
     for name in ("X-Forwarded-Host", "X-Forwarded-Port", "X-Forwarded-Prefix", "Forwarded"):
         assert headers[name] == "", f"{name} is removed"
     assert headers["X-Forwarded-For"] == "$remote_addr"  # set, never appended to a client's
