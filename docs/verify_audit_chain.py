@@ -233,8 +233,9 @@ def b64url(text):
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def checkpoint_claims(token, keys):
-    """The claims of an ES256 checkpoint JWS (typ audit-checkpoint+jwt), or None."""
+def checkpoint_claims(token, keys, typ="audit-checkpoint+jwt"):
+    """The claims of an ES256 JWS of type ``typ`` (a checkpoint by default) whose signature
+    verifies with keys (kid -> JWK), or None."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -244,8 +245,7 @@ def checkpoint_claims(token, keys):
         head, payload, signature = token.split(".")
         header = json.loads(b64url(head))
         jwk = keys.get(header.get("kid"))
-        if jwk is None or header.get("alg") != "ES256" \
-                or header.get("typ") != "audit-checkpoint+jwt" \
+        if jwk is None or header.get("alg") != "ES256" or header.get("typ") != typ \
                 or jwk.get("kty") != "EC" or jwk.get("crv") != "P-256" or "d" in jwk:
             return None
         public = ec.EllipticCurvePublicNumbers(

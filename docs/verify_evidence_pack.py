@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from verify_audit_chain import (GENESIS, HASHED, Broken, b64url, checkpoint_claims,  # noqa: E402
+from verify_audit_chain import (GENESIS, HASHED, Broken, checkpoint_claims,  # noqa: E402
                                 fetch_keys, is_hash, jcs)
 
 FORMAT = "idp-bridge-evidence/1"
@@ -40,31 +40,7 @@ def link(prev, seq, digest):
 
 def pack_claims(token, keys):
     """The claims of the pack if its ES256 signature verifies with keys (kid -> JWK)."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-
-    try:
-        head, payload, signature = token.split(".")
-        header = json.loads(b64url(head))
-        jwk = keys.get(header.get("kid"))
-        if jwk is None or header.get("alg") != "ES256" or header.get("typ") != PACK_TYPE \
-                or jwk.get("kty") != "EC" or jwk.get("crv") != "P-256" or "d" in jwk:
-            return None
-        public = ec.EllipticCurvePublicNumbers(
-            int.from_bytes(b64url(jwk["x"]), "big"), int.from_bytes(b64url(jwk["y"]), "big"),
-            ec.SECP256R1()).public_key()
-        raw = b64url(signature)
-        if len(raw) != 64:
-            return None
-        public.verify(encode_dss_signature(int.from_bytes(raw[:32], "big"),
-                                           int.from_bytes(raw[32:], "big")),
-                      f"{head}.{payload}".encode("ascii"), ec.ECDSA(hashes.SHA256()))
-        claims = json.loads(b64url(payload))
-    except (InvalidSignature, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return claims if isinstance(claims, dict) else None
+    return checkpoint_claims(token, keys, typ=PACK_TYPE)
 
 
 def read_token(path):

@@ -516,3 +516,14 @@ def keycloak():
         pytest.skip(f"Keycloak unavailable (set CI=1 to make this a failure): {exc}")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def operator_env(bridge, monkeypatch):
+    """``bridge``, with its settings in the environment as the operator's ``idp-bridge``
+    commands (audit export, evidence, checkpoint) read them."""
+    settings = bridge.services.settings
+    for key in ("database_url", "secret_key", "key_encryption_key", "issuer", "upstream_issuer",
+                "mode"):
+        monkeypatch.setenv(f"IDP_BRIDGE_{key.upper()}", str(getattr(settings, key)))
+    return bridge

@@ -783,12 +783,9 @@ def test_the_standalone_script_runs_as_a_program(bridge, tmp_path):
     assert done.returncode == 1 and done.stdout.startswith("BROKEN at seq 2: changed: "), done
 
 
-def test_audit_checkpoint_command(bridge, monkeypatch):
+def test_audit_checkpoint_command(operator_env):
+    bridge = operator_env
     bridge.join("bob")
-    settings = bridge.services.settings
-    for key in ("database_url", "secret_key", "key_encryption_key", "issuer", "upstream_issuer",
-                "mode"):
-        monkeypatch.setenv(f"IDP_BRIDGE_{key.upper()}", str(getattr(settings, key)))
     result = CliRunner().invoke(cli, ["audit", "checkpoint"])
     assert result.exit_code == 0, result.output
     assert result.output.strip().endswith("1 checkpoint signed")

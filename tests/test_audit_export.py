@@ -17,15 +17,6 @@ from idp_bridge.domain import audit
 from idp_bridge.storage.db import utcnow
 
 
-@pytest.fixture
-def operator_env(bridge, monkeypatch):
-    settings = bridge.services.settings
-    for key in ("database_url", "secret_key", "key_encryption_key", "issuer", "upstream_issuer",
-                "mode"):
-        monkeypatch.setenv(f"IDP_BRIDGE_{key.upper()}", str(getattr(settings, key)))
-    return bridge
-
-
 def system_events(bridge, count: int = 3) -> None:
     for i in range(count):
         with bridge.services.db.transaction() as session:

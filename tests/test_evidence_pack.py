@@ -625,15 +625,6 @@ def test_the_verifier_finds_a_changed_pack(bridge, tmp_path, tamper, kind):
     assert code == 1 and f": {kind}:" in line, line
 
 
-@pytest.fixture
-def operator_env(bridge, monkeypatch):
-    settings = bridge.services.settings
-    for key in ("database_url", "secret_key", "key_encryption_key", "issuer", "upstream_issuer",
-                "mode"):
-        monkeypatch.setenv(f"IDP_BRIDGE_{key.upper()}", str(getattr(settings, key)))
-    return bridge
-
-
 def test_the_operator_writes_a_pack_from_the_command_line(operator_env, tmp_path):
     bridge = operator_env
     bridge.join("bob")

@@ -25,25 +25,15 @@ import json
 from dataclasses import dataclass, field
 
 from .audit_chain import GENESIS, chain_of, content_digest, link
-from .audit_verify import checkpoint_claims
+# The chain's own checks, shared with the export's verifier.
+from .audit_verify import (Problem, _fail, _Found, _is_hash, _key_map, _refuse_constant,
+                           _time, _values, checkpoint_claims)
 from .evidence import FORMAT, PACK_TYPE
 
 KINDS = ("unreadable", "signature", "changed", "removed", "checkpoint_signature",
          "checkpoint_mismatch")
-_HEX = frozenset("0123456789abcdef")
 #: The largest pack (its JWS payload) the verifier reads.
 MAX_PACK_BYTES = 2 * 1024 ** 3
-
-
-@dataclass(frozen=True)
-class Problem:
-    seq: int | None
-    kind: str
-    text: str
-
-    def line(self) -> str:
-        where = f" at seq {self.seq}" if self.seq is not None else ""
-        return f"BROKEN{where}: {self.kind}: {self.text}"
 
 
 @dataclass
@@ -76,15 +66,6 @@ class Report:
                      f"{'s' if self.checkpoints != 1 else ''} (the latest at seq {seq}, "
                      f"signed {at})")
         return [head, *(f"note: {n}" for n in self.notes)]
-
-
-class _Found(Exception):
-    def __init__(self, problem: Problem):
-        self.problem = problem
-
-
-def _fail(seq, kind, text):
-    raise _Found(Problem(seq, kind, text))
 
 
 def verify(token: str | bytes, *, jwks: dict) -> Report:
@@ -125,15 +106,6 @@ def pack_claims(token: str | bytes, keys: dict) -> tuple[dict, str] | None:
     except (JoseError, ValueError, TypeError, KeyError, AttributeError, UnicodeError):
         return None
     return (claims, header["kid"]) if isinstance(claims, dict) else None
-
-
-def _refuse_constant(name):
-    raise ValueError(f"{name} is not JSON")
-
-
-def _key_map(jwks) -> dict:
-    return {k["kid"]: k for k in (jwks.get("keys") if isinstance(jwks, dict) else None) or ()
-            if isinstance(k, dict) and isinstance(k.get("kid"), str)}
 
 
 def _verify(token, jwks, report: Report) -> None:
@@ -220,17 +192,6 @@ def _check_event(event, index: int, tenant: str) -> None:
         _fail(seq, "unreadable", "an event of another tenant is in the pack")
     if seq == 1 and event["prev"] != GENESIS:
         _fail(seq, "changed", "the chain's first event does not start from the genesis value")
-
-
-def _is_hash(value) -> bool:
-    return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX
-
-
-def _values(event: dict) -> dict:
-    return {"at": event["at"], "tenant_id": event.get("tenant"), "event": event["event"],
-            "actor": event.get("actor"), "actor_role": event.get("actor_role"),
-            "membership_id": event.get("membership_id"), "client_id": event.get("client_id"),
-            "detail": event.get("detail")}
 
 
 def _digest(chain: str, event: dict) -> str | None:
@@ -341,11 +302,3 @@ def _check_references(pack: dict, by_seq: dict, membership) -> None:
     for event in by_seq.values():
         if event.get("membership_id") not in (None, membership):
             _fail(event["seq"], "unreadable", "an event of another membership is in the pack")
-
-
-def _time(iat) -> str:
-    from datetime import datetime, timezone
-
-    if not isinstance(iat, int) or isinstance(iat, bool):
-        return "?"
-    return datetime.fromtimestamp(iat, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -182,6 +182,21 @@ def screenshot(page, name: str, *, commit: bool = False, full_page: bool = True)
                             animations="disabled", caret="hide")
 
 
+def expect():
+    """Playwright's auto-waiting ``expect`` with this suite's deadline."""
+    from playwright.sync_api import expect as playwright_expect
+
+    playwright_expect.set_options(timeout=TIMEOUT)
+    return playwright_expect
+
+
+def new_context(browser, locale="en-GB", **kwargs):
+    """A browser context of its own (cookies, language) with this suite's deadline."""
+    context = browser.new_context(locale=locale, **kwargs)
+    context.set_default_timeout(TIMEOUT)
+    return context
+
+
 def sign_in(context, base_url: str, user: str, path: str = "/"):
     """Sign ``user`` in through the development provider's page, like a person would."""
     page = context.new_page()

@@ -18,7 +18,7 @@ from datetime import timedelta
 import pytest
 
 from browser_live import browser, live  # noqa: F401 (fixtures used by name)
-from browser_live import TIMEOUT, screenshot, sign_in
+from browser_live import expect, new_context, screenshot, sign_in
 from idp_bridge.devidp import DEMO_USERS
 from idp_bridge.storage.db import utcnow
 from idp_bridge.storage.models import AccessCodeState
@@ -30,19 +30,6 @@ CODE_RE = re.compile(r"^[0-9A-Z]{4}-[0-9A-Z]{4}$")
 TIME_RE = re.compile(r"^\d{1,2}:\d\d(\s?[AP]M)?$")
 #: The product's brand colour (app.css --brand), as the browser computes it.
 BRAND = "rgb(11, 79, 138)"
-
-
-def expect():
-    from playwright.sync_api import expect as playwright_expect
-
-    playwright_expect.set_options(timeout=TIMEOUT)
-    return playwright_expect
-
-
-def new_context(browser, locale="en-GB", **kwargs):
-    context = browser.new_context(locale=locale, **kwargs)
-    context.set_default_timeout(TIMEOUT)
-    return context
 
 
 def join(live, page, user="bob"):

@@ -15,26 +15,13 @@ from datetime import timedelta
 import pytest
 
 from browser_live import browser, live  # noqa: F401 (fixtures used by name)
-from browser_live import TIMEOUT, screenshot, sign_in
+from browser_live import expect, new_context, screenshot, sign_in
 from idp_bridge.storage.models import Membership
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TENANT = "10042"
 REASON = "Onboarding 2027: standing EBICS support"
-
-
-def expect():
-    from playwright.sync_api import expect as playwright_expect
-
-    playwright_expect.set_options(timeout=TIMEOUT)
-    return playwright_expect
-
-
-def new_context(browser, locale="en-GB"):
-    context = browser.new_context(locale=locale)
-    context.set_default_timeout(TIMEOUT)
-    return context
 
 
 def test_story_permanent_advisor_proposed_accepted_by_two_and_re_confirmed(browser, live):

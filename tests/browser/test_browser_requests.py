@@ -12,24 +12,11 @@ import re
 import pytest
 
 from browser_live import browser, live  # noqa: F401 (fixtures used by name)
-from browser_live import TIMEOUT, screenshot, sign_in
+from browser_live import expect, new_context, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TENANT = "10042"
-
-
-def expect():
-    from playwright.sync_api import expect as playwright_expect
-
-    playwright_expect.set_options(timeout=TIMEOUT)
-    return playwright_expect
-
-
-def new_context(browser, locale="en-GB"):
-    context = browser.new_context(locale=locale)
-    context.set_default_timeout(TIMEOUT)
-    return context
 
 
 def test_story_request_four_eyes_and_open_without_a_code(browser, live):

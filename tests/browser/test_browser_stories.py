@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from browser_live import browser, live  # noqa: F401 (fixtures used by name)
-from browser_live import TIMEOUT, screenshot, sign_in
+from browser_live import TIMEOUT, expect, new_context, screenshot, sign_in
 from conftest import RS_CLIENT_ID
 from idp_bridge.devidp import DEMO_USERS
 
@@ -24,13 +24,6 @@ TENANT = "10042"
 CODE_RE = re.compile(r"^[0-9A-Z]{4}-[0-9A-Z]{4}$")
 
 
-def expect():
-    from playwright.sync_api import expect as playwright_expect
-
-    playwright_expect.set_options(timeout=TIMEOUT)
-    return playwright_expect
-
-
 def wait_until(condition, what: str, timeout: float = TIMEOUT / 1000):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -38,12 +31,6 @@ def wait_until(condition, what: str, timeout: float = TIMEOUT / 1000):
             return
         time.sleep(0.1)
     raise AssertionError(f"not within {timeout} s: {what}")
-
-
-def new_context(browser, locale="en-GB", **kwargs):
-    context = browser.new_context(locale=locale, **kwargs)
-    context.set_default_timeout(TIMEOUT)
-    return context
 
 
 def test_story_code_join_live_refresh_remove_and_permanent_advisor(browser, live):
