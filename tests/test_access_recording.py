@@ -290,7 +290,10 @@ def test_batches_hold_at_most_max_batch_records(fake, guard, tmp_path, max_batch
     for _ in range(2500):
         guard.record_access(claims, "evaluation:read", method="GET",
                             route="/tenants/<tenant>/evaluation", status=200)
-    wait_for(lambda: recorder.stats["spooled"] == 2500, message="the spool")
+    # The bridge comes back only after the shipper has met it down (else the first batch
+    # would be a full one, depending on the threads' timing).
+    wait_for(lambda: recorder.stats["spooled"] == 2500 and recorder.stats["ship_failures"] >= 2,
+             message="the spool and failed shipments")
     fake.ingest.mode = "up"
     assert recorder.wait_idle(60)
     limit = max_batch or 1000
