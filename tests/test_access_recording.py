@@ -322,8 +322,10 @@ def test_the_end_of_a_finished_segment_is_shipped_without_waiting_for_more(fake,
                        if p != current)
     assert 0 < finished < 120
     fake.ingest.mode = "up"
-    wait_for(lambda: len(fake.ingest.stored) == finished, message="the finished segments")
-    assert recorder.stats["shipped"] == finished  # the current one's records still wait
+    # Stored at the stand-in, then counted by the shipper once it has read the answer.
+    wait_for(lambda: len(fake.ingest.stored) == finished
+             and recorder.stats["shipped"] == finished, message="the finished segments")
+    assert len(fake.ingest.stored) == finished  # the current one's records still wait
     guard.stop_access_recording(timeout=2)  # stopping ships them
     assert len(fake.ingest.stored) == 120
 
