@@ -18,7 +18,13 @@ from sqlalchemy import select, update
 from conftest import OTHER_TENANT, TENANT, post_form, verify_access_token
 from idp_bridge.services.operator import add_client
 from idp_bridge.storage.db import utcnow
-from idp_bridge.storage.models import Membership, Revocation, SsfAck, SsfStream
+from idp_bridge.storage.models import (
+    Membership,
+    Revocation,
+    RevocationReceipt,
+    SsfAck,
+    SsfStream,
+)
 from test_pages_helpers import DE, EN, signed_in, text_of
 
 POLL = "urn:ietf:rfc:8936"
@@ -64,7 +70,11 @@ def set_acked_after(bridge, stream_id, revocation, ms: int) -> None:
         done = session.execute(update(SsfAck).where(
             SsfAck.stream_id == stream_id, SsfAck.revocation_id == revocation.id)
             .values(acked_at=revocation.created_at + timedelta(milliseconds=ms))).rowcount
-    assert done == 1
+        receipt = session.execute(update(RevocationReceipt).where(
+            RevocationReceipt.stream_id == stream_id,
+            RevocationReceipt.revocation_id == revocation.id)
+            .values(acknowledged_at=revocation.created_at + timedelta(milliseconds=ms))).rowcount
+    assert done == 1 and receipt == 1
 
 
 def remove(bridge, user="bob", tenant=TENANT) -> str:

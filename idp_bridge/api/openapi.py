@@ -428,14 +428,16 @@ def openapi_document(issuer: str) -> dict:
                     "client_name": {"type": ["string", "null"]},
                     "delivery": {"enum": ["poll", "push"]},
                     "description": {"type": ["string", "null"]},
-                    "status": {"enum": ["enabled", "paused", "disabled"]},
+                    "status": {"enum": ["enabled", "paused", "disabled", "deleted"],
+                               "description": "The stream now (deleted: deleted or idle)"},
                     "confirmed": {"type": "boolean"},
                     "acknowledged_at": {"type": ["string", "null"], "format": "date-time",
                                         "description": "poll: acknowledged; push: accepted"},
                     "latency_ms": {"type": ["integer", "null"]},
                     "reason": {"enum": [None, *RECEIPT_REASONS],
                                "description": "Why not confirmed (null when confirmed)"},
-                    "last_seen_at": {"type": "string", "format": "date-time"}}},
+                    "last_seen_at": {"type": ["string", "null"], "format": "date-time",
+                                     "description": "null once the stream is deleted"}}},
                 "AccessGroups": {"type": "object", "required": ["groups"], "properties": {
                     "groups": {"type": "array", "items": {"type": "object", "properties": {
                         "advisor": {"type": "string"}, "advisor_name": {"type": ["string", "null"]},

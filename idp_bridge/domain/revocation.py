@@ -27,11 +27,18 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, update
+from sqlalchemy import BigInteger, bindparam, case, insert, select, update
 
 from ..metrics import REVOCATIONS
 from ..storage.db import after_commit, utcnow
-from ..storage.models import Membership, RefreshToken, Revocation, TokenFamily
+from ..storage.models import (
+    Membership,
+    RefreshToken,
+    Revocation,
+    RevocationReceipt,
+    SsfStream,
+    TokenFamily,
+)
 from . import audit
 
 
@@ -167,12 +174,22 @@ class Revocations:
         # its newest token can have expired), and a token of the grant signed while this
         # transaction waited for its lock must fall inside that window.
         stamp = max(now, utcnow())
-        session.connection().execute(_INSERT_REVOCATION, {
+        connection = session.connection()
+        revocation_id = connection.execute(_INSERT_REVOCATION, {
             "kind": kind, "value": value, "tenant_id": tenant_id, "subject": subject,
-            "reason": reason, "created_at": stamp})
+            "reason": reason, "created_at": stamp}).inserted_primary_key[0]
+        # One receipt for each stream due to receive the event (those that exist now and
+        # did not start after it), in the same transaction: a durable record of who must
+        # confirm, whatever the feed prunes later (services/receipts.py).
+        connection.execute(_INSERT_RECEIPTS, {"revocation_id": revocation_id,
+                                              "created_at": stamp})
         after_commit(session, lambda: REVOCATIONS.labels(kind, reason).inc())
         for wake_up in self.wake_ups:
             after_commit(session, wake_up)
+
+
+#: The push delivery method (RFC 8935); every other stream polls (RFC 8936).
+PUSH_DELIVERY = "urn:ietf:rfc:8935"
 
 
 def _cause(reason: str, ends: str) -> Cause:
@@ -183,3 +200,14 @@ def _cause(reason: str, ends: str) -> Cause:
 
 
 _INSERT_REVOCATION = insert(Revocation.__table__)
+
+_RECEIPTS = RevocationReceipt.__table__
+_STREAMS = SsfStream.__table__
+_INSERT_RECEIPTS = insert(_RECEIPTS).from_select(
+    ["revocation_id", "stream_id", "client_id", "delivery", "description", "created_at"],
+    select(bindparam("revocation_id", type_=BigInteger), _STREAMS.c.stream_id,
+           _STREAMS.c.client_id,
+           case((_STREAMS.c.delivery_method == PUSH_DELIVERY, "push"), else_="poll"),
+           _STREAMS.c.description,
+           bindparam("created_at", type_=_RECEIPTS.c.created_at.type))
+    .where(_STREAMS.c.start_after_id < bindparam("revocation_id", type_=BigInteger)))

@@ -3,8 +3,8 @@
 A revocation (:class:`~idp_bridge.storage.models.Revocation`, the source of the SSF feed)
 is *confirmed* by a receiver stream when the stream acknowledged its event (RFC 8936
 section 2.4: an ``ack`` of the poll; RFC 8935 section 2.2: a push endpoint's ``202``), i.e.
-when :class:`~idp_bridge.storage.models.SsfAck` holds a row for the stream and the
-revocation. The time from the revocation to that row is the receipt's latency.
+when its :class:`~idp_bridge.storage.models.RevocationReceipt` for the revocation holds an
+``acknowledged_at``. The time from the revocation to then is the receipt's latency.
 
 Counted are the streams that were *due* to receive the event: streams that existed when it
 happened (created no later than the revocation, and not started after it: a stream
@@ -15,9 +15,12 @@ counts nor is listed. Every due stream counts, also one that is paused or disabl
 does not request ``session-revoked`` or one whose receiver left the subject out: the tenant
 must see that such a server has not confirmed, and why.
 
-Receipts are read from the feed's own bookkeeping, so they last as long as it keeps them:
-acknowledgements while the event is relevant (twice the access-token lifetime), streams
-until they are idle for an hour.
+Receipts are durable (:class:`~idp_bridge.storage.models.RevocationReceipt`): one row per
+due stream is written in the revocation's own transaction, the first acknowledgement stamps
+it, and a stream deleted or pruned as idle before acknowledging leaves it ``stream_deleted``.
+The feed's acknowledgements and idle streams are pruned; receipts stay as long as their
+revocation. The live stream, while it exists, only explains an open receipt (paused,
+offline, ...).
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select
 
 from ..ssf.rfc8417 import SESSION_REVOKED
-from ..storage.models import Client, Membership, Revocation, SsfAck, SsfStream, TokenFamily
+from ..storage.models import (
+    Client,
+    Membership,
+    Revocation,
+    RevocationReceipt,
+    SsfStream,
+    TokenFamily,
+)
 from .values import MembershipInfo
 
 #: A poll stream not seen for longer than this is reported offline (receivers long-poll
@@ -38,7 +48,7 @@ PUSH = "urn:ietf:rfc:8935"
 
 #: Why a due stream has not confirmed, in the order they are looked for.
 REASONS = ("events_not_requested", "subject_removed", "disabled", "paused", "offline",
-           "delivered_unacknowledged", "not_yet_delivered")
+           "delivered_unacknowledged", "not_yet_delivered", "stream_deleted")
 
 
 @dataclass(frozen=True)
@@ -51,8 +61,10 @@ class Receipt:
     #: ``poll`` or ``push``
     delivery: str
     description: str | None
+    #: The stream's status now (``deleted``: the stream is gone, deleted or idle).
     status: str
-    last_seen_at: datetime
+    #: None once the stream is gone.
+    last_seen_at: datetime | None
     #: When the stream acknowledged (poll) or its endpoint accepted (push) the event.
     acknowledged_at: datetime | None
     latency_ms: int | None
@@ -158,41 +170,42 @@ class Receipts:
                        ) -> list[RevocationReceipts]:
         if not rows:
             return []
-        latest = max(r.created_at for r in rows)
-        streams = session.scalars(select(SsfStream).where(SsfStream.created_at <= latest)
-                                  .order_by(SsfStream.created_at, SsfStream.stream_id)).all()
-        names = dict(session.execute(select(Client.client_id, Client.name).where(
-            Client.client_id.in_(sorted({s.client_id for s in streams})))).all()) \
-            if streams else {}
-        acks = {}
-        if streams:
-            acks = {(a.stream_id, a.revocation_id): a.acked_at for a in session.scalars(
-                select(SsfAck).where(SsfAck.revocation_id.in_([r.id for r in rows])))}
+        found = session.execute(
+            select(RevocationReceipt, Client.name, SsfStream)
+            .outerjoin(Client, Client.client_id == RevocationReceipt.client_id)
+            .outerjoin(SsfStream, SsfStream.stream_id == RevocationReceipt.stream_id)
+            .where(RevocationReceipt.revocation_id.in_([r.id for r in rows]))
+            .order_by(RevocationReceipt.revocation_id, RevocationReceipt.id)).all()
+        by_revocation: dict[int, list] = {}
+        for receipt, client_name, stream in found:
+            by_revocation.setdefault(receipt.revocation_id, []).append(
+                (receipt, client_name, stream))
         return [RevocationReceipts(
             id=r.id, kind=r.kind, value=r.value, reason=r.reason, revoked_at=r.created_at,
             membership_id=owners.get(r.id), advisor_subject=r.subject,
-            receipts=tuple(self._receipt(r, s, names.get(s.client_id),
-                                         acks.get((s.stream_id, r.id)), now)
-                           for s in streams if _due(s, r, acks)))
+            receipts=tuple(self._receipt(r, receipt, name, stream, now)
+                           for receipt, name, stream in by_revocation.get(r.id, ())))
             for r in rows]
 
-    def _receipt(self, revocation: Revocation, stream: SsfStream, client_name,
-                 acked_at: datetime | None, now: datetime) -> Receipt:
-        reason = None
-        if acked_at is not None and _subject_removed(stream, revocation):
-            # The feed records an event it dropped for a removed subject like an
-            # acknowledgement (it must not be sent again); that confirms nothing.
+    def _receipt(self, revocation: Revocation, receipt: RevocationReceipt, client_name,
+                 stream: SsfStream | None, now: datetime) -> Receipt:
+        acked_at, reason = receipt.acknowledged_at, None
+        if receipt.outcome == "subject_removed" or (
+                acked_at is not None and stream is not None
+                and _subject_removed(stream, revocation)):
+            # The feed drops an event for a removed subject; that confirms nothing.
             acked_at, reason = None, "subject_removed"
         elif acked_at is None:
-            reason = self._why_not(revocation, stream, now)
+            reason = "stream_deleted" if stream is None or receipt.outcome == "stream_deleted" \
+                else self._why_not(revocation, stream, now)
         latency = None if acked_at is None else max(
             0, round((acked_at - revocation.created_at) / timedelta(milliseconds=1)))
-        return Receipt(stream_id=stream.stream_id, client_id=stream.client_id,
-                       client_name=client_name,
-                       delivery="push" if stream.delivery_method == PUSH else "poll",
-                       description=stream.description, status=stream.status,
-                       last_seen_at=stream.last_seen_at, acknowledged_at=acked_at,
-                       latency_ms=latency, reason=reason)
+        return Receipt(stream_id=receipt.stream_id, client_id=receipt.client_id,
+                       client_name=client_name, delivery=receipt.delivery,
+                       description=receipt.description,
+                       status="deleted" if stream is None else stream.status,
+                       last_seen_at=None if stream is None else stream.last_seen_at,
+                       acknowledged_at=acked_at, latency_ms=latency, reason=reason)
 
     def _why_not(self, revocation: Revocation, stream: SsfStream, now: datetime) -> str:
         if SESSION_REVOKED not in (stream.events_requested or []):
@@ -207,12 +220,6 @@ class Receipts:
                 stream.delivered_through_id >= revocation.id:
             return "delivered_unacknowledged"
         return "not_yet_delivered"
-
-
-def _due(stream: SsfStream, revocation: Revocation, acks: dict) -> bool:
-    if stream.created_at > revocation.created_at:
-        return False
-    return stream.start_after_id < revocation.id or (stream.stream_id, revocation.id) in acks
 
 
 def _subject_removed(stream: SsfStream, revocation: Revocation) -> bool:

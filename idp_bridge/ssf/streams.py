@@ -50,7 +50,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..domain.errors import Conflict, InvalidInput, NotFound
 from ..metrics import FEED_LAG
-from ..storage.models import Revocation, SsfAck, SsfStream
+from ..storage.models import Revocation, RevocationReceipt, SsfAck, SsfStream
 from . import rfc8417
 from .egress import PushPolicy, PushTargetRefused
 from .set_keys import ALGORITHMS, DEFAULT_ALGORITHM
@@ -310,6 +310,7 @@ class Transmitter:
         with self.db.transaction() as session:
             stream = self.stream(session, client_id, stream_id)
             session.execute(delete(SsfAck).where(SsfAck.stream_id == stream.stream_id))
+            _close_receipts(session, RevocationReceipt.stream_id == stream.stream_id)
             session.delete(stream)
 
     # --- status (SSF 8.1.2) ---
@@ -499,6 +500,14 @@ class Transmitter:
             # A removed subject's events are dropped for this stream, not held.
             session.add(SsfAck(stream_id=stream.stream_id, revocation_id=revocation_id,
                                acked_at=now))
+        if skipped:
+            # Its receipt says so: the event was dropped, not confirmed.
+            session.execute(update(RevocationReceipt).where(
+                RevocationReceipt.stream_id == stream.stream_id,
+                RevocationReceipt.revocation_id.in_(skipped),
+                RevocationReceipt.outcome.is_(None))
+                .values(outcome="subject_removed")
+                .execution_options(synchronize_session=False))
         if delivered or skipped:
             self._delivered_through(session, stream, max(r.id for r in rows[:room]))
         return claims, more or len(rows) > room
@@ -590,6 +599,15 @@ class Transmitter:
             new = sorted(ids - already)
             for revocation_id in new:
                 session.add(SsfAck(stream_id=stream_id, revocation_id=revocation_id, acked_at=now))
+            if new:
+                # The durable receipt: acknowledged once, at the first acknowledgement.
+                session.execute(update(RevocationReceipt).where(
+                    RevocationReceipt.stream_id == stream_id,
+                    RevocationReceipt.revocation_id.in_(new),
+                    RevocationReceipt.acknowledged_at.is_(None),
+                    RevocationReceipt.outcome.is_(None))
+                    .values(acknowledged_at=now, outcome="acknowledged")
+                    .execution_options(synchronize_session=False))
             for created_at in session.scalars(select(Revocation.created_at)
                                               .where(Revocation.id.in_(new))):
                 FEED_LAG.observe(max(0.0, (now - created_at).total_seconds()))
@@ -621,6 +639,7 @@ class Transmitter:
                         left = batch - done
                         done += self._delete_acks(session, SsfAck.stream_id.in_(idle), left)
                         if done < batch:  # their acknowledgements are all gone
+                            _close_receipts(session, RevocationReceipt.stream_id.in_(idle))
                             session.execute(delete(SsfStream)
                                             .where(SsfStream.stream_id.in_(idle)))
             removed += done
@@ -638,6 +657,15 @@ class Transmitter:
     def push_header(self, stream: SsfStream) -> str | None:
         return self._fernet.decrypt(stream.authorization_header).decode() \
             if stream.authorization_header else None
+
+
+def _close_receipts(session, condition) -> None:
+    """A stream goes (deleted by its receiver or idle): its receipts stay, and those it never
+    acknowledged say it went first."""
+    session.execute(update(RevocationReceipt).where(condition,
+                                                    RevocationReceipt.outcome.is_(None))
+                    .values(outcome="stream_deleted")
+                    .execution_options(synchronize_session=False))
 
 
 def _check_subject(subject) -> dict:

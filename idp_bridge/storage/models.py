@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -359,6 +360,34 @@ class SsfAck(Base):
                                            primary_key=True)
     revocation_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     acked_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class RevocationReceipt(Base):
+    """A receiver stream that was due to receive a revocation's event, and what it did with
+    it: written in the revocation's own transaction, acknowledged once, and kept as long as
+    the revocation (the feed's acknowledgements and idle streams are pruned, receipts not)."""
+
+    __tablename__ = "revocation_receipts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    revocation_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("revocations.id", ondelete="CASCADE"))
+    stream_id: Mapped[str] = mapped_column(String(32))
+    client_id: Mapped[str] = mapped_column(String(100))
+    #: push | poll
+    delivery: Mapped[str] = mapped_column(String(10))
+    #: The stream's description when the revocation happened.
+    description: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime]
+    acknowledged_at: Mapped[datetime | None]
+    #: None (open) | acknowledged | subject_removed | stream_deleted
+    outcome: Mapped[str | None] = mapped_column(String(20))
+
+    __table_args__ = (UniqueConstraint("revocation_id", "stream_id",
+                                       name="uq_revocation_receipts_revocation_stream"),
+                      Index("ix_revocation_receipts_stream_id", "stream_id"))
 
 
 class OutboxItem(Base):

@@ -35,6 +35,7 @@ REASON_LABELS = {
     "offline": _l("offline: it has not asked for events since %(when)s"),
     "delivered_unacknowledged": _l("the event was delivered, the confirmation is outstanding"),
     "not_yet_delivered": _l("the event is on its way"),
+    "stream_deleted": _l("its stream was deleted before it confirmed"),
 }
 
 
