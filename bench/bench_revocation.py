@@ -35,6 +35,9 @@ def main(argv=None) -> dict:
     from idp_bridge.devidp import DEMO_USERS
 
     latencies, failures, delete_ms = [], 0, []
+    # Phases (timestamps in the bench and the receivers): DELETE answered, the feed applied
+    # the revocation in each receiver (long poll answered, SET verified), guard rejected.
+    applied_ms, after_delete_ms, rounds_detail = [], [], []
     redis = None
     extra_env = {}
     if args.redis:
@@ -61,12 +64,18 @@ def main(argv=None) -> dict:
                 assert oks == ["OK"] * args.receivers, oks
                 started, answered = bridge.remove(DEMO_USERS["bob"]["sub"])
                 delete_ms.append((answered - started) * 1000)
+                this_round = []
                 for r in receivers:
                     answer = r.stdout.readline().split(" ")
                     if answer[0] == "REVOKED":
                         latencies.append(float(answer[1]) - started)
+                        applied_ms.append((float(answer[2]) - started) * 1000)
+                        after_delete_ms.append((float(answer[2]) - answered) * 1000)
+                        this_round.append(round((float(answer[1]) - started) * 1000, 1))
                     else:
                         failures += 1
+                rounds_detail.append({"delete_ms": round((answered - started) * 1000, 1),
+                                      "rejected_ms": sorted(this_round)})
         finally:
             for r in receivers:
                 try:
@@ -94,6 +103,16 @@ def main(argv=None) -> dict:
         "p99_ms": round(percentile(ms, 99), 1),
         "max_ms": round(max(ms), 1) if ms else None,
         "delete_request_p50_ms": round(percentile(delete_ms, 50), 1),
+        "phases": {
+            "delete_request_ms": {"p50": round(percentile(delete_ms, 50), 1),
+                                  "p99": round(percentile(delete_ms, 99), 1)},
+            "feed_applied_after_delete_answer_ms": {
+                "p50": round(percentile(after_delete_ms, 50), 1),
+                "p99": round(percentile(after_delete_ms, 99), 1)},
+            "feed_applied_since_delete_sent_ms": {"p50": round(percentile(applied_ms, 50), 1),
+                                                  "p99": round(percentile(applied_ms, 99), 1)},
+            "rounds": rounds_detail,
+        },
         "reference": {"offline_jwt_validation_bound_ms": 300_000,
                       "note": "without a feed, a resource server validating JWTs locally accepts "
                               "a revoked token until it expires (access-token lifetime 300 s)"},

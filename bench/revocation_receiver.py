@@ -3,7 +3,7 @@
 Usage: ``python bench/revocation_receiver.py ISSUER AUDIENCE CLIENT_ID CLIENT_SECRET``.
 Prints ``READY`` once its revocation feed is healthy. Then, per input line ``TOKEN <jwt>``:
 validates it (``OK``, or ``BAD <error>``), then keeps validating every millisecond until the
-token is rejected as revoked and prints ``REVOKED <unix time>``, or ``TIMEOUT`` after 30 s.
+token is rejected as revoked and prints ``REVOKED <unix time> <unix time the feed applied it>``, or ``TIMEOUT`` after 30 s.
 ``QUIT`` stops the listener and exits. Bounded in time: nothing runs longer than 30 s.
 """
 
@@ -20,6 +20,16 @@ from scopes.guard import GuardError, TokenGuard  # noqa: E402
 
 def main(issuer: str, audience: str, client_id: str, secret: str) -> None:
     guard = TokenGuard(issuer, audience)
+    # Instrumentation for the benchmark: when the feed first applied a revocation (the
+    # listener's thread), so the bench can split feed delivery from the validation loop.
+    applied = []
+    revoke = guard.revocations.revoke
+
+    def timed_revoke(*args, **kwargs):
+        applied.append(time.time())
+        return revoke(*args, **kwargs)
+
+    guard.revocations.revoke = timed_revoke
     guard.start_revocation_listener(client_id, secret)
     deadline = time.monotonic() + 30
     while not guard.feed_healthy and time.monotonic() < deadline:
@@ -38,12 +48,15 @@ def main(issuer: str, audience: str, client_id: str, secret: str) -> None:
                 print(f"BAD {exc.error} {exc.description}", flush=True)
                 continue
             print("OK", flush=True)
+            applied.clear()
             until = time.monotonic() + 30
             while time.monotonic() < until:
                 try:
                     guard.validate(token, tenant="10042", scope="payments:read")
                 except GuardError as exc:
-                    print(f"REVOKED {time.time():.6f} {exc.description}", flush=True)
+                    now = time.time()
+                    first = applied[0] if applied else now
+                    print(f"REVOKED {now:.6f} {first:.6f} {exc.description}", flush=True)
                     break
                 time.sleep(0.001)
             else:
