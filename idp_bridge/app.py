@@ -332,6 +332,11 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
     web_pages.init_app(app, settings)  # Flask-Babel, the pages' context and HTML headers
     _register_error_handlers(app)
     app.after_request(_security_headers)
+    # POST /token leaves Flask: the same server, grants and services (oauth/lean.py).
+    from .oauth.lean import LeanTokenEndpoint
+
+    app.wsgi_app = LeanTokenEndpoint(app.wsgi_app, server,
+                                     max_request_bytes=settings.max_request_bytes)
     return app
 
 

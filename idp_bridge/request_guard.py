@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 
-from flask import request
+from flask import request as _flask_request
+
 from werkzeug.exceptions import BadRequest
 
 #: Deepest JSON nesting accepted (the API's and the feed's bodies are two or three levels
@@ -33,9 +34,11 @@ class RejectedInput(BadRequest):
     """A request refused at the boundary; the description names the part, never the value."""
 
 
-def check_request() -> None:
+def check_request(req=None) -> None:
     """``before_request`` hook: raise :class:`RejectedInput` for a request carrying text
-    that no view may see."""
+    that no view may see. ``req``: a Werkzeug request (the lean token endpoint, no Flask
+    context); default Flask's current request."""
+    request = _current() if req is None else req
     if "\x00" in request.path:
         raise RejectedInput("the path contains a NUL character")
     for key, value in request.args.items(multi=True):
@@ -46,10 +49,14 @@ def check_request() -> None:
             if "\x00" in key or "\x00" in value:
                 raise RejectedInput("a form field contains a NUL character")
     elif request.is_json and request.content_length != 0:
-        _check_json_body()
+        _check_json_body(request)
 
 
-def _check_json_body() -> None:
+def _current():
+    return _flask_request._get_current_object()
+
+
+def _check_json_body(request) -> None:
     data = request.get_data(cache=True)
     if not data:
         return

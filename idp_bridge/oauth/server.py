@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import unquote
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2.rfc6749.errors import (
     InvalidClientError,
     InvalidGrantError,
@@ -25,6 +26,7 @@ from authlib.oauth2.rfc6749.errors import (
 )
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc.jwk import KeySet
+from werkzeug.wrappers import Request
 
 from ..domain.errors import DomainError
 from ..storage.db import StorageUnavailable, utcnow
@@ -110,6 +112,13 @@ class BridgeAuthorizationServer(AuthorizationServer):
         if claimed is not None and client.get_client_id() != claimed:
             raise _client_auth_error("client_id does not name the authenticated client")
         return client
+
+    def create_oauth2_request(self, request):
+        """A Werkzeug request given by the lean token endpoint (:mod:`.lean`, no Flask
+        context), else Flask's current request."""
+        if isinstance(request, Request):
+            return FlaskOAuth2Request(request)
+        return super().create_oauth2_request(request)
 
     def save_token(self, token, request):  # tokens are stored by the domain layer
         raise NotImplementedError
