@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from flask import Flask, jsonify, request
+from flask import Flask, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException
@@ -34,6 +34,7 @@ from .domain.web_sessions import WebSessions
 from .events import DatabaseWakeups, RedisFanout, RevocationNotifier
 from . import ops
 from .request_guard import check_request
+from .http_errors import json_error, log_error, status_of
 from .maintenance import Maintenance
 from .notifications import Notifications, NotificationWorker, SmtpConfig, WebhookConfig
 from .oauth.rfc7009 import BridgeRevocationEndpoint
@@ -360,15 +361,15 @@ def _register_error_handlers(app: Flask) -> None:
     # JSON for the API and protocol endpoints, an HTML page in the reader's language for the
     # web pages; never a stack trace (DESIGN.md section 6).
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
+    @app.errorhandler(StorageUnavailable)
+    @app.errorhandler(KeyDecryptionFailed)
+    @app.errorhandler(UpstreamUnavailable)
+    @app.errorhandler(Exception)
+    def machine_or_page_error(exc):
+        log_error(exc)
         if web_pages.wants_page():
-            return web_pages.problem_page(exc.code, exc)
-        codes = {400: "invalid_request", 401: "invalid_token", 403: "forbidden", 404: "not_found",
-                 405: "method_not_allowed", 413: "invalid_request", 429: "rate_limited"}
-        body = {"error": codes.get(exc.code, "error"),
-                "error_description": exc.description if exc.code != 413
-                else "the request is too large"}
-        return jsonify(body), exc.code
+            return web_pages.problem_page(status_of(exc), exc)
+        return json_error(exc)
 
     @app.errorhandler(DomainError)
     def refused(exc: DomainError):
@@ -377,42 +378,6 @@ def _register_error_handlers(app: Flask) -> None:
         if web_pages.wants_page():
             return web_pages.problem_page(0, exc)
         return api_problem(exc)
-
-    @app.errorhandler(StorageUnavailable)
-    def storage_down(exc):
-        if web_pages.wants_page():
-            return web_pages.problem_page(503, exc)
-        return jsonify(error="temporarily_unavailable",
-                       error_description="the database is unreachable"), 503
-
-    @app.errorhandler(KeyDecryptionFailed)
-    def signing_keys_locked(exc):
-        # The key-encryption key does not open the signing keys: nothing can be signed, and
-        # /readyz says not ready. The answer names no key; the log names the setting.
-        log.error("%s", exc)
-        if web_pages.wants_page():
-            return web_pages.problem_page(503, exc)
-        response = jsonify(error="temporarily_unavailable",
-                           error_description="the signing keys are unavailable")
-        response.headers["Retry-After"] = "5"
-        response.headers["Cache-Control"] = "no-store"
-        return response, 503
-
-    @app.errorhandler(UpstreamUnavailable)
-    def upstream_down(exc):
-        # Fail closed: an upstream that cannot be asked (keys, account state) grants nothing.
-        log.warning("upstream unavailable: %s", exc)
-        if web_pages.wants_page():
-            return web_pages.problem_page(503, exc)
-        return jsonify(error="temporarily_unavailable",
-                       error_description="the identity provider is unreachable"), 503
-
-    @app.errorhandler(Exception)
-    def unexpected(exc):
-        log.exception("unhandled error")
-        if web_pages.wants_page():
-            return web_pages.problem_page(500, exc)
-        return jsonify(error="server_error", error_description="internal error"), 500
 
 
 def _security_headers(response):

@@ -12,20 +12,14 @@ metric and the JSON answers of the error handlers.
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 
-from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from ..domain.keys import KeyDecryptionFailed
+from ..http_errors import json_error, log_error
 from ..metrics import TOKEN_REQUESTS
 from ..ops import _REQUEST_ID
 from ..request_guard import check_request
-from ..storage.db import StorageUnavailable
-from ..upstream.oidc import UpstreamUnavailable
-
-log = logging.getLogger(__name__)
 
 _GRANT_LABELS = {"urn:ietf:params:oauth:grant-type:token-exchange": "token-exchange",
                  "refresh_token": "refresh_token", "client_credentials": "client_credentials"}
@@ -58,27 +52,9 @@ class LeanTokenEndpoint:
             check_request(request)
             grant = _GRANT_LABELS.get(request.form.get("grant_type"), "other")
             response = self.server.create_token_response(request)
-        except HTTPException as exc:
-            response = _json({"error": {400: "invalid_request", 413: "invalid_request",
-                                        405: "method_not_allowed"}.get(exc.code, "error"),
-                              "error_description": exc.description if exc.code != 413
-                              else "the request is too large"}, exc.code)
-        except StorageUnavailable:
-            response = _json({"error": "temporarily_unavailable",
-                              "error_description": "the database is unreachable"}, 503)
-        except KeyDecryptionFailed as exc:
-            log.error("%s", exc)
-            response = _json({"error": "temporarily_unavailable",
-                              "error_description": "the signing keys are unavailable"}, 503)
-            response.headers["Retry-After"] = "5"
-            response.headers["Cache-Control"] = "no-store"
-        except UpstreamUnavailable as exc:
-            log.warning("upstream unavailable: %s", exc)
-            response = _json({"error": "temporarily_unavailable",
-                              "error_description": "the identity provider is unreachable"}, 503)
-        except Exception:
-            log.exception("unhandled error")
-            response = _json({"error": "server_error", "error_description": "internal error"}, 500)
+        except Exception as exc:  # the application's one mapping (http_errors.py)
+            log_error(exc)
+            response = json_error(exc)
         outcome = "ok"
         if response.status_code != 200:
             try:
@@ -93,6 +69,3 @@ class LeanTokenEndpoint:
             response.headers.setdefault(name, value)
         return response
 
-
-def _json(body: dict, status: int) -> Response:
-    return Response(json.dumps(body), status=status, mimetype="application/json")
