@@ -208,3 +208,33 @@ def test_the_migration_backfills_receipts_from_the_feed(tmp_path):
             assert (a.client_id, a.delivery, a.description) == ("rs-a", "poll", "d-sa")
     finally:
         db.dispose()
+
+
+def test_a_receiver_reporting_an_error_is_not_counted_as_confirmed(bridge, receivers):
+    """RFC 8936 ``setErrs``: the receiver could not process the event. The feed does not
+    deliver it again, but its receipt says ``receiver_error``, never confirmed; a later
+    ``ack`` of the same jti changes nothing."""
+    mid = remove(bridge)
+    revocation = latest_revocation(bridge)
+    (bad_auth, bad), *others = receivers.values()
+    for auth, stream_id in others:
+        poll_and_ack(bridge, auth, stream_id)
+    sets = bridge.client.post(f"/ssf/poll/{bad}", auth=bad_auth,
+                              json={"returnImmediately": True}).json["sets"]
+    [jti] = list(sets)
+    response = bridge.client.post(f"/ssf/poll/{bad}", auth=bad_auth, json={
+        "returnImmediately": True,
+        "setErrs": {jti: {"err": "invalid_request", "description": "cannot apply"}}})
+    assert response.status_code == 200 and response.json["sets"] == {}  # not again
+    again = bridge.client.post(f"/ssf/poll/{bad}", auth=bad_auth,
+                               json={"returnImmediately": True, "ack": [jti]})
+    assert again.status_code == 200 and again.json["sets"] == {}
+    row = receipt_rows(bridge, revocation.id)[bad_auth[0]]
+    assert (row.outcome, row.acknowledged_at) == ("receiver_error", None)
+    [grant] = detail(bridge, mid)["revocation_receipts"]
+    assert (grant["due"], grant["confirmed"]) == (3, 2)
+    receipt = by_client(grant)[bad_auth[0]]
+    assert (receipt["confirmed"], receipt["reason"]) == (False, "receiver_error")
+    sweep_everything(bridge)
+    assert by_client(detail(bridge, mid)["revocation_receipts"][0])[bad_auth[0]]["reason"] \
+        == "receiver_error"

@@ -17,7 +17,8 @@ must see that such a server has not confirmed, and why.
 
 Receipts are durable (:class:`~idp_bridge.storage.models.RevocationReceipt`): one row per
 due stream is written in the revocation's own transaction, the first acknowledgement stamps
-it, and a stream deleted or pruned as idle before acknowledging leaves it ``stream_deleted``.
+it (an error report, RFC 8936 ``setErrs``, leaves it ``receiver_error``: not confirmed), and
+a stream deleted or pruned as idle before acknowledging leaves it ``stream_deleted``.
 The feed's acknowledgements and idle streams are pruned; receipts stay as long as their
 revocation. The live stream, while it exists, only explains an open receipt (paused,
 offline, ...).
@@ -48,7 +49,7 @@ PUSH = "urn:ietf:rfc:8935"
 
 #: Why a due stream has not confirmed, in the order they are looked for.
 REASONS = ("events_not_requested", "subject_removed", "disabled", "paused", "offline",
-           "delivered_unacknowledged", "not_yet_delivered", "stream_deleted")
+           "delivered_unacknowledged", "not_yet_delivered", "stream_deleted", "receiver_error")
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,9 @@ class Receipts:
                 and _subject_removed(stream, revocation)):
             # The feed drops an event for a removed subject; that confirms nothing.
             acked_at, reason = None, "subject_removed"
+        elif receipt.outcome == "receiver_error":
+            # The receiver reported it could not process the event (RFC 8936 setErrs).
+            acked_at, reason = None, "receiver_error"
         elif acked_at is None:
             reason = "stream_deleted" if stream is None or receipt.outcome == "stream_deleted" \
                 else self._why_not(revocation, stream, now)

@@ -46,10 +46,10 @@ def poll(transmitter, notifier, *, stream_id: str, client_id: str, body, long_po
          stop=None) -> dict:
     max_events, immediately, acks, errors = parse_poll(body)
     now = utcnow()
-    transmitter.acknowledge(stream_id, client_id, list(acks) + list(errors), now)
+    transmitter.acknowledge(stream_id, client_id, list(acks), now, errors=list(errors))
     for jti, error in errors.items():
-        # A receiver could not process a SET; it is acknowledged (no endless redelivery)
-        # and logged for the operator.
+        # A receiver could not process a SET; it is acknowledged (no endless redelivery),
+        # its receipt says so (never "confirmed") and it is logged for the operator.
         log.warning("receiver %s rejected SET %s: %s", client_id, jti[:100], str(error)[:200])
     if max_events == 0:
         _, more = transmitter.pending(stream_id, client_id, 0, now)  # checks, marks it seen

@@ -562,26 +562,33 @@ class Transmitter:
                 return False
             return self._has_revocations(session, stream, now)
 
-    def acknowledge(self, stream_id: str, client_id: str, jtis, now: datetime) -> None:
+    def acknowledge(self, stream_id: str, client_id: str, jtis, now: datetime,
+                    errors=()) -> None:
         """Record acknowledgements of events delivered to this stream; unknown, foreign,
-        forged and not yet delivered jtis are ignored (RFC 8936 2.4)."""
+        forged and not yet delivered jtis are ignored (RFC 8936 2.4). ``errors``: jtis the
+        receiver reported it could not process (``setErrs``): not delivered again either,
+        but their revocation receipts say ``receiver_error``, never confirmed."""
         if not isinstance(stream_id, str):
             return
-        ids, others = set(), set()
-        for jti in jtis:
+        ids, others, failed = set(), set(), set()
+        for jti in list(jtis) + list(errors):
             parsed = self._parse_event_id(stream_id, jti)
             if parsed is not None:
                 (ids.add(parsed[1]) if parsed[0] == "r" else others.add(parsed))
+        for jti in errors:
+            parsed = self._parse_event_id(stream_id, jti)
+            if parsed is not None and parsed[0] == "r":
+                failed.add(parsed[1])
         if not ids and not others:
             return
         try:
-            self._record_acks(stream_id, client_id, ids, others, now)
+            self._record_acks(stream_id, client_id, ids, others, now, failed)
         except IntegrityError:
             # Two concurrent polls acknowledged the same jti; the rows are there, which is
             # all an acknowledgement means.
             pass
 
-    def _record_acks(self, stream_id, client_id, ids, others, now) -> None:
+    def _record_acks(self, stream_id, client_id, ids, others, now, failed=frozenset()) -> None:
         with self.db.transaction() as session:
             stream = self.stream(session, client_id, stream_id)
             if stream.verification_id is not None and ("v", stream.verification_id) in others:
@@ -599,15 +606,19 @@ class Transmitter:
             new = sorted(ids - already)
             for revocation_id in new:
                 session.add(SsfAck(stream_id=stream_id, revocation_id=revocation_id, acked_at=now))
-            if new:
-                # The durable receipt: acknowledged once, at the first acknowledgement.
-                session.execute(update(RevocationReceipt).where(
-                    RevocationReceipt.stream_id == stream_id,
-                    RevocationReceipt.revocation_id.in_(new),
-                    RevocationReceipt.acknowledged_at.is_(None),
-                    RevocationReceipt.outcome.is_(None))
-                    .values(acknowledged_at=now, outcome="acknowledged")
-                    .execution_options(synchronize_session=False))
+            # The durable receipt: settled once, by the first acknowledgement or error
+            # report (an event the receiver could not process is not confirmed).
+            for outcome, settled in (("receiver_error", [i for i in new if i in failed]),
+                                     ("acknowledged", [i for i in new if i not in failed])):
+                if settled:
+                    session.execute(update(RevocationReceipt).where(
+                        RevocationReceipt.stream_id == stream_id,
+                        RevocationReceipt.revocation_id.in_(settled),
+                        RevocationReceipt.acknowledged_at.is_(None),
+                        RevocationReceipt.outcome.is_(None))
+                        .values(acknowledged_at=None if outcome == "receiver_error" else now,
+                                outcome=outcome)
+                        .execution_options(synchronize_session=False))
             for created_at in session.scalars(select(Revocation.created_at)
                                               .where(Revocation.id.in_(new))):
                 FEED_LAG.observe(max(0.0, (now - created_at).total_seconds()))

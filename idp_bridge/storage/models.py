@@ -382,7 +382,7 @@ class RevocationReceipt(Base):
     description: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime]
     acknowledged_at: Mapped[datetime | None]
-    #: None (open) | acknowledged | subject_removed | stream_deleted
+    #: None (open) | acknowledged | subject_removed | stream_deleted | receiver_error
     outcome: Mapped[str | None] = mapped_column(String(20))
 
     __table_args__ = (UniqueConstraint("revocation_id", "stream_id",

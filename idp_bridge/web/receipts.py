@@ -36,6 +36,7 @@ REASON_LABELS = {
     "delivered_unacknowledged": _l("the event was delivered, the confirmation is outstanding"),
     "not_yet_delivered": _l("the event is on its way"),
     "stream_deleted": _l("its stream was deleted before it confirmed"),
+    "receiver_error": _l("it reported that it could not process the event"),
 }
 
 
