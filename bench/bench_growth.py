@@ -15,7 +15,9 @@ same bridge:
   sequential requests over HTTP,
 - a **feed catch-up**: a resource server's guard starts its revocation listener (creates its
   stream and reads what is still relevant) until its feed is healthy,
-- the **maintenance sweep** (``Maintenance.run_once`` in this process, on the same database).
+- the **maintenance sweep** (``Maintenance.run_once`` in this process, on the same database):
+  first the checkpoints of every seeded chain until none is due (each chain verified whole
+  once, as after a migration), then the median of three steady runs.
 
 The reference of each figure is the same figure at the smallest size in the same run;
 ``ratio`` (largest / smallest p99) must stay <= 1.2 for the request paths. Writes
@@ -274,37 +276,61 @@ def measure_feed_catch_up(bridge: ServedBridge, rounds: int = 5) -> dict:
             "max_ms": round(max(seconds), 1)}
 
 
-def measure_sweep(bridge: ServedBridge) -> dict:
-    """One maintenance run (every sweep of ``Maintenance.run_once``) on the bridge's database
-    from this process."""
+def _app(bridge: ServedBridge):
     from idp_bridge.app import create_app
     from idp_bridge.settings import Settings
 
-    app = create_app(Settings.load(environ=bridge.env))
-    maintenance = app.extensions["idp_bridge"].maintenance
+    return create_app(Settings.load(environ=bridge.env)).extensions["idp_bridge"]
+
+
+def sign_checkpoints(bridge: ServedBridge) -> float:
+    """The checkpoints of every seeded chain (each verified whole, once: what the first
+    maintenance run after a migration or a restore does), until none is due; milliseconds."""
+    from idp_bridge.storage.db import utcnow
+
+    services = _app(bridge)
     t0 = time.perf_counter()
-    maintenance.run_once()
-    first = (time.perf_counter() - t0) * 1000
-    t0 = time.perf_counter()
-    maintenance.run_once()
-    second = (time.perf_counter() - t0) * 1000
-    # The first run signs a checkpoint of every seeded chain (verifying each whole, once);
-    # the second is the steady state: what every later run costs.
-    return {"first_ms": round(first, 1), "second_ms": round(second, 1)}
+    while services.checkpoints.sign_due(utcnow(), every_moved=True)[0]:
+        pass
+    return round((time.perf_counter() - t0) * 1000, 1)
+
+
+def measure_sweep(bridge: ServedBridge) -> dict:
+    """One maintenance run (every sweep of ``Maintenance.run_once``) on the bridge's database
+    from this process."""
+    services = _app(bridge)
+    # The steady state (the checkpoints were signed before the server started): what every
+    # maintenance run costs.
+    runs = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        services.maintenance.run_once()
+        runs.append((time.perf_counter() - t0) * 1000)
+    return {"steady_ms": round(percentile(runs, 50), 1), "steady_runs_ms": [round(r, 1)
+                                                                          for r in runs]}
 
 
 def run_size(rows: int, args) -> dict:
-    with ServedBridge(workers=args.workers) as bridge:
-        url = bridge.env["IDP_BRIDGE_DATABASE_URL"]
+    prepared = {}
+
+    def prepare(bridge: ServedBridge) -> None:
+        # Seeded, and every chain's checkpoint signed, before the server starts: otherwise
+        # its worker's maintenance loop would verify the seeded chains (a one-time cost,
+        # measured here as initial_checkpoints_ms) while the requests are measured.
         bridge.database.dispose()
-        seeded = seed(url, rows)
-        print(f"seeded {seeded}", flush=True)
-        result = {"seed": seeded,
+        prepared["seed"] = seed(bridge.env["IDP_BRIDGE_DATABASE_URL"], rows)
+        prepared["initial_checkpoints_ms"] = sign_checkpoints(bridge)
+        print(f"seeded {prepared}", flush=True)
+
+    with ServedBridge(workers=args.workers, prepare=prepare) as bridge:
+        url = bridge.env["IDP_BRIDGE_DATABASE_URL"]
+        result = {"seed": prepared["seed"],
                   "database_mb": round(Path(urlsplit(url).path[1:]).stat().st_size / 2**20, 1)}
         result.update(measure_tokens(bridge, args.seconds, args.connections))
         result["reads"] = measure_reads(bridge, args.queries)
         result["feed_catch_up"] = measure_feed_catch_up(bridge)
         result["maintenance_sweep"] = measure_sweep(bridge)
+        result["maintenance_sweep"]["initial_checkpoints_ms"] = prepared["initial_checkpoints_ms"]
         result["worker_rss_mb"] = bridge.worker_rss_mb()
     return result
 
@@ -342,8 +368,8 @@ def main(argv=None) -> dict:
     out["ratio_other"] = {
         "feed_catch_up_p50": round(large["feed_catch_up"]["p50_ms"]
                                    / small["feed_catch_up"]["p50_ms"], 3),
-        "maintenance_sweep": round(large["maintenance_sweep"]["second_ms"]
-                                   / small["maintenance_sweep"]["second_ms"], 3)}
+        "maintenance_sweep_steady": round(large["maintenance_sweep"]["steady_ms"]
+                                          / small["maintenance_sweep"]["steady_ms"], 3)}
     out["met"] = {name: value <= TARGET_RATIO for name, value in out["ratio"].items()}
     path = write_result(args.result, out)
     print(json.dumps(out, indent=2))

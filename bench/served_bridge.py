@@ -27,7 +27,8 @@ ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 
 
 class ServedBridge:
-    def __init__(self, *, workers: int = 2, database_url: str | None = None, extra_env=None):
+    def __init__(self, *, workers: int = 2, database_url: str | None = None, extra_env=None,
+                 prepare=None):
         from idp_bridge.devidp import DevProvider
 
         self.workers = workers
@@ -48,6 +49,9 @@ class ServedBridge:
             **(extra_env or {}),
         })
         self.process = None
+        #: Called with the bridge after its tenant and clients exist and before its server
+        #: starts (a benchmark's bulk data: seeded before any worker's background loops run).
+        self.prepare = prepare
 
     def __enter__(self) -> "ServedBridge":
         from idp_bridge.services.operator import add_client, add_tenant
@@ -60,6 +64,8 @@ class ServedBridge:
         self.secret = add_client(self.database, "advisor-console")
         self.rs_secret = add_client(self.database, "example-resource-server",
                                     roles=("receiver", "introspect"))
+        if self.prepare is not None:
+            self.prepare(self)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "idp_bridge.cli", "serve", "--port", str(self.port),
              "--workers", str(self.workers)], env=self.env,
