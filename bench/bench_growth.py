@@ -36,7 +36,7 @@ import sys
 import time
 from datetime import timedelta, timezone
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,7 +45,7 @@ from sqlalchemy import text  # noqa: E402
 
 from bench.common import percentile, write_result  # noqa: E402
 from bench.served_bridge import ServedBridge  # noqa: E402
-from bench.wrk import require_wrk, run_wrk  # noqa: E402
+from bench.wrk import require_wrk  # noqa: E402
 
 TENANTS = 1000
 ANNA_TENANT = "10042"
@@ -234,24 +234,11 @@ def measure_reads(bridge: ServedBridge, queries: int) -> dict:
 
 
 def measure_tokens(bridge: ServedBridge, seconds: float, connections: int) -> dict:
-    from bench.bench_token_exchange import _more_refresh_tokens
+    """Exchange and refresh as bench_token_exchange measures them (wrk, bob and carol)."""
+    from bench.bench_token_exchange import measure
 
-    subject = {user: bridge.upstream_token(user) for user in ("bob", "carol")}
-    for user in subject:
-        bridge.join(user)
-    url = f"http://127.0.0.1:{bridge.port}/token"
-    bodies = [urlencode(bridge.exchange_form(token)) for token in subject.values()] * 2
-    run_wrk(url, bodies, bridge.basic, seconds=2)  # warm-up
-    exchange = run_wrk(url, bodies, bridge.basic, seconds=seconds, connections=connections)
-    status, body = bridge.request("POST", "/token", basic=True,
-                                  form=bridge.exchange_form(subject["bob"]))
-    assert status == 200, body
-    wanted = int(exchange["per_second"] * seconds * 3) + 2000
-    tokens = _more_refresh_tokens(bridge.database, body["refresh_token"], wanted)
-    refresh = run_wrk(url, [urlencode({"grant_type": "refresh_token", "refresh_token": t})
-                            for t in tokens], bridge.basic, seconds=seconds,
-                      connections=connections)
-    return {"exchange": exchange, "refresh": refresh}
+    figures = measure(bridge, seconds, connections)
+    return {"exchange": figures["token_exchange"], "refresh": figures["refresh"]}
 
 
 def measure_feed_catch_up(bridge: ServedBridge, rounds: int = 5) -> dict:

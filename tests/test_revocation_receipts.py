@@ -209,14 +209,20 @@ def test_a_subject_the_receiver_left_out_is_no_confirmation(bridge, receivers):
     assert grant["confirmed"] == 0
 
 
-def test_family_revocations_of_a_live_membership(bridge, receivers):
+def reuse_refresh_token(bridge) -> tuple[str, str, Revocation]:
+    """bob joins and presents his refresh token twice: the reuse revokes the family. Returns
+    the membership's id, the family's sid and the revocation."""
     first = bridge.join("bob")
     mid = bridge.membership_id("bob")
     sid = verify_access_token(bridge, first["access_token"])[1]["sid"]
     refresh = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
     assert bridge.token(refresh).status_code == 200
     assert bridge.token(refresh).json["error"] == "invalid_grant"  # reuse: family revoked
-    revocation = latest_revocation(bridge)
+    return mid, sid, latest_revocation(bridge)
+
+
+def test_family_revocations_of_a_live_membership(bridge, receivers):
+    mid, sid, revocation = reuse_refresh_token(bridge)
     assert (revocation.kind, revocation.value, revocation.reason) == \
         ("family", sid, "refresh_token_reuse")
     for auth, stream_id in receivers.values():

@@ -10,7 +10,7 @@ from datetime import timedelta
 from alembic import command
 from sqlalchemy import select
 
-from conftest import TENANT, verify_access_token
+from conftest import TENANT
 from idp_bridge.services.operator import add_client
 from idp_bridge.ssf.streams import IDLE_STREAM
 from idp_bridge.storage.db import Database, utcnow
@@ -25,6 +25,7 @@ from test_revocation_receipts import (  # noqa: F401  (fixtures)
     poll_and_ack,
     receivers,
     remove,
+    reuse_refresh_token,
 )
 
 
@@ -135,13 +136,7 @@ def test_a_stream_created_after_the_revocation_gets_no_receipt(bridge, receivers
 
 
 def test_family_revocations_get_durable_receipts(bridge, receivers):
-    first = bridge.join("bob")
-    mid = bridge.membership_id("bob")
-    sid = verify_access_token(bridge, first["access_token"])[1]["sid"]
-    refresh = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
-    assert bridge.token(refresh).status_code == 200
-    assert bridge.token(refresh).json["error"] == "invalid_grant"  # reuse: family revoked
-    revocation = latest_revocation(bridge)
+    mid, sid, revocation = reuse_refresh_token(bridge)
     assert (revocation.kind, revocation.value) == ("family", sid)
     assert set(receipt_rows(bridge, revocation.id)) == set(receivers)
     for auth, stream_id in receivers.values():
