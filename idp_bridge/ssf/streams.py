@@ -45,7 +45,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from cryptography.fernet import Fernet
-from sqlalchemy import case, delete, func, or_, select, tuple_, update
+from sqlalchemy import case, delete, false, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from ..domain.errors import Conflict, InvalidInput, NotFound
@@ -522,9 +522,12 @@ class Transmitter:
         # by id from the start to the first relevant row instead of reading the index.)
         floor = session.execute(select(func.min(Revocation.id + 0)).where(
             Revocation.created_at > cutoff)).scalar_one()
+        if floor is None:
+            # Nothing is relevant, so nothing is pending. (Scanning anyway from the stream's
+            # start walked every older revocation by id: 180 ms with a million of them.)
+            return select(Revocation).where(false())
         # One lower bound for the scan by id (given two, SQLite may pick the stream's).
-        after = stream.start_after_id if floor is None else max(stream.start_after_id,
-                                                                floor - 1)
+        after = max(stream.start_after_id, floor - 1)
         acked = select(SsfAck.revocation_id).where(SsfAck.stream_id == stream.stream_id)
         return select(Revocation).where(
             Revocation.id > after, Revocation.created_at > cutoff, Revocation.id.not_in(acked))
