@@ -45,6 +45,22 @@ def delivered_values(bridge, stream_id) -> list[str]:
             for token in sets.values()]
 
 
+def count_sqlite_steps(bridge, *, every: int) -> list[int]:
+    """A counter (``[n]``, reset by the caller) of SQLite virtual-machine steps, one per
+    ``every`` instructions, on every new connection of the bridge's engine."""
+    steps = [0]
+
+    def count():
+        steps[0] += 1
+        return 0
+
+    engine = bridge.services.db.engine
+    engine.dispose()
+    event.listen(engine, "connect",
+                 lambda connection, _record: connection.set_progress_handler(count, every))
+    return steps
+
+
 def test_relevant_revocations_are_found_whatever_their_ids(bridge):
     """Ids need not follow the revocations' times (a transaction takes its time before it
     inserts): a relevant revocation with a smaller id than an old one is still delivered,
@@ -81,16 +97,7 @@ def test_a_poll_costs_the_same_with_a_hundred_times_more_old_revocations(bridge,
     add_revocations(bridge, [f"fresh-{i}" for i in range(30)], utcnow(), first_id=1_000_000)
     stream_id = new_stream(bridge)
 
-    steps = [0]
-
-    def count():
-        steps[0] += 1
-        return 0
-
-    engine = bridge.services.db.engine
-    engine.dispose()
-    event.listen(engine, "connect",
-                 lambda connection, _record: connection.set_progress_handler(count, 100))
+    steps = count_sqlite_steps(bridge, every=100)
 
     def cost() -> int:
         steps[0] = 0
@@ -117,16 +124,7 @@ def test_a_poll_with_nothing_relevant_costs_the_same_with_a_hundred_times_more(b
     relevance = transmitter.relevance
     add_revocations(bridge, [f"old-{i}" for i in range(1_000)], utcnow() - relevance * 3)
     stream_id = new_stream(bridge)
-    steps = [0]
-
-    def count():
-        steps[0] += 1
-        return 0
-
-    engine = bridge.services.db.engine
-    engine.dispose()
-    event.listen(engine, "connect",
-                 lambda connection, _record: connection.set_progress_handler(count, 10))
+    steps = count_sqlite_steps(bridge, every=10)
 
     def cost() -> int:
         steps[0] = 0
