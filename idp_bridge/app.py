@@ -241,7 +241,7 @@ def create_app(settings: Settings | None = None, *, overrides: dict | None = Non
         mfa_acr_values=settings.mfa_acr_values, mfa_amr_values=settings.mfa_amr_values)
     exchange = AdvisorExchange(
         codes=codes, memberships=memberships, issuer=issuer, roles=roles, guesses=guesses,
-        mfa_required=settings.mfa_required, upstream_sessions=session_has_ended,
+        mfa_required=settings.mfa_required, upstream_sessions=True,
         rotate_refresh_tokens=not settings.fapi2)
     sign_ins = SignIns(people=people, roles=roles)
     tokens = TokenService(db=db, policy=exchange, issuer=issuer, memberships=memberships,

@@ -27,6 +27,7 @@ from .access_requests import allows
 from .guests import guest_scopes
 from .errors import AccessCodeRejected, Conflict, Forbidden, InvalidInput, NotFound, ScopeRefused
 from .tokens import Family, RefreshRejected, RefreshReused
+from .upstream_sessions import ended_by, ended_columns, ended_key_params
 
 
 class GuessLimiter:
@@ -190,9 +191,10 @@ class AdvisorExchange:
         self.roles = roles
         self.guesses = guesses
         self.mfa_required = mfa_required
-        #: ``upstream_sessions(session, identity)`` -> True when the subject token's upstream
-        #: session was logged out (back-channel logout): no new token family from it.
-        self.upstream_sessions = upstream_sessions
+        #: True: no new token family from a subject token whose upstream session was logged
+        #: out (back-channel logout; :func:`~idp_bridge.domain.upstream_sessions.ended_by`,
+        #: read with the membership).
+        self.upstream_sessions = bool(upstream_sessions)
         #: Refresh tokens rotate on every use (DESIGN.md 5); the fapi2 profile turns that off
         #: (FAPI 2.0 discourages rotation; its refresh tokens are bound to a DPoP key).
         self.rotate_refresh_tokens = rotate_refresh_tokens
@@ -221,13 +223,15 @@ class AdvisorExchange:
         ``candidate`` when there is none), the scope, a new family (bound to the DPoP key
         ``dpop_jkt``, if given) and refresh token, the audit. Returns
         ``(PendingTokens, None)`` or ``(None, failure)``."""
-        # The tenant first, from the tenants table; the membership by both columns.
+        # The tenant first, from the tenants table; the membership by both columns; and
+        # whether the subject token's upstream session was logged out: one statement.
         row = session.connection().execute(
-            _TENANT_AND_MEMBERSHIP, {"tenant_id": tenant_id, "subject": identity.subject}
+            _TENANT_AND_MEMBERSHIP, {"tenant_id": tenant_id, "subject": identity.subject,
+                                     **ended_key_params(identity)}
         ).first()
         if row is None:
             raise NotFound("unknown tenant", code="unknown_tenant")
-        if self.upstream_sessions is not None and self.upstream_sessions(session, identity):
+        if self.upstream_sessions and ended_by(identity, row.sid_ended_at, row.sub_ended_at):
             raise Forbidden("the upstream session of this subject_token has ended "
                             "(signed out): sign in again", code="upstream_session_ended")
         membership = row if row.id is not None else None
@@ -362,13 +366,14 @@ class AdvisorExchange:
 #: ``last_token_at`` is kept to this precision, sparing a write on most token requests.
 TOUCH_INTERVAL = timedelta(seconds=60)
 
-#: The tenant (NULL row: unknown) and, when there is one, the subject's active membership
-#: of it, matched by the two columns: one round trip on the exchange's hot path.
+#: The tenant (NULL row: unknown), when there is one the subject's active membership of it
+#: (matched by the two columns), and the ended-session stamps of the subject token: one
+#: round trip on the exchange's hot path.
 _TENANT_AND_MEMBERSHIP = select(
     Tenant.id.label("tenant"),
     Membership.id, Membership.tenant_id, Membership.advisor_subject, Membership.advisor_name,
     Membership.kind, Membership.grant_id, Membership.expires_at, Membership.last_token_at,
-    Membership.group_id,
+    Membership.group_id, *ended_columns(),
 ).select_from(Tenant).outerjoin(Membership, and_(
     Membership.tenant_id == Tenant.id,
     Membership.advisor_subject == bindparam("subject"),

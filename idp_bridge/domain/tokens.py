@@ -15,6 +15,7 @@ before, :meth:`TokenIssuer.mint_access_token` runs after the commit, from commit
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import secrets
 import time
@@ -27,8 +28,22 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from sqlalchemy import bindparam, insert, select, update
 
+from scopes.guard.jws import sign_compact, signing_header
+
 from ..storage.models import Membership, RefreshToken, TokenFamily
 from .errors import DomainError
+
+
+@functools.lru_cache(maxsize=16)
+def _header_segment(alg: str, kid: str) -> str:
+    """The protected header of our access tokens under key ``kid`` (RFC 9068: at+jwt)."""
+    return signing_header(alg, kid, "at+jwt")
+
+
+def _private_key(key):
+    """The ``cryptography`` key inside a joserfc key (signing goes around joserfc's generic
+    path: scopes/guard/jws.py)."""
+    return key.private_key
 
 
 def hash_token(token: str) -> str:
@@ -125,7 +140,7 @@ class TokenIssuer:
             claims["amr"] = list(family.amr)
         if dpop_jkt is not None:
             claims["cnf"] = {"jkt": dpop_jkt}
-        token = jwt.encode({"alg": alg, "typ": "at+jwt", "kid": kid}, claims, key)
+        token = sign_compact(_header_segment(alg, kid), claims, alg, _private_key(key))
         return IssuedAccessToken(token=token, expires_in=self.access_lifetime, jti=jti)
 
     def read_access_token(self, token: str) -> dict | None:

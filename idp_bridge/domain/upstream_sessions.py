@@ -60,20 +60,43 @@ _ENDED = select(EndedUpstreamSession.key, EndedUpstreamSession.ended_at).where(
 def session_has_ended(session, identity) -> bool:
     """Whether the subject token comes from an upstream session that was logged out."""
     keys = ended_session_keys(identity.issuer, identity.session_id, identity.subject)
-    # On every token exchange: a prepared Core statement on the transaction's connection.
     rows = session.connection().execute(_ENDED, {"keys": list(keys.values())}).all()
+    found = dict(rows)
+    return ended_by(identity, found.get(keys.get("sid")), found.get(keys.get("sub")))
+
+
+def ended_by(identity, sid_ended_at, sub_ended_at) -> bool:
+    """The rule of :func:`session_has_ended` over what was read: when the upstream session
+    ``sid`` (``sid_ended_at``) or every session of the subject (``sub_ended_at``) was logged
+    out. The exchange reads both with its membership (:func:`ended_columns`)."""
+    if sid_ended_at is not None:
+        return True
+    if sub_ended_at is None:
+        return False
     issued = identity.claims.get("iat")
     if isinstance(issued, bool) or not isinstance(issued, (int, float)) \
             or not math.isfinite(issued):
-        issued = None
-    for key, ended_at in rows:
-        if key == keys.get("sid"):
-            return True
-        # Subject-wide logout: tokens issued before it are from ended sessions, and a token
-        # that does not say when it was issued may be one of them.
-        if issued is None or issued <= ended_at.timestamp():
-            return True
-    return False
+        return True  # a token that does not say when it was issued may be from before
+    # Subject-wide logout: tokens issued before it are from ended sessions.
+    return issued <= sub_ended_at.timestamp()
+
+
+def ended_key_params(identity) -> dict:
+    """The parameters of :func:`ended_columns` for ``identity`` (None: no such key)."""
+    keys = ended_session_keys(identity.issuer, identity.session_id, identity.subject)
+    return {"ended_sid_key": keys.get("sid"), "ended_sub_key": keys.get("sub")}
+
+
+def ended_columns():
+    """Two scalar subqueries for a statement of the exchange's hot path: when the subject
+    token's upstream session, and when all of its subject's sessions, were logged out
+    (NULL: not), with the parameters of :func:`ended_key_params`."""
+    def ended_at(parameter: str, label: str):
+        return (select(EndedUpstreamSession.ended_at)
+                .where(EndedUpstreamSession.key == bindparam(parameter))
+                .scalar_subquery().label(label))
+
+    return ended_at("ended_sid_key", "sid_ended_at"), ended_at("ended_sub_key", "sub_ended_at")
 
 
 def record_logout(session, claims: dict, now) -> list[TokenFamily]:

@@ -97,6 +97,8 @@ class RoleMapper:
 
 def is_plain_text(value: str) -> bool:
     """No control, format (bidi overrides), private-use or separator characters."""
+    if value.isascii():  # ASCII: only C0 controls and DEL are Cc; nothing else is excluded
+        return value.isprintable()
     return not any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
                    for c in value)
 

@@ -1,4 +1,6 @@
-"""Compact JWS verification for resource servers (RFC 7515, RFC 7518 section 3, RFC 7517).
+"""Compact JWS verification for resource servers (RFC 7515, RFC 7518 section 3, RFC 7517),
+and the matching signer the authorization server mints its access tokens with
+(:func:`sign_compact`: one encoding of base64url and of ES256 signatures for both sides).
 
 Only what ``scopes.guard`` needs: ES256 and RS256 signatures checked with ``cryptography``
 directly, against the public keys of a :class:`~scopes.guard.discovery.KeySet` (the issuer's
@@ -22,7 +24,8 @@ from typing import TYPE_CHECKING
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature, encode_dss_signature)
 
 if TYPE_CHECKING:
     from .discovery import KeySet
@@ -58,6 +61,46 @@ def raw_to_der(signature: bytes) -> bytes:
     """JWS ES256 signature (r || s, RFC 7518 section 3.4) as DER, for ``cryptography``."""
     return encode_dss_signature(int.from_bytes(signature[:32], "big"),
                                 int.from_bytes(signature[32:], "big"))
+
+
+def b64url_encode(data: bytes) -> str:
+    """base64url without padding (RFC 7515 section 2)."""
+    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_TO_URLSAFE).decode()
+
+
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True,
+                                 allow_nan=False).encode
+
+
+def signing_header(alg: str, kid: str, typ: str) -> str:
+    """The base64url protected header ``{"alg", "typ", "kid"}`` (compute once per key)."""
+    if alg not in SUPPORTED_ALGORITHMS:
+        raise ValueError(f"unsupported algorithm {alg}")
+    return b64url_encode(_compact_json({"alg": alg, "typ": typ, "kid": kid}).encode())
+
+
+def sign_compact(header_segment: str, claims: dict, alg: str, private_key) -> str:
+    """A compact JWS of ``claims`` (compact JSON; NaN and Infinity refused) under
+    ``header_segment`` (:func:`signing_header`) with a ``cryptography`` private key of the
+    type ``alg`` names: ES256 as r || s (RFC 7518 section 3.4), RS256 PKCS #1 v1.5."""
+    signing_input = f"{header_segment}.{b64url_encode(_compact_json(claims).encode())}"
+    data = signing_input.encode("ascii")
+    if alg == "ES256":
+        if not isinstance(private_key, ec.EllipticCurvePrivateKey) \
+                or private_key.curve.name != "secp256r1":
+            raise ValueError("ES256 needs a P-256 private key")
+        r, s = decode_dss_signature(private_key.sign(data, _ECDSA_SHA256))
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    elif alg == "RS256":
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        if not isinstance(private_key, rsa.RSAPrivateKey):
+            raise ValueError("RS256 needs an RSA private key")
+        signature = private_key.sign(data, _PKCS1V15, _SHA256)
+    else:
+        raise ValueError(f"unsupported algorithm {alg}")
+    return f"{signing_input}.{b64url_encode(signature)}"
 
 
 _scan_json = json.JSONDecoder().scan_once  # the C scanner, without json.loads' wrappers
