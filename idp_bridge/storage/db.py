@@ -66,14 +66,22 @@ class Database:
         else:
             kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=20, pool_recycle=1800)
         self.engine = create_engine(self.url, **kwargs)
+        #: Where units of work run. A SQLite file gets one connection of its own for them
+        #: (the writer lock hands it from thread to thread): its page cache stays valid from
+        #: one transaction to the next, since no other connection of the process writes.
+        self.write_engine = self.engine
+        if file is not None:
+            self.write_engine = create_engine(self.url, pool_size=1, max_overflow=0,
+                                              pool_timeout=60, **kwargs)
         if self.url.get_backend_name() == "sqlite":
             # Let SQLAlchemy's transaction control SQLite's: BEGIN IMMEDIATE takes the write
             # lock at the start, so concurrent writers queue instead of failing on upgrade.
-            event.listen(self.engine, "begin", _sqlite_begin)
+            for engine in {self.engine, self.write_engine}:
+                event.listen(engine, "begin", _sqlite_begin)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Write transactions are marked so that SQLite takes its write lock up front; reads
         # stay deferred and never wait for a writer (WAL).
-        self.write_sessions = sessionmaker(self.engine.execution_options(write=True),
+        self.write_sessions = sessionmaker(self.write_engine.execution_options(write=True),
                                            expire_on_commit=False)
         # SQLite has one writer at a time. Threads of this process queue on a lock for it
         # instead of polling SQLite's busy handler (which sleeps in millisecond steps while
@@ -86,8 +94,9 @@ class Database:
         else:
             self._writer = threading.Lock()
         if self.url.get_backend_name() == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas_for(
-                "NORMAL" if self.flush is not None else "FULL"))
+            for engine in {self.engine, self.write_engine}:
+                event.listen(engine, "connect", _sqlite_pragmas_for(
+                    "NORMAL" if self.flush is not None else "FULL"))
 
     @contextmanager
     def transaction(self):
@@ -128,7 +137,7 @@ class Database:
         return config
 
     def upgrade(self) -> None:
-        with self._writer, self.engine.begin() as connection:
+        with self._writer, self.write_engine.begin() as connection:
             config = self.alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
@@ -140,6 +149,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.write_engine is not self.engine:
+            self.write_engine.dispose()
         if isinstance(self._writer, WriterLock):
             self._writer.close()
 
