@@ -364,3 +364,67 @@ def test_a_removal_answered_204_survives_a_sigkill(settings, upstream, new_datab
         assert again.status_code == 400 and again.json()["error"] == "invalid_grant", again.text
     finally:
         served.stop()
+
+
+# --- PostgreSQL: no pre-ping round trip per request ---------------------------------------------
+
+def _terminate_backends(postgres, db: Database) -> None:
+    """End, from an admin connection, every server connection to ``db``'s database."""
+    admin = Database(postgres.admin_url)
+    try:
+        with admin.engine.connect() as connection:
+            ended = connection.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()"),
+                {"name": db.url.database}).scalar()
+        assert ended >= 1
+    finally:
+        admin.dispose()
+
+
+def _pings(monkeypatch) -> list:
+    """Counts the idle-connection pings (storage.db._ping_if_idle that reached the server)."""
+    from idp_bridge.storage import db as storage
+
+    seen = []
+    real = storage._ping_if_idle
+
+    def counting(dbapi_connection, record, proxy):
+        since = record.info.get(storage._CHECKED_IN)
+        if since is not None and time.monotonic() - since >= storage.IDLE_BEFORE_PING:
+            seen.append(1)
+        return real(dbapi_connection, record, proxy)
+
+    monkeypatch.setattr(storage, "_ping_if_idle", counting)
+    return seen
+
+
+@pytest.mark.slow
+@pytest.mark.db_independent
+def test_postgres_connections_in_steady_use_are_not_pinged_idle_ones_are(postgres, monkeypatch):
+    from idp_bridge.storage import db as storage
+
+    pings = _pings(monkeypatch)
+    monkeypatch.setattr(storage, "IDLE_BEFORE_PING", 3600.0)
+    db = Database(postgres.create_database(f"t_{uuid.uuid4().hex[:16]}"))
+    try:
+        for _ in range(5):
+            with db.read() as session:
+                assert session.execute(text("SELECT 1")).scalar() == 1
+        assert pings == []  # in use: no ping round trip
+        # The server ends the pooled connection; a connection in use meets it once (503),
+        # which invalidates the pool: the next request gets a fresh connection.
+        _terminate_backends(postgres, db)
+        with pytest.raises(StorageUnavailable):
+            with db.read() as session:
+                session.execute(text("SELECT 1"))
+        with db.read() as session:
+            assert session.execute(text("SELECT 1")).scalar() == 1
+        # An idle connection is pinged before use: the ended one is replaced without an error.
+        monkeypatch.setattr(storage, "IDLE_BEFORE_PING", 0.0)
+        _terminate_backends(postgres, db)
+        with db.read() as session:
+            assert session.execute(text("SELECT 1")).scalar() == 1
+        assert len(pings) >= 1
+    finally:
+        db.dispose()

@@ -24,6 +24,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,8 +65,13 @@ class Database:
                 self.flush = WalFlush(file)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15}
         else:
-            kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=20, pool_recycle=1800)
+            # No pre-ping round trip per checkout: a connection is pinged only after it sat
+            # idle in the pool (_ping_if_idle), when the server may have gone meanwhile.
+            kwargs.update(pool_size=5, max_overflow=20, pool_recycle=1800)
         self.engine = create_engine(self.url, **kwargs)
+        if self.url.get_backend_name() != "sqlite":
+            event.listen(self.engine, "checkin", _note_checkin)
+            event.listen(self.engine, "checkout", _ping_if_idle)
         #: Where units of work run. A SQLite file gets one connection of its own for them
         #: (the writer lock hands it from thread to thread): its page cache stays valid from
         #: one transaction to the next, since no other connection of the process writes.
@@ -292,6 +298,35 @@ class WriterLock:
             if self._fd is not None and self._pid == os.getpid():
                 os.close(self._fd)
             self._fd = self._pid = None
+
+
+#: A pooled connection idle longer than this is pinged before use (the server may have
+#: restarted); one in steady use is not (issue 16: no round trip per request for it).
+IDLE_BEFORE_PING = 1.0
+_CHECKED_IN = "idp_bridge.checked_in"
+
+
+def _note_checkin(_dbapi_connection, record) -> None:
+    if record is not None:
+        record.info[_CHECKED_IN] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection, record, _proxy) -> None:
+    """SQLAlchemy's pessimistic disconnect handling, for idle connections only: a failed
+    ping raises DisconnectionError, and the pool retries with a new connection."""
+    from sqlalchemy.exc import DisconnectionError
+
+    since = record.info.get(_CHECKED_IN)
+    if since is None or time.monotonic() - since < IDLE_BEFORE_PING:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+    except Exception as exc:
+        raise DisconnectionError("a pooled connection did not answer its ping") from exc
 
 
 def _is_connectivity_error(exc: SQLAlchemyError) -> bool:
