@@ -9,11 +9,16 @@ Issue 3 and DESIGN.md section 10 (target: bridge >= 4x Keycloak). One run:
 3. bridge phase: the bridge under gunicorn, its upstream being that same Keycloak, and wrk
    posts token exchanges (no code: the advisors joined once) with Keycloak access tokens of
    advisors as subject tokens;
+   then refreshes (single-use refresh tokens of one family, made in bulk beforehand) and
+   first redemptions (advisors redeeming the current code of tenants they are not members
+   of: one pair per request, seeded beforehand; counted as the memberships the phase
+   created, so a body wrk sends twice never counts twice);
 4. records what each one's revocation leaves alive, observed live in this run;
 
 and writes ``bench/results/keycloak_vs_bridge.json``. Bounded: a warm-up and a measured phase
 of at most 10 s each per server. Usage:
-``python -m bench.bench_keycloak_exchange [--seconds 10] [--workers 2] [--connections 8]``.
+``python -m bench.bench_keycloak_exchange [--seconds 10] [--workers N] [--connections 8]``
+(``--workers`` left out: the processes ``idp-bridge serve`` starts by default).
 """
 
 from __future__ import annotations
@@ -134,7 +139,7 @@ def measure_keycloak(kc: KeycloakServer, seconds: float, connections: int) -> di
 class BridgeProcess:
     """The bridge under gunicorn on loopback, its upstream being the Keycloak of this run."""
 
-    def __init__(self, kc: KeycloakServer, workers: int):
+    def __init__(self, kc: KeycloakServer, workers: int | None, *, first_tenants: int = 0):
         from idp_bridge.services.operator import add_client, add_tenant
         from idp_bridge.storage.db import Database
 
@@ -151,16 +156,20 @@ class BridgeProcess:
             "IDP_BRIDGE_UPSTREAM_ISSUER": kc.issuer,
             "IDP_BRIDGE_UPSTREAM_AUDIENCES": "idp-bridge",
         })
+        self.env = env
         database = Database(env["IDP_BRIDGE_DATABASE_URL"])
         database.upgrade()
         add_tenant(database, TENANT, "Muster GmbH")
         self.secret = add_client(database, "advisor-console")
         self.rs_secret = add_client(database, "example-resource-server",
                                     roles=("introspect", "receiver"))
-        database.dispose()
+        #: Tenants for the first-redemption phase, with their current codes.
+        self.first_tenants = seed_tenants(database, env["IDP_BRIDGE_SECRET_KEY"], first_tenants)
+        self.database = database
+        extra = [] if workers is None else ["--workers", str(workers)]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "idp_bridge.cli", "serve", "--port", str(self.port),
-             "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL,
+             *extra], env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True)
         wait_http("127.0.0.1", self.port, "/jwks")
 
@@ -187,6 +196,10 @@ class BridgeProcess:
         response.raise_for_status()
         return response.json()["active"]
 
+    def worker_count(self) -> int:
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return len(path.read_text().split()) if path.exists() else 0
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -195,6 +208,29 @@ class BridgeProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
+        self.database.dispose()
+        import shutil
+
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def seed_tenants(database, secret_key: str, count: int) -> list[tuple[str, str]]:
+    """``count`` tenants ``fr-00000``... and each one's current access code (made now, in
+    this process, before the server starts: what the tenant would read to the advisor)."""
+    from idp_bridge.domain.access_codes import AccessCodes
+    from idp_bridge.app import derive_secret
+    from idp_bridge.storage.db import utcnow
+    from idp_bridge.storage.models import Tenant
+
+    if not count:
+        return []
+    now = utcnow()
+    ids = [f"fr-{i:05d}" for i in range(count)]
+    with database.transaction() as session:
+        session.add_all(Tenant(id=t, name=f"Tenant {t}", created_at=now) for t in ids)
+    codes = AccessCodes(derive_secret(secret_key, "access codes"))  # the server's derivation
+    with database.transaction() as session:
+        return [(t, codes.current(session, t, now).display) for t in ids]
 
 
 def join(bridge: BridgeProcess, kc: KeycloakServer, user: str) -> dict:
@@ -218,7 +254,58 @@ def measure_bridge(bridge: BridgeProcess, kc: KeycloakServer, seconds: float,
     warm_up = run_wrk(url, bodies, bridge.authorization, seconds=2, connections=connections)
     measured = measured_phase(url, bodies, bridge.authorization, seconds=seconds,
                               connections=connections, server_pgid=bridge.process.pid)
-    return {**measured, "warm_up_per_second": warm_up["per_second"]}
+    return {**measured, "warm_up_per_second": warm_up["per_second"],
+            "processes": bridge.worker_count()}
+
+
+def measure_bridge_refresh(bridge: BridgeProcess, kc: KeycloakServer, seconds: float,
+                           connections: int, expected_per_second: float) -> dict:
+    """Refreshes/s: single-use refresh tokens of one of bob's families, made in bulk."""
+    from bench.bench_token_exchange import _more_refresh_tokens
+
+    first = bridge.exchange(kc.password_token("bob")["access_token"])
+    first.raise_for_status()
+    wanted = int(max(expected_per_second, 100) * seconds * 3) + 2000
+    tokens = _more_refresh_tokens(bridge.database, first.json()["refresh_token"], wanted)
+    bodies = [form(grant_type="refresh_token", refresh_token=t) for t in tokens]
+    result = measured_phase(bridge.base + "/token", bodies, bridge.authorization,
+                            seconds=seconds, connections=connections,
+                            server_pgid=bridge.process.pid)
+    result["refresh_tokens_prepared"] = len(tokens)
+    result["prepared_enough"] = result["requests"] < len(tokens)
+    return result
+
+
+def measure_bridge_first_redemptions(bridge: BridgeProcess, kc: KeycloakServer, seconds: float,
+                                     connections: int) -> dict:
+    """First redemptions/s: bob or carol redeem the current code of a tenant they are not a
+    member of (one seeded tenant per request). Counted as the memberships created during the
+    phase: should wrk run out of bodies and send one again, that request is an ordinary
+    exchange of a member and does not count."""
+    from sqlalchemy import func, select
+
+    from idp_bridge.storage.models import Membership
+
+    subjects = {u: kc.password_token(u)["access_token"] for u in ADVISORS}
+    bodies = [form(grant_type=TOKEN_EXCHANGE, tenant=tenant, access_code=code,
+                   subject_token=subjects[ADVISORS[i % len(ADVISORS)]],
+                   subject_token_type=ACCESS_TOKEN_TYPE)
+              for i, (tenant, code) in enumerate(bridge.first_tenants)]
+
+    def memberships() -> int:
+        with bridge.database.read() as session:
+            return session.execute(select(func.count()).select_from(Membership).where(
+                Membership.tenant_id.like("fr-%"))).scalar_one()
+
+    before = memberships()
+    result = measured_phase(bridge.base + "/token", bodies, bridge.authorization,
+                            seconds=seconds, connections=connections,
+                            server_pgid=bridge.process.pid)
+    created = memberships() - before
+    result.update({"tenants_prepared": len(bodies), "memberships_created": created,
+                   "per_second": round(created / seconds, 1),
+                   "prepared_enough": created < len(bodies)})
+    return result
 
 
 # --- what revocation leaves alive ---------------------------------------------------------
@@ -286,8 +373,11 @@ def bridge_revocation_facts(bridge: BridgeProcess, kc: KeycloakServer) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="bridge processes (default: what `idp-bridge serve` starts)")
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--first-tenants", type=int, default=6000,
+                        help="tenants seeded for the first-redemption phase")
     args = parser.parse_args(argv)
     seconds = min(args.seconds, MAX_PHASE_SECONDS)
     require_wrk()
@@ -296,8 +386,11 @@ def main(argv=None) -> dict:
     bridge = None
     try:
         keycloak_result = measure_keycloak(kc, seconds, args.connections)
-        bridge = BridgeProcess(kc, args.workers)
+        bridge = BridgeProcess(kc, args.workers, first_tenants=args.first_tenants)
         bridge_result = measure_bridge(bridge, kc, seconds, args.connections)
+        refresh_result = measure_bridge_refresh(bridge, kc, seconds, args.connections,
+                                                bridge_result["per_second"])
+        first_result = measure_bridge_first_redemptions(bridge, kc, seconds, args.connections)
         facts = {"keycloak": keycloak_revocation_facts(kc),
                  "bridge": bridge_revocation_facts(bridge, kc)}
     finally:
@@ -305,10 +398,13 @@ def main(argv=None) -> dict:
             bridge.stop()
         kc.stop()
 
-    for name, phase in (("keycloak", keycloak_result), ("bridge", bridge_result)):
+    for name, phase in (("keycloak", keycloak_result), ("bridge", bridge_result),
+                        ("refresh", refresh_result), ("first redemptions", first_result)):
         if phase["non_2xx"] or phase["socket_errors"]:
             print(f"warning: {name} phase had errors: {phase}", file=sys.stderr)
     ratio = round(bridge_result["per_second"] / keycloak_result["per_second"], 2)
+    refresh_ratio = round(refresh_result["per_second"] / keycloak_result["per_second"], 2)
+    first_ratio = round(first_result["per_second"] / keycloak_result["per_second"], 2)
     cpu_ratio = None
     if bridge_result["per_server_cpu_second"] and keycloak_result["per_server_cpu_second"]:
         cpu_ratio = round(bridge_result["per_server_cpu_second"]
@@ -317,14 +413,24 @@ def main(argv=None) -> dict:
         "setup": {
             "keycloak": f"Keycloak {KEYCLOAK_VERSION} start-dev (dev-mem H2), JVM heap {HEAP}, "
                         "realm konfipay, RS256, standard token exchange V2 by kc-exchange-bench",
-            "bridge": f"gunicorn, {args.workers} gthread workers, SQLite WAL, ES256; subject "
+            "bridge": f"idp-bridge serve (gunicorn gthread), {bridge_result['processes']} "
+                      f"worker processes ({'--workers given' if args.workers else 'its default'}"
+                      "), SQLite WAL with group commit (every answer flushed), ES256; subject "
                       "tokens are Keycloak access tokens of the same run",
             "load": f"wrk, 2 threads, {args.connections} connections on loopback; warm-up then "
                     f"{seconds} s measured per server, one after the other",
         },
         "keycloak_token_exchange": keycloak_result,
         "bridge_token_exchange": bridge_result,
+        "bridge_refresh": refresh_result,
+        "bridge_first_redemption": first_result,
         "ratio_bridge_per_keycloak": ratio,
+        "ratio_refresh_per_keycloak_exchange": refresh_ratio,
+        "ratio_first_redemption_per_keycloak_exchange": first_ratio,
+        "targets": {"exchange": TARGET_RATIO, "refresh": TARGET_RATIO, "first_redemption": 2.0},
+        "targets_met": {"exchange": ratio >= TARGET_RATIO,
+                        "refresh": refresh_ratio >= TARGET_RATIO,
+                        "first_redemption": first_ratio >= 2.0},
         "ratio_per_server_cpu_second": cpu_ratio,
         "cpus": os.cpu_count(),
         "target_ratio": TARGET_RATIO,
