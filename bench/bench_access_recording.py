@@ -15,7 +15,10 @@
    slice without recording starts with them idle. Every slice starts after the same pause
    (``PAUSE``). Target: ratio >= 0.95. Also reported: the CPU time of the writer and the
    shipper thread per record, and of the ingest; records per POST (the shipper posts up to
-   1,000 when that many wait).
+   1,000 when that many wait); where a validation's time goes with recording (medians of
+   the slices): the measuring thread's own CPU without and with it, and the other threads'
+   CPU during and after a recording slice (CPU times move less with other load on the
+   machine than rates do).
 2. RSS: a process whose spool is full (``max_spool_bytes`` 64 MiB, the bridge unreachable)
    against one with an empty spool, after the same start. Target: within 10 MB.
 
@@ -62,7 +65,9 @@ RSS_TARGET_MB = 10.0
 RUN_FIELDS = ("ratio_median_paired", "ratio_aggregate", "validate_per_second_off",
               "validate_per_second_on", "writer_cpu_us_per_record",
               "shipper_cpu_us_per_record", "ingest_cpu_us_per_record", "records_per_post",
-              "load_average_1m_at_start")
+              "main_thread_cpu_us_per_validate_off", "main_thread_cpu_us_per_validate_on",
+              "background_cpu_us_per_validate_during", "background_cpu_us_per_validate_after",
+              "load_average_1m_at_start", "load_average_1m_at_end")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -172,14 +177,14 @@ def thread_cpu(recorder: AccessRecorder) -> tuple[float, float]:
                  for thread in (recorder._writer, recorder._shipper))
 
 
-def timed(call, seconds: float) -> tuple[int, float]:
-    """(calls, seconds) of ``call`` for about ``seconds``."""
+def timed(call, seconds: float) -> tuple[int, float, float]:
+    """(calls, seconds, CPU seconds of this thread) of ``call`` for about ``seconds``."""
     n, deadline = 0, time.perf_counter() + seconds
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.thread_time()
     while time.perf_counter() < deadline:
         call()
         n += 1
-    return n, time.perf_counter() - start
+    return n, time.perf_counter() - start, time.thread_time() - cpu
 
 
 def settle(recorder: AccessRecorder, timeout: float = 60.0) -> tuple[float, bool]:
@@ -232,19 +237,27 @@ def measure_rate(args) -> dict:
         threads_cpu, ingest_cpu = thread_cpu(recorder), process_cpu(ingest.pid)
         slice_seconds = max(args.seconds, 2.0) / args.slices
         off, on, tails, backlogs, idle_cpu = [], [], [], [], 0.0
+        # Per validation, per slice: the measuring thread's CPU without and with recording,
+        # the other threads' CPU during a recording slice and after it (the tail).
+        cpu_off, cpu_on, during, after = [], [], [], []
         for _ in range(args.slices):
             time.sleep(PAUSE)
             before = sum(thread_cpu(recorder))
-            n, elapsed = timed(without, slice_seconds)
+            n, elapsed, cpu = timed(without, slice_seconds)
             off.append(n / elapsed)
+            cpu_off.append(cpu / n)
             idle_cpu += sum(thread_cpu(recorder)) - before  # what they did meanwhile
             time.sleep(PAUSE)
-            n, elapsed = timed(with_recording, slice_seconds)
+            before = time.process_time()
+            n, elapsed, cpu = timed(with_recording, slice_seconds)
+            cpu_on.append(cpu / n)
+            during.append((time.process_time() - before - cpu) / n)
             backlogs.append(len(recorder._queue) + recorder.stats["enqueued"]
                             - recorder.stats["shipped"])
             tail, done = settle(recorder)
             shipped_in_time = shipped_in_time and done
             tails.append(tail)
+            after.append(tail / n)
             on.append(n / (elapsed + tail))
         stats = dict(recorder.stats)
         writer_linger = recorder.writer_linger
@@ -271,6 +284,15 @@ def measure_rate(args) -> dict:
         "background_cpu_after_slices_seconds": round(sum(tails), 4),
         "background_cpu_during_slices_without_seconds": round(idle_cpu, 4),
         "ingest_cpu_us_per_record": round(ingest_cpu / max(1, stats["shipped"]) * 1e6, 2),
+        # Where the time of a validation with recording goes (medians of the slices, us):
+        # the measuring thread's own CPU (the enqueue, and whatever the other threads cost
+        # it in caches), the writer's and shipper's CPU while it ran (what of it held the
+        # GIL was taken from it) and after it (added to the slice). Less sensitive to other
+        # load on the machine than the rates.
+        "main_thread_cpu_us_per_validate_off": round(statistics.median(cpu_off) * 1e6, 2),
+        "main_thread_cpu_us_per_validate_on": round(statistics.median(cpu_on) * 1e6, 2),
+        "background_cpu_us_per_validate_during": round(statistics.median(during) * 1e6, 2),
+        "background_cpu_us_per_validate_after": round(statistics.median(after) * 1e6, 2),
         "unshipped_at_slice_end_median": round(statistics.median(backlogs)),
         "posts": posts[0], "records_per_post": round(stats["shipped"] / max(1, posts[0])),
         "shipper_batch_limit": stats["batch_limit"],
@@ -308,7 +330,8 @@ def main(argv=None) -> dict:
     runs = []
     for _ in range(args.runs):
         load = os.getloadavg()[0]  # other work on the machine (2 cores) as the run starts
-        runs.append({**measure_rate(args), "load_average_1m_at_start": round(load, 2)})
+        runs.append({**measure_rate(args), "load_average_1m_at_start": round(load, 2),
+                     "load_average_1m_at_end": round(os.getloadavg()[0], 2)})
     # The run with the median ratio (of an even number, the lower one) stands for all.
     measured = dict(sorted(runs, key=lambda m: m["ratio_median_paired"])[(len(runs) - 1) // 2])
     if len(runs) > 1:
