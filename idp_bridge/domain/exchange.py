@@ -353,8 +353,11 @@ class AdvisorExchange:
         if token_scope != family.scope:
             # A narrower token for this request only; the family keeps its scope.
             family = dataclasses.replace(family, scope=token_scope)
-        session.connection().execute(_TOUCH_STALE, {"membership_id": family.membership_id,
-                                                    "now": now, "stale": now - TOUCH_INTERVAL})
+        if row.last_token_at is None or row.last_token_at < now - TOUCH_INTERVAL:
+            # (conditional in SQL too: a concurrent refresh may have touched it meanwhile)
+            session.connection().execute(_TOUCH_STALE, {
+                "membership_id": family.membership_id, "now": now,
+                "stale": now - TOUCH_INTERVAL})
         # Every issued token is accounted for: a refresh is audited like an exchange.
         audit.record(session, "token.refreshed", now, tenant_id=family.tenant_id,
                      actor=family.subject, actor_role="advisor",

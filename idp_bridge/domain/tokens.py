@@ -274,7 +274,7 @@ _REFRESH_LOOKUP = (
     select(RefreshToken.expires_at, RefreshToken.rotated_at,
            *[getattr(TokenFamily, name) for name in Family.FIELDS],
            TokenFamily.revoked_at, Membership.ended_at, Membership.expires_at.label("membership_expires_at"),
-           Membership.kind, Membership.group_id)
+           Membership.kind, Membership.group_id, Membership.last_token_at)
     .join(TokenFamily, TokenFamily.sid == RefreshToken.sid)
     .join(Membership, Membership.id == TokenFamily.membership_id)
     .where(RefreshToken.token_hash == bindparam("token_hash"))
