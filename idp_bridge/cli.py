@@ -143,8 +143,8 @@ def main(ctx, config_file, database_url, redis_url):
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=None, type=int,
-              help="Worker processes (default: 1 on SQLite, whose single writer several "
-                   "processes would only queue for; 2 otherwise).")
+              help="Worker processes (default: 2; on SQLite their writers take turns on a "
+                   "lock file beside the database).")
 @click.pass_obj
 def serve(obj, host, port, workers):
     """Run the bridge with gunicorn (the database must be migrated: `idp-bridge db upgrade`)."""
@@ -161,7 +161,7 @@ def serve(obj, host, port, workers):
 
     configure_logging(settings.log_format)
     if workers is None:
-        workers = 1 if settings.database_url.startswith("sqlite") else 2
+        workers = 2
     GunicornApplication(settings, gunicorn_options(f"{host}:{port}", workers)).run()
 
 
