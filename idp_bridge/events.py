@@ -12,7 +12,11 @@ commits one writer after another, so ids appear in order); on PostgreSQL a ``NOT
 the commit and a ``LISTEN`` per process (every host of the database). Should any of that
 fail, each waiter's own database check every ``poll_interval`` seconds still finds the
 revocation, so the feed stays correct without any shared broker; a broker (Redis) is
-optional.
+optional. While the database is watched that check is only a safety net and runs every
+``assisted_interval`` seconds instead (ten waiting long polls checking every 50 ms cost a
+bridge a fifth of a CPU core doing nothing, and held the interpreter when a revocation
+woke them); what only the check finds in other processes — a verification requested or a
+stream re-enabled through another process — waits that long at most.
 """
 
 from __future__ import annotations
@@ -29,10 +33,20 @@ log = logging.getLogger(__name__)
 
 
 class RevocationNotifier:
-    def __init__(self, poll_interval: float = 0.05):
+    def __init__(self, poll_interval: float = 0.05, assisted_interval: float = 1.0):
         self.poll_interval = poll_interval
+        self.assisted_interval = assisted_interval
         self._condition = threading.Condition()
         self._generation = 0
+        #: Cross-process wake-ups (:class:`DatabaseWakeups`) registered with this notifier.
+        self.watchers: list = []
+
+    def interval(self) -> float:
+        """How often a waiter checks on its own: rarely while another process's revocation
+        wakes it anyway (the database is watched), else ``poll_interval``."""
+        if any(watcher.watching for watcher in self.watchers):
+            return max(self.poll_interval, self.assisted_interval)
+        return self.poll_interval
 
     def notify(self) -> None:
         """A revocation has committed (a wake-up of :class:`Revocations`)."""
@@ -41,8 +55,8 @@ class RevocationNotifier:
             self._condition.notify_all()
 
     def wait(self, check, timeout: float, stop: threading.Event | None = None) -> bool:
-        """Wait until ``check()`` is true (re-checked on every local notification and every
-        ``poll_interval``), or ``timeout`` passes; returns the last ``check()`` result.
+        """Wait until ``check()`` is true (re-checked on every notification and every
+        :meth:`interval`), or ``timeout`` passes; returns the last ``check()`` result.
 
         ``check`` asks the database, not a counter: on PostgreSQL a revocation with a lower
         id may commit after one with a higher id, so "the newest id grew" would miss it.
@@ -58,7 +72,7 @@ class RevocationNotifier:
                 return False
             with self._condition:
                 if self._generation == generation:
-                    self._condition.wait(min(self.poll_interval, remaining))
+                    self._condition.wait(min(self.interval(), remaining))
 
 
 class RedisFanout(Loop):
@@ -129,6 +143,7 @@ class DatabaseWakeups(Loop):
         self.watching = False
         #: Commits of other connections seen (SQLite), revocations or not.
         self.seen_commits = 0
+        notifier.watchers.append(self)
 
     def publish(self) -> None:
         """Tell the other processes (PostgreSQL: ``NOTIFY``; SQLite needs nothing: its

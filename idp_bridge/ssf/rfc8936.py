@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ..domain.errors import InvalidInput
+from ..domain.errors import InvalidInput, NotFound
 from ..storage.db import utcnow
 
 log = logging.getLogger(__name__)
@@ -46,21 +46,42 @@ def poll(transmitter, notifier, *, stream_id: str, client_id: str, body, long_po
          stop=None) -> dict:
     max_events, immediately, acks, errors = parse_poll(body)
     now = utcnow()
-    transmitter.acknowledge(stream_id, client_id, list(acks), now, errors=list(errors))
+    # The poll marks its stream seen once, when it arrives: with its acknowledgements if
+    # it carries any (one write), else with its first look at what is pending.
+    touched = transmitter.acknowledge(stream_id, client_id, list(acks), now,
+                                      errors=list(errors), touch=True)
     for jti, error in errors.items():
         # A receiver could not process a SET; it is acknowledged (no endless redelivery),
         # its receipt says so (never "confirmed") and it is logged for the operator.
         log.warning("receiver %s rejected SET %s: %s", client_id, jti[:100], str(error)[:200])
     if max_events == 0:
-        _, more = transmitter.pending(stream_id, client_id, 0, now)  # checks, marks it seen
+        _, more = transmitter.pending(stream_id, client_id, 0, now,
+                                      touch=not touched)  # checks, marks it seen
         return _answer({}, more)
     deadline = time.monotonic() + long_poll_seconds
+    touch = not touched  # not again on each wake-up
+    found: list = []
+
+    def check() -> bool:
+        # The wait's check reads what is pending, which the poll then answers (one read
+        # per wake-up, not a look and then the read).
+        try:
+            read = transmitter.read_pending(stream_id, client_id, max_events, utcnow())
+        except NotFound:
+            return True  # the next pending() reports it
+        found[:] = [read]
+        return read.anything
+
+    woken = None
     while True:
-        sets, more = transmitter.pending(stream_id, client_id, max_events, utcnow())
+        sets, more = transmitter.pending(stream_id, client_id, max_events, utcnow(), touch=touch,
+                                         found=woken)
+        touch = False
         remaining = deadline - time.monotonic()
         if sets or immediately or remaining <= 0 or (stop is not None and stop.is_set()):
             return _answer(sets, more)
-        notifier.wait(lambda: transmitter.has_pending(stream_id, utcnow()), remaining, stop)
+        found.clear()
+        woken = found[0] if notifier.wait(check, remaining, stop) and found else None
 
 
 def _answer(sets: dict, more: bool) -> dict:

@@ -42,6 +42,7 @@ import json
 import math
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography.fernet import Fernet
@@ -52,6 +53,7 @@ from ..domain.errors import Conflict, InvalidInput, NotFound
 from ..metrics import FEED_LAG
 from ..storage.models import Revocation, RevocationReceipt, SsfAck, SsfStream
 from . import rfc8417
+from .bookkeeping import WriteCoalescer
 from .egress import PushPolicy, PushTargetRefused
 from .set_keys import ALGORITHMS, DEFAULT_ALGORITHM
 
@@ -81,6 +83,26 @@ _SIMPLE_FORMATS = ("account", "aliases", "did", "email", "iss_sub", "jwt_id", "o
                    "phone_number", "saml_assertion_id", "uri", "ip-addresses")
 
 
+@dataclass(frozen=True)
+class PendingRead:
+    """What is pending for a stream, as read (:meth:`Transmitter.read_pending`)."""
+
+    claims: dict
+    more: bool
+    #: The highest revocation id given or dropped, or None.
+    top: int | None
+    #: Revocation ids dropped for the stream's removed subjects.
+    skipped: list
+    alg: str
+    #: The stream's delivered-through ceiling when read.
+    ceiling: int | None
+
+    @property
+    def anything(self) -> bool:
+        """Whether polling now would answer or record something."""
+        return bool(self.claims or self.skipped or self.more)
+
+
 class TooManyRequests(Exception):
     """A receiver asked again sooner than allowed (answered 429 with Retry-After)."""
 
@@ -106,6 +128,9 @@ class Transmitter:
         self._event_id_key = event_id_key
         self.push_policy = push_policy
         self.min_verification_interval = min_verification_interval
+        #: The write polls share: acknowledgements and delivery bookkeeping of concurrent
+        #: polls in one transaction.
+        self.bookkeeping = WriteCoalescer(db)
 
     # --- event ids ---
     def _mac(self, kind: str, stream_id: str, number: int) -> str:
@@ -434,23 +459,81 @@ class Transmitter:
 
     # --- delivery ---
     def pending(self, stream_id: str, client_id: str, max_events: int, now: datetime,
-                *, touch: bool = True):
+                *, touch: bool = True, found: "PendingRead | None" = None):
         """(sets by jti, more available) for the stream; raises NotFound for others' streams.
 
-        The transaction only reads what is pending and records what is delivered; the SETs
-        are signed after it commits (no signing inside a write transaction). A delivery
-        recorded but then not sent is sent again on the next poll (at least once)."""
-        with self.db.transaction() as session:
+        What is pending is read in a read transaction (it never waits for the writer), or
+        taken from ``found`` (a :meth:`read_pending` of this stream just made: the long
+        poll's check). What must be written before the answer — the stream's
+        delivered-through ceiling when the answer holds a newer revocation (an
+        acknowledgement above the ceiling is ignored, so it is committed before the
+        receiver can send one), the events of removed subjects dropped, the stream seen
+        (``touch``) — goes into the write shared with the polls answered at the same moment
+        (:class:`~.bookkeeping.WriteCoalescer`: one transaction for all the long polls one
+        revocation wakes). The SETs are signed after it committed. A delivery recorded but
+        then not sent is sent again on the next poll (at least once: only an
+        acknowledgement ends it)."""
+        read = found if found is not None else \
+            self.read_pending(stream_id, client_id, max_events, now)
+        top = read.top
+        if top is not None and read.ceiling is not None and top <= read.ceiling:
+            top = None  # recorded already
+        if touch or top is not None or read.skipped:
+            self.bookkeeping.run(lambda session: self._record_delivery(
+                session, stream_id, client_id, now if touch else None, top, read.skipped, now))
+        ring = self.set_keys.ring(read.alg)
+        sets = {jti: rfc8417.sign_set(ring, body) for jti, body in read.claims.items()}
+        return sets, read.more
+
+    def read_pending(self, stream_id: str, client_id: str, max_events: int,
+                     now: datetime) -> "PendingRead":
+        """What :meth:`pending` would answer, read only (raises NotFound for others'
+        streams)."""
+        with self.db.read() as session:
             stream = self.stream(session, client_id, stream_id)
-            if touch:
-                stream.last_seen_at = now
-            claims, more = self._pending_claims(session, stream, max_events, now)
-            alg = stream.set_signing_alg
-        ring = self.set_keys.ring(alg)
-        sets = {jti: rfc8417.sign_set(ring, body) for jti, body in claims.items()}
-        return sets, more
+            claims, more, top, skipped = self._pending_claims(session, stream, max_events, now)
+            return PendingRead(claims=claims, more=more, top=top, skipped=skipped,
+                               alg=stream.set_signing_alg, ceiling=stream.delivered_through_id)
+
+    def _record_delivery(self, session, stream_id: str, client_id: str, seen_at, top,
+                         skipped, now: datetime) -> None:
+        """A poll's bookkeeping, inside the shared write: the stream seen, its delivered
+        ceiling raised to ``top``, the revocations of removed subjects (``skipped``)
+        dropped. The stream may have gone since the read: NotFound, as for its poll."""
+        column = SsfStream.delivered_through_id
+        values = {}
+        if seen_at is not None:
+            values["last_seen_at"] = seen_at
+        if top is not None:
+            values["delivered_through_id"] = case((or_(column.is_(None), column < top), top),
+                                                  else_=column)
+        if not values:
+            values["delivered_through_id"] = column  # only the existence check
+        found = session.execute(
+            update(SsfStream).where(SsfStream.stream_id == stream_id,
+                                    SsfStream.client_id == client_id)
+            .values(**values).execution_options(synchronize_session=False)).rowcount
+        if not found:
+            raise NotFound("no such stream")
+        if skipped:
+            # A removed subject's events are dropped for this stream, not held (a
+            # concurrent poll of the stream may have dropped some already).
+            already = set(session.scalars(select(SsfAck.revocation_id).where(
+                SsfAck.stream_id == stream_id, SsfAck.revocation_id.in_(skipped))))
+            for revocation_id in sorted(set(skipped) - already):
+                session.add(SsfAck(stream_id=stream_id, revocation_id=revocation_id,
+                                   acked_at=now))
+            # Its receipt says so: the event was dropped, not confirmed.
+            session.execute(update(RevocationReceipt).where(
+                RevocationReceipt.stream_id == stream_id,
+                RevocationReceipt.revocation_id.in_(skipped),
+                RevocationReceipt.outcome.is_(None))
+                .values(outcome="subject_removed")
+                .execution_options(synchronize_session=False))
 
     def _pending_claims(self, session, stream: SsfStream, max_events: int, now: datetime):
+        """(claims by jti, more available, the highest revocation id given or dropped or
+        None, the ids dropped for removed subjects); reads only."""
         claims: dict[str, dict] = {}
         more = False
         audience = stream.client_id
@@ -464,7 +547,7 @@ class Transmitter:
             else:
                 more = True
         if stream.status != "enabled":
-            return claims, more
+            return claims, more, None, []
         if stream.verification_id is not None:
             if max_events > len(claims):
                 jti = self.event_id("v", stream.stream_id, stream.verification_id)
@@ -475,10 +558,10 @@ class Transmitter:
             else:
                 more = True
         if rfc8417.SESSION_REVOKED not in self.delivered(stream.events_requested):
-            return claims, more
+            return claims, more, None, []
         room = max_events - len(claims)
         if room <= 0:
-            return claims, more or self._has_revocations(session, stream, now)
+            return claims, more or self._has_revocations(session, stream, now), None, []
         rows = session.scalars(self._pending_revocations(session, stream, now)
                                .order_by(Revocation.id).limit(room + 1)).all()
         delivered, skipped = [], []
@@ -496,21 +579,8 @@ class Transmitter:
                 revocation, issuer=self.issuer, audience=audience, jti=jti,
                 txn=rfc8417.transaction_id(self._event_id_key, revocation),
                 user_issuer=self.user_issuer)
-        for revocation_id in skipped:
-            # A removed subject's events are dropped for this stream, not held.
-            session.add(SsfAck(stream_id=stream.stream_id, revocation_id=revocation_id,
-                               acked_at=now))
-        if skipped:
-            # Its receipt says so: the event was dropped, not confirmed.
-            session.execute(update(RevocationReceipt).where(
-                RevocationReceipt.stream_id == stream.stream_id,
-                RevocationReceipt.revocation_id.in_(skipped),
-                RevocationReceipt.outcome.is_(None))
-                .values(outcome="subject_removed")
-                .execution_options(synchronize_session=False))
-        if delivered or skipped:
-            self._delivered_through(session, stream, max(r.id for r in rows[:room]))
-        return claims, more or len(rows) > room
+        top = max(r.id for r in rows[:room]) if delivered or skipped else None
+        return claims, more or len(rows) > room, top, skipped
 
     def _pending_revocations(self, session, stream: SsfStream, now: datetime):
         cutoff = now - self.relevance
@@ -536,19 +606,6 @@ class Transmitter:
         return session.execute(self._pending_revocations(session, stream, now).with_only_columns(
             Revocation.id).limit(1)).first() is not None
 
-    @staticmethod
-    def _delivered_through(session, stream: SsfStream, top: int) -> None:
-        """Raise the stream's highest delivered revocation id to ``top`` (never lower it,
-        also when polls of the same stream run concurrently)."""
-        if stream.delivered_through_id is not None and stream.delivered_through_id >= top:
-            return
-        column = SsfStream.delivered_through_id
-        session.execute(
-            update(SsfStream).where(SsfStream.stream_id == stream.stream_id)
-            .values(delivered_through_id=case((or_(column.is_(None), column < top), top),
-                                              else_=column))
-            .execution_options(synchronize_session=False))
-
     def has_pending(self, stream_id: str, now: datetime) -> bool:
         """Cheap check (no signing) for the long-poll wait loop."""
         with self.db.read() as session:
@@ -566,13 +623,15 @@ class Transmitter:
             return self._has_revocations(session, stream, now)
 
     def acknowledge(self, stream_id: str, client_id: str, jtis, now: datetime,
-                    errors=()) -> None:
+                    errors=(), *, touch: bool = False) -> bool:
         """Record acknowledgements of events delivered to this stream; unknown, foreign,
         forged and not yet delivered jtis are ignored (RFC 8936 2.4). ``errors``: jtis the
         receiver reported it could not process (``setErrs``): not delivered again either,
-        but their revocation receipts say ``receiver_error``, never confirmed."""
+        but their revocation receipts say ``receiver_error``, never confirmed. With
+        ``touch`` the stream is marked seen in the same write; returns whether it was (not
+        when there was nothing to record)."""
         if not isinstance(stream_id, str):
-            return
+            return False
         ids, others, failed = set(), set(), set()
         for jti in list(jtis) + list(errors):
             parsed = self._parse_event_id(stream_id, jti)
@@ -583,48 +642,55 @@ class Transmitter:
             if parsed is not None and parsed[0] == "r":
                 failed.add(parsed[1])
         if not ids and not others:
-            return
+            return False
         try:
-            self._record_acks(stream_id, client_id, ids, others, now, failed)
+            # In the write shared with concurrent polls (their acknowledgements and
+            # delivery bookkeeping): committed before this poll reads what is pending.
+            self.bookkeeping.run(lambda session: self._record_acks(
+                session, stream_id, client_id, ids, others, now, failed,
+                seen_at=now if touch else None))
         except IntegrityError:
             # Two concurrent polls acknowledged the same jti; the rows are there, which is
-            # all an acknowledgement means.
-            pass
+            # all an acknowledgement means (the stream is marked seen by the poll instead).
+            return False
+        return touch
 
-    def _record_acks(self, stream_id, client_id, ids, others, now, failed=frozenset()) -> None:
-        with self.db.transaction() as session:
-            stream = self.stream(session, client_id, stream_id)
-            if stream.verification_id is not None and ("v", stream.verification_id) in others:
-                stream.verification_id = None
-                stream.verification_state = None
-            if stream.update_id is not None and ("u", stream.update_id) in others:
-                stream.update_id = None
-                stream.update_status = None
-            ceiling = stream.delivered_through_id
-            ids = {i for i in ids if ceiling is not None and i <= ceiling}
-            if not ids:
-                return
-            already = set(session.scalars(select(SsfAck.revocation_id).where(
-                SsfAck.stream_id == stream_id, SsfAck.revocation_id.in_(ids))))
-            new = sorted(ids - already)
-            for revocation_id in new:
-                session.add(SsfAck(stream_id=stream_id, revocation_id=revocation_id, acked_at=now))
-            # The durable receipt: settled once, by the first acknowledgement or error
-            # report (an event the receiver could not process is not confirmed).
-            for outcome, settled in (("receiver_error", [i for i in new if i in failed]),
-                                     ("acknowledged", [i for i in new if i not in failed])):
-                if settled:
-                    session.execute(update(RevocationReceipt).where(
-                        RevocationReceipt.stream_id == stream_id,
-                        RevocationReceipt.revocation_id.in_(settled),
-                        RevocationReceipt.acknowledged_at.is_(None),
-                        RevocationReceipt.outcome.is_(None))
-                        .values(acknowledged_at=None if outcome == "receiver_error" else now,
-                                outcome=outcome)
-                        .execution_options(synchronize_session=False))
-            for created_at in session.scalars(select(Revocation.created_at)
-                                              .where(Revocation.id.in_(new))):
-                FEED_LAG.observe(max(0.0, (now - created_at).total_seconds()))
+    def _record_acks(self, session, stream_id, client_id, ids, others, now,
+                     failed=frozenset(), *, seen_at=None) -> None:
+        stream = self.stream(session, client_id, stream_id)
+        if seen_at is not None:
+            stream.last_seen_at = seen_at
+        if stream.verification_id is not None and ("v", stream.verification_id) in others:
+            stream.verification_id = None
+            stream.verification_state = None
+        if stream.update_id is not None and ("u", stream.update_id) in others:
+            stream.update_id = None
+            stream.update_status = None
+        ceiling = stream.delivered_through_id
+        ids = {i for i in ids if ceiling is not None and i <= ceiling}
+        if not ids:
+            return
+        already = set(session.scalars(select(SsfAck.revocation_id).where(
+            SsfAck.stream_id == stream_id, SsfAck.revocation_id.in_(ids))))
+        new = sorted(ids - already)
+        for revocation_id in new:
+            session.add(SsfAck(stream_id=stream_id, revocation_id=revocation_id, acked_at=now))
+        # The durable receipt: settled once, by the first acknowledgement or error
+        # report (an event the receiver could not process is not confirmed).
+        for outcome, settled in (("receiver_error", [i for i in new if i in failed]),
+                                 ("acknowledged", [i for i in new if i not in failed])):
+            if settled:
+                session.execute(update(RevocationReceipt).where(
+                    RevocationReceipt.stream_id == stream_id,
+                    RevocationReceipt.revocation_id.in_(settled),
+                    RevocationReceipt.acknowledged_at.is_(None),
+                    RevocationReceipt.outcome.is_(None))
+                    .values(acknowledged_at=None if outcome == "receiver_error" else now,
+                            outcome=outcome)
+                    .execution_options(synchronize_session=False))
+        for created_at in session.scalars(select(Revocation.created_at)
+                                          .where(Revocation.id.in_(new))):
+            FEED_LAG.observe(max(0.0, (now - created_at).total_seconds()))
 
     #: Rows one cleanup transaction deletes at most (a sweep never holds the write lock long).
     CLEANUP_BATCH = 10_000

@@ -1,0 +1,327 @@
+"""The feed's shared bookkeeping write (idp_bridge/ssf/bookkeeping.py): concurrent polls'
+acknowledgements and delivery records in one transaction, committed before any answer."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from conftest import RS_CLIENT_ID, TENANT, Bridge, build_app, wait_until
+from idp_bridge.app import services
+from idp_bridge.ssf.bookkeeping import WriteCoalescer
+from idp_bridge.storage.db import StorageUnavailable
+from idp_bridge.storage.models import Revocation, RevocationReceipt, SsfAck, SsfStream
+
+POLL = "urn:ietf:rfc:8936"
+
+
+def new_stream(bridge) -> str:
+    response = bridge.client.post("/ssf/stream", json={"delivery": {"method": POLL}},
+                                  auth=(RS_CLIENT_ID, bridge.rs_secret))
+    assert response.status_code == 201
+    return response.json["stream_id"]
+
+
+def poll(bridge, stream_id, **body):
+    return bridge.client.post(f"/ssf/poll/{stream_id}", json={"returnImmediately": True, **body},
+                              auth=(RS_CLIENT_ID, bridge.rs_secret))
+
+
+def remove(bridge, user="bob") -> int:
+    mid = bridge.membership_id(user)
+    assert bridge.api("delete", f"/api/tenants/{TENANT}/memberships/{mid}").status_code == 204
+    with bridge.services.db.read() as session:
+        return session.scalars(select(Revocation.id).order_by(Revocation.id.desc())).first()
+
+
+def stream_row(bridge, stream_id) -> SsfStream:
+    with bridge.services.db.read() as session:
+        return session.get(SsfStream, stream_id)
+
+
+def receipt_outcomes(bridge, revocation_id) -> dict[str, str | None]:
+    with bridge.services.db.read() as session:
+        return dict(session.execute(select(RevocationReceipt.stream_id, RevocationReceipt.outcome)
+                                    .where(RevocationReceipt.revocation_id == revocation_id)).all())
+
+
+class Held:
+    """A piece of work that keeps the coalescer's transaction open until released, so the
+    pieces of other callers queue behind it (and go into one transaction together)."""
+
+    def __init__(self, coalescer: WriteCoalescer):
+        self.coalescer = coalescer
+        self.started, self.release = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=coalescer.run, args=(self._work,), daemon=True)
+
+    def _work(self, _session):
+        self.started.set()
+        assert self.release.wait(30)
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.started.wait(30)
+        return self
+
+    def __exit__(self, *exc):
+        self.release.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def queued(coalescer: WriteCoalescer) -> int:
+    with coalescer._condition:
+        return len(coalescer._queue)
+
+
+def test_polls_woken_together_record_their_deliveries_in_one_transaction(bridge):
+    bridge.join("bob")
+    streams = [new_stream(bridge) for _ in range(5)]
+    coalescer = bridge.services.transmitter.bookkeeping
+    revocation_id = remove(bridge)
+    answers: dict[str, dict] = {}
+
+    def answer(stream_id):
+        client = bridge.app.test_client()
+        answers[stream_id] = client.post(f"/ssf/poll/{stream_id}",
+                                         json={"returnImmediately": True},
+                                         auth=(RS_CLIENT_ID, bridge.rs_secret)).json
+    with Held(coalescer):
+        before = coalescer.transactions
+        threads = [threading.Thread(target=answer, args=(s,), daemon=True) for s in streams]
+        for thread in threads:
+            thread.start()
+        # Every poll has read what is pending and waits for its delivery record.
+        wait_until(lambda: queued(coalescer) == len(streams),
+                   what=lambda: f"{queued(coalescer)} of {len(streams)} polls queued")
+        assert not answers  # none answered before its delivery is recorded
+    for thread in threads:
+        thread.join(30)
+    # The held piece's transaction, then one for all five polls.
+    assert coalescer.transactions - before == 2
+    for stream_id in streams:
+        assert [j.split(".")[0] for j in answers[stream_id]["sets"]] == [f"r{revocation_id}"]
+        assert stream_row(bridge, stream_id).delivered_through_id == revocation_id
+    # Each receiver's acknowledgement counts.
+    for stream_id in streams:
+        assert poll(bridge, stream_id, ack=list(answers[stream_id]["sets"])).json == {"sets": {}}
+    outcomes = receipt_outcomes(bridge, revocation_id)
+    assert all(outcomes[s] == "acknowledged" for s in streams)
+
+
+def test_acknowledgements_of_concurrent_polls_share_a_transaction(bridge):
+    bridge.join("bob")
+    streams = [new_stream(bridge) for _ in range(3)]
+    revocation_id = remove(bridge)
+    given = {s: list(poll(bridge, s).json["sets"]) for s in streams}
+    coalescer = bridge.services.transmitter.bookkeeping
+    done = []
+
+    def ack(stream_id):
+        response = bridge.app.test_client().post(
+            f"/ssf/poll/{stream_id}", json={"returnImmediately": True, "ack": given[stream_id]},
+            auth=(RS_CLIENT_ID, bridge.rs_secret))
+        done.append(response.json)
+    with Held(coalescer):
+        before = coalescer.transactions
+        threads = [threading.Thread(target=ack, args=(s,), daemon=True) for s in streams]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: queued(coalescer) == len(streams))
+    for thread in threads:
+        thread.join(30)
+    assert done == [{"sets": {}}] * 3
+    # The held transaction, one for the three acknowledgements (each poll marked its stream
+    # seen in it too: nothing else to write).
+    assert coalescer.transactions - before == 2
+    assert all(receipt_outcomes(bridge, revocation_id)[s] == "acknowledged" for s in streams)
+
+
+def test_an_acknowledgement_right_after_the_answer_counts_in_another_process(bridge, settings,
+                                                                         upstream):
+    """The delivered-through ceiling is committed before the answer: a receiver whose next
+    poll reaches another bridge process (same database) has its acknowledgement counted."""
+    other_app = build_app(settings)
+    try:
+        other = Bridge(other_app, other_app.test_client(), upstream)
+        bridge.join("bob")
+        stream_id = new_stream(bridge)
+        revocation_id = remove(bridge)
+        sets = poll(bridge, stream_id).json["sets"]
+        assert [j.split(".")[0] for j in sets] == [f"r{revocation_id}"]
+        assert poll(other, stream_id, ack=list(sets)).json == {"sets": {}}
+        assert receipt_outcomes(bridge, revocation_id)[stream_id] == "acknowledged"
+        assert poll(bridge, stream_id).json == {"sets": {}}  # not delivered again
+    finally:
+        services(other_app).db.dispose()
+
+
+def test_a_failed_bookkeeping_write_answers_nothing_and_the_event_comes_again(bridge,
+                                                                              monkeypatch):
+    bridge.join("bob")
+    stream_id = new_stream(bridge)
+    revocation_id = remove(bridge)
+    transmitter = bridge.services.transmitter
+    record = transmitter._record_delivery
+    failures = []
+
+    def failing(session, *args, **kwargs):
+        failures.append(1)
+        raise OperationalError("UPDATE ssf_streams", {}, Exception("disk I/O error"))
+    monkeypatch.setattr(transmitter, "_record_delivery", failing)
+    response = poll(bridge, stream_id)
+    assert failures and response.status_code == 503
+    assert response.json["error"] == "temporarily_unavailable"
+    assert "sets" not in response.json
+    assert stream_row(bridge, stream_id).delivered_through_id is None
+    monkeypatch.setattr(transmitter, "_record_delivery", record)
+    sets = poll(bridge, stream_id).json["sets"]
+    assert [j.split(".")[0] for j in sets] == [f"r{revocation_id}"]
+
+
+def test_an_answer_lost_after_the_bookkeeping_is_delivered_again(bridge):
+    """At least once: the delivery was recorded, the answer never reached the receiver (the
+    process died, the connection broke); only an acknowledgement ends the event."""
+    bridge.join("bob")
+    stream_id = new_stream(bridge)
+    revocation_id = remove(bridge)
+    lost = poll(bridge, stream_id).json["sets"]
+    assert stream_row(bridge, stream_id).delivered_through_id == revocation_id
+    assert poll(bridge, stream_id).json["sets"].keys() == lost.keys()
+    with bridge.services.db.read() as session:
+        assert session.scalars(select(SsfAck).where(SsfAck.stream_id == stream_id)).all() == []
+    assert receipt_outcomes(bridge, revocation_id)[stream_id] is None
+
+
+def test_a_poll_of_a_stream_deleted_after_its_read_finds_it_gone(bridge, monkeypatch):
+    bridge.join("bob")
+    stream_id = new_stream(bridge)
+    remove(bridge)
+    transmitter = bridge.services.transmitter
+    claims = transmitter._pending_claims
+
+    def then_deleted(session, stream, *args):
+        found = claims(session, stream, *args)
+        transmitter.delete_stream(RS_CLIENT_ID, stream_id)
+        return found
+    monkeypatch.setattr(transmitter, "_pending_claims", then_deleted)
+    response = poll(bridge, stream_id)
+    assert response.status_code == 404
+    assert response.json["error"] == "not_found"
+    assert stream_row(bridge, stream_id) is None
+
+
+# --- the coalescer itself ---
+
+def test_one_failing_piece_is_undone_alone(bridge):
+    db = bridge.services.db
+    coalescer = WriteCoalescer(db)
+    stream_ids = [new_stream(bridge) for _ in range(2)]
+    results, errors = {}, {}
+
+    def describe(stream_id, text):
+        def work(session):
+            session.get(SsfStream, stream_id).description = text
+            if text == "broken":
+                raise ValueError("this piece fails")
+            return text
+        return work
+
+    def call(name, work):
+        try:
+            results[name] = coalescer.run(work)
+        except ValueError as exc:
+            errors[name] = exc
+    with Held(coalescer):
+        threads = [threading.Thread(target=call, args=(n, describe(s, n)), daemon=True)
+                   for n, s in zip(("kept", "broken"), stream_ids)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: queued(coalescer) == 2)
+    for thread in threads:
+        thread.join(30)
+    assert results == {"kept": "kept"} and list(errors) == ["broken"]
+    assert coalescer.transactions == 2
+    assert stream_row(bridge, stream_ids[0]).description == "kept"
+    assert stream_row(bridge, stream_ids[1]).description is None
+
+
+def test_a_failed_transaction_reaches_every_caller_of_its_batch(bridge, monkeypatch):
+    db = bridge.services.db
+    coalescer = WriteCoalescer(db)
+    stream_id = new_stream(bridge)
+    outcomes = []
+
+    def work(session):
+        session.get(SsfStream, stream_id).description = "never"
+        raise OperationalError("UPDATE", {}, Exception("database is locked"))
+
+    def call():
+        try:
+            coalescer.run(work)
+            outcomes.append("committed")
+        except StorageUnavailable:
+            outcomes.append("unavailable")
+    with Held(coalescer):
+        threads = [threading.Thread(target=call, daemon=True) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: queued(coalescer) == 3)
+    for thread in threads:
+        thread.join(30)
+    assert outcomes == ["unavailable"] * 3
+    assert stream_row(bridge, stream_id).description is None
+    # The coalescer goes on: the next caller writes.
+    assert coalescer.run(lambda session: 7) == 7
+
+
+@pytest.mark.db_independent
+def test_a_caller_alone_writes_at_once(bridge):
+    coalescer = WriteCoalescer(bridge.services.db)
+    assert [coalescer.run(lambda session, i=i: i) for i in range(3)] == [0, 1, 2]
+    assert coalescer.transactions == 3 and coalescer.pieces == 3
+
+
+# --- how often a waiting long poll checks on its own ---
+
+@pytest.mark.db_independent
+def test_waiters_check_rarely_while_another_process_would_wake_them(bridge):
+    from idp_bridge.events import DatabaseWakeups, RevocationNotifier
+
+    notifier = RevocationNotifier(poll_interval=0.05, assisted_interval=1.0)
+    assert notifier.interval() == 0.05  # nothing else would wake them: check often
+    watcher = DatabaseWakeups(bridge.services.db, notifier)
+    assert notifier.watchers == [watcher] and notifier.interval() == 0.05
+    watcher.watching = True  # the database is watched (data_version / LISTEN)
+    assert notifier.interval() == 1.0
+    watcher.watching = False  # the watcher failed and backs off: the waiters' checks again
+    assert notifier.interval() == 0.05
+
+
+def test_a_poll_waiting_with_the_database_watched_is_woken_by_a_revocation(bridge):
+    """The long wait between a waiter's own checks changes nothing for revocations: the
+    commit wakes it (here in-process; other processes through DatabaseWakeups)."""
+    bridge.join("bob")
+    stream_id = new_stream(bridge)
+    notifier = bridge.services.notifier
+    notifier.assisted_interval = 3600.0
+
+    class Watching:
+        watching = True
+    notifier.watchers.append(Watching())
+    answer = {}
+
+    def long_poll():
+        answer.update(bridge.app.test_client().post(
+            f"/ssf/poll/{stream_id}", json={"returnImmediately": False},
+            auth=(RS_CLIENT_ID, bridge.rs_secret)).json)
+    thread = threading.Thread(target=long_poll, daemon=True)
+    thread.start()
+    wait_until(lambda: stream_row(bridge, stream_id).last_seen_at >
+               stream_row(bridge, stream_id).created_at, what="the poll waiting")
+    revocation_id = remove(bridge)
+    thread.join(30)
+    assert [j.split(".")[0] for j in answer["sets"]] == [f"r{revocation_id}"]
