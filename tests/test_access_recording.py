@@ -628,6 +628,31 @@ def test_a_record_id_counter_that_runs_out_draws_new_random_bits():
     assert ids[256].endswith("-000000000000")
 
 
+# --- the request thread's enqueue ---
+
+def test_the_queue_holds_one_copy_of_each_claim_value_not_every_tokens_own(tmp_path):
+    """record() interns the four claim strings: two tokens' equal values are one object in
+    the queue (the tokens' own copies die with their requests); a missing sid stays None and
+    a claim that is not a string is enqueued as it is (the writer counts it as invalid)."""
+    recorder = AccessRecorder("http://127.0.0.1:9/access-records", CLIENT_ID, CLIENT_SECRET,
+                              tmp_path / "spool", max_spool_bytes=1 << 20)  # not started
+
+    def claims(sid="s-1"):  # new string objects each time, as a token's JSON gives
+        return {"tenant": "".join(["100", "42"]), "grant_id": "".join(["g-", "1"]),
+                "sid": None if sid is None else "".join(["s-", sid[2:]]),
+                "sub": "".join(["bob-", "7"])}
+
+    first, second = claims(), claims()
+    assert first["tenant"] is not second["tenant"]
+    for each in (first, second, claims(sid=None), {**claims(), "sub": ["bob"]}):
+        assert recorder.record(each, "ebics", "read", "GET", "/r", 200)
+    queued = list(recorder._queue)
+    assert all(queued[0][i] is queued[1][i] for i in (1, 2, 3, 4))
+    assert queued[0][1:5] == ("10042", "g-1", "s-1", "bob-7")
+    assert queued[2][3] is None and queued[2][1] is queued[0][1]
+    assert queued[3][4] == ["bob"] and queued[3][1] == "10042"
+
+
 # --- what the writer refuses to spool ---
 
 def test_invalid_records_are_counted_and_the_rest_of_their_batch_is_spooled(fake, guard,

@@ -10,7 +10,9 @@ thread of the resource server never waits for a disk or the network:
 1. :meth:`AccessRecorder.record` (the request thread) appends a tuple of values it already
    has (the time, four claims, area, action, method, route, status) to an in-memory
    ``collections.deque``: no lock, no formatting, no id, and no wake-up per request (the
-   writer is woken only when it had gone idle).
+   writer is woken only when it had gone idle). The four claim strings are interned
+   (``sys.intern``): the queue holds the one copy of each value, not those of every token,
+   which die with their request.
 2. The writer thread takes what collected for ``writer_linger`` seconds at once, gives each
    record its id (the idempotency key at the bridge, see below), formats the time and the
    JSON lines (the fields that repeat, those of one token and route, are encoded once and
@@ -75,6 +77,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -110,6 +113,7 @@ _FIRST_ID = re.compile(rb'\{"id": "([A-Za-z0-9._~:@+=-]{1,64})"')
 _NEXT_IDS = re.compile(rb'\n\{"id": "([A-Za-z0-9._~:@+=-]{1,64})"')
 _ID = re.compile(r"[A-Za-z0-9._~:@+=-]{1,64}")  # the ids the bridge takes
 _encode = json.JSONEncoder().encode  # json.dumps' C encoder without its per-call set-up
+_intern = sys.intern
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
@@ -244,8 +248,17 @@ class AccessRecorder:
             self.stats["dropped_queue"] += 1
             return False
         get = claims.get
-        queue.append((time.time(), get("tenant"), get("grant_id"), get("sid"), get("sub"),
-                      area, action, method, route, status))
+        sid = get("sid")
+        try:
+            # The canonical copies of the claim strings (the token's own die with the
+            # request): a queued record keeps a tuple alive, not four new strings, and the
+            # writer hashes and compares the same objects each time (_fragments).
+            queue.append((time.time(), _intern(get("tenant")), _intern(get("grant_id")),
+                          sid if sid is None else _intern(sid), _intern(get("sub")),
+                          area, action, method, route, status))
+        except TypeError:  # a claim that is not a str: the writer counts it as invalid
+            queue.append((time.time(), get("tenant"), get("grant_id"), sid, get("sub"),
+                          area, action, method, route, status))
         if self._writer_idle:  # only the first record after a quiet spell wakes the writer
             self._writer_wake.set()
         return True
