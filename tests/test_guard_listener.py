@@ -68,8 +68,10 @@ class FakeTransmitter(FakeIssuer):
         self.active: dict[str, bool] = {}
         self.introspection_down = False
         self.introspections: list[tuple[str, str]] = []
+        self.ssf_jwks_path = "/jwks"  # the feed's keys: the issuer's, or at /ssf/jwks
         self.cond = threading.Condition()
         app = self.app
+        app.add_url_rule("/ssf/jwks", endpoint="ssf_jwks", view_func=self._ssf_jwks)
         app.add_url_rule("/.well-known/ssf-configuration", view_func=self._ssf_configuration)
         app.add_url_rule("/ssf/stream", view_func=self._stream,
                          methods=["GET", "POST", "PATCH"])
@@ -89,11 +91,16 @@ class FakeTransmitter(FakeIssuer):
         if self.down:
             return jsonify({"error": "unavailable"}), 503
         return jsonify({
-            "spec_version": "1_0", "issuer": self.issuer, "jwks_uri": f"{self.issuer}/jwks",
+            "spec_version": "1_0", "issuer": self.issuer,
+            "jwks_uri": f"{self.issuer}{self.ssf_jwks_path}",
             "delivery_methods_supported": [self.POLL, "urn:ietf:rfc:8935"],
             "configuration_endpoint": f"{self.issuer}/ssf/stream",
             "authorization_schemes": [{"spec_urn": "urn:ietf:rfc:7617"}],
             "default_subjects": "ALL"})
+
+    def _ssf_jwks(self):
+        self.hits["ssf_jwks"] += 1
+        return self._jwks()
 
     def _authenticated(self):
         auth = request.authorization
@@ -530,3 +537,19 @@ def test_a_stream_the_transmitter_paused_is_not_a_current_feed(feed, guards):
     update("u-2", STREAM_UPDATED, {"status": "enabled"})
     wait_until(lambda: not listener.stream_stopped, what="the re-enabling")
     wait_until(lambda: guard._feed_ok_at != healthy_at, what="health again")
+
+
+def test_the_feeds_own_keys_are_fetched_before_the_first_revocation(feed, guards):
+    """A feed publishing its keys apart from the issuer's (the bridge: /ssf/jwks): they are
+    fetched when the listener sets up, so the first revocation is verified without a round
+    trip for them."""
+    feed.ssf_jwks_path = "/ssf/jwks"
+    guard = guards()
+    token = feed.mint()
+    guard.start_revocation_listener(CLIENT_ID, SECRET)
+    wait_until(lambda: guard.feed_healthy, what="first poll")
+    assert feed.hits["ssf_jwks"] == 1
+    set_token, jti = feed.revocation_set("grant_id", claim(token, "grant_id"))
+    feed.publish(set_token, jti)
+    wait_until(rejects(guard, token, "revoked"), what="the revocation")
+    assert feed.hits["ssf_jwks"] == 1

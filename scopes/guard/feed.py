@@ -151,6 +151,12 @@ class RevocationListener:
             raise _FeedError(f"{url} has no configuration_endpoint")
         keys = discovery.key_set(config.get("jwks_uri") or None)
         self._verifier = JWSVerifier(keys, self.algorithms, SET_TYPES, max_length=65536)
+        try:
+            # Fetched now, not when the first revocation arrives: that one is verified at
+            # once instead of after a round trip for the keys.
+            keys.refresh()
+        except KeysUnavailable as exc:  # the first SET fetches them (and reports failure)
+            log.warning("revocation feed: keys not fetched yet: %s", exc)
 
         body = {"delivery": {"method": POLL_DELIVERY}}
         offered = config.get("set_signing_alg_values_supported")
