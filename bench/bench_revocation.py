@@ -24,11 +24,34 @@ from bench.served_bridge import ServedBridge
 RECEIVER = Path(__file__).with_name("revocation_receiver.py")
 
 
+def cpu_seconds(pids) -> float:
+    """User + system CPU time of the processes so far (Linux /proc), in seconds."""
+    import os
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def workers_of(process) -> list[int]:
+    path = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--receivers", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="rounds run first and reported apart, not in the percentiles "
+                             "(the first revocation after a start warms every process up)")
     parser.add_argument("--redis", action="store_true",
                         help="Redis wake-ups between workers (started for the run)")
     args = parser.parse_args(argv)
@@ -55,7 +78,15 @@ def main(argv=None) -> dict:
         try:
             ready = [r.stdout.readline().strip() for r in receivers]
             assert ready == ["READY"] * args.receivers, ready
-            for _ in range(args.rounds):
+            workers = workers_of(bridge.process)
+            warmup_detail = []
+            for number in range(args.warmup + args.rounds):
+                if number == args.warmup:  # the measured rounds start: count from here
+                    warmup_detail = rounds_detail
+                    latencies, applied_ms, after_delete_ms, delete_ms = [], [], [], []
+                    rounds_detail, failures = [], 0
+                    server_cpu = cpu_seconds(workers)
+                    receivers_cpu = cpu_seconds([r.pid for r in receivers])
                 token = bridge.join("bob")["access_token"]
                 for r in receivers:
                     r.stdin.write(f"TOKEN {token}\n")
@@ -76,6 +107,12 @@ def main(argv=None) -> dict:
                         failures += 1
                 rounds_detail.append({"delete_ms": round((answered - started) * 1000, 1),
                                       "rejected_ms": sorted(this_round)})
+            # CPU time of the bridge's workers per round (each round: a join, the DELETE,
+            # the ten polls it wakes, their acknowledgements): a figure the machine's load
+            # changes less than the latencies.
+            server_cpu_ms = (cpu_seconds(workers) - server_cpu) * 1000 / args.rounds
+            receivers_cpu_ms = (cpu_seconds([r.pid for r in receivers]) - receivers_cpu) \
+                * 1000 / args.rounds
         finally:
             for r in receivers:
                 try:
@@ -96,13 +133,16 @@ def main(argv=None) -> dict:
                             + (", Redis wake-ups" if args.redis else
                                ", wake-ups from the database (data_version), no broker"),
                   "receivers": f"{args.receivers} processes running scopes.guard, RFC 8936 long poll",
-                  "rounds": args.rounds},
+                  "rounds": args.rounds,
+                  "warmup_rounds": args.warmup},
         "samples": len(ms),
         "not_revoked": failures,
         "p50_ms": round(percentile(ms, 50), 1),
         "p99_ms": round(percentile(ms, 99), 1),
         "max_ms": round(max(ms), 1) if ms else None,
         "delete_request_p50_ms": round(percentile(delete_ms, 50), 1),
+        "bridge_cpu_ms_per_round": round(server_cpu_ms, 1),
+        "receivers_cpu_ms_per_round": round(receivers_cpu_ms, 1),
         "phases": {
             "delete_request_ms": {"p50": round(percentile(delete_ms, 50), 1),
                                   "p99": round(percentile(delete_ms, 99), 1)},
@@ -112,6 +152,7 @@ def main(argv=None) -> dict:
             "feed_applied_since_delete_sent_ms": {"p50": round(percentile(applied_ms, 50), 1),
                                                   "p99": round(percentile(applied_ms, 99), 1)},
             "rounds": rounds_detail,
+            "warmup_rounds": warmup_detail,
         },
         "reference": {"offline_jwt_validation_bound_ms": 300_000,
                       "note": "without a feed, a resource server validating JWTs locally accepts "

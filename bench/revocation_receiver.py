@@ -2,14 +2,19 @@
 
 Usage: ``python bench/revocation_receiver.py ISSUER AUDIENCE CLIENT_ID CLIENT_SECRET``.
 Prints ``READY`` once its revocation feed is healthy. Then, per input line ``TOKEN <jwt>``:
-validates it (``OK``, or ``BAD <error>``), then keeps validating every millisecond until the
-token is rejected as revoked and prints ``REVOKED <unix time> <unix time the feed applied it>``, or ``TIMEOUT`` after 30 s.
+validates it (``OK``, or ``BAD <error>``), then validates it again at once whenever the feed
+has applied a revocation, and every 10 ms besides, until the token is rejected and prints
+``REVOKED <unix time> <unix time the feed applied it>``, or ``TIMEOUT`` after 30 s. (It once
+validated every millisecond: ten such loops took as much CPU as the bridge on a 2-core machine,
+right while the bridge was answering; a rejection the feed causes is seen just as soon this way,
+one from elsewhere within 10 ms.)
 ``QUIT`` stops the listener and exits. Bounded in time: nothing runs longer than 30 s.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,11 +28,15 @@ def main(issuer: str, audience: str, client_id: str, secret: str) -> None:
     # Instrumentation for the benchmark: when the feed first applied a revocation (the
     # listener's thread), so the bench can split feed delivery from the validation loop.
     applied = []
+    changed = threading.Event()
     revoke = guard.revocations.revoke
 
     def timed_revoke(*args, **kwargs):
         applied.append(time.time())
-        return revoke(*args, **kwargs)
+        try:
+            return revoke(*args, **kwargs)
+        finally:
+            changed.set()  # after the revocation set holds it
 
     guard.revocations.revoke = timed_revoke
     guard.start_revocation_listener(client_id, secret)
@@ -49,6 +58,7 @@ def main(issuer: str, audience: str, client_id: str, secret: str) -> None:
                 continue
             print("OK", flush=True)
             applied.clear()
+            changed.clear()
             until = time.monotonic() + 30
             while time.monotonic() < until:
                 try:
@@ -58,7 +68,8 @@ def main(issuer: str, audience: str, client_id: str, secret: str) -> None:
                     first = applied[0] if applied else now
                     print(f"REVOKED {now:.6f} {first:.6f} {exc.description}", flush=True)
                     break
-                time.sleep(0.001)
+                if changed.wait(0.01):
+                    changed.clear()
             else:
                 print("TIMEOUT", flush=True)
     finally:
