@@ -86,6 +86,10 @@ class CheckResult:
     failures: int = 0
 
 
+#: ``session.info`` key: the code states this transaction locked, by tenant.
+_LOCKED = "idp_bridge.locked_code_states"
+
+
 class AccessCodes:
     """Derivation, checking and rotation of the tenants' access codes."""
 
@@ -107,16 +111,24 @@ class AccessCodes:
             expires_at=issued_at + self.ttl,
         )
 
-    def _state(self, session, tenant_id: str, now: datetime, *, for_update=False):
-        query = select(AccessCodeState).where(AccessCodeState.tenant_id == tenant_id)
-        if for_update:
-            query = query.with_for_update()
-        state = session.scalars(query).first()
+    def _state(self, session, tenant_id: str, now: datetime, *, for_update=False,
+               locked=False):
+        # ``locked``: this transaction holds the row's lock already (lock_current), so the
+        # object it loaded then is current; no second round trip.
+        held = session.info.setdefault(_LOCKED, {})
+        state = held.get(tenant_id) if locked else None
+        if state is None:
+            query = select(AccessCodeState).where(AccessCodeState.tenant_id == tenant_id)
+            if for_update or locked:
+                query = query.with_for_update()
+            state = session.scalars(query).first()
         if state is None:
             state = AccessCodeState(tenant_id=tenant_id, counter=0, issued_at=now,
                                     failures=0, failures_counter=0)
             session.add(state)
             session.flush()
+        if for_update or locked:
+            held[tenant_id] = state  # (the session's identity map holds it only weakly)
         return state
 
     def current(self, session, tenant_id: str, now: datetime) -> CurrentCode:
@@ -128,13 +140,15 @@ class AccessCodes:
         (the guess limit is checked against this code before :meth:`check`)."""
         return self._current(self._state(session, tenant_id, now, for_update=True), now)
 
-    def check(self, session, tenant_id: str, candidate: str, now: datetime) -> CheckResult:
+    def check(self, session, tenant_id: str, candidate: str, now: datetime, *,
+              locked: bool = False) -> CheckResult:
         """Compare in constant time; rotate on success. A wrong guess only counts.
 
         Runs inside the caller's transaction; the state row is locked so that two
-        concurrent redemptions of one code cannot both succeed.
+        concurrent redemptions of one code cannot both succeed (``locked``: the caller's
+        :meth:`lock_current` in this transaction took that lock already).
         """
-        state = self._state(session, tenant_id, now, for_update=True)
+        state = self._state(session, tenant_id, now, for_update=True, locked=locked)
         current = self._current(state, now)
         ok = hmac.compare_digest(candidate.encode(), current.code.encode())
         if ok:

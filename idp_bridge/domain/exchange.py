@@ -70,27 +70,21 @@ class GuessLimiter:
 
     def lock(self, session, advisor: str, now: datetime) -> None:
         """Take (creating it if needed) the advisor's row lock for this transaction."""
+        # One upsert: it creates the row or updates it, and either way holds its lock (on
+        # PostgreSQL the conflict path locks the existing row) until the transaction ends.
         connection = session.connection()
-        params = {"subject": advisor, "now": now}
-        if connection.execute(_TOUCH_GUESSER, params).rowcount == 1:
-            return
-        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        connection.execute(dialect.insert(CodeGuesser.__table__)
-                           .values(advisor_subject=advisor, last_guess_at=now)
-                           .on_conflict_do_nothing(index_elements=["advisor_subject"]))
-        connection.execute(_TOUCH_GUESSER, params)  # locks a row inserted concurrently too
+        upsert = _UPSERT_GUESSER[connection.dialect.name == "postgresql"]
+        connection.execute(upsert, {"advisor_subject": advisor, "last_guess_at": now})
 
     def refusal(self, session, advisor: str, tenant_id: str, counter: int,
                 now: datetime) -> str | None:
         """Why this advisor may not guess this tenant's code ``counter`` now, else None.
         Call :meth:`lock` first."""
-        connection = session.connection()
-        for_code = connection.execute(_COUNT_FOR_CODE, {
-            "subject": advisor, "tenant_id": tenant_id, "counter": counter}).scalar_one()
+        for_code, recent = session.connection().execute(_COUNT_GUESSES, {
+            "subject": advisor, "tenant_id": tenant_id, "counter": counter,
+            "since": now - self.window}).one()
         if for_code >= self.per_code:
             return "code"
-        recent = connection.execute(_COUNT_SINCE, {
-            "subject": advisor, "since": now - self.window}).scalar_one()
         if recent >= self.window_count:
             return "advisor"
         return None
@@ -108,15 +102,23 @@ class GuessLimiter:
         return gone
 
 
-_TOUCH_GUESSER = (update(CodeGuesser.__table__)
-                  .where(CodeGuesser.advisor_subject == bindparam("subject"))
-                  .values(last_guess_at=bindparam("now")))
-_COUNT_FOR_CODE = select(func.count()).select_from(CodeGuess).where(
-    CodeGuess.advisor_subject == bindparam("subject"),
-    CodeGuess.tenant_id == bindparam("tenant_id"),
-    CodeGuess.code_counter == bindparam("counter"))
-_COUNT_SINCE = select(func.count()).select_from(CodeGuess).where(
-    CodeGuess.advisor_subject == bindparam("subject"), CodeGuess.at > bindparam("since"))
+def _upsert_guesser(dialect):
+    statement = dialect.insert(CodeGuesser.__table__)
+    return statement.on_conflict_do_update(
+        index_elements=["advisor_subject"],
+        set_={"last_guess_at": statement.excluded.last_guess_at})
+
+
+#: By "is the dialect PostgreSQL".
+_UPSERT_GUESSER = (_upsert_guesser(sqlite), _upsert_guesser(postgresql))
+#: Both limits' counts in one statement: the advisor's wrong guesses for this code of this
+#: tenant, and within the sliding window (an advisor's rows are few: the sweep keeps only
+#: what a limit still counts).
+_COUNT_GUESSES = select(
+    func.count().filter(and_(CodeGuess.tenant_id == bindparam("tenant_id"),
+                             CodeGuess.code_counter == bindparam("counter"))),
+    func.count().filter(CodeGuess.at > bindparam("since")),
+).select_from(CodeGuess).where(CodeGuess.advisor_subject == bindparam("subject"))
 _INSERT_GUESS = insert(CodeGuess.__table__)
 
 
@@ -302,7 +304,7 @@ class AdvisorExchange:
                          actor=identity.subject, actor_role="advisor", client_id=client_id,
                          advisor_name=identity.username, limit=refused)
             return AccessCodeRejected(self._refusal_text(refused), code="code_rate_limited")
-        result = self.codes.check(session, tenant.id, candidate, now)
+        result = self.codes.check(session, tenant.id, candidate, now, locked=True)
         CODE_GUESSES.labels("ok" if result.ok else "wrong").inc()
         if not result.ok:
             self.guesses.record(session, identity.subject, tenant.id, current.counter, now)
