@@ -4,7 +4,7 @@ One run measures, on the same machine: raw ES256 sign/verify rates of ``cryptogr
 (the reference), then token exchanges/s and refreshes/s with p50/p99 latency from wrk (a
 load generator in a separate process), and the RSS of each bridge worker. Writes
 ``bench/results/token_exchange.json``. Bounded: each phase runs a fixed number of seconds.
-Usage: ``python -m bench.bench_token_exchange [--seconds 10] [--workers 2]``.
+Usage: ``python -m bench.bench_token_exchange [--seconds 10] [--workers 2]`` (2: serve's default).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def measure(bridge: ServedBridge, seconds: float, connections: int) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--workers", type=int, default=1)   # SQLite: one writer process
+    parser.add_argument("--workers", type=int, default=2)   # what `idp-bridge serve` starts
     parser.add_argument("--connections", type=int, default=4)
     args = parser.parse_args(argv)
     require_wrk()
@@ -56,7 +56,8 @@ def main(argv=None) -> dict:
     with ServedBridge(workers=args.workers) as bridge:
         figures = measure(bridge, args.seconds, args.connections)
     result = {
-        "setup": {"server": f"gunicorn, {args.workers} gthread workers, SQLite WAL",
+        "setup": {"server": f"gunicorn, {args.workers} gthread workers, SQLite WAL, group "
+                            "commit (each answer flushed), writers on one flock",
                   "load": f"wrk, 2 threads, {args.connections} connections on loopback, "
                           f"{args.seconds} s per phase"},
         "reference": reference,
