@@ -470,10 +470,15 @@ class AccessRecorder:
                   batch: bytes) -> None:
         """Keep what was just written for the shipper (the lock is held): it posts it from
         memory, without reading and splitting the lines again, when it gets there while it
-        is still here (``MEMO_BYTES`` at most, the oldest forgotten first)."""
+        is still here (``MEMO_BYTES`` at most, the oldest forgotten first). Kept as the
+        records of a POST's body are separated (each newline made ``", "`` here, in one
+        pass over bytes just made): the shipper's body is then one slice of it, and the
+        shipper does not copy and rewrite hundreds of KiB it has to fetch from another
+        core's cache again."""
         ends = list(itertools.accumulate(map(len, lines)))  # after each line, from ``start``
-        self._memo.append((segment, start, ends, ids, batch))
-        self._memo_bytes += len(batch)
+        wire = batch.replace(b"\n", b", ")  # line i ends at ends[i] + i + 1 here
+        self._memo.append((segment, start, ends, ids, wire))
+        self._memo_bytes += len(wire)
         while self._memo_bytes > MEMO_BYTES and self._memo:
             self._memo_bytes -= len(self._memo.popleft()[4])
 
@@ -484,7 +489,7 @@ class AccessRecorder:
         the records are None: the shipper looks whether a batch is full before it joins
         one (hundreds of KiB)."""
         ids: list[str] = []
-        pieces: list[bytes] = []
+        pieces: list[memoryview] = []
         position, size = start, 0
         limit, ship_bytes = self._take()
         for entry_segment, entry_start, ends, entry_ids, data in self._memo:
@@ -501,7 +506,9 @@ class AccessRecorder:
             if last <= first:
                 break
             ids += entry_ids[first:last]
-            pieces.append(data[offset:ends[last - 1]])
+            # In ``data`` every line before line i adds a byte (its newline is ", "); the
+            # last line's ", " is left out.
+            pieces.append(memoryview(data)[offset + first:ends[last - 1] + last - 2])
             size += ends[last - 1] - offset
             position = entry_start + ends[last - 1]
             if len(ids) >= limit or last < len(ends):
@@ -510,8 +517,7 @@ class AccessRecorder:
             return None
         if not build:
             return ids, None, position
-        records = b"".join(pieces) if len(pieces) > 1 else pieces[0]
-        return ids, records[:-1].replace(b"\n", b", "), position
+        return ids, b", ".join(pieces) if len(pieces) > 1 else pieces[0], position
 
     def _forget_shipped(self) -> None:
         """Drop what the writer remembered of records shipped or dropped since (the lock is
@@ -791,7 +797,8 @@ class AccessRecorder:
             os.close(reading[1])
 
     def _post(self, ids: list[str], records: bytes) -> int:
-        body = b'{"records": [' + records + b"]}"
+        # One join: a single new buffer of hundreds of KiB (each is fresh memory to fault in).
+        body = b"".join((b'{"records": [', records, b"]}"))
         response = self._http.post(self.endpoint, data=body, auth=self._auth,
                                    timeout=self.http_timeout, headers=_HEADERS)
         if response.status_code in (400, 413) and len(ids) > MIN_BATCH:
