@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from ..storage.models import Membership, Tenant
 from . import audit
@@ -21,6 +21,31 @@ from .revocation import END_REASONS, Revocations
 from .text import check_text
 
 KINDS = ("temporary", "permanent", "guest")
+
+
+#: A name per advisor: the newest of their memberships in the tenant that has one, one
+#: statement (compiled once) per subject, each read through
+#: ``ix_memberships_tenant_subject_created`` (migration 0021): the cost follows the subjects
+#: asked for, not how many memberships the tenant has kept (the access log read all of them).
+_NEWEST_NAME = (select(Membership.advisor_name)
+                .where(Membership.tenant_id == bindparam("tenant_id"),
+                       Membership.advisor_subject == bindparam("subject"),
+                       Membership.advisor_name.is_not(None))
+                .order_by(Membership.created_at.desc()).limit(1))
+_NEWEST_NAME_NOT_PERMANENT = _NEWEST_NAME.where(Membership.kind != "permanent")
+
+
+def advisor_names(session, tenant_id: str, subjects, *, permanent: bool = True) -> dict[str, str]:
+    """What the tenant's memberships call each of ``subjects`` (the name the advisor's own
+    sign-in gave when they joined), newest membership first; subjects without one are
+    absent. ``permanent=False``: permanent memberships' names are not used."""
+    statement = _NEWEST_NAME if permanent else _NEWEST_NAME_NOT_PERMANENT
+    names = {}
+    for subject in sorted(set(subjects)):
+        name = session.scalar(statement, {"tenant_id": tenant_id, "subject": subject})
+        if name is not None:
+            names[subject] = name
+    return names
 
 
 class Memberships:

@@ -17,7 +17,7 @@ from sqlalchemy import String, cast, or_, select
 from ..domain import audit
 from ..domain.access_codes import CurrentCode
 from ..domain.errors import InvalidInput, NotFound
-from ..domain.memberships import plausible_id
+from ..domain.memberships import advisor_names, plausible_id
 from ..notifications import MAX_RECIPIENTS, parse_addresses
 from ..storage.db import utcnow
 from ..storage.models import AccessCodeState, AuditEvent, Membership, Tenant
@@ -295,10 +295,6 @@ class TenantAdmin:
                                    self.max_age_limit)
             events = [AuditEntry.of(r) for r in session.scalars(
                 self._log_statement(session, tenant_id, query))]
-            names = dict(session.execute(
-                select(Membership.advisor_subject, Membership.advisor_name)
-                .where(Membership.tenant_id == tenant_id, Membership.kind != "permanent",
-                       Membership.advisor_name.is_not(None))).all())
             mentioned = set()
             for e in events:
                 mentioned.update(v for v in (e.actor, e.detail.get("advisor"),
@@ -307,6 +303,9 @@ class TenantAdmin:
                                              e.detail.get("second_approver"),
                                              *(e.detail.get("approved_by") or ()))
                                  if isinstance(v, str))
+            # Only the people the events name (the tenant may have kept thousands of
+            # memberships: reading every one's name grew the page with the tenant's history).
+            names = advisor_names(session, tenant_id, mentioned, permanent=False)
             names.update(self.people.labels(session, mentioned))
         return tenant, events, names
 

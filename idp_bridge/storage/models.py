@@ -168,6 +168,9 @@ class Membership(Base):
         Index("uq_memberships_active_tenant_subject", "tenant_id", "advisor_subject",
               unique=True, sqlite_where=text("ended_at IS NULL"),
               postgresql_where=text("ended_at IS NULL")),
+        # An advisor's newest membership in the tenant (the name the access log shows).
+        Index("ix_memberships_tenant_subject_created", "tenant_id", "advisor_subject",
+              "created_at"),
     )
 
 
@@ -574,6 +577,9 @@ class AccessRecord(Base):
         # 10 million records the summary read rows scattered over the whole table before.
         Index("ix_access_records_tenant_at_cover", "tenant_id", "at", "membership_id",
               "subject", "area", "action", "status"),
+        # A group's drill-down (an advisor's access, an area and an action), newest first.
+        Index("ix_access_records_tenant_membership_group", "tenant_id", "membership_id",
+              "area", "action", "at"),
         # The retention sweep deletes by time across tenants.
         Index("ix_access_records_at", "at"),
     )
