@@ -5,14 +5,17 @@ For each size a fresh bridge (``idp-bridge serve`` under gunicorn on loopback, S
 processes ``serve`` starts by default) gets its rows spread over 1,000 tenants (tenant 10042,
 anna's, among them), generated inside the database: ended memberships (20 %), their revoked
 token families (20 %), rotated refresh tokens (20 %), audit events in each tenant's hash
-chain (30 %) and feed events, i.e. revocations of the past 400 days (10 %). Then, on the
-same bridge:
+chain (30 %) and feed events, i.e. revocations of the past 400 days (10 %); and as many
+access records again (issue 14: "10 million stored records across 1,000 tenants"), each of a
+seeded membership, over five areas and the last 400 days. Then, on the same bridge:
 
 - **exchange** by an existing member and **refresh**: p50/p99 from wrk (a separate process),
 - the tenant admin's **membership list** (``GET /api/tenants/10042/memberships``), **audit
   events** (``GET /api/tenants/10042/audit-events``), and the **pages** ``/tenants/10042/users``
-  and ``/tenants/10042/log`` (signed in through the development provider): p50/p99 of
-  sequential requests over HTTP,
+  and ``/tenants/10042/log`` (signed in through the development provider), the access
+  log's API (``/api/tenants/10042/access`` and ``.../access/requests``) and a group's
+  drill-down page (``/tenants/10042/log/requests?membership=…&area=…&action=…``): p50/p99
+  of sequential requests over HTTP,
 - a **feed catch-up**: a resource server's guard starts its revocation listener (creates its
   stream and reads what is still relevant) until its feed is healthy,
 - the **maintenance sweep** (``Maintenance.run_once`` in this process, on the same database):
@@ -56,6 +59,10 @@ SHARES = {"memberships": 0.2, "token_families": 0.2, "refresh_tokens": 0.2,
 #: largest (the issue's target).
 TARGET_RATIO = 1.2
 CHUNK = 1_000_000
+#: A seeded membership of anna's tenant (membership 0) at every size.
+ANNA_MEMBERSHIP = "01000000-0000-4000-8000-000000000000"
+#: The catalog's areas (access records are spread over them).
+AREA_KEYS = ("bank-accounts", "ebics", "payments", "account-transactions", "users")
 
 
 def _tenant_sql(i: str) -> str:
@@ -153,6 +160,25 @@ def seed(url: str, rows: int) -> dict:
             f" 'seed-advisor-' || (i % 5000), 'removed_by_tenant',"
             f" {at(f':now - 400 * {day} + i * (399 * {day}) / ' + str(counts['revocations']))}"
             " FROM n", counts["revocations"], connection)
+        # Access records (issue 14: as many again as the other rows), each of a seeded
+        # membership and its family, in the last 400 days, areas and statuses varied.
+        records = rows
+        areas = "json_array(" + ", ".join(f"'{a}'" for a in AREA_KEYS) + ")"
+        numbered(
+            "INSERT INTO access_records (client_id, record_id, tenant_id, membership_id,"
+            " grant_id, sid, subject, area, action, method, route, status, at, received_at)"
+            f" SELECT 'example-resource-server', printf('seed-%012x', i),"
+            f" {_tenant_sql(f'i % {m}')}, {_uuid_sql(1, f'i % {m}')},"
+            f" {_uuid_sql(2, f'i % {m}')}, {_uuid_sql(3, f'i % {m}')},"
+            f" 'seed-advisor-' || ((i % {m}) % 5000),"
+            f" json_extract({areas}, '$[' || ((i / {m}) % {len(AREA_KEYS)}) || ']'),"
+            " CASE WHEN i % 10 = 0 THEN 'write' ELSE 'read' END,"
+            " CASE WHEN i % 10 = 0 THEN 'POST' ELSE 'GET' END, '/tenants/<tenant>/ebics',"
+            " CASE WHEN i % 50 = 0 THEN 403 ELSE 200 END,"
+            f" {at(f':now - 400 * {day} + i * (399 * {day}) / ' + str(records))},"
+            f" {at(f':now - 400 * {day} + i * (399 * {day}) / ' + str(records))} FROM n",
+            records, connection)
+        counts["access_records"] = records
     with db.engine.connect() as connection:
         connection.execute(text("ANALYZE"))
         connection.commit()
@@ -218,6 +244,12 @@ def measure_reads(bridge: ServedBridge, queries: int) -> dict:
         "api_audit_events": (f"/api/tenants/{ANNA_TENANT}/audit-events", bearer),
         "page_users": (f"/tenants/{ANNA_TENANT}/users", {}),
         "page_log": (f"/tenants/{ANNA_TENANT}/log", {}),
+        # Issue 14: the access log's API (groups, single requests) and a group's drill-down
+        # (one of the tenant's seeded memberships in one area).
+        "api_access": (f"/api/tenants/{ANNA_TENANT}/access", bearer),
+        "api_access_requests": (f"/api/tenants/{ANNA_TENANT}/access/requests", bearer),
+        "page_log_drill_down": (f"/tenants/{ANNA_TENANT}/log/requests?membership="
+                                f"{ANNA_MEMBERSHIP}&area={AREA_KEYS[0]}&action=write", {}),
     }
     out = {}
     for name, (path, headers) in paths.items():
