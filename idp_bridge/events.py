@@ -54,19 +54,32 @@ class RevocationNotifier:
             self._generation += 1
             self._condition.notify_all()
 
-    def wait(self, check, timeout: float, stop: threading.Event | None = None) -> bool:
+    def generation(self) -> int:
+        """A mark to pass as ``since`` to :meth:`wait` (take it before reading)."""
+        with self._condition:
+            return self._generation
+
+    def wait(self, check, timeout: float, stop: threading.Event | None = None,
+             since: int | None = None) -> bool:
         """Wait until ``check()`` is true (re-checked on every notification and every
         :meth:`interval`), or ``timeout`` passes; returns the last ``check()`` result.
+        ``since``: a :meth:`generation` taken before the caller read what ``check`` reads;
+        while nothing was notified since, the first check is skipped (the caller has just
+        made it), and the first look is after a notification or an interval.
 
         ``check`` asks the database, not a counter: on PostgreSQL a revocation with a lower
         id may commit after one with a higher id, so "the newest id grew" would miss it.
         """
         deadline = time.monotonic() + timeout
+        skip = since is not None
         while True:
             with self._condition:
                 generation = self._generation
-            if check():
+            if skip and generation == since:
+                pass  # nothing happened since the caller's own read
+            elif check():
                 return True
+            skip = False
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (stop is not None and stop.is_set()):
                 return False

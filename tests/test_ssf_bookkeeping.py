@@ -325,3 +325,26 @@ def test_a_poll_waiting_with_the_database_watched_is_woken_by_a_revocation(bridg
     revocation_id = remove(bridge)
     thread.join(30)
     assert [j.split(".")[0] for j in answer["sets"]] == [f"r{revocation_id}"]
+
+
+@pytest.mark.db_independent
+def test_a_wait_skips_the_first_check_only_while_nothing_was_notified(bridge):
+    from idp_bridge.events import RevocationNotifier
+
+    notifier = RevocationNotifier(poll_interval=3600)
+    checks = []
+
+    def check():
+        checks.append(1)
+        return True
+    since = notifier.generation()
+    # Nothing happened since the caller's own read: no look before a notification or an
+    # interval (here: none within the timeout).
+    assert not notifier.wait(check, 0, since=since)
+    assert checks == []
+    assert notifier.wait(check, 0)  # without a mark: a look at once
+    assert checks == [1]
+    since = notifier.generation()
+    notifier.notify()  # something happened after the caller's read: a look at once
+    assert notifier.wait(check, 0, since=since)
+    assert checks == [1, 1]

@@ -74,6 +74,9 @@ def poll(transmitter, notifier, *, stream_id: str, client_id: str, body, long_po
 
     woken = None
     while True:
+        # Taken before the read: a revocation committed after it notifies, one before it
+        # is in the read.
+        since = notifier.generation()
         sets, more = transmitter.pending(stream_id, client_id, max_events, utcnow(), touch=touch,
                                          found=woken)
         touch = False
@@ -81,7 +84,10 @@ def poll(transmitter, notifier, *, stream_id: str, client_id: str, body, long_po
         if sets or immediately or remaining <= 0 or (stop is not None and stop.is_set()):
             return _answer(sets, more)
         found.clear()
-        woken = found[0] if notifier.wait(check, remaining, stop) and found else None
+        if woken is not None:
+            since = None  # that read was the wait's, made before the mark: look again
+        woken = found[0] if notifier.wait(check, remaining, stop, since=since) and found \
+            else None
 
 
 def _answer(sets: dict, more: bool) -> dict:
