@@ -56,14 +56,14 @@ def _database(settings: Settings):
     return Database(settings.database_url)
 
 
-def _migrated_database(url: str):
+def _migrated_database(url: str, *, isolated: bool = False):
     """The database at ``url`` if its schema is at the latest revision; otherwise a one-line
     error, and nothing is created (a missing SQLite file stays missing)."""
     from .doctor import migration_level, safe_database_url
     from .storage.db import Database
 
     try:
-        level = migration_level(url)
+        level = migration_level(url, isolated=isolated)
     except Exception as exc:  # the driver's errors: refused, unknown host, authentication
         raise click.ClickException(
             f"the database {safe_database_url(url)} does not answer ({type(exc).__name__}); "
@@ -151,7 +151,9 @@ def serve(obj, host, port, workers):
     settings = _settings(obj)
     if not _port_is_free(port, host):
         raise _port_in_use(port, "bridge", "--port")
-    database = _migrated_database(settings.database_url)
+    # (the newest revision from a child interpreter: the workers forked from this process
+    # then carry no Alembic)
+    database = _migrated_database(settings.database_url, isolated=True)
     try:
         _key_ring(settings, database, create=True)
     finally:

@@ -67,7 +67,23 @@ class MigrationLevel:
         return None
 
 
-def head_revision() -> str:
+def head_revision(*, isolated: bool = False) -> str:
+    """The newest migration's revision. ``isolated``: worked out by a child interpreter, so
+    that this process never loads Alembic (with mako and pygments, about 9 MB that every
+    worker forked from it would carry: ``serve``'s master)."""
+    if isolated:
+        import subprocess
+        import sys
+
+        found = subprocess.run(
+            [sys.executable, "-c", "import sys; from alembic.script import ScriptDirectory; "
+             "print(ScriptDirectory(sys.argv[1]).get_current_head())", str(MIGRATIONS)],
+            capture_output=True, text=True, timeout=120, check=False)
+        head = found.stdout.strip()
+        if found.returncode != 0 or not head.isalnum():
+            raise RuntimeError("the newest migration could not be determined: "
+                               + found.stderr.strip()[-300:])
+        return head
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory(str(MIGRATIONS)).get_current_head()
@@ -91,13 +107,13 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def migration_level(url: str, *, timeout: float = 5.0) -> MigrationLevel:
+def migration_level(url: str, *, timeout: float = 5.0, isolated: bool = False) -> MigrationLevel:
     """The schema revision of the database at ``url``, read without changing anything: an
     SQLite file is opened read-only (and not created when missing). Raises the driver's
-    error when the database cannot be reached."""
+    error when the database cannot be reached. ``isolated``: see :func:`head_revision`."""
     import sqlite3
 
-    head = head_revision()
+    head = head_revision(isolated=isolated)
     path = sqlite_path(url)
     if path is not None:
         if not path.is_file():

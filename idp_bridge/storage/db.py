@@ -29,8 +29,6 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -136,13 +134,19 @@ class Database:
                 raise StorageUnavailable("the database is unreachable") from exc
             raise
 
-    def alembic_config(self) -> Config:
+    def alembic_config(self):
+        # Alembic (and the mako and pygments it pulls in, about 11 MB) is loaded only by
+        # what migrates: a serving worker never needs it.
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         config.set_main_option("sqlalchemy.url", self.url.render_as_string(hide_password=False))
         return config
 
     def upgrade(self) -> None:
+        from alembic import command
+
         with self._writer, self.write_engine.begin() as connection:
             config = self.alembic_config()
             config.attributes["connection"] = connection
