@@ -363,7 +363,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--connections", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)  # what `idp-bridge serve` starts
     parser.add_argument("--result", default="growth")
     args = parser.parse_args(argv)
     require_wrk()
