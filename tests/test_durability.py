@@ -428,3 +428,35 @@ def test_postgres_connections_in_steady_use_are_not_pinged_idle_ones_are(postgre
         assert len(pings) >= 1
     finally:
         db.dispose()
+
+
+@pytest.mark.db_independent
+def test_an_exchange_whose_flush_fails_answers_503_without_tokens(bridge, backend, monkeypatch):
+    """The answer never claims what the disk did not confirm: a failing fdatasync after the
+    commit answers 503 ``temporarily_unavailable`` without tokens; the family it committed
+    was never handed out (only its refresh token's hash is stored), and the next exchange,
+    with the disk back, works."""
+    assert backend == "sqlite"
+    from sqlalchemy import func
+
+    from idp_bridge.storage.models import TokenFamily
+
+    bridge.join("bob")
+    db = bridge.services.db
+    real = os.fdatasync
+
+    def failing(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    refused = bridge.exchange("bob")
+    monkeypatch.setattr(os, "fdatasync", real)
+    assert refused.status_code == 503, refused.json
+    assert refused.json["error"] == "temporarily_unavailable"
+    assert "access_token" not in refused.json and "refresh_token" not in refused.json
+    with db.read() as session:
+        before = session.execute(func.count(TokenFamily.sid)).scalar_one()
+    again = bridge.exchange("bob")
+    assert again.status_code == 200, again.json
+    with db.read() as session:
+        assert session.execute(func.count(TokenFamily.sid)).scalar_one() == before + 1
