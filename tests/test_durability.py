@@ -460,3 +460,28 @@ def test_an_exchange_whose_flush_fails_answers_503_without_tokens(bridge, backen
     assert again.status_code == 200, again.json
     with db.read() as session:
         assert session.execute(func.count(TokenFamily.sid)).scalar_one() == before + 1
+
+
+@pytest.mark.db_independent
+def test_a_failed_flush_still_runs_the_wake_ups_of_the_committed_work(tmp_path, monkeypatch):
+    from idp_bridge.storage.db import after_commit
+
+    db = Database(f"sqlite:///{tmp_path / 'x.sqlite'}")
+    try:
+        with db.transaction() as session:
+            session.execute(text("CREATE TABLE t (x INTEGER)"))
+        woken = []
+
+        def failing(fd):
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "fdatasync", failing)
+        with pytest.raises(StorageUnavailable):
+            with db.transaction() as session:
+                session.execute(text("INSERT INTO t VALUES (1)"))
+                after_commit(session, lambda: woken.append(1))
+        assert woken == [1]  # a removal's receivers are woken: its commit is visible
+        with db.read() as session:
+            assert session.execute(text("SELECT count(*) FROM t")).scalar_one() == 1
+    finally:
+        db.dispose()

@@ -87,10 +87,9 @@ class Database:
         # stay deferred and never wait for a writer (WAL).
         self.write_sessions = sessionmaker(self.write_engine.execution_options(write=True),
                                            expire_on_commit=False)
-        # SQLite has one writer at a time. Threads of this process queue on a lock for it
-        # instead of polling SQLite's busy handler (which sleeps in millisecond steps while
-        # the holder waits for the GIL); other processes still meet the busy timeout.
-        # And across processes, an flock beside the database file.
+        # SQLite has one writer at a time. Writers queue for it on a thread lock and then on
+        # an flock beside the database file (every process), instead of polling SQLite's busy
+        # handler (which sleeps in millisecond steps while the holder waits for the GIL).
         if self.url.get_backend_name() != "sqlite":
             self._writer = contextlib.nullcontext()
         elif file is not None:
@@ -116,13 +115,19 @@ class Database:
             if _is_connectivity_error(exc):
                 raise StorageUnavailable("the database is unreachable") from exc
             raise
+        failed = None
         if self.flush is not None:
-            self.flush()  # committed; now on disk too (outside the writer lock)
+            try:
+                self.flush()  # committed; now on disk too (outside the writer lock)
+            except StorageUnavailable as exc:
+                failed = exc  # the answer fails; the committed work is visible all the same
         for callback in callbacks:
             try:
                 callback()
             except Exception:  # the work is committed: a failed wake-up must not undo the answer
                 log.exception("an after-commit callback failed")
+        if failed is not None:
+            raise failed
 
     @contextmanager
     def read(self):
