@@ -369,7 +369,7 @@ def main(argv=None) -> dict:
     require_wrk()
     sizes = [int(s) for s in args.sizes.split(",")]
     out = {"setup": {"server": f"gunicorn, {args.workers} gthread workers, SQLite WAL"
-                               " (synchronous=FULL)",
+                               " (group commit: each answer flushed)",
                      "load": f"wrk, 2 threads, {args.connections} connections, {args.seconds} s"
                              f" per phase; reads: {args.queries} sequential requests each",
                      "tenants": TENANTS, "shares": SHARES},
