@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select, update
 
 from conftest import OTHER_TENANT, TENANT, post_form, verify_access_token
+from ssf_client import new_stream
 from idp_bridge.services.operator import add_client
 from idp_bridge.storage.db import utcnow
 from idp_bridge.storage.models import (
@@ -27,7 +28,6 @@ from idp_bridge.storage.models import (
 )
 from test_pages_helpers import DE, EN, signed_in, text_of
 
-POLL = "urn:ietf:rfc:8936"
 RECEIVERS = {"payments-api": "Payments API", "reports-api": "Reports API",
              "documents-api": "Documents API"}
 
@@ -41,13 +41,6 @@ def receivers(bridge):
         secret = add_client(bridge.services.db, client_id, name=name, roles=("receiver",))
         found[client_id] = ((client_id, secret), new_stream(bridge, (client_id, secret)))
     return found
-
-
-def new_stream(bridge, auth, **body) -> str:
-    response = bridge.client.post("/ssf/stream", json={"delivery": {"method": POLL}, **body},
-                                  auth=auth)
-    assert response.status_code == 201, response.json
-    return response.json["stream_id"]
 
 
 def poll_and_ack(bridge, auth, stream_id) -> list[str]:

@@ -14,22 +14,16 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import RS_CLIENT_ID, TENANT
+from ssf_client import new_stream
 from idp_bridge.ssf.rfc8417 import VERIFICATION
 from idp_bridge.storage.db import utcnow
 from idp_bridge.storage.models import Revocation, SsfAck
 
-POLL = "urn:ietf:rfc:8936"
 
 
 @pytest.fixture
 def auth(bridge):
     return (RS_CLIENT_ID, bridge.rs_secret)
-
-
-def new_stream(bridge, auth) -> str:
-    response = bridge.client.post("/ssf/stream", json={"delivery": {"method": POLL}}, auth=auth)
-    assert response.status_code == 201
-    return response.json["stream_id"]
 
 
 def poll(bridge, auth, stream_id, **body):

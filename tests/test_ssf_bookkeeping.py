@@ -10,19 +10,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from conftest import RS_CLIENT_ID, TENANT, Bridge, build_app, wait_until
+from ssf_client import new_stream
 from idp_bridge.app import services
 from idp_bridge.ssf.bookkeeping import WriteCoalescer
 from idp_bridge.storage.db import StorageUnavailable
 from idp_bridge.storage.models import Revocation, RevocationReceipt, SsfAck, SsfStream
 
-POLL = "urn:ietf:rfc:8936"
-
-
-def new_stream(bridge) -> str:
-    response = bridge.client.post("/ssf/stream", json={"delivery": {"method": POLL}},
-                                  auth=(RS_CLIENT_ID, bridge.rs_secret))
-    assert response.status_code == 201
-    return response.json["stream_id"]
 
 
 def poll(bridge, stream_id, **body):

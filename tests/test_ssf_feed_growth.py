@@ -15,17 +15,10 @@ import pytest
 from sqlalchemy import event, insert, select, update
 
 from conftest import RS_CLIENT_ID, TENANT
+from ssf_client import new_stream
 from idp_bridge.storage.db import utcnow
 from idp_bridge.storage.models import Revocation, SsfAck, SsfStream
 
-POLL = "urn:ietf:rfc:8936"
-
-
-def new_stream(bridge) -> str:
-    response = bridge.client.post("/ssf/stream", json={"delivery": {"method": POLL}},
-                                  auth=(RS_CLIENT_ID, bridge.rs_secret))
-    assert response.status_code == 201
-    return response.json["stream_id"]
 
 
 def add_revocations(bridge, values, created_at, first_id=None) -> None:
