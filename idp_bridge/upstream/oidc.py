@@ -1,18 +1,21 @@
 """Validation of subject tokens issued by the upstream OpenID provider.
 
-Discovery (OpenID Connect Discovery 1.0) and the JWK set are fetched over HTTP and cached;
-an unknown ``kid`` triggers one refetch at most every few seconds (the upstream may have
-rotated). Checks: signature with an allow-listed asymmetric algorithm (``none`` and HMAC
-never), then every claim the bridge reads by type and range (RFC 7519 section 4.1): ``iss``
-and ``sub`` bounded strings without control or bidi characters, ``exp`` (required), ``nbf``,
-``iat`` and ``auth_time`` finite NumericDates, ``aud`` a string or a non-empty array of
-strings naming this bridge, ``sid``/``acr`` strings and ``amr`` an array of strings. Explicit
-typing (RFC 8725 section 3.11): an access token has no ``typ`` header or ``JWT``/``at+jwt``
-and no Keycloak ``typ`` claim other than ``Bearer``; an ID token is typed ``ID`` if at all;
-a token with an ``events`` claim (a logout token or another SET) is neither. ID tokens the
-upstream issued to the bridge's own sign-in client are never subject tokens. Error messages
-name the claim, never its value. When the provider cannot be reached and no cached key fits,
-validation fails closed with :class:`UpstreamUnavailable`.
+Discovery (OpenID Connect Discovery 1.0) and the JWK set are fetched over HTTP and cached; an
+unknown ``kid`` triggers one refetch at most every few seconds (the upstream may have rotated).
+Checks: the JWS rules shared with the resource-server guard
+(:class:`scopes.guard.jws.JWSVerifier`: compact serialization, at most :data:`MAX_TOKEN_LENGTH`
+characters, strict base64url, ``crit`` refused, a signature with an allow-listed asymmetric
+algorithm by the key ``kid`` names, of the type ``alg`` names; ``none`` and HMAC never), then
+every claim the bridge reads by type and range (RFC 7519 section 4.1): ``iss`` and ``sub``
+bounded strings without control or bidi characters, ``exp`` (required), ``nbf``, ``iat`` and
+``auth_time`` finite NumericDates, ``aud`` a string or a non-empty array of strings naming this
+bridge, ``sid``/``acr`` strings and ``amr`` an array of strings. Explicit typing (RFC 8725
+section 3.11): an access token has no ``typ`` header or ``JWT``/``at+jwt`` and no Keycloak
+``typ`` claim other than ``Bearer``; an ID token is typed ``ID`` if at all; a token with an
+``events`` claim (a logout token or another SET) is neither. ID tokens the upstream issued to
+the bridge's own sign-in client are never subject tokens. Error messages name the claim, never
+its value. When the provider cannot be reached and no cached key fits, validation fails closed
+with :class:`UpstreamUnavailable`.
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ import threading
 import time
 
 import requests
-from joserfc import jws, jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+
+from scopes.guard.jws import JWKSetKeys, JWSError, JWSVerifier
 
 from .identity import UpstreamIdentity, is_plain_text
 
@@ -58,10 +60,13 @@ class SubjectTokenValidator:
         self._lock = threading.Lock()
         self._metadata: dict | None = None
         self._metadata_at = 0.0
-        self._keys: KeySet | None = None
+        self._keys: JWKSetKeys | None = None
         self._keys_at = 0.0
         self._last_refetch = 0.0
-        self._registry = jws.JWSRegistry(algorithms=self.algorithms)
+        # typ is the caller's (it depends on the kind of token); kid may be absent when the
+        # upstream publishes a single key. Raises ValueError for an algorithm it cannot verify.
+        self._verifier = JWSVerifier(None, self.algorithms, None, max_length=MAX_TOKEN_LENGTH,
+                                     require_kid=False, resolve=self._key_for)
 
     # --- discovery and keys ---
     def _get_json(self, url: str) -> dict:
@@ -84,7 +89,7 @@ class SubjectTokenValidator:
             self._metadata, self._metadata_at = data, now
         return self._metadata
 
-    def _key_set(self, *, force: bool = False) -> KeySet:
+    def _key_set(self, *, force: bool = False) -> JWKSetKeys:
         now = time.monotonic()
         with self._lock:
             stale = self._keys is None or now - self._keys_at > self.cache_seconds
@@ -93,14 +98,12 @@ class SubjectTokenValidator:
             if stale or force:
                 try:
                     jwks = self._get_json(self.metadata()["jwks_uri"])
-                    keys = KeySet.import_key_set(
-                        {"keys": [k for k in jwks.get("keys", []) if k.get("use", "sig") == "sig"]}
-                    )
+                    keys = JWKSetKeys(jwks)  # signature keys only (use sig)
                 except UpstreamUnavailable:
                     if self._keys is None:
                         raise
                     return self._keys  # keep serving cached keys while the IdP is down
-                except (KeyError, ValueError, JoseError):
+                except (KeyError, TypeError, ValueError):
                     raise UpstreamUnavailable("upstream JWK set is malformed") from None
                 self._keys, self._keys_at = keys, now
                 if force:
@@ -120,25 +123,18 @@ class SubjectTokenValidator:
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise SubjectTokenError(f"{what} is missing or too large")
         try:
-            header = jws.extract_compact(token.encode()).protected
-        except (JoseError, ValueError, TypeError):
-            raise SubjectTokenError(f"{what} is not a signed JWT") from None
-        if not isinstance(header, dict):
-            raise SubjectTokenError(f"{what} is not a signed JWT")
-        if header.get("alg") not in self.algorithms:
-            raise SubjectTokenError(f"{what} algorithm is not accepted")
-        kid = header.get("kid")
-        keys = self._key_set()
-        if kid is not None and not any(k.kid == kid for k in keys.keys):
-            keys = self._key_set(force=True)
-        try:
-            claims = jwt.decode(token, keys, algorithms=self.algorithms,
-                                registry=self._registry).claims
-        except (JoseError, ValueError, TypeError):
-            raise SubjectTokenError(f"{what} signature is invalid") from None
-        if not isinstance(claims, dict):
-            raise SubjectTokenError(f"{what} claims are not a JSON object")
-        return header, claims
+            return self._verifier.verify_with_header(token)
+        except JWSError as exc:
+            message = _JWS_MESSAGES.get((exc.reason, exc.part)) or _JWS_MESSAGES[exc.reason]
+            raise SubjectTokenError(f"{what} {message}") from None
+
+    def _key_for(self, kid: str | None):
+        """(public key, algorithms) for ``kid``: an unknown one refetches the key set (at
+        most every few seconds); None when there is none even then."""
+        entry = self._key_set().get(kid)
+        if entry is None and kid is not None:
+            entry = self._key_set(force=True).get(kid)
+        return entry
 
     def verify_signature(self, token: str, *, what: str) -> dict:
         """Claims of a JWT signed by the upstream provider (signature and algorithm only)."""
@@ -188,6 +184,19 @@ class SubjectTokenValidator:
             if header_type not in (None, "jwt", "at+jwt") or claim_type not in (None, "Bearer"):
                 raise SubjectTokenError(f"{what} is not an access token")
 
+
+#: What a refused JWS is called, by :class:`JWSError` (reason, part) or reason alone; no
+#: message repeats a value from the token.
+_JWS_MESSAGES = {
+    "malformed": "is not a signed JWT",
+    ("malformed", "payload"): "claims are not a JSON object",
+    "header": "is not a signed JWT",
+    ("header", "alg"): "algorithm is not accepted",
+    ("header", "crit"): "has critical header parameters that are not understood",
+    "unknown_kid": "signature is invalid",
+    "key": "signature is invalid",
+    "signature": "signature is invalid",
+}
 
 #: Upper bound of a JWT the bridge reads (an upstream access token with many groups fits).
 MAX_TOKEN_LENGTH = 16384
