@@ -54,6 +54,10 @@ def main(argv=None) -> dict:
                              "(the first revocation after a start warms every process up)")
     parser.add_argument("--redis", action="store_true",
                         help="Redis wake-ups between workers (started for the run)")
+    parser.add_argument("--trace", action="store_true",
+                        help="stage timestamps from the bridge's processes (bench/trace: "
+                             "wake-ups, pending reads, bookkeeping writes, signing, answers), "
+                             "printed per stage; costs the bridge a write per event")
     args = parser.parse_args(argv)
     from idp_bridge.devidp import DEMO_USERS
 
@@ -61,8 +65,16 @@ def main(argv=None) -> dict:
     # Phases (timestamps in the bench and the receivers): DELETE answered, the feed applied
     # the revocation in each receiver (long poll answered, SET verified), guard rejected.
     applied_ms, after_delete_ms, rounds_detail = [], [], []
-    redis = None
+    arrived_ms, marks = [], []  # marks: (round, DELETE sent, answered, [(stream, arrived,
+    redis = None                #   applied, rejected)]) for the trace
     extra_env = {}
+    trace_file = None
+    if args.trace:
+        import tempfile
+
+        trace_file = Path(tempfile.mkdtemp(prefix="bench-revocation-trace-")) / "trace.log"
+        extra_env["BENCH_REVOCATION_TRACE"] = str(trace_file)
+        extra_env["PYTHONPATH"] = str(Path(__file__).with_name("trace"))
     if args.redis:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from services import RedisServer
@@ -84,6 +96,7 @@ def main(argv=None) -> dict:
                 if number == args.warmup:  # the measured rounds start: count from here
                     warmup_detail = rounds_detail
                     latencies, applied_ms, after_delete_ms, delete_ms = [], [], [], []
+                    arrived_ms, marks = [], []
                     rounds_detail, failures = [], 0
                     server_cpu = cpu_seconds(workers)
                     receivers_cpu = cpu_seconds([r.pid for r in receivers])
@@ -95,16 +108,20 @@ def main(argv=None) -> dict:
                 assert oks == ["OK"] * args.receivers, oks
                 started, answered = bridge.remove(DEMO_USERS["bob"]["sub"])
                 delete_ms.append((answered - started) * 1000)
-                this_round = []
+                this_round, received = [], []
                 for r in receivers:
                     answer = r.stdout.readline().split(" ")
                     if answer[0] == "REVOKED":
                         latencies.append(float(answer[1]) - started)
                         applied_ms.append((float(answer[2]) - started) * 1000)
+                        arrived_ms.append((float(answer[3]) - started) * 1000)
+                        received.append((answer[4], float(answer[3]), float(answer[2]),
+                                         float(answer[1])))
                         after_delete_ms.append((float(answer[2]) - answered) * 1000)
                         this_round.append(round((float(answer[1]) - started) * 1000, 1))
                     else:
                         failures += 1
+                marks.append((started, answered, received))
                 rounds_detail.append({"delete_ms": round((answered - started) * 1000, 1),
                                       "rejected_ms": sorted(this_round)})
             # CPU time of the bridge's workers per round (each round: a join, the DELETE,
@@ -149,6 +166,9 @@ def main(argv=None) -> dict:
             "feed_applied_after_delete_answer_ms": {
                 "p50": round(percentile(after_delete_ms, 50), 1),
                 "p99": round(percentile(after_delete_ms, 99), 1)},
+            "poll_answer_arrived_since_delete_sent_ms": {
+                "p50": round(percentile(arrived_ms, 50), 1),
+                "p99": round(percentile(arrived_ms, 99), 1)},
             "feed_applied_since_delete_sent_ms": {"p50": round(percentile(applied_ms, 50), 1),
                                                   "p99": round(percentile(applied_ms, 99), 1)},
             "rounds": rounds_detail,
@@ -163,10 +183,64 @@ def main(argv=None) -> dict:
                    "p99_vs_target_50ms": round(percentile(ms, 99) / 50, 3) if ms else None,
                    "p99_vs_offline_bound": round(percentile(ms, 99) / 300_000, 6) if ms else None},
     }
+    if trace_file is not None:
+        result["trace"] = stages(trace_file, marks)
     path = write_result("revocation", result)
     print(json.dumps(result, indent=2))
     print(f"written to {path}")
     return result
+
+
+def stages(trace_file: Path, marks) -> dict:
+    """Per stage, ms since the DELETE was sent (p50, p99 over receivers and rounds), from the
+    bridge's trace (bench/trace/sitecustomize.py) and the receivers' timestamps: the
+    wake-ups of each bridge process, then for each receiver's stream its long poll's pending
+    read that found the revocation, its bookkeeping write, the SET signed, the poll answered
+    (bridge side), the answer arrived, the SET applied, the token rejected (receiver side)."""
+    events = []
+    for line in trace_file.read_text().splitlines():
+        parts = line.split(" ")
+        events.append((float(parts[0]), parts[1], parts[2], parts[3], parts[4:]))
+    events.sort()
+    collected: dict[str, list] = {}
+
+    def add(name, value):
+        collected.setdefault(name, []).append(value * 1000)
+
+    for index, (started, answered, received) in enumerate(marks):
+        end = marks[index + 1][0] if index + 1 < len(marks) else float("inf")
+        window = [e for e in events if started <= e[0] < end]
+        first_notify = {}
+        for t, pid, thread, event, _ in window:
+            if event == "notify" and pid not in first_notify:
+                first_notify[pid] = (t, thread)
+        for t, thread in first_notify.values():
+            add("wake_up_database_watch" if "wakeups" in thread else "wake_up_in_process",
+                t - started)
+        for stream, arrived, applied, rejected in received:
+            mine = [e for e in window if e[4] and e[4][0] == stream]
+            out = next((e for e in mine if e[3] == "poll_out" and e[4][1] != "sets=0"), None)
+            if out is None:
+                continue
+            before = [e for e in mine if e[0] <= out[0]]
+            found = next((e for e in before if e[3] == "read_out" and e[4][1] == "any=True"),
+                         None)
+            for name, event in (("read_found", found),
+                                ("write_in", next((e for e in before if e[3] == "write_in"),
+                                                  None)),
+                                ("write_out", next((e for e in before if e[3] == "write_out"),
+                                                   None)),
+                                ("signed", next((e for e in before if e[3] == "sign_out"),
+                                                None))):
+                if event is not None:
+                    add(name, event[0] - started)
+            add("poll_answered", out[0] - started)
+            add("answer_arrived", arrived - started)
+            add("applied", applied - started)
+            add("rejected", rejected - started)
+    return {name: {"p50": round(percentile(values, 50), 1),
+                   "p99": round(percentile(values, 99), 1), "n": len(values)}
+            for name, values in collected.items()}
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Usage: ``python bench/revocation_receiver.py ISSUER AUDIENCE CLIENT_ID CLIENT_SE
 Prints ``READY`` once its revocation feed is healthy. Then, per input line ``TOKEN <jwt>``:
 validates it (``OK``, or ``BAD <error>``), then validates it again at once whenever the feed
 has applied a revocation, and every 10 ms besides, until the token is rejected and prints
-``REVOKED <unix time> <unix time the feed applied it>``, or ``TIMEOUT`` after 30 s. (It once
+``REVOKED <unix time> <unix time the feed applied it> <unix time the poll answer holding it
+arrived> <stream id> <description>``, or ``TIMEOUT`` after 30 s. (It once
 validated every millisecond: ten such loops took as much CPU as the bridge on a 2-core machine,
 right while the bridge was answering; a rejection the feed causes is seen just as soon this way,
 one from elsewhere within 10 ms.)
@@ -40,6 +41,26 @@ def main(issuer: str, audience: str, client_id: str, secret: str) -> None:
 
     guard.revocations.revoke = timed_revoke
     guard.start_revocation_listener(client_id, secret)
+    # When the poll answer carrying a SET arrived (before it is verified and applied).
+    listener = guard._listener
+    arrived = []
+    process = listener._process
+
+    def timed_process(jti, token):
+        if not arrived:  # the request that returned this SET's poll answer
+            arrived.append(timed_request.last)
+        return process(jti, token)
+
+    listener._process = timed_process
+    request = listener._request
+
+    def timed_request(*args, **kwargs):
+        response = request(*args, **kwargs)
+        timed_request.last = time.time()
+        return response
+
+    timed_request.last = 0.0
+    listener._request = timed_request
     deadline = time.monotonic() + 30
     while not guard.feed_healthy and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -58,6 +79,7 @@ def main(issuer: str, audience: str, client_id: str, secret: str) -> None:
                 continue
             print("OK", flush=True)
             applied.clear()
+            arrived.clear()
             changed.clear()
             until = time.monotonic() + 30
             while time.monotonic() < until:
@@ -66,7 +88,9 @@ def main(issuer: str, audience: str, client_id: str, secret: str) -> None:
                 except GuardError as exc:
                     now = time.time()
                     first = applied[0] if applied else now
-                    print(f"REVOKED {now:.6f} {first:.6f} {exc.description}", flush=True)
+                    came = arrived[0] if arrived else now
+                    print(f"REVOKED {now:.6f} {first:.6f} {came:.6f} "
+                          f"{(listener._stream_id or '-')[:8]} {exc.description}", flush=True)
                     break
                 if changed.wait(0.01):
                     changed.clear()

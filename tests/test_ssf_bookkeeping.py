@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from conftest import RS_CLIENT_ID, TENANT, Bridge, build_app, wait_until
 from ssf_client import new_stream
 from idp_bridge.app import services
-from idp_bridge.ssf.bookkeeping import WriteCoalescer
+from idp_bridge.ssf.bookkeeping import DeliveriesFirst, WriteCoalescer
 from idp_bridge.storage.db import StorageUnavailable
 from idp_bridge.storage.models import Revocation, RevocationReceipt, SsfAck, SsfStream
 
@@ -75,6 +75,9 @@ def test_polls_woken_together_record_their_deliveries_in_one_transaction(bridge)
     streams = [new_stream(bridge) for _ in range(5)]
     coalescer = bridge.services.transmitter.bookkeeping
     revocation_id = remove(bridge)
+    # The SET keys exist (the first signature makes them, in a transaction of its own: the
+    # polls sign before they write, and would wait for the held one there).
+    bridge.services.set_keys.jwks()
     answers: dict[str, dict] = {}
 
     def answer(stream_id):
@@ -341,3 +344,112 @@ def test_a_wait_skips_the_first_check_only_while_nothing_was_notified(bridge):
     notifier.notify()  # something happened after the caller's read: a look at once
     assert notifier.wait(check, 0, since=since)
     assert checks == [1, 1]
+
+
+def test_the_first_delivery_of_a_wake_up_writes_once_the_others_have_queued(bridge):
+    """DeliveriesFirst.gather: the deliveries a wake-up started share one transaction (the
+    first to write waits for the others still reading and signing); each reads and signs
+    holding the process's computing lock, which its queued record releases."""
+    coalescer = WriteCoalescer(bridge.services.db)
+    deliveries = DeliveriesFirst(gather_for=30.0)  # bounded; never reached here
+    first, second, third = (deliveries.start() for _ in range(3))
+    written = []
+
+    def deliver(delivery, name):
+        delivery.compute()
+        coalescer.run(lambda session: written.append(name), gather=delivery.gather,
+                      queued=delivery.ready)
+        delivery.done()
+
+    threads = [threading.Thread(target=deliver, args=(first, "first"), daemon=True)]
+    threads[0].start()
+    # The first has queued its record and writes: it waits for the two still reading.
+    wait_until(lambda: coalescer._writing and not deliveries.computing.locked())
+    assert coalescer.transactions == 0 and written == []
+    for delivery, name in ((second, "second"), (third, "third")):
+        threads.append(threading.Thread(target=deliver, args=(delivery, name), daemon=True))
+        threads[-1].start()
+    for thread in threads:
+        thread.join(30)
+        assert not thread.is_alive()
+    assert coalescer.transactions == 1 and coalescer.pieces == 3
+    assert sorted(written) == ["first", "second", "third"]
+    assert (deliveries._active, deliveries._reading) == (0, 0)
+
+
+def test_a_delivery_that_finds_nothing_lets_the_first_write_without_it(bridge):
+    coalescer = WriteCoalescer(bridge.services.db)
+    deliveries = DeliveriesFirst(gather_for=30.0)
+    first, idle = deliveries.start(), deliveries.start()
+    thread = threading.Thread(target=lambda: coalescer.run(
+        lambda session: None, gather=first.gather, queued=first.ready), daemon=True)
+    first.compute()
+    thread.start()
+    wait_until(lambda: coalescer._writing)
+    assert coalescer.transactions == 0
+    idle.done()  # its read found nothing to answer
+    thread.join(30)
+    assert not thread.is_alive()
+    assert coalescer.transactions == 1 and coalescer.pieces == 1
+    first.done()
+    assert (deliveries._active, deliveries._reading) == (0, 0)
+    idle.done()  # once only
+    assert (deliveries._active, deliveries._reading) == (0, 0)
+
+
+def test_an_acknowledging_poll_waits_for_the_deliveries_in_progress(bridge, monkeypatch):
+    """Deliveries first: a poll carrying acknowledgements writes them once the woken long
+    polls of the process have answered; they count all the same."""
+    bridge.join("bob")
+    stream_id = new_stream(bridge)
+    revocation_id = remove(bridge)
+    sets = poll(bridge, stream_id).json["sets"]
+    deliveries = bridge.services.transmitter.deliveries
+    assert deliveries.waited == 0  # a poll without acknowledgements never waits
+    monkeypatch.setattr(deliveries, "hold", 30.0)
+    delivery = deliveries.start()  # another receiver's long poll, answering a wake-up
+    answers = []
+
+    def acknowledge():
+        answers.append(bridge.app.test_client().post(
+            f"/ssf/poll/{stream_id}", json={"returnImmediately": True, "ack": list(sets)},
+            auth=(RS_CLIENT_ID, bridge.rs_secret)))
+
+    thread = threading.Thread(target=acknowledge, daemon=True)
+    thread.start()
+    wait_until(lambda: deliveries.waited == 1)
+    assert receipt_outcomes(bridge, revocation_id)[stream_id] is None  # not written yet
+    assert not answers
+    delivery.done()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert answers[0].status_code == 200 and answers[0].json == {"sets": {}}
+    assert receipt_outcomes(bridge, revocation_id)[stream_id] == "acknowledged"
+
+
+def test_long_polls_woken_by_a_revocation_leave_no_delivery_in_progress(bridge):
+    bridge.join("bob")
+    streams = [new_stream(bridge) for _ in range(3)]
+    bridge.services.set_keys.jwks()
+    answers: dict[str, dict] = {}
+
+    def long_poll(stream_id):
+        answers[stream_id] = bridge.app.test_client().post(
+            f"/ssf/poll/{stream_id}", json={"returnImmediately": False},
+            auth=(RS_CLIENT_ID, bridge.rs_secret)).json
+
+    threads = [threading.Thread(target=long_poll, args=(s,), daemon=True) for s in streams]
+    for thread in threads:
+        thread.start()
+    revocation_id = remove(bridge)
+    for thread in threads:
+        thread.join(30)
+        assert not thread.is_alive()
+    deliveries = bridge.services.transmitter.deliveries
+    assert (deliveries._active, deliveries._reading) == (0, 0)
+    assert not deliveries.computing.locked()
+    for stream_id in streams:
+        assert [j.split(".")[0] for j in answers[stream_id]["sets"]] == [f"r{revocation_id}"]
+        assert poll(bridge, stream_id, ack=list(answers[stream_id]["sets"])).json == {"sets": {}}
+    assert deliveries.waited == 0
+    assert all(receipt_outcomes(bridge, revocation_id)[s] == "acknowledged" for s in streams)

@@ -3,7 +3,9 @@
 A poll first records the acknowledgements it carries, then answers with what is pending.
 With ``returnImmediately: false`` and nothing pending it waits, and answers as soon as a
 revocation is committed (same process: at once; other processes: within the notifier's
-database check interval) or empty after ``long_poll_seconds``.
+database check interval) or empty after ``long_poll_seconds``. The long polls one wake-up
+answers read and sign one at a time, share one bookkeeping write, and go before the
+acknowledgements arriving meanwhile (:class:`~.bookkeeping.DeliveriesFirst`).
 
 The answer is ``{"sets": {...}}`` with ``"moreAvailable": true`` only when more SETs are
 waiting: section 2.3 defines the member for that case, and strict receivers (SGNL's
@@ -45,6 +47,11 @@ def parse_poll(body) -> tuple[int, bool, list[str], dict]:
 def poll(transmitter, notifier, *, stream_id: str, client_id: str, body, long_poll_seconds: float,
          stop=None) -> dict:
     max_events, immediately, acks, errors = parse_poll(body)
+    deliveries = transmitter.deliveries
+    if acks or errors:
+        # The long polls this process is answering after a wake-up go first (their
+        # receivers are waiting for a revocation; this one has applied its events).
+        deliveries.wait_for_deliveries()
     now = utcnow()
     # The poll marks its stream seen once, when it arrives: with its acknowledgements if
     # it carries any (one write), else with its first look at what is pending.
@@ -61,33 +68,48 @@ def poll(transmitter, notifier, *, stream_id: str, client_id: str, body, long_po
     deadline = time.monotonic() + long_poll_seconds
     touch = not touched  # not again on each wake-up
     found: list = []
+    delivery = None  # after a wake-up, from the read to the answer (DeliveriesFirst)
 
     def check() -> bool:
         # The wait's check reads what is pending, which the poll then answers (one read
         # per wake-up, not a look and then the read).
+        nonlocal delivery
+        delivery = deliveries.start()
+        delivery.compute()  # reads and signs one at a time (DeliveriesFirst)
         try:
             read = transmitter.read_pending(stream_id, client_id, max_events, utcnow())
         except NotFound:
             return True  # the next pending() reports it
         found[:] = [read]
+        if not read.anything:
+            delivery.done()
+            delivery = None
         return read.anything
 
     woken = None
-    while True:
-        # Taken before the read: a revocation committed after it notifies, one before it
-        # is in the read.
-        since = notifier.generation()
-        sets, more = transmitter.pending(stream_id, client_id, max_events, utcnow(), touch=touch,
-                                         found=woken)
-        touch = False
-        remaining = deadline - time.monotonic()
-        if sets or immediately or remaining <= 0 or (stop is not None and stop.is_set()):
-            return _answer(sets, more)
-        found.clear()
-        if woken is not None:
-            since = None  # that read was the wait's, made before the mark: look again
-        woken = found[0] if notifier.wait(check, remaining, stop, since=since) and found \
-            else None
+    try:
+        while True:
+            # Taken before the read: a revocation committed after it notifies, one before it
+            # is in the read.
+            since = notifier.generation()
+            sets, more = transmitter.pending(stream_id, client_id, max_events, utcnow(),
+                                             touch=touch, found=woken,
+                                             company=delivery if woken is not None else None)
+            touch = False
+            remaining = deadline - time.monotonic()
+            if sets or immediately or remaining <= 0 or (stop is not None and stop.is_set()):
+                return _answer(sets, more)
+            if delivery is not None:  # nothing to answer after all (dropped events only)
+                delivery.done()
+                delivery = None
+            found.clear()
+            if woken is not None:
+                since = None  # that read was the wait's, made before the mark: look again
+            woken = found[0] if notifier.wait(check, remaining, stop, since=since) and found \
+                else None
+    finally:
+        if delivery is not None:
+            delivery.done()
 
 
 def _answer(sets: dict, more: bool) -> dict:

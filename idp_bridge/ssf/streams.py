@@ -53,7 +53,7 @@ from ..domain.errors import Conflict, InvalidInput, NotFound
 from ..metrics import FEED_LAG
 from ..storage.models import Revocation, RevocationReceipt, SsfAck, SsfStream
 from . import rfc8417
-from .bookkeeping import WriteCoalescer
+from .bookkeeping import DeliveriesFirst, WriteCoalescer
 from .egress import PushPolicy, PushTargetRefused
 from .set_keys import ALGORITHMS, DEFAULT_ALGORITHM
 
@@ -131,6 +131,8 @@ class Transmitter:
         #: The write polls share: acknowledgements and delivery bookkeeping of concurrent
         #: polls in one transaction.
         self.bookkeeping = WriteCoalescer(db)
+        #: Long polls answering a wake-up go before acknowledgements (rfc8936.poll).
+        self.deliveries = DeliveriesFirst()
 
     # --- event ids ---
     def _mac(self, kind: str, stream_id: str, number: int) -> str:
@@ -459,7 +461,7 @@ class Transmitter:
 
     # --- delivery ---
     def pending(self, stream_id: str, client_id: str, max_events: int, now: datetime,
-                *, touch: bool = True, found: "PendingRead | None" = None):
+                *, touch: bool = True, found: "PendingRead | None" = None, company=None):
         """(sets by jti, more available) for the stream; raises NotFound for others' streams.
 
         What is pending is read in a read transaction (it never waits for the writer), or
@@ -470,19 +472,28 @@ class Transmitter:
         receiver can send one), the events of removed subjects dropped, the stream seen
         (``touch``) — goes into the write shared with the polls answered at the same moment
         (:class:`~.bookkeeping.WriteCoalescer`: one transaction for all the long polls one
-        revocation wakes). The SETs are signed after it committed. A delivery recorded but
-        then not sent is sent again on the next poll (at least once: only an
-        acknowledgement ends it)."""
+        revocation wakes). The SETs are signed before it, sent once it committed. A
+        delivery recorded but then not sent is sent again on the next poll (at least once:
+        only an acknowledgement ends it). ``company``: the long poll's
+        :class:`~.bookkeeping.Delivery` after a wake-up, whose write waits briefly for the
+        wake-up's other deliveries to share it."""
         read = found if found is not None else \
             self.read_pending(stream_id, client_id, max_events, now)
         top = read.top
         if top is not None and read.ceiling is not None and top <= read.ceiling:
             top = None  # recorded already
-        if touch or top is not None or read.skipped:
-            self.bookkeeping.run(lambda session: self._record_delivery(
-                session, stream_id, client_id, now if touch else None, top, read.skipped, now))
+        # Signed first, sent only once the write has committed: the signing is done before
+        # the shared write (while others hold the writer), not after it.
         ring = self.set_keys.ring(read.alg)
         sets = {jti: rfc8417.sign_set(ring, body) for jti, body in read.claims.items()}
+        # (company: read and signed; ready once its record is queued, or now without one)
+        if touch or top is not None or read.skipped:
+            self.bookkeeping.run(lambda session: self._record_delivery(
+                session, stream_id, client_id, now if touch else None, top, read.skipped, now),
+                gather=company.gather if company is not None else None,
+                queued=company.ready if company is not None else None)
+        elif company is not None:
+            company.ready()
         return sets, read.more
 
     def read_pending(self, stream_id: str, client_id: str, max_events: int,
