@@ -252,6 +252,34 @@ def test_revocation_reaches_the_guard_and_is_acked(feed, guards, kind):
     assert jti not in feed.pending
 
 
+def test_the_listener_lets_the_application_run_after_applying_revocations(feed, guards,
+                                                                          monkeypatch):
+    """After a poll that applied revocations (and only then) the listener thread pauses
+    briefly before its next poll: the threads validating requests refuse the tokens at once
+    instead of waiting for the interpreter while it builds that poll."""
+    from scopes.guard import feed as feed_module
+
+    pauses = []
+    monkeypatch.setattr(feed_module, "_let_others_run", pauses.append)
+    guard = guards()
+    token = feed.mint()
+    guard.start_revocation_listener(CLIENT_ID, SECRET)
+    wait_until(lambda: guard.feed_healthy, what="first poll")
+    now = int(time.time())
+    verification = sign_compact({"alg": "ES256", "kid": "k1", "typ": "secevent+jwt"}, {
+        "iss": feed.issuer, "aud": CLIENT_ID, "jti": "ver-1", "iat": now,
+        "sub_id": {"format": "opaque", "id": feed.stream["stream_id"]},
+        "events": {VERIFICATION: {}}}, feed.keys["k1"])
+    feed.publish(verification, "ver-1")
+    wait_until(lambda: "ver-1" in feed.acked, what="the verification's ack")
+    assert pauses == []  # nothing revoked: no pause
+    set_token, jti = feed.revocation_set("grant_id", claim(token, "grant_id"))
+    feed.publish(set_token, jti)
+    wait_until(lambda: jti in feed.acked, what="the revocation's ack")
+    assert pauses == [feed_module.RevocationListener.YIELD_AFTER_REVOCATION]
+    assert rejects(guard, token, "revoked")()
+
+
 def test_existing_stream_is_reused(feed, guards):
     feed.stream = feed._stream_config(FakeTransmitter.POLL)
     guard = guards()

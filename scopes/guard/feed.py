@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 import weakref
 
 from ._http import FetchError, load_requests
@@ -56,6 +57,8 @@ class RevocationListener:
     """One daemon thread: create or find the stream, then long-poll, verify, apply, ack."""
 
     MAX_EVENTS = 100
+    #: Seconds the listener sleeps after applying revocations, before its next poll.
+    YIELD_AFTER_REVOCATION = 0.0005
 
     def __init__(self, discovery: IssuerDiscovery, revocations: RevocationSet, *,
                  client_id: str, client_secret: str, algorithms, on_poll,
@@ -201,6 +204,7 @@ class RevocationListener:
         self._errors.clear()
 
         retry = fresh = 0
+        revoked = len(self.revocations)
         for jti, token in sets.items():
             outcome = self._process(jti, token)
             if outcome == _Outcome.ACK:
@@ -215,6 +219,11 @@ class RevocationListener:
                 seen = self._rejected.get(jti, 0)
                 self._rejected[jti] = seen + 1
                 fresh += seen == 0
+        if len(self.revocations) != revoked:
+            # The application's threads refuse the revoked tokens from now on; let them run
+            # before this thread builds its next poll (it held the interpreter for another
+            # millisecond or more, the threads validating waiting for it).
+            _let_others_run(self.YIELD_AFTER_REVOCATION)
         self.revocations.prune()
         if not self.stream_stopped:
             self._on_poll()  # the feed is current as of now
@@ -309,6 +318,10 @@ class RevocationListener:
         if not isinstance(document, dict):
             raise _FeedError(f"{what} is not a JSON object")
         return document
+
+
+def _let_others_run(seconds: float) -> None:
+    time.sleep(seconds)  # releases the interpreter to the threads waiting for it
 
 
 def _describe(exc: Exception) -> str:
