@@ -83,7 +83,7 @@ class ChainSwitch:
     def _plain(self, session) -> None:
         pending = session.info.pop(self._chain.PENDING, None)
         if pending:
-            session.connection().execute(self._chain._INSERT_EVENT, [
+            self._chain._INSERT_EVENT.run_many(session, [
                 {**v, "chain": "bench-baseline", "seq": next(self._numbers), "hash": "-"}
                 for v in pending])
 

@@ -4,33 +4,14 @@ tenant's code state selected once (locked) and updated once."""
 
 from __future__ import annotations
 
-from sqlalchemy import event
-
-
-def _statements(db):
-    seen = []
-
-    def before(conn, cursor, statement, parameters, context, executemany):
-        seen.append(" ".join(statement.split()).upper())
-
-    engines = {db.engine, db.write_engine}
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", before)
-
-    def stop():
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", before)
-    return seen, stop
+from statements import recorded
 
 
 def test_a_first_redemption_touches_guesses_and_code_state_once_each(bridge):
     bridge.join("carol")  # clients, keys and the like are loaded and cached
     code = bridge.current_code()
-    seen, stop = _statements(bridge.services.db)
-    try:
+    with recorded(bridge.services.db) as seen:
         joined = bridge.exchange("bob", code=code)
-    finally:
-        stop()
     assert joined.status_code == 200, joined.json
     guessers = [s for s in seen if "CODE_GUESSERS" in s]
     counts = [s for s in seen if s.startswith("SELECT COUNT(*)") and "CODE_GUESSES" in s]
@@ -48,11 +29,8 @@ def test_a_wrong_code_is_counted_once_and_the_state_read_once(bridge):
     bridge.join("carol")
     code = bridge.current_code()
     wrong = "0000-0000" if code != "0000-0000" else "1111-1111"
-    seen, stop = _statements(bridge.services.db)
-    try:
+    with recorded(bridge.services.db) as seen:
         refused = bridge.exchange("bob", code=wrong)
-    finally:
-        stop()
     assert refused.status_code == 400 and refused.json["error"] == "invalid_grant"
     states = [s for s in seen if "ACCESS_CODE_STATES" in s]
     assert [s.split()[0] for s in states] == ["SELECT", "UPDATE"], states  # failures counted

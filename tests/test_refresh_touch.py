@@ -6,33 +6,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import event, update
+from sqlalchemy import update
 
 from idp_bridge.storage.db import utcnow
 from idp_bridge.storage.models import Membership
-
-
-def _membership_updates(db):
-    seen = []
-
-    def before(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("UPDATE MEMBERSHIPS"):
-            seen.append(statement)
-
-    engine = db.write_engine
-    event.listen(engine, "before_cursor_execute", before)
-    return seen, lambda: event.remove(engine, "before_cursor_execute", before)
+from statements import recorded
 
 
 def _refresh_counting_updates(bridge, refresh_token: str) -> list[str]:
     """Refresh (it must succeed); the UPDATE memberships statements it issued."""
-    seen, stop = _membership_updates(bridge.services.db)
-    try:
+    with recorded(bridge.services.db) as seen:
         refreshed = bridge.token({"grant_type": "refresh_token", "refresh_token": refresh_token})
-    finally:
-        stop()
     assert refreshed.status_code == 200, refreshed.json
-    return seen
+    return [s for s in seen if s.startswith("UPDATE MEMBERSHIPS")]
 
 
 def test_a_refresh_within_the_minute_writes_no_last_token_time(bridge):

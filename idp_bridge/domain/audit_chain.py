@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from sqlalchemy import bindparam, insert, text
 
 from ..storage.models import AuditEvent
+from ..storage.plain import Plain
 
 #: ``prev`` of each chain's first event.
 GENESIS = "0" * 64
@@ -204,7 +205,7 @@ def link_pending(session) -> None:
             cursor.execute(_SET_HEAD_SQLITE, (prev, chain))
     finally:
         cursor.close()
-    connection.execute(_INSERT_EVENT, rows)
+    _INSERT_EVENT.run_many(session, rows)
 
 
 _COLUMNS = ("at", "tenant_id", "event", "actor", "actor_role", "membership_id", "client_id",
@@ -233,7 +234,8 @@ _ADVANCE_SQLITE = ("INSERT INTO audit_chain_heads (chain, seq, hash) VALUES (?, 
                    "ON CONFLICT (chain) DO UPDATE SET seq = audit_chain_heads.seq + excluded.seq "
                    "RETURNING seq, hash")
 _SET_HEAD_SQLITE = "UPDATE audit_chain_heads SET hash = ? WHERE chain = ?"
-_INSERT_EVENT = insert(AuditEvent.__table__)
+#: Run on the driver's cursor (storage/plain.py): the hot path's last statement.
+_INSERT_EVENT = Plain(insert(AuditEvent.__table__))
 
 
 # --- the export format (docs/audit-chain.md, "The export") ---------------------------------

@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from scopes.catalog import ADVISOR_PROFILE, ProfileChangeRefused, UnknownScope, in_catalog_order, validate_scopes
 
 from ..metrics import CODE_GUESSES
+from ..storage.plain import Plain
 from ..storage.models import CodeGuess, CodeGuesser, Membership, Tenant
 from . import audit
 from .access_codes import MalformedCode, normalize_code
@@ -227,10 +228,8 @@ class AdvisorExchange:
         ``(PendingTokens, None)`` or ``(None, failure)``."""
         # The tenant first, from the tenants table; the membership by both columns; and
         # whether the subject token's upstream session was logged out: one statement.
-        row = session.connection().execute(
-            _TENANT_AND_MEMBERSHIP, {"tenant_id": tenant_id, "subject": identity.subject,
-                                     **ended_key_params(identity)}
-        ).first()
+        row = _TENANT_AND_MEMBERSHIP.first(session, {
+            "tenant_id": tenant_id, "subject": identity.subject, **ended_key_params(identity)})
         if row is None:
             raise NotFound("unknown tenant", code="unknown_tenant")
         if self.upstream_sessions and ended_by(identity, row.sid_ended_at, row.sub_ended_at):
@@ -357,7 +356,7 @@ class AdvisorExchange:
             family = dataclasses.replace(family, scope=token_scope)
         if row.last_token_at is None or row.last_token_at < now - TOUCH_INTERVAL:
             # (conditional in SQL too: a concurrent refresh may have touched it meanwhile)
-            session.connection().execute(_TOUCH_STALE, {
+            _TOUCH_STALE.run(session, {
                 "membership_id": family.membership_id, "now": now,
                 "stale": now - TOUCH_INTERVAL})
         # Every issued token is accounted for: a refresh is audited like an exchange.
@@ -374,7 +373,7 @@ TOUCH_INTERVAL = timedelta(seconds=60)
 #: The tenant (NULL row: unknown), when there is one the subject's active membership of it
 #: (matched by the two columns), and the ended-session stamps of the subject token: one
 #: round trip on the exchange's hot path.
-_TENANT_AND_MEMBERSHIP = select(
+_TENANT_AND_MEMBERSHIP = Plain(select(
     Tenant.id.label("tenant"),
     Membership.id, Membership.tenant_id, Membership.advisor_subject, Membership.advisor_name,
     Membership.kind, Membership.grant_id, Membership.expires_at, Membership.last_token_at,
@@ -383,9 +382,9 @@ _TENANT_AND_MEMBERSHIP = select(
     Membership.tenant_id == Tenant.id,
     Membership.advisor_subject == bindparam("subject"),
     Membership.ended_at.is_(None),
-)).where(Tenant.id == bindparam("tenant_id"))
+)).where(Tenant.id == bindparam("tenant_id")))
 
-_TOUCH_STALE = (
+_TOUCH_STALE = Plain(
     update(Membership.__table__)
     .where(Membership.id == bindparam("membership_id"),
            or_(Membership.last_token_at.is_(None), Membership.last_token_at < bindparam("stale")))
@@ -393,10 +392,10 @@ _TOUCH_STALE = (
 )
 
 
-_TOUCH = (update(Membership.__table__).where(Membership.id == bindparam("membership_id"))
-          .values(last_token_at=bindparam("now")))
+_TOUCH = Plain(update(Membership.__table__).where(Membership.id == bindparam("membership_id"))
+               .values(last_token_at=bindparam("now")))
 
 
 def _touch(session, membership, now) -> None:
     if membership.last_token_at is None or membership.last_token_at < now - TOUCH_INTERVAL:
-        session.connection().execute(_TOUCH, {"membership_id": membership.id, "now": now})
+        _TOUCH.run(session, {"membership_id": membership.id, "now": now})

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -186,7 +186,17 @@ def after_commit(session, callback) -> None:
 
 
 def _sqlite_begin(conn):
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+    # On the driver's connection: through exec_driver_sql this statement alone cost ~25 µs
+    # of SQLAlchemy's execution machinery per transaction.
+    # (Its errors become SQLAlchemy's, as they would there: a locked or missing database
+    # is an OperationalError, which the callers answer as StorageUnavailable.)
+    statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN"
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        conn.connection.driver_connection.execute(statement)
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(statement, (), exc, dbapi.Error,
+                                  dialect=conn.dialect) from exc
 
 
 def _sqlite_pragmas_for(synchronous: str):
