@@ -19,6 +19,13 @@ trip): the resource server's record id is its idempotency key,
 so a batch sent again is stored once and its ids answered as duplicates. A refused record
 is never stored; each refusal is audited (``access_record.refused``) in the claimed tenant
 when that tenant exists.
+
+The access log's groups (:class:`~idp_bridge.storage.models.AccessRecordGroup`: per tenant,
+membership, area and action the count, first and last time, and the count per status) are
+kept in the same transactions: the ingest adds the records its INSERT answered as stored (a
+duplicate adds nothing), the retention sweep takes away the records its DELETE returned and
+reads the group's new first and last from the records left. The log reads the newest groups
+without counting the tenant's history.
 """
 
 from __future__ import annotations
@@ -29,13 +36,16 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import bindparam, delete, func, select, text
+from collections import Counter
+
+from sqlalchemy import and_, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from scopes.catalog import ACTIONS, CATALOG
 
 from . import audit
-from ..storage.models import AccessRecord, Membership, Tenant, TokenFamily, UTCDateTime
+from ..storage.models import (AccessRecord, AccessRecordGroup, AccessRecordGroupStatus,
+                              Membership, Tenant, TokenFamily, UTCDateTime)
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +254,10 @@ class AccessRecords:
                  "grant_id": r.grant_id, "sid": r.sid, "subject": r.sub, "area": r.area,
                  "action": r.action, "method": r.method, "route": r.route, "status": r.status,
                  "at": _naive_utc(r.at, None).isoformat()} for r in records])
-            return list(session.execute(_INSERT_POSTGRESQL, {
+            stored = list(session.execute(_INSERT_POSTGRESQL, {
                 "client_id": client_id, "received_at": now, "rows": rows}).scalars())
+            AccessRecords._count_stored(session, records, memberships, stored)
+            return stored
         rows = [{"client_id": client_id, "record_id": r.id, "tenant_id": r.tenant,
                  "membership_id": memberships[r.id], "grant_id": r.grant_id, "sid": r.sid,
                  "subject": r.sub, "area": r.area, "action": r.action, "method": r.method,
@@ -253,7 +265,33 @@ class AccessRecords:
                 for r in records]
         # SQLite: one statement compiled once; SQLAlchemy sends the rows as one multi-row
         # INSERT ("insertmanyvalues") and collects RETURNING of those inserted.
-        return list(session.execute(_INSERT_SQLITE, rows).scalars())
+        stored = list(session.execute(_INSERT_SQLITE, rows).scalars())
+        AccessRecords._count_stored(session, records, memberships, stored)
+        return stored
+
+    @staticmethod
+    def _count_stored(session, records: list[Record], memberships: dict[str, str],
+                      stored: list[str]) -> None:
+        """Add the records stored now (``stored``: their ids, as the INSERT returned them;
+        duplicates are not among them) to their groups."""
+        if not stored:
+            return
+        stored_set = set(stored)
+        groups: dict[tuple, list] = {}
+        statuses: Counter = Counter()
+        for r in records:
+            if r.id not in stored_set:
+                continue
+            key = (r.tenant, memberships[r.id], r.area, r.action)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [r.sub, 1, r.at, r.at]
+            else:
+                group[1] += 1
+                group[2] = min(group[2], r.at)
+                group[3] = max(group[3], r.at)
+            statuses[key + (r.status,)] += 1
+        add_to_groups(session, groups, statuses)
 
     @staticmethod
     def ingest(session, client_id: str, raw_records: list, now: datetime) -> IngestResult:
@@ -319,11 +357,113 @@ class AccessRecords:
         per call (the maintenance loop comes back); returns how many."""
         cutoff = now - timedelta(days=retention_days)
         ids = select(AccessRecord.id).where(AccessRecord.at < cutoff).limit(batch)
-        result = session.execute(delete(AccessRecord).where(AccessRecord.id.in_(
-            ids.scalar_subquery())).execution_options(synchronize_session=False))
-        return result.rowcount or 0
+        table = AccessRecord.__table__
+        deleted = session.execute(delete(table).where(table.c.id.in_(ids.scalar_subquery()))
+                                  .returning(table.c.tenant_id, table.c.membership_id,
+                                             table.c.area, table.c.action,
+                                             table.c.status)).all()
+        remove_from_groups(session, [tuple(row) for row in deleted])
+        return len(deleted)
 
     @staticmethod
     def count(session, tenant_id: str) -> int:
         return session.scalar(select(func.count()).select_from(AccessRecord)
                               .where(AccessRecord.tenant_id == tenant_id)) or 0
+
+
+# --- the access log's groups, kept with the records ---
+_GROUPS = AccessRecordGroup.__table__
+_STATUSES = AccessRecordGroupStatus.__table__
+_KEY = (_GROUPS.c.tenant_id, _GROUPS.c.membership_id, _GROUPS.c.area, _GROUPS.c.action)
+
+
+def add_to_groups(session, groups: dict[tuple, list], statuses: dict[tuple, int]) -> None:
+    """Add records to their groups: ``groups`` maps (tenant, membership, area, action) to
+    [subject, count, first, last] of the records added, ``statuses`` (the same key and a
+    status) to how many of them answered that status. Two statements (upserts), the rows in
+    key order (concurrent ingests lock the same groups in the same order)."""
+    if not groups:
+        return
+    postgresql_ = session.get_bind().dialect.name == "postgresql"
+    insert = postgresql.insert if postgresql_ else sqlite.insert
+    least, greatest = (func.least, func.greatest) if postgresql_ else (func.min, func.max)
+    add = insert(_GROUPS)
+    add = add.on_conflict_do_update(index_elements=list(_KEY), set_={
+        "count": _GROUPS.c.count + add.excluded.count,
+        "first_at": least(_GROUPS.c.first_at, add.excluded.first_at),
+        "last_at": greatest(_GROUPS.c.last_at, add.excluded.last_at),
+    }).returning(_GROUPS.c.id, *_KEY)
+    rows = [{"tenant_id": k[0], "membership_id": k[1], "area": k[2], "action": k[3],
+             "subject": v[0], "count": v[1], "first_at": v[2], "last_at": v[3]}
+            for k, v in sorted(groups.items())]
+    ids = {tuple(row[1:]): row[0] for row in session.execute(add, rows)}
+    count = insert(_STATUSES)
+    count = count.on_conflict_do_update(
+        index_elements=[_STATUSES.c.group_id, _STATUSES.c.status],
+        set_={"count": _STATUSES.c.count + count.excluded.count})
+    session.execute(count, [{"group_id": ids[k[:4]], "status": k[4], "count": n}
+                            for k, n in sorted(statuses.items())])
+
+
+def remove_from_groups(session, deleted: list[tuple]) -> None:
+    """Take deleted records (tenant, membership, area, action, status) away from their
+    groups: their counts go down, a group (or status) left with none is deleted, and the
+    first and last time of the others are read again from the records left (by the index
+    of a group's records: two index seeks a group)."""
+    if not deleted:
+        return
+    per_group = Counter(row[:4] for row in deleted)
+    per_status = Counter(row[:5] for row in deleted)
+    records = AccessRecord.__table__
+    key = and_(*(column == bindparam(f"b_{column.name}") for column in _KEY))
+    of_group = and_(records.c.tenant_id == _GROUPS.c.tenant_id,
+                    records.c.membership_id == _GROUPS.c.membership_id,
+                    records.c.area == _GROUPS.c.area, records.c.action == _GROUPS.c.action)
+
+    def params(k) -> dict:
+        return {"b_tenant_id": k[0], "b_membership_id": k[1], "b_area": k[2],
+                "b_action": k[3]}
+
+    # The groups first, then their statuses, as the ingest does: a status row is only
+    # written by a transaction holding its group's row, so on PostgreSQL a sweep and an
+    # ingest wait for each other at most (no deadlock).
+    group_rows = [{**params(k), "b_n": n} for k, n in sorted(per_group.items())]
+    session.execute(update(_GROUPS).where(key).values(
+        count=_GROUPS.c.count - bindparam("b_n"),
+        first_at=func.coalesce(select(func.min(records.c.at)).where(of_group)
+                               .scalar_subquery(), _GROUPS.c.first_at),
+        last_at=func.coalesce(select(func.max(records.c.at)).where(of_group)
+                              .scalar_subquery(), _GROUPS.c.last_at)), group_rows)
+    group_id = select(_GROUPS.c.id).where(key).scalar_subquery()
+    status_rows = [{**params(k), "b_status": k[4], "b_n": n}
+                   for k, n in sorted(per_status.items())]
+    session.execute(update(_STATUSES).where(
+        _STATUSES.c.group_id == group_id, _STATUSES.c.status == bindparam("b_status"))
+        .values(count=_STATUSES.c.count - bindparam("b_n")), status_rows)
+    session.execute(delete(_STATUSES).where(
+        _STATUSES.c.group_id == group_id, _STATUSES.c.status == bindparam("b_status"),
+        _STATUSES.c.count <= 0), status_rows)
+    session.execute(delete(_GROUPS).where(key, _GROUPS.c.count <= 0),
+                    [params(k) for k in sorted(per_group)])
+
+
+#: The groups recounted from the records (the migration's backfill does the same): for a
+#: database whose records were written around the ingest (a benchmark's seed).
+REBUILD_GROUPS = (
+    "DELETE FROM access_record_group_statuses",
+    "DELETE FROM access_record_groups",
+    "INSERT INTO access_record_groups (tenant_id, membership_id, area, action, subject, count,"
+    " first_at, last_at) SELECT tenant_id, membership_id, area, action, max(subject),"
+    " count(*), min(at), max(at) FROM access_records"
+    " GROUP BY tenant_id, membership_id, area, action",
+    "INSERT INTO access_record_group_statuses (group_id, status, count)"
+    " SELECT g.id, x.status, x.n FROM (SELECT tenant_id, membership_id, area, action, status,"
+    " count(*) AS n FROM access_records GROUP BY tenant_id, membership_id, area, action,"
+    " status) x JOIN access_record_groups g ON g.tenant_id = x.tenant_id"
+    " AND g.membership_id = x.membership_id AND g.area = x.area AND g.action = x.action",
+)
+
+
+def rebuild_groups(connection) -> None:
+    for statement in REBUILD_GROUPS:
+        connection.execute(text(statement))

@@ -21,7 +21,8 @@ from ..domain.access_records import (MAX_BATCH, TRANSACTION_RECORDS,
 from ..domain.errors import InvalidInput
 from ..domain.memberships import advisor_names
 from ..storage.db import utcnow
-from ..storage.models import AccessRecord, Client, Membership
+from ..storage.models import (AccessRecord, AccessRecordGroup, AccessRecordGroupStatus, Client,
+                              Membership)
 
 #: "Active now": records within this long before now.
 ACTIVE_WINDOW = timedelta(minutes=5)
@@ -156,10 +157,19 @@ class AccessRecordsService:
         return IngestResult(accepted=accepted, duplicates=duplicates, refused=refused)
 
     # --- the tenant admins' reads ---
-    def access_summary(self, caller, tenant_id: str, query: AccessQuery) -> list[AccessGroup]:
+    def access_summary(self, caller, tenant_id: str, query: AccessQuery, *,
+                       limit: int = MAX_GROUPS) -> list[AccessGroup]:
         """The tenant's records grouped per advisor (membership), area and action, newest
-        group (by its last request) first, at most :data:`MAX_GROUPS`."""
+        group (by its last request) first, at most ``limit`` (1 to :data:`MAX_GROUPS`).
+
+        Without a time filter the groups are read as the ingest and the sweep keep them
+        (:class:`~idp_bridge.storage.models.AccessRecordGroup`): the newest ``limit`` by
+        their last request and their statuses, whatever the tenant's history. A day or time
+        filter counts the records in that range."""
         self.authorize.tenant_admin(caller, tenant_id)
+        limit = max(1, min(int(limit), MAX_GROUPS))
+        if not (query.since or query.until or query.start or query.end):
+            return self._kept_groups(tenant_id, query, limit)
         with self.db.read() as session:
             self.memberships.tenant(session, tenant_id)
             conditions = self._conditions(session, tenant_id, query)
@@ -190,7 +200,7 @@ class AccessRecordsService:
                        func.min(c.first), last, statuses)
                 .group_by(c.membership_id, c.subject, c.area, c.action)
                 .order_by(last.desc(), c.subject.desc(), c.area.desc(), c.action.desc())
-                .limit(MAX_GROUPS)).all()
+                .limit(limit)).all()
             names = self._names(session, tenant_id, {row[1] for row in rows})
         found = []
         for membership_id, subject, area, action, count, first, last_at, text in rows:
@@ -204,7 +214,33 @@ class AccessRecordsService:
                 area=area, action=action, count=int(count), first_at=_utc(first),
                 last_at=_utc(last_at), statuses=dict(sorted(counted.items()))))
         found.sort(key=lambda g: (g.last_at, g.subject, g.area, g.action), reverse=True)
-        return found[:MAX_GROUPS]
+        return found[:limit]
+
+    def _kept_groups(self, tenant_id: str, query: AccessQuery, limit: int) -> list[AccessGroup]:
+        """The newest ``limit`` groups as kept with the records, and their statuses: two
+        bounded reads (the tenant's groups by their last request, then the statuses of
+        those shown)."""
+        G, S = AccessRecordGroup, AccessRecordGroupStatus
+        with self.db.read() as session:
+            self.memberships.tenant(session, tenant_id)
+            conditions = self._conditions(session, tenant_id, query, table=G)
+            rows = session.execute(
+                select(G.id, G.membership_id, G.subject, G.area, G.action, G.count,
+                       G.first_at, G.last_at).where(*conditions)
+                .order_by(G.last_at.desc(), G.subject.desc(), G.area.desc(), G.action.desc())
+                .limit(limit)).all()
+            statuses: dict[int, dict[int, int]] = {}
+            if rows:
+                for group_id, status, n in session.execute(
+                        select(S.group_id, S.status, S.count)
+                        .where(S.group_id.in_([row[0] for row in rows]))):
+                    statuses.setdefault(group_id, {})[status] = int(n)
+            names = self._names(session, tenant_id, {row[2] for row in rows})
+        return [AccessGroup(
+            subject=subject, advisor_name=names.get(subject), membership_id=membership_id,
+            area=area, action=action, count=int(count), first_at=_utc(first),
+            last_at=_utc(last), statuses=dict(sorted(statuses.get(group_id, {}).items())))
+            for group_id, membership_id, subject, area, action, count, first, last in rows]
 
     def access_requests(self, caller, tenant_id: str, query: AccessQuery, *,
                         before_id: int | None = None, limit: int = 50) -> RequestPage:
@@ -291,22 +327,27 @@ class AccessRecordsService:
         self.authorize.tenant_admin(caller, tenant_id)
         with self.db.read() as session:
             self.memberships.tenant(session, tenant_id)
+            # From the groups kept with the records (one row per membership, area and
+            # action), not from every record of the tenant.
             return {m: _utc(at) for m, at in session.execute(
-                select(AccessRecord.membership_id, func.max(AccessRecord.at))
-                .where(AccessRecord.tenant_id == tenant_id)
-                .group_by(AccessRecord.membership_id)).all()}
+                select(AccessRecordGroup.membership_id, func.max(AccessRecordGroup.last_at))
+                .where(AccessRecordGroup.tenant_id == tenant_id)
+                .group_by(AccessRecordGroup.membership_id)).all()}
 
     # --- helpers ---
-    def _conditions(self, session, tenant_id: str, query: AccessQuery) -> list:
-        conditions = [AccessRecord.tenant_id == tenant_id]
+    def _conditions(self, session, tenant_id: str, query: AccessQuery, *,
+                    table=AccessRecord) -> list:
+        """The query's conditions on the records, or (``table``: the kept groups, which
+        have the same columns but no time) on the groups, for a query without time."""
+        conditions = [table.tenant_id == tenant_id]
         if query.subject:
-            conditions.append(AccessRecord.subject == query.subject)
+            conditions.append(table.subject == query.subject)
         if query.membership_id:
-            conditions.append(AccessRecord.membership_id == query.membership_id)
+            conditions.append(table.membership_id == query.membership_id)
         if query.area:
-            conditions.append(AccessRecord.area == query.area)
+            conditions.append(table.area == query.area)
         if query.action:
-            conditions.append(AccessRecord.action == query.action)
+            conditions.append(table.action == query.action)
         if query.advisor:
             # By name, username, e-mail or subject: the people it names and the names of
             # this tenant's memberships (as the audit part of the access log filters).
@@ -316,7 +357,9 @@ class AccessRecordsService:
                 Membership.tenant_id == tenant_id, or_(
                     Membership.advisor_subject == query.advisor,
                     Membership.advisor_name.ilike(pattern, escape="\\")))))
-            conditions.append(AccessRecord.subject.in_(sorted(subjects)))
+            conditions.append(table.subject.in_(sorted(subjects)))
+        if table is not AccessRecord:
+            return conditions
         tz = ZoneInfo(self.timezone)
         if query.since:
             conditions.append(AccessRecord.at >= datetime.combine(query.since, time(), tz))

@@ -585,6 +585,48 @@ class AccessRecord(Base):
     )
 
 
+class AccessRecordGroup(Base):
+    """The access log's group of one advisor's access (membership) in one area with one
+    action ("bob read EBICS — 3 requests, 10:42–10:44"): how many of the tenant's stored
+    records it has, the first and the last. Kept with the records (issue 14 item 6, issue 16
+    item 5): the ingest adds the records it stored in the same transaction (a duplicate is
+    not stored, so not counted), the retention sweep takes away those it deletes; so the
+    figures always equal a count of the stored records, and the access log reads the newest
+    groups without counting the tenant's history."""
+
+    __tablename__ = "access_record_groups"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    membership_id: Mapped[str] = mapped_column(String(36))
+    area: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(10))
+    #: The membership's advisor (the records' subject).
+    subject: Mapped[str] = mapped_column(String(255))
+    count: Mapped[int] = mapped_column(BigInteger)
+    first_at: Mapped[datetime]
+    last_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("uq_access_record_groups_key", "tenant_id", "membership_id", "area", "action",
+              unique=True),
+        # The newest groups of a tenant first.
+        Index("ix_access_record_groups_tenant_last", "tenant_id", "last_at"),
+    )
+
+
+class AccessRecordGroupStatus(Base):
+    """How many of a group's stored records a resource server answered with ``status``."""
+
+    __tablename__ = "access_record_group_statuses"
+
+    group_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                          primary_key=True)
+    status: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
 class AccessRequest(Base):
     """An advisor's request for temporary access to a tenant, answered by a tenant admin
     (approved: a temporary membership; denied with a note) or expiring unanswered. One

@@ -439,7 +439,9 @@ def log(tenant_id):
     rows = [{"event": e, "what": access_log.describe(e, names),
              "who": access_log.actor_label(e, names, me)} for e in events]
     older = events[-1].id if len(events) == access_log.PAGE_SIZE else None
-    groups = _records().access_summary(g.identity, tenant_id, _access_query(filters))
+    # One more than shown: whether there are more.
+    groups = _records().access_summary(g.identity, tenant_id, _access_query(filters),
+                                       limit=access_log.GROUP_LIMIT + 1)
     shown = groups[:access_log.GROUP_LIMIT]
     reads = [{"group": group, "what": access_log.describe_group(group, names),
               "statuses": access_log.statuses_text(group.statuses),
