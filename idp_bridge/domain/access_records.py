@@ -46,6 +46,7 @@ from scopes.catalog import ACTIONS, CATALOG
 from . import audit
 from ..storage.models import (AccessRecord, AccessRecordGroup, AccessRecordGroupStatus,
                               Membership, Tenant, TokenFamily, UTCDateTime)
+from ..storage.plain import Plain
 
 log = logging.getLogger(__name__)
 
@@ -375,16 +376,13 @@ class AccessRecords:
 _GROUPS = AccessRecordGroup.__table__
 _STATUSES = AccessRecordGroupStatus.__table__
 _KEY = (_GROUPS.c.tenant_id, _GROUPS.c.membership_id, _GROUPS.c.area, _GROUPS.c.action)
+_STATUS_KEY = (_STATUSES.c.tenant_id, _STATUSES.c.membership_id, _STATUSES.c.area,
+               _STATUSES.c.action)
 
 
-def add_to_groups(session, groups: dict[tuple, list], statuses: dict[tuple, int]) -> None:
-    """Add records to their groups: ``groups`` maps (tenant, membership, area, action) to
-    [subject, count, first, last] of the records added, ``statuses`` (the same key and a
-    status) to how many of them answered that status. Two statements (upserts), the rows in
-    key order (concurrent ingests lock the same groups in the same order)."""
-    if not groups:
-        return
-    postgresql_ = session.get_bind().dialect.name == "postgresql"
+def _group_upserts(dialect: str):
+    """The two upserts of :func:`add_to_groups` for ``dialect`` (on the driver's cursor)."""
+    postgresql_ = dialect == "postgresql"
     insert = postgresql.insert if postgresql_ else sqlite.insert
     least, greatest = (func.least, func.greatest) if postgresql_ else (func.min, func.max)
     add = insert(_GROUPS)
@@ -392,17 +390,33 @@ def add_to_groups(session, groups: dict[tuple, list], statuses: dict[tuple, int]
         "count": _GROUPS.c.count + add.excluded.count,
         "first_at": least(_GROUPS.c.first_at, add.excluded.first_at),
         "last_at": greatest(_GROUPS.c.last_at, add.excluded.last_at),
-    }).returning(_GROUPS.c.id, *_KEY)
-    rows = [{"tenant_id": k[0], "membership_id": k[1], "area": k[2], "action": k[3],
-             "subject": v[0], "count": v[1], "first_at": v[2], "last_at": v[3]}
-            for k, v in sorted(groups.items())]
-    ids = {tuple(row[1:]): row[0] for row in session.execute(add, rows)}
+    })
     count = insert(_STATUSES)
     count = count.on_conflict_do_update(
-        index_elements=[_STATUSES.c.group_id, _STATUSES.c.status],
+        index_elements=[*_STATUS_KEY, _STATUSES.c.status],
         set_={"count": _STATUSES.c.count + count.excluded.count})
-    session.execute(count, [{"group_id": ids[k[:4]], "status": k[4], "count": n}
-                            for k, n in sorted(statuses.items())])
+    return Plain(add), Plain(count)
+
+
+_UPSERTS = {name: _group_upserts(name) for name in ("sqlite", "postgresql")}
+
+
+def add_to_groups(session, groups: dict[tuple, list], statuses: dict[tuple, int]) -> None:
+    """Add records to their groups: ``groups`` maps (tenant, membership, area, action) to
+    [subject, count, first, last] of the records added, ``statuses`` (the same key and a
+    status) to how many of them answered that status. Two upserts, each sent as one batch
+    of rows in key order (concurrent ingests lock the same groups in the same order); the
+    statuses are keyed by the group's key, so nothing is read back."""
+    if not groups:
+        return
+    add, count = _UPSERTS[session.get_bind().dialect.name]
+    add.run_many(session, [
+        {"tenant_id": k[0], "membership_id": k[1], "area": k[2], "action": k[3],
+         "subject": v[0], "count": v[1], "first_at": v[2], "last_at": v[3]}
+        for k, v in sorted(groups.items())])
+    count.run_many(session, [
+        {"tenant_id": k[0], "membership_id": k[1], "area": k[2], "action": k[3],
+         "status": k[4], "count": n} for k, n in sorted(statuses.items())])
 
 
 def remove_from_groups(session, deleted: list[tuple]) -> None:
@@ -416,6 +430,8 @@ def remove_from_groups(session, deleted: list[tuple]) -> None:
     per_status = Counter(row[:5] for row in deleted)
     records = AccessRecord.__table__
     key = and_(*(column == bindparam(f"b_{column.name}") for column in _KEY))
+    status_key = and_(*(column == bindparam(f"b_{column.name}") for column in _STATUS_KEY),
+                      _STATUSES.c.status == bindparam("b_status"))
     of_group = and_(records.c.tenant_id == _GROUPS.c.tenant_id,
                     records.c.membership_id == _GROUPS.c.membership_id,
                     records.c.area == _GROUPS.c.area, records.c.action == _GROUPS.c.action)
@@ -434,15 +450,11 @@ def remove_from_groups(session, deleted: list[tuple]) -> None:
                                .scalar_subquery(), _GROUPS.c.first_at),
         last_at=func.coalesce(select(func.max(records.c.at)).where(of_group)
                               .scalar_subquery(), _GROUPS.c.last_at)), group_rows)
-    group_id = select(_GROUPS.c.id).where(key).scalar_subquery()
     status_rows = [{**params(k), "b_status": k[4], "b_n": n}
                    for k, n in sorted(per_status.items())]
-    session.execute(update(_STATUSES).where(
-        _STATUSES.c.group_id == group_id, _STATUSES.c.status == bindparam("b_status"))
-        .values(count=_STATUSES.c.count - bindparam("b_n")), status_rows)
-    session.execute(delete(_STATUSES).where(
-        _STATUSES.c.group_id == group_id, _STATUSES.c.status == bindparam("b_status"),
-        _STATUSES.c.count <= 0), status_rows)
+    session.execute(update(_STATUSES).where(status_key)
+                    .values(count=_STATUSES.c.count - bindparam("b_n")), status_rows)
+    session.execute(delete(_STATUSES).where(status_key, _STATUSES.c.count <= 0), status_rows)
     session.execute(delete(_GROUPS).where(key, _GROUPS.c.count <= 0),
                     [params(k) for k in sorted(per_group)])
 
@@ -456,11 +468,9 @@ REBUILD_GROUPS = (
     " first_at, last_at) SELECT tenant_id, membership_id, area, action, max(subject),"
     " count(*), min(at), max(at) FROM access_records"
     " GROUP BY tenant_id, membership_id, area, action",
-    "INSERT INTO access_record_group_statuses (group_id, status, count)"
-    " SELECT g.id, x.status, x.n FROM (SELECT tenant_id, membership_id, area, action, status,"
-    " count(*) AS n FROM access_records GROUP BY tenant_id, membership_id, area, action,"
-    " status) x JOIN access_record_groups g ON g.tenant_id = x.tenant_id"
-    " AND g.membership_id = x.membership_id AND g.area = x.area AND g.action = x.action",
+    "INSERT INTO access_record_group_statuses (tenant_id, membership_id, area, action,"
+    " status, count) SELECT tenant_id, membership_id, area, action, status, count(*)"
+    " FROM access_records GROUP BY tenant_id, membership_id, area, action, status",
 )
 
 

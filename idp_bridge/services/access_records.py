@@ -225,22 +225,26 @@ class AccessRecordsService:
             self.memberships.tenant(session, tenant_id)
             conditions = self._conditions(session, tenant_id, query, table=G)
             rows = session.execute(
-                select(G.id, G.membership_id, G.subject, G.area, G.action, G.count,
+                select(G.membership_id, G.subject, G.area, G.action, G.count,
                        G.first_at, G.last_at).where(*conditions)
                 .order_by(G.last_at.desc(), G.subject.desc(), G.area.desc(), G.action.desc())
                 .limit(limit)).all()
-            statuses: dict[int, dict[int, int]] = {}
+            statuses: dict[tuple, dict[int, int]] = {}
             if rows:
-                for group_id, status, n in session.execute(
-                        select(S.group_id, S.status, S.count)
-                        .where(S.group_id.in_([row[0] for row in rows]))):
-                    statuses.setdefault(group_id, {})[status] = int(n)
-            names = self._names(session, tenant_id, {row[2] for row in rows})
+                # The statuses of the memberships shown (a membership has a group per area
+                # and action at most), by the statuses' key.
+                for membership_id, area, action, status, n in session.execute(
+                        select(S.membership_id, S.area, S.action, S.status, S.count)
+                        .where(S.tenant_id == tenant_id,
+                               S.membership_id.in_({row[0] for row in rows}))):
+                    statuses.setdefault((membership_id, area, action), {})[status] = int(n)
+            names = self._names(session, tenant_id, {row[1] for row in rows})
         return [AccessGroup(
             subject=subject, advisor_name=names.get(subject), membership_id=membership_id,
             area=area, action=action, count=int(count), first_at=_utc(first),
-            last_at=_utc(last), statuses=dict(sorted(statuses.get(group_id, {}).items())))
-            for group_id, membership_id, subject, area, action, count, first, last in rows]
+            last_at=_utc(last), statuses=dict(sorted(
+                statuses.get((membership_id, area, action), {}).items())))
+            for membership_id, subject, area, action, count, first, last in rows]
 
     def access_requests(self, caller, tenant_id: str, query: AccessQuery, *,
                         before_id: int | None = None, limit: int = 50) -> RequestPage:

@@ -617,13 +617,17 @@ class AccessRecordGroup(Base):
 
 
 class AccessRecordGroupStatus(Base):
-    """How many of a group's stored records a resource server answered with ``status``."""
+    """How many of a group's stored records a resource server answered with ``status``;
+    keyed by the group's own key (not its id), so the ingest writes both tables without
+    reading anything back."""
 
     __tablename__ = "access_record_group_statuses"
 
-    group_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
-                                          primary_key=True)
-    status: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    membership_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    area: Mapped[str] = mapped_column(String(40), primary_key=True)
+    action: Mapped[str] = mapped_column(String(10), primary_key=True)
+    status: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     count: Mapped[int] = mapped_column(BigInteger)
 
 

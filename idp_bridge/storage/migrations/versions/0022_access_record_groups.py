@@ -2,7 +2,7 @@
 
 ``access_record_groups`` holds per tenant, membership, area and action the count of stored
 records, the first and the last time; ``access_record_group_statuses`` the count per status
-of each group. The ingest adds the records it stores, the retention sweep takes away those
+of each group (keyed by the group's key: the ingest writes both without reading back). The ingest adds the records it stores, the retention sweep takes away those
 it deletes (``idp_bridge.domain.access_records``): the access log's groups are read from
 these rows, newest first by ``ix_access_record_groups_tenant_last``, instead of grouping
 every record of the tenant (p99 125 ms at 10 million records before). Backfilled here from
@@ -44,7 +44,10 @@ def upgrade():
                     ['tenant_id', 'last_at'])
     op.create_table(
         'access_record_group_statuses',
-        sa.Column('group_id', _ID, primary_key=True, autoincrement=False),
+        sa.Column('tenant_id', sa.String(64), primary_key=True),
+        sa.Column('membership_id', sa.String(36), primary_key=True),
+        sa.Column('area', sa.String(40), primary_key=True),
+        sa.Column('action', sa.String(10), primary_key=True),
         sa.Column('status', sa.Integer(), primary_key=True, autoincrement=False),
         sa.Column('count', sa.BigInteger(), nullable=False),
     )
@@ -55,11 +58,9 @@ def upgrade():
         " max(subject), count(*), min(at), max(at) FROM access_records"
         " GROUP BY tenant_id, membership_id, area, action")
     op.execute(
-        "INSERT INTO access_record_group_statuses (group_id, status, count)"
-        " SELECT g.id, x.status, x.n FROM (SELECT tenant_id, membership_id, area, action,"
-        " status, count(*) AS n FROM access_records GROUP BY tenant_id, membership_id, area,"
-        " action, status) x JOIN access_record_groups g ON g.tenant_id = x.tenant_id"
-        " AND g.membership_id = x.membership_id AND g.area = x.area AND g.action = x.action")
+        "INSERT INTO access_record_group_statuses (tenant_id, membership_id, area, action,"
+        " status, count) SELECT tenant_id, membership_id, area, action, status, count(*)"
+        " FROM access_records GROUP BY tenant_id, membership_id, area, action, status")
 
 
 def downgrade():
