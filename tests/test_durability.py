@@ -426,6 +426,13 @@ def test_postgres_connections_in_steady_use_are_not_pinged_idle_ones_are(postgre
         with db.read() as session:
             assert session.execute(text("SELECT 1")).scalar() == 1
         assert len(pings) >= 1
+        # The ping's own transaction ended before the connection was handed out: an
+        # isolation-level change (which the driver refuses inside a transaction) works.
+        pinged = len(pings)
+        with db.engine.connect() as connection:
+            assert len(pings) == pinged + 1
+            assert connection.execution_options(isolation_level="AUTOCOMMIT").execute(
+                text("SELECT 1")).scalar() == 1
     finally:
         db.dispose()
 

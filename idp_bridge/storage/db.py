@@ -344,6 +344,9 @@ def _ping_if_idle(dbapi_connection, record, _proxy) -> None:
             cursor.execute("SELECT 1")
         finally:
             cursor.close()
+        # The driver began a transaction for the ping: end it, or the connection is handed
+        # out inside one (SQLAlchemy would not know; an isolation-level change then fails).
+        dbapi_connection.rollback()
     except Exception as exc:
         raise DisconnectionError("a pooled connection did not answer its ping") from exc
 
