@@ -351,6 +351,17 @@ def test_while_shipping_fails_batches_are_small_and_nothing_is_kept_in_memory(fa
     assert len(fake.ingest.stored) == 2500 and recorder._take() == (1000, 900 * 1024)
 
 
+@pytest.mark.parametrize("endpoint", ["ftp://127.0.0.1/access-records", "https:///access-records",
+                                      "https://rs:secret@127.0.0.1/access-records",
+                                      "https://127.0.0.1/access records",
+                                      "https://127.0.0.1/access-records\r\nX: 1",
+                                      "https://127.0.0.1:99999/access-records"])
+def test_an_endpoint_the_shipper_cannot_post_to_is_refused(tmp_path, endpoint):
+    with pytest.raises(ValueError, match="endpoint"):
+        AccessRecorder(endpoint, CLIENT_ID, CLIENT_SECRET, tmp_path, max_spool_bytes=1 << 20)
+    assert not list(tmp_path.iterdir())  # nothing made
+
+
 def test_max_batch_must_be_100_to_1000(tmp_path):
     for wrong in (99, 1001, 0, 500.0, "500", True):
         with pytest.raises(ValueError, match="max_batch"):
@@ -747,7 +758,7 @@ def test_shipped_offsets_are_saved_so_a_restart_sends_nothing_again(fake, guard,
     assert len(fake.ingest.stored) == 150
 
 
-# --- the shipper's HTTP client (urllib3) against answers the fake ingest does not give ---
+# --- the shipper's HTTP client against answers the fake ingest does not give ---
 
 class ScriptedIngest:
     """An HTTP server on 127.0.0.1 (a thread per connection) answering each request with
@@ -918,7 +929,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_before_sending(sc
         assert recorder.wait_idle(60)
     finally:
         recorder.stop(2)
-    # urllib3 saw the connection closed and sent on a new one: nothing was sent on the
+    # The shipper saw the connection closed and sent on a new one: nothing was sent on the
     # closed one (and again).
     assert server.connections == 2 and recorder._http.resent == 0
     assert len(server.stored) == 300 and set(server.stored.values()) == {1}
@@ -982,7 +993,7 @@ def test_the_shipper_reads_chunked_close_delimited_and_informational_answers(
 @pytest.mark.parametrize("trusted", [True, False])
 def test_the_shipper_verifies_the_bridges_certificate(scripted, tmp_path, monkeypatch, caplog,
                                                       trusted):
-    """HTTPS with urllib3's verification against the system's CAs (here: a test CA made the
+    """HTTPS verified against the system's CAs (here: a test CA made the
     system's through SSL_CERT_FILE, or not): an untrusted certificate keeps the records in
     the spool, and nothing reaches the server."""
     from test_ssf_push_ssrf import _certificates
@@ -1034,6 +1045,10 @@ HOSTILE = {  # kind: (the answer, what the shipper logs about it)
     "http_2": (lambda ids: b"HTTP/2 200\r\n\r\n", "UnknownProtocol"),
     "two_lengths": (lambda ids: (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
                                  b"Content-Length: 3\r\n\r\n{}"), "multiple unmatching values"),
+    "two_lengths_in_one": (lambda ids: (b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\n{}"),
+                           "multiple unmatching values"),
+    "length_not_a_number": (lambda ids: (b"HTTP/1.1 200 OK\r\nContent-Length: 2x\r\n\r\n{}"),
+                            "is not a length"),
     "bad_chunk": (lambda ids: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
                   "IncompleteRead"),
     "short_body": (lambda ids: (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n"

@@ -16,13 +16,14 @@ thread of the resource server never waits for a disk or the network:
 2. The writer thread takes what collected for ``writer_linger`` seconds at once, gives each
    record its id (the idempotency key at the bridge, see below), formats the time and the
    JSON lines (the fields that repeat, those of one token and route, are encoded once and
-   reused), appends the batch to the spool of this process in one write and fsyncs it once.
+   reused; the batch's lines are one ``str.join``, no bytecode per record), appends the
+   batch to the spool of this process in one write and fsyncs it once.
 3. The shipper thread posts up to 1,000 records (at most 900 KiB) per request with the
-   receiver client's Basic credentials on one kept-alive connection (a urllib3 pool of one;
-   the records taken from what the writer just wrote, kept in memory for it, while it keeps
-   up; else read from the spool, several batches per read). A batch costs the shipper about
-   300 microseconds whatever its size (urllib3 and ``http.client``): a batch of 1,000 makes
-   that 0.3 per record. A bridge that answers 413 (one older than its 1 MiB limit for the
+   receiver client's Basic credentials on one kept-alive connection (:class:`_Poster`; the
+   records taken from what the writer just wrote, kept in memory for it, while it keeps
+   up; else read from the spool, several batches per read). A batch costs the shipper a
+   couple of hundred microseconds whatever its size (the request, ``http.client`` parsing
+   the answer, the JSON of the answer): a batch of 1,000 makes that 0.2 per record. A bridge that answers 413 (one older than its 1 MiB limit for the
    ingest, or a proxy's smaller limit), or 400 to a batch of more than 100 records (an older
    bridge's "at most 100 records"), gets batches half as large from then on, down to 100
    records in 60 KiB (what every bridge takes), the records staying in the spool. Once the
@@ -68,6 +69,7 @@ The spool needs POSIX ``flock`` (Linux, macOS).
 
 from __future__ import annotations
 
+import base64
 import bisect
 import collections
 import fcntl
@@ -75,15 +77,18 @@ import http.client
 import itertools
 import json
 import logging
+import operator
 import os
 import re
+import select
+import socket
+import ssl
 import sys
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import urllib3
 
 from .bearer import GuardError
 
@@ -97,6 +102,7 @@ WHEN_FULL = ("refuse", "drop_oldest")
 MAX_BATCH = 1000  # the contract's bound per POST (the bridge's ingest takes 1 MiB)
 MIN_BATCH = 100  # what every bridge takes (its app-wide 64 KiB request limit): after 413s
 MAX_ID = 64
+ID_LENGTH = 36  # of the record ids made here (_IdSource)
 MAX_ROUTE = 200
 _SEGMENT = re.compile(r"^(access-\d+-[0-9a-f]{12})-(\d{6})\.jsonl$")
 _LOCK = re.compile(r"^(access-\d+-[0-9a-f]{12})\.lock$")
@@ -114,6 +120,10 @@ _NEXT_IDS = re.compile(rb'\n\{"id": "([A-Za-z0-9._~:@+=-]{1,64})"')
 _ID = re.compile(r"[A-Za-z0-9._~:@+=-]{1,64}")  # the ids the bridge takes
 _encode = json.JSONEncoder().encode  # json.dumps' C encoder without its per-call set-up
 _intern = sys.intern
+_TIME = operator.itemgetter(0)  # of a queue tuple
+_KEY = operator.itemgetter(slice(1, None))  # its fields but the time
+_ACTION = operator.itemgetter(6)
+_LINE_START = '{"id": "'
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
@@ -160,8 +170,7 @@ class AccessRecorder:
                  orphan_scan_interval: float = 30.0, writer_linger: float = 0.05,
                  ship_linger: float = 0.2, ack_save_interval: float = 0.5,
                  max_batch: int = MAX_BATCH):
-        if not endpoint.startswith(("https://", "http://")):
-            raise ValueError("endpoint must be an http(s) URL")
+        _endpoint(endpoint)  # ValueError unless the shipper can post to it
         if not client_id or not client_secret:
             raise ValueError("client_id and client_secret are required")
         if type(max_spool_bytes) is not int or max_spool_bytes < 64 * 1024:
@@ -385,40 +394,58 @@ class AccessRecorder:
             self._cycles += 1
             self._wake.set()
 
-    def _lines(self, items) -> tuple[list[str], list, list[str]]:
-        """The JSON lines of ``items`` (queue tuples), the items and the ids they are of
-        (invalid ones are counted and left out). The fields of one token and route are
-        validated and encoded once (``_fragments``), the time once per millisecond, an id
-        per record."""
-        fragments, at = self._fragments, self._at
-        ids = self._ids.take(len(items))
-        lines = []
-        append = lines.append
-        invalid = 0
-        milli, text_at = at.milli, at.text
-        for record_id, item in zip(ids, items):
-            try:
-                text = fragments[item[1:]]
-            except (KeyError, TypeError):  # TypeError: a claim that is a list or an object
-                text = self._fragment(item[1:])
-                if text is None:
-                    invalid += 1
-                    continue
-            when = int(item[0] * 1000)
-            if when != milli:
-                milli, text_at = when, at.format(when)
-            append(f'{{"id": "{record_id}", {text}, "at": "{text_at}"}}\n')
-        if not invalid:
-            return lines, items, ids
-        self.stats["invalid"] += invalid
-        valid = [self._fragment(item[1:]) is not None for item in items]
-        return (lines, [item for item, ok in zip(items, valid) if ok],
-                [record_id for record_id, ok in zip(ids, valid) if ok])
+    def _lines(self, items) -> tuple[bytes, list[int], list, list[str]]:
+        """The JSON lines of ``items`` (queue tuples) as one ``bytes``, the end of each line in
+        it, the items and the ids they are of (invalid ones are counted and left out).
+
+        No bytecode per record in the usual case: the fields of one token and route are
+        validated and encoded once (``_fragments``, with the separators around them), the
+        time once per millisecond (with the end of its line and the start of the next), and
+        the lines are one ``str.join`` of id, fields and time, record after record (the
+        three lists laid into one by slice assignment); lookups, times and line lengths are
+        maps over the batch."""
+        n = len(items)
+        keys = list(map(_KEY, items))
+        try:
+            parts = list(map(self._fragments.__getitem__, keys))
+        except (KeyError, TypeError):  # a token or route not seen lately (or unhashable)
+            parts = list(map(self._fragment, keys))
+            if None in parts:
+                valid = [part is not None for part in parts]
+                self.stats["invalid"] += n - sum(valid)
+                items = list(itertools.compress(items, valid))
+                parts = list(itertools.compress(parts, valid))
+                n = len(items)
+                if not n:
+                    return b"", [], [], []
+        millis = list(map(int, map(operator.mul, map(_TIME, items), itertools.repeat(1000))))
+        # What follows a record's fields: its time, the end of its line and the start of the
+        # next one; per millisecond (of this batch).
+        stamp = self._at.format
+        stamps = {milli: f'{stamp(milli)}"}}\n{{"id": "' for milli in sorted(set(millis))}
+        tails = list(map(stamps.__getitem__, millis))
+        ids = self._ids.take(n)  # 36 characters each
+        # Line i is '{"id": "' + id + part + tail minus the next line's start: as long as
+        # id + part + tail. Each line's end (from the batch's start), for the shipper.
+        tail = len(tails[0])
+        if parts.count(parts[0]) == n and all(len(t) == tail for t in stamps.values()):
+            line = ID_LENGTH + len(parts[0]) + tail  # all lines alike: one token and route
+            ends = range(line, line * n + 1, line)
+        else:
+            ends = list(itertools.accumulate(map(operator.add, map(len, parts), map(
+                operator.add, map(len, tails), itertools.repeat(ID_LENGTH)))))
+        tails[-1] = tails[-1][:-len(_LINE_START)]  # no line after the last one
+        pieces = [_LINE_START] * (3 * n + 1)
+        pieces[1::3] = ids
+        pieces[2::3] = parts
+        pieces[3::3] = tails
+        # ensure_ascii: one character is one byte, len() of a line is its size on disk.
+        return "".join(pieces).encode("ascii"), ends, items, ids
 
     def _fragment(self, key: tuple) -> str | None:
-        """``"tenant": …, "status": …`` of a record's repeated fields (``key``: the queue
-        tuple without its time), or None when they are not valid; remembered (a bounded
-        number) when valid."""
+        """``", "tenant": …, "status": …, "at": "`` of a record's repeated fields (``key``: the
+        queue tuple without its time) with what comes between them and the id and time of
+        its line, or None when they are not valid; remembered (a bounded number) when valid."""
         try:
             text = self._fragments.get(key)
         except TypeError:  # unhashable: a claim that is a list or an object
@@ -435,17 +462,16 @@ class AccessRecorder:
         text = _encode({"tenant": tenant, "grant_id": grant_id, "sid": sid, "sub": sub,
                         "area": area, "action": action, "method": method,
                         "route": route[:MAX_ROUTE], "status": status})[1:-1]
+        text = f'", {text}, "at": "'
         if len(self._fragments) >= MAX_FRAGMENTS:
             self._fragments.clear()
         self._fragments[key] = text
         return text
 
     def _spool(self, items) -> None:
-        lines, kept, ids = self._lines(items)
-        if not lines:
+        batch, ends, kept, ids = self._lines(items)
+        if not ids:
             return
-        # ensure_ascii: one character is one byte, len() of a line is its size on disk.
-        batch = "".join(lines).encode("ascii")
         with self._lock:
             used = self._used()
             soft = self.max_spool_bytes - self.reserve
@@ -456,17 +482,17 @@ class AccessRecorder:
                 start = current.size
                 self._write_chunk([batch], len(batch), touched)  # the usual case: one write
                 if not self._failing:  # nothing for a shipper that cannot ship now
-                    self._remember(current, start, lines, ids, batch)
+                    self._remember(current, start, ends, ids, batch)
             else:
-                self._spool_lines([line.encode("ascii") for line in lines],
-                                  [item[6] for item in kept], used, soft, touched)
+                self._spool_lines([batch[a:b] for a, b in zip([0, *ends], ends)],
+                                  list(map(_ACTION, kept)), used, soft, touched)
             for f in touched:  # one fsync per batch (and segment written)
                 if not f.closed:
                     os.fsync(f.fileno())
-            self.stats["spooled"] += len(lines)
+            self.stats["spooled"] += len(ids)
             self._set_full(self._used() > soft or self._pressure)
 
-    def _remember(self, segment: _Segment, start: int, lines: list[str], ids: list[str],
+    def _remember(self, segment: _Segment, start: int, ends: list[int], ids: list[str],
                   batch: bytes) -> None:
         """Keep what was just written for the shipper (the lock is held): it posts it from
         memory, without reading and splitting the lines again, when it gets there while it
@@ -475,7 +501,7 @@ class AccessRecorder:
         pass over bytes just made): the shipper's body is then one slice of it, and the
         shipper does not copy and rewrite hundreds of KiB it has to fetch from another
         core's cache again."""
-        ends = list(itertools.accumulate(map(len, lines)))  # after each line, from ``start``
+        # ``ends``: after each line, from ``start``.
         wire = batch.replace(b"\n", b", ")  # line i ends at ends[i] + i + 1 here
         self._memo.append((segment, start, ends, ids, wire))
         self._memo_bytes += len(wire)
@@ -984,91 +1010,127 @@ class _FinalAnswer(http.client.HTTPResponse):
             super().begin()
 
 
-class _Connection(urllib3.connection.HTTPConnection):
-    response_class = _FinalAnswer
-
-
-class _TLSConnection(urllib3.connection.HTTPSConnection):
-    response_class = _FinalAnswer
-
-
 # A kept-alive connection the server closed just as the shipper sent on it: sent again, once,
-# on a new connection. (One closed while idle urllib3 notices itself and replaces.)
+# on a new connection. (One closed while idle is noticed before sending, and replaced.)
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
           ConnectionAbortedError)
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # a header name (RFC 9110 token)
+_FIELD = re.compile(r"^[\x20-\x7e]*$")  # a header value made here: visible ASCII and spaces
 
 
 class _Poster:
-    """The shipper's HTTP client: a urllib3 connection pool of one kept-alive connection to
-    the endpoint (``urllib3.connection_from_url``: TLS for ``https``, verified against the
-    system's CAs), a ``requests``-like ``post``. The pool's ``urlopen`` directly, with the
-    request head's fields made once: the shipper posts a batch per up to 1,000 records, and
-    every microsecond it holds the GIL is taken from the request threads
-    (bench/bench_access_recording.py). Answers are bounded (``MAX_BODY``, read within the
-    timeout; no content coding is decoded). A connection the server closed is replaced; one
-    it closed as the batch was sent is tried again once at once on a new connection (the
-    ingest is idempotent: a batch sent twice is stored once). After any other failure or an
-    answer that is not 200 the pool is dropped: the next POST starts on a new connection."""
+    """The shipper's HTTP client: one kept-alive HTTP/1.1 connection to the endpoint (TLS for
+    ``https``, verified against the system's CAs with host name checking, TLS 1.2 or later),
+    a ``requests``-like ``post``. The request head is made once (it changes only with the
+    endpoint, the credentials, the headers and the body's length) and goes out with the
+    body in one ``sendmsg`` (no copy of the body); the answer is parsed by ``http.client``
+    (its status line and header bounds, chunked and close-delimited bodies, interim answers
+    read past: :class:`_FinalAnswer`). The shipper posts a batch per up to 1,000 records,
+    and every microsecond it holds the GIL is taken from the request threads
+    (bench/bench_access_recording.py): urllib3's layers cost as much again as this.
+
+    Answers are bounded (``MAX_BODY``, read within the timeout; no content coding is
+    decoded; a body shorter than its ``Content-Length`` or with unmatching lengths is an
+    error). A connection the server closed while idle (readable before the request: its
+    end, or bytes nobody asked for) is replaced before sending; one it closed as the batch
+    was sent is tried again once at once on a new connection (the ingest is idempotent: a
+    batch sent twice is stored once). After any other failure, an answer that is not 200 or
+    one that ends the connection, the connection is closed: the next POST opens a new one.
+    Redirects are not followed (an answer that is not 200 is a failure)."""
 
     MAX_BODY = 1024 * 1024
 
     def __init__(self):
-        self._pool = None
-        self._key = None  # (url, auth, headers, timeout) the pool and the head are for
-        self._path = "/"
-        self._headers: dict[str, str] = {}
-        self._timeout = None
-        self._retries = urllib3.Retry(total=False, redirect=0)  # none: the shipper decides
+        self._sock = None
+        self._key = None  # (url, auth, headers, timeout) the head and the address are for
+        self._address = ("", 0)
+        self._hostname = ""
+        self._tls: ssl.SSLContext | None = None
+        self._head = b""  # the request head up to its Content-Length value
+        self._timeout = 5.0
         self.resent = 0  # batches sent again on a new connection (the old one closed)
 
     def post(self, url, *, data, auth, timeout, headers):
         key = (url, auth, tuple(headers.items()), timeout)
         if key != self._key:
             self._prepare(key)
+        head = b"%s%d\r\n\r\n" % (self._head, len(data))
         try:
+            if self._sock is not None and _readable(self._sock):
+                self.close()  # closed by the server while idle (or out of step): a new one
             try:
-                response = self._send(data)
-            except urllib3.exceptions.ProtocolError as exc:
-                if not any(isinstance(arg, _STALE) for arg in exc.args):
-                    raise
+                response = self._exchange(head, data)
+            except _STALE:
                 self.resent += 1
-                response = self._send(data)  # urllib3 dropped the connection: a new one
-        except BaseException:
-            self.close()
-            raise
-        try:
+                self.close()
+                response = self._exchange(head, data)  # on a new connection
             body = self._read(response, timeout)
-        except BaseException:
-            response.close()  # what is left of the answer: never read as the next one's
-            response.release_conn()
+        except BaseException as exc:
             self.close()
+            if isinstance(exc, (OSError, http.client.HTTPException)):  # named in the log
+                name, text = type(exc).__name__, str(exc)
+                raise _ShipError(text if text.startswith(name) else f"{name}: {text}") from None
             raise
-        response.release_conn()
-        if response.status != 200:
-            self.close()
+        if response.status != 200 or response.will_close or not (
+                response.isclosed() or response.length == 0):
+            self.close()  # not the answer the connection is kept for, or it ends it
+        response.close()
         return _Response(response.status, body)
 
     def _prepare(self, key) -> None:
         url, auth, headers, timeout = key
         self.close()
-        parts = urllib3.util.parse_url(url)
-        if parts.scheme not in ("http", "https") or not parts.host:
-            raise ValueError("the endpoint must be an http(s) URL")
-        self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
-        pool = urllib3.connection_from_url(url, maxsize=1, block=False,
-                                           retries=self._retries, timeout=self._timeout)
-        pool.ConnectionCls = _TLSConnection if parts.scheme == "https" else _Connection
-        self._path = parts.request_uri
-        self._headers = {**dict(headers), "User-Agent": "scopes-guard",
-                         **urllib3.make_headers(basic_auth=":".join(auth))}
-        self._pool, self._key = pool, key
+        scheme, hostname, port, host, path = _endpoint(url)
+        self._address = (hostname, port)
+        self._hostname = hostname
+        self._tls = None
+        if scheme == "https":
+            context = ssl.create_default_context()  # CERT_REQUIRED, check_hostname
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.set_alpn_protocols(["http/1.1"])
+            self._tls = context
+        token = base64.b64encode(":".join(auth).encode()).decode("ascii")
+        fields = {"Host": host, "User-Agent": "scopes-guard", "Accept-Encoding": "identity",
+                  **dict(headers), "Authorization": f"Basic {token}"}
+        for name, value in fields.items():
+            if not _TOKEN.match(name) or not _FIELD.match(value) or name.lower() in (
+                    "content-length", "transfer-encoding", "connection"):
+                raise ValueError(f"header {name!r} cannot be sent")
+        self._head = (f"POST {path} HTTP/1.1\r\n"
+                      + "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+                      + "Content-Length: ").encode("ascii")
+        self._timeout = timeout
+        self._key = key
 
-    def _send(self, data: bytes):
-        return self._pool.urlopen("POST", self._path, body=data, headers=self._headers,
-                                  retries=self._retries, redirect=False,
-                                  assert_same_host=False,
-                                  timeout=self._timeout, preload_content=False,
-                                  decode_content=False, release_conn=False)
+    def _connect(self):
+        sock = socket.create_connection(self._address, timeout=self._timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_hostname=self._hostname)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        return sock
+
+    def _exchange(self, head: bytes, data: bytes) -> _FinalAnswer:
+        """Send the request on the kept connection (a new one if there is none) and read the
+        answer's status line and head."""
+        sock = self._sock or self._connect()
+        if self._tls is None:
+            sent = sock.sendmsg([head, data])  # one system call, the usual case
+            if sent < len(head) + len(data):
+                rest = memoryview(data)[max(0, sent - len(head)):]
+                if sent < len(head):
+                    sock.sendall(head[sent:])
+                sock.sendall(rest)
+        else:
+            sock.sendall(head)
+            sock.sendall(data)
+        response = _FinalAnswer(sock, method="POST")
+        response.begin()
+        return response
 
     def _read(self, response, timeout: float) -> bytes:
         """The answer's body: at most ``MAX_BODY`` bytes, read within ``timeout`` (per read
@@ -1076,7 +1138,14 @@ class _Poster:
         coding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if coding != "identity":
             raise _ShipError(f"the answer has a content coding ({coding[:20]!r})")
-        length = response.length_remaining  # None: chunked or to the end of the connection
+        lengths = {v.strip() for field in response.headers.get_all("Content-Length", ())
+                   for v in field.split(",")}
+        if len(lengths) > 1:
+            raise _ShipError("the answer's Content-Length has multiple unmatching values")
+        if lengths and not response.chunked and (
+                response.length is None or str(response.length) not in lengths):
+            raise _ShipError("the answer's Content-Length is not a length")
+        length = response.length  # None: chunked or to the end of the connection
         if length is not None and length > self.MAX_BODY:
             raise _ShipError("the answer is too large")
         deadline = time.monotonic() + timeout
@@ -1084,19 +1153,48 @@ class _Poster:
         while length is None or size < length:  # the bridge's answer: one read
             chunk = response.read1(65536)  # what one receive brought (or had buffered)
             if not chunk:
-                break  # the end (a short Content-Length body raises IncompleteRead)
+                break
             size += len(chunk)
             if size > self.MAX_BODY:
                 raise _ShipError("the answer is too large")
             if time.monotonic() > deadline:
                 raise _ShipError("the answer took too long")
             chunks.append(chunk)
+        if length is not None and size < length:
+            raise http.client.IncompleteRead(b"".join(chunks), length - size)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def close(self) -> None:
-        pool, self._pool, self._key = self._pool, None, None
-        if pool is not None:
-            pool.close()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
+def _endpoint(url: str) -> tuple[str, str, int, str, str]:
+    """(scheme, host name, port, ``Host`` header, request target) of an ingest endpoint:
+    ``http`` or ``https``, a host, no credentials, no spaces or control characters."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ValueError("the endpoint must be an http(s) URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc \
+            or not _FIELD.match(url) or " " in url:
+        raise ValueError("the endpoint must be an http(s) URL with a host, without "
+                         "credentials, spaces or control characters")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.scheme, parts.hostname, port, parts.netloc, path
+
+
+def _readable(sock) -> bool:
+    """Whether an idle connection has something to read: the server closed it (or sent what
+    nobody asked for). Either way it is not used for the next request."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
 
 
 class _Response:
