@@ -185,6 +185,8 @@ def main(argv=None) -> dict:
     }
     if trace_file is not None:
         result["trace"] = stages(trace_file, marks)
+        # The raw marks beside the trace, for a closer look at single rounds.
+        trace_file.with_name("marks.json").write_text(json.dumps(marks))
     path = write_result("revocation", result)
     print(json.dumps(result, indent=2))
     print(f"written to {path}")

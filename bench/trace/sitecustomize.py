@@ -102,4 +102,45 @@ if _PATH:
 
         db.WalFlush._fdatasync = traced_flush
 
+        enter, leave = db.WriterLock.__enter__, db.WriterLock.__exit__
+
+        def traced_enter(self):
+            note("lock_in", getattr(_local, "stream", ""))
+            result = enter(self)
+            note("lock_out", getattr(_local, "stream", ""))
+            note("held_in", getattr(_local, "stream", ""))
+            return result
+
+        def traced_leave(self, *exc):
+            note("held_out", getattr(_local, "stream", ""))
+            return leave(self, *exc)
+
+        db.WriterLock.__enter__, db.WriterLock.__exit__ = traced_enter, traced_leave
+
+        from sqlalchemy.dialects.sqlite.base import SQLiteDialect
+
+        commit = SQLiteDialect.do_commit
+
+        def traced_commit(self, dbapi_connection):
+            note("commit_in", getattr(_local, "stream", ""))
+            try:
+                return commit(self, dbapi_connection)
+            finally:
+                note("commit_out", getattr(_local, "stream", ""))
+
+        SQLiteDialect.do_commit = traced_commit
+
+        from idp_bridge.services import tenant_admin
+
+        remove = tenant_admin.TenantAdmin.remove
+
+        def traced_remove(self, *args, **kwargs):
+            note("remove_in")
+            try:
+                return remove(self, *args, **kwargs)
+            finally:
+                note("remove_out")
+
+        tenant_admin.TenantAdmin.remove = traced_remove
+
     _install()
