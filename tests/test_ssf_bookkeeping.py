@@ -13,7 +13,8 @@ from conftest import RS_CLIENT_ID, TENANT, Bridge, build_app, wait_until
 from ssf_client import new_stream
 from idp_bridge.app import services
 from idp_bridge.ssf.bookkeeping import DeliveriesFirst, WriteCoalescer
-from idp_bridge.storage.db import StorageUnavailable
+from idp_bridge.domain.errors import NotFound
+from idp_bridge.storage.db import StorageUnavailable, utcnow
 from idp_bridge.storage.models import Revocation, RevocationReceipt, SsfAck, SsfStream
 
 
@@ -243,6 +244,82 @@ def test_one_failing_piece_is_undone_alone(bridge):
     assert coalescer.transactions == 2
     assert stream_row(bridge, stream_ids[0]).description == "kept"
     assert stream_row(bridge, stream_ids[1]).description is None
+
+
+def test_a_piece_without_savepoint_that_fails_reaches_its_caller_alone(bridge):
+    """A piece that changes nothing when it raises runs without a savepoint of its own; its
+    error still reaches only its caller, and the batch's other pieces commit."""
+    db = bridge.services.db
+    coalescer = WriteCoalescer(db)
+    kept_id, gone_id = new_stream(bridge), "0" * 32
+    results, errors = {}, {}
+    transmitter = bridge.services.transmitter
+    statements = []
+    from sqlalchemy import event
+
+    def note(_conn, _cursor, statement, *_args):
+        statements.append(statement.split()[0].upper())
+    event.listen(db.write_engine, "before_cursor_execute", note)
+
+    def record(name, stream_id):
+        def work(session):
+            return transmitter._record_delivery(session, stream_id, RS_CLIENT_ID,
+                                                utcnow(), 7, [], utcnow())
+        try:
+            results[name] = coalescer.run(work, savepoint=False)
+        except NotFound as exc:
+            errors[name] = exc
+
+    def describe(session):
+        session.get(SsfStream, kept_id).description = "kept too"
+        return "described"
+    try:
+        with Held(coalescer):
+            threads = [threading.Thread(target=record, args=(n, s), daemon=True)
+                       for n, s in (("kept", kept_id), ("gone", gone_id))]
+            threads.append(threading.Thread(
+                target=lambda: results.__setitem__("described", coalescer.run(describe)),
+                daemon=True))
+            for thread in threads:
+                thread.start()
+            wait_until(lambda: queued(coalescer) == 3)
+            statements.clear()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        event.remove(db.write_engine, "before_cursor_execute", note)
+    assert results == {"kept": None, "described": "described"} and list(errors) == ["gone"]
+    assert coalescer.transactions == 2
+    row = stream_row(bridge, kept_id)
+    assert row.delivered_through_id == 7 and row.description == "kept too"
+    # One savepoint in that transaction: the piece that asked for one.
+    assert statements.count("SAVEPOINT") == 1, statements
+
+
+def test_a_delivery_record_raises_the_ceiling_only(bridge):
+    """The delivery record's UPDATE raises the stream's ceiling, never lowers it, marks the
+    stream seen only when asked, and reports a stream that is gone (NotFound)."""
+    transmitter = bridge.services.transmitter
+    stream_id = new_stream(bridge)
+    seen = stream_row(bridge, stream_id).last_seen_at
+
+    def record(top, seen_at=None, stream=stream_id, client=RS_CLIENT_ID):
+        with bridge.services.db.transaction() as session:
+            transmitter._record_delivery(session, stream, client, seen_at, top, [], utcnow())
+    record(5)
+    assert stream_row(bridge, stream_id).delivered_through_id == 5
+    record(3)  # lower: unchanged
+    record(None)  # only the existence check
+    row = stream_row(bridge, stream_id)
+    assert row.delivered_through_id == 5 and row.last_seen_at == seen
+    later = utcnow()
+    record(9, seen_at=later)
+    row = stream_row(bridge, stream_id)
+    assert row.delivered_through_id == 9 and row.last_seen_at == later
+    for stream, client in (("0" * 32, RS_CLIENT_ID), (stream_id, "advisor-console")):
+        with pytest.raises(NotFound):
+            record(11, stream=stream, client=client)
+    assert stream_row(bridge, stream_id).delivered_through_id == 9
 
 
 def test_a_failed_transaction_reaches_every_caller_of_its_batch(bridge, monkeypatch):

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography.fernet import Fernet
-from sqlalchemy import bindparam, case, delete, false, func, or_, select, text, tuple_, update
+from sqlalchemy import bindparam, delete, false, func, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from ..domain.errors import Conflict, InvalidInput, NotFound
@@ -500,7 +500,10 @@ class Transmitter:
             self.bookkeeping.run(lambda session: self._record_delivery(
                 session, stream_id, client_id, now if touch else None, top, read.skipped, now),
                 gather=company.gather if company is not None else None,
-                queued=company.ready if company is not None else None)
+                queued=company.ready if company is not None else None,
+                # Without dropped events one UPDATE, which changes nothing when the stream
+                # is gone (NotFound): no savepoint.
+                savepoint=bool(read.skipped))
         elif company is not None:
             company.ready()
         return sets, read.more
@@ -522,19 +525,11 @@ class Transmitter:
         """A poll's bookkeeping, inside the shared write: the stream seen, its delivered
         ceiling raised to ``top``, the revocations of removed subjects (``skipped``)
         dropped. The stream may have gone since the read: NotFound, as for its poll."""
-        column = SsfStream.delivered_through_id
-        values = {}
-        if seen_at is not None:
-            values["last_seen_at"] = seen_at
-        if top is not None:
-            values["delivered_through_id"] = case((or_(column.is_(None), column < top), top),
-                                                  else_=column)
-        if not values:
-            values["delivered_through_id"] = column  # only the existence check
-        found = session.execute(
-            update(SsfStream).where(SsfStream.stream_id == stream_id,
-                                    SsfStream.client_id == client_id)
-            .values(**values).execution_options(synchronize_session=False)).rowcount
+        # One prepared UPDATE (_RECORD_DELIVERY: building it each time cost more than the
+        # statement, inside the writer lock); with nothing to set, only the existence check.
+        found = session.execute(_RECORD_DELIVERY[seen_at is not None, top is not None], {
+            "stream_id": stream_id, "client_id": client_id, "seen_at": seen_at,
+            "top": top}).rowcount
         if not found:
             raise NotFound("no such stream")
         if skipped:
@@ -793,6 +788,26 @@ _PENDING_ROWS = text(
     "(SELECT revocation_id FROM ssf_acks WHERE stream_id = :stream_id) "
     "ORDER BY id LIMIT :limit").bindparams(bindparam("cutoff", type_=_CREATED_AT)).columns(
     *Revocation.__table__.c)
+
+
+def _record_delivery_statement(seen: bool, ceiling: bool):
+    sets = []
+    if seen:
+        sets.append("last_seen_at = :seen_at")
+    if ceiling:  # raised, never lowered
+        sets.append("delivered_through_id = CASE WHEN delivered_through_id IS NULL OR "
+                    "delivered_through_id < :top THEN :top ELSE delivered_through_id END")
+    if not sets:  # only the existence check
+        sets.append("delivered_through_id = delivered_through_id")
+    statement = text(f"UPDATE ssf_streams SET {', '.join(sets)} "
+                     "WHERE stream_id = :stream_id AND client_id = :client_id")
+    seen_type = SsfStream.__table__.c.last_seen_at.type
+    return statement.bindparams(bindparam("seen_at", type_=seen_type)) if seen else statement
+
+
+#: Transmitter._record_delivery's UPDATE by (stream seen, ceiling raised).
+_RECORD_DELIVERY = {(seen, ceiling): _record_delivery_statement(seen, ceiling)
+                    for seen in (False, True) for ceiling in (False, True)}
 
 
 def _close_receipts(session, condition) -> None:
