@@ -69,6 +69,7 @@ class FakeTransmitter(FakeIssuer):
         self.introspection_down = False
         self.introspections: list[tuple[str, str]] = []
         self.ssf_jwks_path = "/jwks"  # the feed's keys: the issuer's, or at /ssf/jwks
+        self.signing_algs = None  # set_signing_alg_values_supported, when offered
         self.cond = threading.Condition()
         app = self.app
         app.add_url_rule("/ssf/jwks", endpoint="ssf_jwks", view_func=self._ssf_jwks)
@@ -96,7 +97,9 @@ class FakeTransmitter(FakeIssuer):
             "delivery_methods_supported": [self.POLL, "urn:ietf:rfc:8935"],
             "configuration_endpoint": f"{self.issuer}/ssf/stream",
             "authorization_schemes": [{"spec_urn": "urn:ietf:rfc:7617"}],
-            "default_subjects": "ALL"})
+            "default_subjects": "ALL",
+            **({"set_signing_alg_values_supported": self.signing_algs}
+               if self.signing_algs is not None else {})})
 
     def _ssf_jwks(self):
         self.hits["ssf_jwks"] += 1
@@ -119,16 +122,19 @@ class FakeTransmitter(FakeIssuer):
         if request.method == "POST":
             if self.stream is not None:
                 return jsonify({"error": "conflict"}), 409
-            self.stream = self._stream_config(body["delivery"]["method"])
+            self.stream = self._stream_config(body["delivery"]["method"],
+                                              alg=body.get("set_signing_alg"))
             return jsonify(self.stream), 201
         if self.stream is None:
             return jsonify({"error": "not_found"}), 404
         if request.method == "PATCH":
             self.stream = self._stream_config(body["delivery"]["method"],
-                                              self.stream["stream_id"])
+                                              self.stream["stream_id"],
+                                              alg=body.get("set_signing_alg",
+                                                           self.stream.get("set_signing_alg")))
         return jsonify(self.stream)
 
-    def _stream_config(self, method, stream_id=None) -> dict:
+    def _stream_config(self, method, stream_id=None, alg=None) -> dict:
         stream_id = stream_id or uuid.uuid4().hex
         url = f"{self.issuer}/ssf/poll/{stream_id}" if method == self.POLL \
             else "https://rs.example/events"
@@ -136,7 +142,8 @@ class FakeTransmitter(FakeIssuer):
                 "delivery": {"method": method, "endpoint_url": url},
                 "events_supported": [SESSION_REVOKED, VERIFICATION],
                 "events_requested": [SESSION_REVOKED], "events_delivered": [SESSION_REVOKED],
-                "min_verification_interval": 0}
+                "min_verification_interval": 0,
+                **({"set_signing_alg": alg} if alg is not None else {})}
 
     def _poll(self, stream_id):
         if self.down:
@@ -295,6 +302,51 @@ def test_a_push_stream_is_switched_to_poll(feed, guards):
     wait_until(lambda: guard.feed_healthy, what="first poll")
     assert [method for method, _ in feed.stream_requests] == ["POST", "GET", "PATCH"]
     assert feed.stream["delivery"]["method"] == FakeTransmitter.POLL
+
+
+@pytest.mark.parametrize("algorithms, asked", [
+    (("ES256", "RS256"), "ES256"),  # the guard's default: ES256, cheaper to sign
+    (("ES256",), "ES256"),
+    (("RS256",), None),  # the transmitter's default (RS256)
+])
+def test_the_listener_asks_for_es256_sets_when_it_accepts_them(feed, guards, algorithms,
+                                                               asked):
+    feed.signing_algs = ["RS256", "ES256"]
+    guard = guards(algorithms=algorithms)
+    guard.start_revocation_listener(CLIENT_ID, SECRET)
+    wait_until(lambda: guard.feed_healthy, what="first poll")
+    body = {"delivery": {"method": FakeTransmitter.POLL}}
+    if asked:
+        body["set_signing_alg"] = asked
+    assert feed.stream_requests == [("POST", body)]
+    assert feed.stream.get("set_signing_alg") == asked
+
+
+def test_nothing_is_asked_of_a_transmitter_that_offers_no_algorithms(feed, guards):
+    guard = guards()
+    guard.start_revocation_listener(CLIENT_ID, SECRET)
+    wait_until(lambda: guard.feed_healthy, what="first poll")
+    assert feed.stream_requests == [("POST", {"delivery": {"method": FakeTransmitter.POLL}})]
+
+
+def test_an_existing_rs256_stream_is_switched_to_es256(feed, guards):
+    feed.signing_algs = ["RS256", "ES256"]
+    feed.stream = feed._stream_config(FakeTransmitter.POLL, alg="RS256")
+    guard = guards()
+    guard.start_revocation_listener(CLIENT_ID, SECRET)
+    wait_until(lambda: guard.feed_healthy, what="first poll")
+    assert [method for method, _ in feed.stream_requests] == ["POST", "GET", "PATCH"]
+    assert feed.stream_requests[-1][1]["set_signing_alg"] == "ES256"
+    assert feed.stream["set_signing_alg"] == "ES256"
+
+
+def test_an_existing_es256_stream_is_kept(feed, guards):
+    feed.signing_algs = ["RS256", "ES256"]
+    feed.stream = feed._stream_config(FakeTransmitter.POLL, alg="ES256")
+    guard = guards()
+    guard.start_revocation_listener(CLIENT_ID, SECRET)
+    wait_until(lambda: guard.feed_healthy, what="first poll")
+    assert [method for method, _ in feed.stream_requests] == ["POST", "GET"]
 
 
 def impostor_signature(feed, token):

@@ -12,8 +12,11 @@ guard knows the feed is healthy (docs/revocation-feed.md).
 A Stream Updated event (SSF 1.0 section 8.1.5) saying the transmitter paused or disabled the
 stream makes the feed not current: polls are no longer reported through ``on_poll`` (so the
 guard falls back to introspection once the feed is stale) until one says it is enabled again.
-When the listener accepts only ES256 it asks for ES256-signed SETs (the transmitter's
-``set_signing_alg``); otherwise it takes the transmitter's default (RS256, CAEP
+When the listener accepts ES256 and the transmitter offers it, it asks for ES256-signed SETs
+(the transmitter's ``set_signing_alg``; a stream of ours found with another algorithm is
+updated): an ES256 signature costs the transmitter about a tenth of an RS256 one (40 against
+440 µs), which it pays for every receiver at each revocation, while verifying it costs a
+receiver about 80 µs more. Otherwise it takes the transmitter's default (RS256, CAEP
 interoperability profile).
 
 :meth:`RevocationListener.stop` cuts a long poll in flight short by shutting its socket down:
@@ -163,13 +166,15 @@ class RevocationListener:
 
         body = {"delivery": {"method": POLL_DELIVERY}}
         offered = config.get("set_signing_alg_values_supported")
-        if "RS256" not in self.algorithms and isinstance(offered, list) and "ES256" in offered:
+        if "ES256" in self.algorithms and isinstance(offered, list) and "ES256" in offered:
             body["set_signing_alg"] = "ES256"
         response = self._request("post", endpoint, json=body)
         if response.status_code == 409:  # our stream exists already: use it
             response = self._request("get", endpoint)
         stream = self._json(response, "stream configuration", (200, 201))
-        if (stream.get("delivery") or {}).get("method") != POLL_DELIVERY:
+        wanted = body.get("set_signing_alg")
+        if (stream.get("delivery") or {}).get("method") != POLL_DELIVERY or \
+                stream.get("set_signing_alg", wanted) != wanted:
             stream = self._json(self._request("patch", endpoint, json=body),
                                 "stream update", (200,))
         poll_url = (stream.get("delivery") or {}).get("endpoint_url")
