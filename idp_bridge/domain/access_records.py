@@ -170,14 +170,39 @@ _INSERT_SQLITE = _insert(sqlite.insert)
 #: same for every batch whatever its size, and the rows cost one ``json.dumps`` instead of a
 #: parameter each. A multi-row VALUES list is a new 1,400-parameter statement that psycopg
 #: parses again for every batch (about 12 ms of CPU per 100 records).
+#: PostgreSQL: the upserts of the access log's groups (:func:`add_to_groups`) after their
+#: rows, shared by the ingest's statement below and by :func:`add_to_groups`.
+_ON_GROUP = (
+    " ON CONFLICT (tenant_id, membership_id, area, action) DO UPDATE SET"
+    " count = access_record_groups.count + excluded.count,"
+    " first_at = least(access_record_groups.first_at, excluded.first_at),"
+    " last_at = greatest(access_record_groups.last_at, excluded.last_at)")
+_ON_STATUS = (
+    " ON CONFLICT (tenant_id, membership_id, area, action, status) DO UPDATE SET"
+    " count = access_record_group_statuses.count + excluded.count")
+_GROUP_COLUMNS = ("access_record_groups (tenant_id, membership_id, area, action, subject,"
+                  " count, first_at, last_at)")
+_STATUS_COLUMNS = ("access_record_group_statuses (tenant_id, membership_id, area, action,"
+                   " status, count)")
+#: PostgreSQL: the batch in one statement: the records not stored yet, and the groups of
+#: those it stored (grouped by the server, in key order; the statuses only after the
+#: groups, as every writer of both takes their locks), returning the ids stored.
 _INSERT_POSTGRESQL = text(
-    "INSERT INTO access_records (client_id, received_at, record_id, tenant_id, membership_id,"
-    " grant_id, sid, subject, area, action, method, route, status, at) "
+    "WITH stored AS (INSERT INTO access_records (client_id, received_at, record_id, tenant_id,"
+    " membership_id, grant_id, sid, subject, area, action, method, route, status, at) "
     "SELECT :client_id, :received_at, r.* FROM json_to_recordset(CAST(:rows AS json)) AS r("
     "record_id text, tenant_id text, membership_id text, grant_id text, sid text,"
     " subject text, area text, action text, method text, route text, status integer,"
     " at timestamp) "
-    "ON CONFLICT (client_id, record_id) DO NOTHING RETURNING record_id"
+    "ON CONFLICT (client_id, record_id) DO NOTHING"
+    " RETURNING record_id, tenant_id, membership_id, area, action, subject, status, at), "
+    "grouped AS (INSERT INTO " + _GROUP_COLUMNS + " SELECT tenant_id, membership_id, area,"
+    " action, max(subject), count(*), min(at), max(at) FROM stored"
+    " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4" + _ON_GROUP + " RETURNING 1), "
+    "counted AS (INSERT INTO " + _STATUS_COLUMNS + " SELECT tenant_id, membership_id, area,"
+    " action, status, count(*) FROM stored, (SELECT count(*) FROM grouped) AS after_groups"
+    " GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5" + _ON_STATUS + ") "
+    "SELECT record_id FROM stored"
 ).bindparams(bindparam("received_at", type_=UTCDateTime()))
 #: Times in the JSON rows as the columns store them: UTC without an offset (``timestamp``,
 #: so the server's TimeZone setting never shifts them).
@@ -255,10 +280,8 @@ class AccessRecords:
                  "grant_id": r.grant_id, "sid": r.sid, "subject": r.sub, "area": r.area,
                  "action": r.action, "method": r.method, "route": r.route, "status": r.status,
                  "at": _naive_utc(r.at, None).isoformat()} for r in records])
-            stored = list(session.execute(_INSERT_POSTGRESQL, {
+            return list(session.execute(_INSERT_POSTGRESQL, {
                 "client_id": client_id, "received_at": now, "rows": rows}).scalars())
-            AccessRecords._count_stored(session, records, memberships, stored)
-            return stored
         rows = [{"client_id": client_id, "record_id": r.id, "tenant_id": r.tenant,
                  "membership_id": memberships[r.id], "grant_id": r.grant_id, "sid": r.sid,
                  "subject": r.sub, "area": r.area, "action": r.action, "method": r.method,
@@ -380,25 +403,32 @@ _STATUS_KEY = (_STATUSES.c.tenant_id, _STATUSES.c.membership_id, _STATUSES.c.are
                _STATUSES.c.action)
 
 
-def _group_upserts(dialect: str):
-    """The two upserts of :func:`add_to_groups` for ``dialect`` (on the driver's cursor)."""
-    postgresql_ = dialect == "postgresql"
-    insert = postgresql.insert if postgresql_ else sqlite.insert
-    least, greatest = (func.least, func.greatest) if postgresql_ else (func.min, func.max)
-    add = insert(_GROUPS)
+def _sqlite_group_upserts():
+    """SQLite: the two upserts of :func:`add_to_groups`, run on the driver's cursor as one
+    batch of rows each (SQLite runs a statement per row in C)."""
+    add = sqlite.insert(_GROUPS)
     add = add.on_conflict_do_update(index_elements=list(_KEY), set_={
         "count": _GROUPS.c.count + add.excluded.count,
-        "first_at": least(_GROUPS.c.first_at, add.excluded.first_at),
-        "last_at": greatest(_GROUPS.c.last_at, add.excluded.last_at),
+        "first_at": func.min(_GROUPS.c.first_at, add.excluded.first_at),
+        "last_at": func.max(_GROUPS.c.last_at, add.excluded.last_at),
     })
-    count = insert(_STATUSES)
+    count = sqlite.insert(_STATUSES)
     count = count.on_conflict_do_update(
         index_elements=[*_STATUS_KEY, _STATUSES.c.status],
         set_={"count": _STATUSES.c.count + count.excluded.count})
     return Plain(add), Plain(count)
 
 
-_UPSERTS = {name: _group_upserts(name) for name in ("sqlite", "postgresql")}
+_SQLITE_UPSERTS = _sqlite_group_upserts()
+#: PostgreSQL: the same upserts with the rows as one JSON array, locked in key order.
+_ADD_GROUPS_POSTGRESQL = text(
+    "INSERT INTO " + _GROUP_COLUMNS + " SELECT r.* FROM json_to_recordset(CAST(:rows AS json))"
+    " AS r(tenant_id text, membership_id text, area text, action text, subject text,"
+    " count bigint, first_at timestamp, last_at timestamp) ORDER BY 1, 2, 3, 4" + _ON_GROUP)
+_ADD_STATUSES_POSTGRESQL = text(
+    "INSERT INTO " + _STATUS_COLUMNS + " SELECT r.* FROM json_to_recordset(CAST(:rows AS json))"
+    " AS r(tenant_id text, membership_id text, area text, action text, status integer,"
+    " count bigint) ORDER BY 1, 2, 3, 4, 5" + _ON_STATUS)
 
 
 def add_to_groups(session, groups: dict[tuple, list], statuses: dict[tuple, int]) -> None:
@@ -409,7 +439,19 @@ def add_to_groups(session, groups: dict[tuple, list], statuses: dict[tuple, int]
     statuses are keyed by the group's key, so nothing is read back."""
     if not groups:
         return
-    add, count = _UPSERTS[session.get_bind().dialect.name]
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement each, the rows as one JSON parameter (as the records' INSERT): a
+        # statement per row cost more than the records' INSERT itself.
+        session.execute(_ADD_GROUPS_POSTGRESQL, {"rows": json.dumps([
+            {"tenant_id": k[0], "membership_id": k[1], "area": k[2], "action": k[3],
+             "subject": v[0], "count": v[1], "first_at": _naive_utc(v[2], None).isoformat(),
+             "last_at": _naive_utc(v[3], None).isoformat()}
+            for k, v in sorted(groups.items())])})
+        session.execute(_ADD_STATUSES_POSTGRESQL, {"rows": json.dumps([
+            {"tenant_id": k[0], "membership_id": k[1], "area": k[2], "action": k[3],
+             "status": k[4], "count": n} for k, n in sorted(statuses.items())])})
+        return
+    add, count = _SQLITE_UPSERTS
     add.run_many(session, [
         {"tenant_id": k[0], "membership_id": k[1], "area": k[2], "action": k[3],
          "subject": v[0], "count": v[1], "first_at": v[2], "last_at": v[3]}
