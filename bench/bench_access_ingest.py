@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -381,8 +382,12 @@ def main(argv=None) -> int:
                        "issue_records": 10_000_000}, "runs": {}}
     if "sqlite" in args.backends:
         directory = tempfile.mkdtemp(prefix="bench-access-")
-        out["runs"]["sqlite"] = run_backend("sqlite", f"sqlite:///{directory}/bridge.db", args,
-                                            provider)
+        try:
+            out["runs"]["sqlite"] = run_backend("sqlite", f"sqlite:///{directory}/bridge.db",
+                                                args, provider)
+        finally:
+            # The database goes with the run (about 7 GB at 10 M records).
+            shutil.rmtree(directory, ignore_errors=True)
         print("sqlite", out["runs"]["sqlite"], flush=True)
     if "postgresql" in args.backends:
         from services import PostgresServer
