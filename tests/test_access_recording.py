@@ -1066,6 +1066,9 @@ HOSTILE = {  # kind: (the answer, what the shipper logs about it)
     "not_json": (lambda ids: _json_200(b"<html>accepted</html>"), "not the ingest's JSON"),
     "wrong_json": (lambda ids: _json_200(b'{"accepted": 7}'), "not the ingest's JSON"),
     "not_the_ids": (lambda ids: ingest_answer(ids[:-1]), "does not name 1 of the records"),
+    "not_the_ids_compact": (lambda ids: _json_200(json.dumps(
+        {"accepted": ids[:-1], "duplicates": [], "refused": []}, separators=(",", ":")).encode()),
+        "does not name 1 of the records"),
 }
 
 
@@ -1096,6 +1099,29 @@ def test_an_answer_the_shipper_cannot_trust_keeps_the_records_in_the_spool(scrip
         recorder.stop(2)
     assert recorder.stats["shipped"] == recorder.stats["accepted"] == 120
     assert recorder.stats["dropped"] == 0 and len(server.stored) == 120
+
+
+def test_the_usual_answer_is_recognised_without_parsing_and_nothing_else_is():
+    from scopes.guard.access_log import _all_accepted
+
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    answer = {"accepted": ids, "duplicates": [], "refused": []}
+    for separators in ((",", ":"), (", ", ": ")):  # Flask's jsonify, json.dumps' default
+        usual = json.dumps(answer, separators=separators).encode()
+        assert _all_accepted(usual, ids) and _all_accepted(b" " + usual + b"\n", ids)
+    # Anything else is not taken as all accepted here (the shipper parses it).
+    others = [{"accepted": ids[::-1], "duplicates": [], "refused": []},
+              {"accepted": ids[:-1], "duplicates": ids[-1:], "refused": []},
+              {"accepted": ids[:-1], "duplicates": [], "refused": [{"id": ids[-1]}]},
+              {"accepted": ids[:-1] + ["x" * 36], "duplicates": [], "refused": []},
+              {"accepted": ids + ids[:1], "duplicates": [], "refused": []}]
+    for other in others:
+        for separators in ((",", ":"), (", ", ": ")):
+            assert not _all_accepted(json.dumps(other, separators=separators).encode(), ids)
+    usual = json.dumps(answer, separators=(",", ":")).encode()
+    assert not _all_accepted(usual + b"{}", ids) and not _all_accepted(usual[:-1], ids)
+    assert not _all_accepted(json.dumps(answer, indent=2).encode(), ids)  # parsed instead
+    assert not _all_accepted(usual.replace(b'","', b'", "', 1), ids)
 
 
 @pytest.mark.parametrize("max_batch", [100, 1000])
