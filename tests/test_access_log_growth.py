@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import insert
 
 from conftest import TENANT
-from idp_bridge.domain.access_records import add_to_groups
+from idp_bridge.domain.access_records import group_stored
 from idp_bridge.services.access_records import MAX_GROUPS, AccessQuery
 from idp_bridge.services.tenant_admin import LogQuery
 from idp_bridge.storage.db import utcnow
@@ -41,11 +41,10 @@ def add_records(bridge, count: int, *, membership_id: str, grant_id: str, subjec
              "method": "GET", "route": "/tenants/<tenant>/ebics", "status": status,
              "at": at + timedelta(microseconds=n), "received_at": at} for n in range(count)]
     with bridge.services.db.transaction() as session:
-        session.execute(insert(AccessRecord.__table__), rows)
+        ids = session.execute(insert(AccessRecord.__table__).returning(AccessRecord.id),
+                              rows).scalars().all()
         # As the ingest does: the records stored are added to their group.
-        key = (TENANT, membership_id, area, action)
-        add_to_groups(session, {key: [subject, count, rows[0]["at"], rows[-1]["at"]]},
-                      {key + (status,): count})
+        group_stored(session, ids)
 
 
 @pytest.mark.db_independent  # counts SQLite's virtual-machine steps

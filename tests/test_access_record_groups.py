@@ -14,7 +14,7 @@ from alembic import command
 from sqlalchemy import func, insert, select, text
 
 from conftest import TENANT
-from idp_bridge.domain.access_records import AccessRecords, add_to_groups
+from idp_bridge.domain.access_records import AccessRecords, group_stored
 from idp_bridge.services.access_records import MAX_GROUPS, AccessQuery
 from idp_bridge.storage.db import Database, utcnow
 from idp_bridge.storage.models import (AccessRecord, AccessRecordGroup, AccessRecordGroupStatus)
@@ -142,21 +142,18 @@ def test_the_kept_groups_answer_what_grouping_the_records_answers(bridge):
 
 def _history(bridge, groups: int, per_group: int, at, *, tenant: str = TENANT) -> None:
     """``groups`` groups of ``per_group`` records each, written as the ingest would."""
-    rows, kept_groups, statuses = [], {}, {}
+    rows = []
     for g in range(groups):
         membership = str(uuid.uuid4())
-        key = (tenant, membership, "ebics", "read")
         times = [at - timedelta(minutes=g, microseconds=n) for n in range(per_group)]
         rows += [{"client_id": "example-resource-server", "record_id": str(uuid.uuid4()),
                   "tenant_id": tenant, "membership_id": membership, "grant_id": membership,
                   "sid": None, "subject": f"advisor-{g % 50}", "area": "ebics",
                   "action": "read", "method": "GET", "route": "/tenants/<tenant>/ebics",
                   "status": 200, "at": t, "received_at": t} for t in times]
-        kept_groups[key] = [f"advisor-{g % 50}", per_group, min(times), max(times)]
-        statuses[key + (200,)] = per_group
     with bridge.services.db.transaction() as session:
-        session.execute(insert(AccessRecord.__table__), rows)
-        add_to_groups(session, kept_groups, statuses)
+        group_stored(session, session.execute(
+            insert(AccessRecord.__table__).returning(AccessRecord.id), rows).scalars().all())
 
 
 @pytest.mark.db_independent  # counts SQLite's virtual-machine steps

@@ -46,7 +46,6 @@ from scopes.catalog import ACTIONS, CATALOG
 from . import audit
 from ..storage.models import (AccessRecord, AccessRecordGroup, AccessRecordGroupStatus,
                               Membership, Tenant, TokenFamily, UTCDateTime)
-from ..storage.plain import Plain
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +159,8 @@ def _parse_at(value) -> datetime | None:
 def _insert(dialect_insert):
     table = AccessRecord.__table__
     return dialect_insert(table).on_conflict_do_nothing(
-        index_elements=[table.c.client_id, table.c.record_id]).returning(table.c.record_id)
+        index_elements=[table.c.client_id, table.c.record_id]).returning(table.c.record_id,
+                                                                          table.c.id)
 
 
 _INSERT_SQLITE = _insert(sqlite.insert)
@@ -170,20 +170,34 @@ _INSERT_SQLITE = _insert(sqlite.insert)
 #: same for every batch whatever its size, and the rows cost one ``json.dumps`` instead of a
 #: parameter each. A multi-row VALUES list is a new 1,400-parameter statement that psycopg
 #: parses again for every batch (about 12 ms of CPU per 100 records).
-#: PostgreSQL: the upserts of the access log's groups (:func:`add_to_groups`) after their
-#: rows, shared by the ingest's statement below and by :func:`add_to_groups`.
-_ON_GROUP = (
-    " ON CONFLICT (tenant_id, membership_id, area, action) DO UPDATE SET"
-    " count = access_record_groups.count + excluded.count,"
-    " first_at = least(access_record_groups.first_at, excluded.first_at),"
-    " last_at = greatest(access_record_groups.last_at, excluded.last_at)")
-_ON_STATUS = (
-    " ON CONFLICT (tenant_id, membership_id, area, action, status) DO UPDATE SET"
-    " count = access_record_group_statuses.count + excluded.count")
-_GROUP_COLUMNS = ("access_record_groups (tenant_id, membership_id, area, action, subject,"
-                  " count, first_at, last_at)")
-_STATUS_COLUMNS = ("access_record_group_statuses (tenant_id, membership_id, area, action,"
-                   " status, count)")
+# The access log's groups (storage/models.AccessRecordGroup) are counted by the database from
+# the records a statement stored, in key order (concurrent writers lock the same groups in the
+# same order), the statuses after the groups, as every writer of both tables does.
+def _add_to_groups_sql(source: str, postgresql_: bool) -> tuple[str, str]:
+    """The two upserts adding the records ``source`` (a FROM clause: fixed SQL of this
+    module) to their groups and statuses."""
+    least, greatest = ("least", "greatest") if postgresql_ else ("min", "max")
+    groups = (
+        "INSERT INTO access_record_groups (tenant_id, membership_id, area, action, subject,"
+        " count, first_at, last_at) SELECT tenant_id, membership_id, area, action,"
+        " max(subject), count(*), min(at), max(at) FROM " + source +
+        " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+        " ON CONFLICT (tenant_id, membership_id, area, action) DO UPDATE SET"
+        " count = access_record_groups.count + excluded.count,"
+        f" first_at = {least}(access_record_groups.first_at, excluded.first_at),"
+        f" last_at = {greatest}(access_record_groups.last_at, excluded.last_at)")
+    statuses = (
+        "INSERT INTO access_record_group_statuses (tenant_id, membership_id, area, action,"
+        " status, count) SELECT tenant_id, membership_id, area, action, status, count(*)"
+        " FROM " + source + " GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+        " ON CONFLICT (tenant_id, membership_id, area, action, status) DO UPDATE SET"
+        " count = access_record_group_statuses.count + excluded.count")
+    return groups, statuses
+
+
+#: The statuses' source waits for every group's upsert (the count over ``grouped``).
+_PG_GROUPS_OF_STORED = _add_to_groups_sql(
+    "stored, (SELECT count(*) FROM grouped) AS after_groups", True)
 #: PostgreSQL: the batch in one statement: the records not stored yet, and the groups of
 #: those it stored (grouped by the server, in key order; the statuses only after the
 #: groups, as every writer of both takes their locks), returning the ids stored.
@@ -196,12 +210,8 @@ _INSERT_POSTGRESQL = text(
     " at timestamp) "
     "ON CONFLICT (client_id, record_id) DO NOTHING"
     " RETURNING record_id, tenant_id, membership_id, area, action, subject, status, at), "
-    "grouped AS (INSERT INTO " + _GROUP_COLUMNS + " SELECT tenant_id, membership_id, area,"
-    " action, max(subject), count(*), min(at), max(at) FROM stored"
-    " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4" + _ON_GROUP + " RETURNING 1), "
-    "counted AS (INSERT INTO " + _STATUS_COLUMNS + " SELECT tenant_id, membership_id, area,"
-    " action, status, count(*) FROM stored, (SELECT count(*) FROM grouped) AS after_groups"
-    " GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5" + _ON_STATUS + ") "
+    "grouped AS (" + _add_to_groups_sql("stored", True)[0] + " RETURNING 1), "
+    "counted AS (" + _PG_GROUPS_OF_STORED[1] + ") "
     "SELECT record_id FROM stored"
 ).bindparams(bindparam("received_at", type_=UTCDateTime()))
 #: Times in the JSON rows as the columns store them: UTC without an offset (``timestamp``,
@@ -289,33 +299,9 @@ class AccessRecords:
                 for r in records]
         # SQLite: one statement compiled once; SQLAlchemy sends the rows as one multi-row
         # INSERT ("insertmanyvalues") and collects RETURNING of those inserted.
-        stored = list(session.execute(_INSERT_SQLITE, rows).scalars())
-        AccessRecords._count_stored(session, records, memberships, stored)
-        return stored
-
-    @staticmethod
-    def _count_stored(session, records: list[Record], memberships: dict[str, str],
-                      stored: list[str]) -> None:
-        """Add the records stored now (``stored``: their ids, as the INSERT returned them;
-        duplicates are not among them) to their groups."""
-        if not stored:
-            return
-        stored_set = set(stored)
-        groups: dict[tuple, list] = {}
-        statuses: Counter = Counter()
-        for r in records:
-            if r.id not in stored_set:
-                continue
-            key = (r.tenant, memberships[r.id], r.area, r.action)
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [r.sub, 1, r.at, r.at]
-            else:
-                group[1] += 1
-                group[2] = min(group[2], r.at)
-                group[3] = max(group[3], r.at)
-            statuses[key + (r.status,)] += 1
-        add_to_groups(session, groups, statuses)
+        stored = session.execute(_INSERT_SQLITE, rows).all()
+        group_stored(session, [row.id for row in stored])
+        return [row.record_id for row in stored]
 
     @staticmethod
     def ingest(session, client_id: str, raw_records: list, now: datetime) -> IngestResult:
@@ -403,62 +389,26 @@ _STATUS_KEY = (_STATUSES.c.tenant_id, _STATUSES.c.membership_id, _STATUSES.c.are
                _STATUSES.c.action)
 
 
-def _sqlite_group_upserts():
-    """SQLite: the two upserts of :func:`add_to_groups`, run on the driver's cursor as one
-    batch of rows each (SQLite runs a statement per row in C)."""
-    add = sqlite.insert(_GROUPS)
-    add = add.on_conflict_do_update(index_elements=list(_KEY), set_={
-        "count": _GROUPS.c.count + add.excluded.count,
-        "first_at": func.min(_GROUPS.c.first_at, add.excluded.first_at),
-        "last_at": func.max(_GROUPS.c.last_at, add.excluded.last_at),
-    })
-    count = sqlite.insert(_STATUSES)
-    count = count.on_conflict_do_update(
-        index_elements=[*_STATUS_KEY, _STATUSES.c.status],
-        set_={"count": _STATUSES.c.count + count.excluded.count})
-    return Plain(add), Plain(count)
+_GROUP_BY_IDS = {
+    "sqlite": tuple(text(sql) for sql in _add_to_groups_sql(
+        "access_records WHERE id IN (SELECT value FROM json_each(:ids))", False)),
+    "postgresql": tuple(text(sql) for sql in _add_to_groups_sql(
+        "access_records WHERE id = ANY(CAST(:ids AS bigint[]))", True)),
+}
 
 
-_SQLITE_UPSERTS = _sqlite_group_upserts()
-#: PostgreSQL: the same upserts with the rows as one JSON array, locked in key order.
-_ADD_GROUPS_POSTGRESQL = text(
-    "INSERT INTO " + _GROUP_COLUMNS + " SELECT r.* FROM json_to_recordset(CAST(:rows AS json))"
-    " AS r(tenant_id text, membership_id text, area text, action text, subject text,"
-    " count bigint, first_at timestamp, last_at timestamp) ORDER BY 1, 2, 3, 4" + _ON_GROUP)
-_ADD_STATUSES_POSTGRESQL = text(
-    "INSERT INTO " + _STATUS_COLUMNS + " SELECT r.* FROM json_to_recordset(CAST(:rows AS json))"
-    " AS r(tenant_id text, membership_id text, area text, action text, status integer,"
-    " count bigint) ORDER BY 1, 2, 3, 4, 5" + _ON_STATUS)
-
-
-def add_to_groups(session, groups: dict[tuple, list], statuses: dict[tuple, int]) -> None:
-    """Add records to their groups: ``groups`` maps (tenant, membership, area, action) to
-    [subject, count, first, last] of the records added, ``statuses`` (the same key and a
-    status) to how many of them answered that status. Two upserts, each sent as one batch
-    of rows in key order (concurrent ingests lock the same groups in the same order); the
-    statuses are keyed by the group's key, so nothing is read back."""
-    if not groups:
+def group_stored(session, ids: list[int]) -> None:
+    """Add the stored records of row ids ``ids`` (stored in this transaction, not added
+    before) to their groups: two statements, the grouping done by the database."""
+    if not ids:
         return
+    groups, statuses = _GROUP_BY_IDS[session.get_bind().dialect.name]
     if session.get_bind().dialect.name == "postgresql":
-        # One statement each, the rows as one JSON parameter (as the records' INSERT): a
-        # statement per row cost more than the records' INSERT itself.
-        session.execute(_ADD_GROUPS_POSTGRESQL, {"rows": json.dumps([
-            {"tenant_id": k[0], "membership_id": k[1], "area": k[2], "action": k[3],
-             "subject": v[0], "count": v[1], "first_at": _naive_utc(v[2], None).isoformat(),
-             "last_at": _naive_utc(v[3], None).isoformat()}
-            for k, v in sorted(groups.items())])})
-        session.execute(_ADD_STATUSES_POSTGRESQL, {"rows": json.dumps([
-            {"tenant_id": k[0], "membership_id": k[1], "area": k[2], "action": k[3],
-             "status": k[4], "count": n} for k, n in sorted(statuses.items())])})
-        return
-    add, count = _SQLITE_UPSERTS
-    add.run_many(session, [
-        {"tenant_id": k[0], "membership_id": k[1], "area": k[2], "action": k[3],
-         "subject": v[0], "count": v[1], "first_at": v[2], "last_at": v[3]}
-        for k, v in sorted(groups.items())])
-    count.run_many(session, [
-        {"tenant_id": k[0], "membership_id": k[1], "area": k[2], "action": k[3],
-         "status": k[4], "count": n} for k, n in sorted(statuses.items())])
+        params = {"ids": [int(i) for i in ids]}
+    else:
+        params = {"ids": json.dumps([int(i) for i in ids])}
+    session.execute(groups, params)
+    session.execute(statuses, params)
 
 
 def remove_from_groups(session, deleted: list[tuple]) -> None:
