@@ -23,10 +23,11 @@ thread of the resource server never waits for a disk or the network:
    records taken from what the writer just wrote, kept in memory for it, while it keeps
    up; else read from the spool, several batches per read). A batch costs the shipper a
    couple of hundred microseconds whatever its size (the request, ``http.client`` parsing
-   the answer, the JSON of the answer): a batch of 1,000 makes that 0.2 per record. A bridge that answers 413 (one older than its 1 MiB limit for the
-   ingest, or a proxy's smaller limit), or 400 to a batch of more than 100 records (an older
-   bridge's "at most 100 records"), gets batches half as large from then on, down to 100
-   records in 60 KiB (what every bridge takes), the records staying in the spool. Once the
+   the answer, the answer checked): a batch of 1,000 makes that 0.2 per record. A bridge
+   that answers 413 (one older than its 1 MiB limit for the ingest, or a proxy's smaller
+   limit), or 400 to a batch of more than 100 records (an older bridge's "at most 100
+   records"), gets batches half as large from then on, down to 100 records in 60 KiB (what
+   every bridge takes), the records staying in the spool. Once the
    bridge answered (``accepted``, ``duplicates`` and ``refused`` all count as done; refused
    ones are logged), the shipper moves the segment's acknowledged offset on (saved to disk
    at most every ``ack_save_interval`` seconds, after half a second with nothing to ship, and
