@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 from zoneinfo import ZoneInfo
 
-from flask_babel import format_date, format_datetime, format_time, ngettext
+from flask_babel import ngettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
@@ -392,11 +392,47 @@ def area_choices() -> list[tuple[str, str]]:
 def span(first, last) -> str:
     """When a group's requests happened: "10:42–10:44" on the day, with the date in front;
     the dates on both ends when they differ."""
-    if first.astimezone(_zone()).date() == last.astimezone(_zone()).date():
-        day = format_date(first, "medium")
-        start, end = format_time(first, "short"), format_time(last, "short")
+    zone = _zone()
+    if first.astimezone(zone).date() == last.astimezone(zone).date():
+        day = _formatted("date", first)
+        start, end = _formatted("time", first), _formatted("time", last)
         return f"{day}, {start}" if start == end else f"{day}, {start}–{end}"
-    return f"{format_datetime(first, 'short')} – {format_datetime(last, 'short')}"
+    return f"{_formatted('datetime', first)} – {_formatted('datetime', last)}"
+
+
+def _formatted(kind: str, value) -> str:
+    """Babel's formatting of ``value`` in the reader's language and zone, as flask_babel's
+    ``format_date`` (medium), ``format_time`` and ``format_datetime`` (short: to the minute)
+    give it, remembered for the rest of the request by its minute: a page of 200 groups spent
+    most of its time looking up the request's locale and zone for each of them."""
+    from babel import dates
+    from flask_babel import get_locale
+
+    memo = _request_memo()
+    if "locale" not in memo:
+        memo["locale"], memo["zone"] = get_locale(), _zone()
+    key = (kind, value.replace(second=0, microsecond=0))
+    text = memo.get(key)
+    if text is None:
+        locale, zone = memo["locale"], memo["zone"]
+        if kind == "date":
+            text = dates.format_date(value.astimezone(zone).date(), "medium", locale=locale)
+        elif kind == "time":
+            text = dates.format_time(value, "short", tzinfo=zone, locale=locale)
+        else:
+            text = dates.format_datetime(value, "short", tzinfo=zone, locale=locale)
+        memo[key] = text
+    return text
+
+
+def _request_memo() -> dict:
+    """What this request's page formats more than once (its locale, zone, translations)."""
+    from flask import g
+
+    memo = g.get("_access_log_formats")
+    if memo is None:
+        memo = g._access_log_formats = {}
+    return memo
 
 
 def _zone():
@@ -413,13 +449,25 @@ def advisor_of(item, names: dict[str, str]) -> str:
 
 
 def describe_group(group, names: dict[str, str]) -> str:
-    """"Bob Advisor read EBICS — 3 requests, 10:42–10:44" in the reader's language."""
-    advisor, area = advisor_of(group, names), area_name(group.area)
-    count = ngettext("%(num)s request", "%(num)s requests", group.count)
-    what = (_("%(advisor)s changed %(area)s", advisor=advisor, area=area)
-            if group.action == "write" else
-            _("%(advisor)s read %(area)s", advisor=advisor, area=area))
-    return f"{what} — {count}, {span(group.first_at, group.last_at)}"
+    """"Bob Advisor read EBICS — 3 requests, 10:42–10:44" in the reader's language (the
+    translated templates and area names looked up once per request)."""
+    memo = _request_memo()
+    advisor = advisor_of(group, names)
+    area = memo.get(("area", group.area))
+    if area is None:
+        area = memo[("area", group.area)] = area_name(group.area)
+    count = memo.get(("count", group.count))
+    if count is None:
+        count = memo[("count", group.count)] = ngettext(
+            "%(num)s request", "%(num)s requests", group.count)
+    key = ("what", group.action == "write")
+    what = memo.get(key)
+    if what is None:
+        # flask_babel's gettext with variables: the translation, then "%" of them.
+        what = memo[key] = (_("%(advisor)s changed %(area)s") if group.action == "write"
+                            else _("%(advisor)s read %(area)s"))
+    return f"{what % {'advisor': advisor, 'area': area}} — {count}, " \
+           f"{span(group.first_at, group.last_at)}"
 
 
 def statuses_text(statuses) -> str:
