@@ -61,6 +61,8 @@ TARGET_RATIO = 1.2
 CHUNK = 1_000_000
 #: A seeded membership of anna's tenant (membership 0) at every size.
 ANNA_MEMBERSHIP = "01000000-0000-4000-8000-000000000000"
+#: Groups of the last day in anna's tenant at every size (see seed()).
+RECENT_GROUPS = 600
 #: The catalog's areas (access records are spread over them).
 AREA_KEYS = ("bank-accounts", "ebics", "payments", "account-transactions", "users")
 
@@ -179,7 +181,21 @@ def seed(url: str, rows: int) -> dict:
             f" {at(f':now - 400 * {day} + i * (399 * {day}) / ' + str(records))},"
             f" {at(f':now - 400 * {day} + i * (399 * {day}) / ' + str(records))} FROM n",
             records, connection)
-        counts["access_records"] = records
+        # Anna's tenant also has the same recent day at every size: RECENT_GROUPS groups
+        # (one record each, newer than every seeded one), more than the page (200) and the
+        # groups API (500) show, so every size answers the same number of groups and the
+        # ratio is the cost of the history alone (without these the smallest size showed a
+        # handful of groups and the largest the full page).
+        connection.execute(text(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < :last)"
+            " INSERT INTO access_records (client_id, record_id, tenant_id, membership_id,"
+            " grant_id, sid, subject, area, action, method, route, status, at, received_at)"
+            f" SELECT 'example-resource-server', printf('recent-%06d', i), '{ANNA_TENANT}',"
+            f" {_uuid_sql(9, 'i')}, {_uuid_sql(10, 'i')}, NULL, 'recent-advisor-' || (i % 50),"
+            " 'ebics', 'read', 'GET', '/tenants/<tenant>/ebics', 200,"
+            f" {at(':now - 60 * i')}, {at(':now - 60 * i')} FROM n"),
+            {"last": RECENT_GROUPS - 1, "now": now_epoch})
+        counts["access_records"] = records + RECENT_GROUPS
         # The access log's groups, kept with the records by the ingest: counted once here
         # for the records written around it (idp_bridge.domain.access_records).
         rebuild_groups(connection)
