@@ -81,33 +81,15 @@ class Plain:
             return
         driver, dialect = _driver(session)
         compiled = self._for(dialect, rows[0])
-        arguments = [compiled.arguments(row) for row in rows]
-        cursor = driver.cursor()
-        for observer in _observers:
-            observer(compiled.sql)
-        try:
-            cursor.executemany(compiled.sql, arguments)
-        except dialect.loaded_dbapi.Error as exc:
-            raise _translated(session, driver, dialect, compiled.sql, arguments, exc) from exc
-        finally:
-            cursor.close()
+        cursor = _call(session, driver, dialect, compiled.sql, "executemany",
+                       [compiled.arguments(row) for row in rows])
+        cursor.close()
 
     def _execute(self, session, params: dict):
         driver, dialect = _driver(session)
         compiled = self._for(dialect, params)
-        arguments = compiled.arguments(params)
-        cursor = driver.cursor()
-        for observer in _observers:
-            observer(compiled.sql)
-        try:
-            cursor.execute(compiled.sql, arguments)
-        except dialect.loaded_dbapi.Error as exc:
-            cursor.close()
-            raise _translated(session, driver, dialect, compiled.sql, arguments, exc) from exc
-        except BaseException:
-            cursor.close()
-            raise
-        return cursor, compiled
+        return _call(session, driver, dialect, compiled.sql, "execute",
+                     compiled.arguments(params)), compiled
 
     def _for(self, dialect, params: dict) -> "_Compiled":
         key = (dialect.name, frozenset(params)) if self._dml else dialect.name
@@ -119,6 +101,23 @@ class Plain:
                     compiled = self._compiled[key] = _Compiled(self.statement, dialect,
                                                                params if self._dml else None)
         return compiled
+
+
+def _call(session, driver, dialect, sql: str, method: str, arguments):
+    """A new cursor of ``driver`` that ran ``sql`` by ``method`` (``execute`` or
+    ``executemany``), the observers told first; a driver error becomes SQLAlchemy's."""
+    cursor = driver.cursor()
+    for observer in _observers:
+        observer(sql)
+    try:
+        getattr(cursor, method)(sql, arguments)
+    except dialect.loaded_dbapi.Error as exc:
+        cursor.close()
+        raise _translated(session, driver, dialect, sql, arguments, exc) from exc
+    except BaseException:
+        cursor.close()
+        raise
+    return cursor
 
 
 @contextmanager
